@@ -1,0 +1,189 @@
+//! Control-plane messages, encoded with rkyv inside a frame (see [`crate::frame`]).
+//!
+//! Data never travels in these types: produce requests and fetch responses carry their record
+//! batches as the frame payload, byte for byte as stored.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::WireError;
+
+/// Longest topic name. Names appear in sled tree names and metric labels.
+pub const TOPIC_NAME_BYTES_MAX: usize = 200;
+/// Most partitions per topic.
+pub const PARTITIONS_MAX: u32 = 1024;
+
+/// Where a fetch starts.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFrom {
+    /// This exact offset (clamped to the log start when retention removed it).
+    Offset(u64),
+    /// The first retained record.
+    Earliest,
+    /// The end of the log: only records appended after the request.
+    Latest,
+    /// The first record whose event time is at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// A request, sent by a client as the control part of a frame.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    CreateTopic { name: String, partitions: u32, retention_ms: Option<u64>, retention_bytes: Option<u64> },
+    DeleteTopic { name: String },
+    ListTopics,
+    DescribeTopic { name: String },
+    /// The frame payload is exactly one record batch for this partition.
+    Produce { topic: String, partition: u32 },
+    Fetch { topic: String, partition: u32, from: FetchFrom, max_bytes: u32, max_wait_ms: u32 },
+    JoinGroup { group: String, member_id: Option<String>, topics: Vec<String>, session_timeout_ms: u32 },
+    Heartbeat { group: String, member_id: String },
+    LeaveGroup { group: String, member_id: String },
+    CommitOffsets { group: String, member_id: Option<String>, offsets: Vec<PartitionOffset> },
+    FetchOffsets { group: String, topic: String },
+}
+
+/// An offset of one partition of one topic.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A topic partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+/// State of one partition.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// Offset of the first retained record.
+    pub log_start: u64,
+    /// Offset the next record will get.
+    pub high_watermark: u64,
+    /// Bytes of stored batches.
+    pub size_bytes: u64,
+    pub batches: u64,
+}
+
+/// A topic and its partitions.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    pub created_ms: i64,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Why a request failed. Clients map these to errors a user can act on.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnknownTopic,
+    TopicExists,
+    UnknownPartition,
+    InvalidRequest,
+    InvalidBatch,
+    Checksum,
+    TooLarge,
+    UnsupportedVersion,
+    OutOfOrderSequence,
+    UnknownMember,
+    Storage,
+    ShuttingDown,
+}
+
+/// A response, one per request, in request order on a stream.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Error { code: ErrorCode, message: String },
+    Done,
+    Topics(Vec<TopicInfo>),
+    Topic(TopicInfo),
+    /// `duplicate` is true when the batch's (producer, sequence) was stored before; the offset
+    /// is then the one it got the first time when still known, else `u64::MAX`.
+    Produced { base_offset: u64, duplicate: bool },
+    /// The frame payload holds whole batches; the first may start before the requested offset,
+    /// so readers skip records below it.
+    Fetched { log_start: u64, high_watermark: u64, next_offset: u64 },
+    Joined { member_id: String, generation: u64, assignment: Vec<TopicPartition> },
+    Heartbeat { generation: u64, assignment: Vec<TopicPartition> },
+    Offsets(Vec<PartitionOffset>),
+}
+
+macro_rules! codec {
+    ($enc:ident, $dec:ident, $ty:ty) => {
+        /// Encodes the control message.
+        pub fn $enc(v: &$ty) -> Vec<u8> {
+            rkyv::to_bytes::<rkyv::rancor::Error>(v).expect("in-memory serialization cannot fail").to_vec()
+        }
+        /// Checks and decodes a control message from untrusted bytes.
+        pub fn $dec(bytes: &[u8]) -> Result<$ty, WireError> {
+            // rkyv reads archived values in place and needs them aligned; control messages are
+            // small, so one copy into an aligned buffer is cheaper than any alternative.
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            aligned.extend_from_slice(bytes);
+            rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned).map_err(|e| WireError::Control(e.to_string()))
+        }
+    };
+}
+
+codec!(encode_request, decode_request, Request);
+codec!(encode_response, decode_response, Response);
+
+/// The partition a key goes to: crc32c of the key modulo the partition count. Stable across
+/// versions and languages, so any client places a key where every other client does.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    assert!(partitions > 0);
+    crc32c::crc32c(key) % partitions
+}
+
+/// Checks a topic name: 1 to 200 bytes of `[A-Za-z0-9._-]`.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("topic name must be 1 to {TOPIC_NAME_BYTES_MAX} bytes long"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name {name:?} contains {c:?}; use letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Requests survive encode/decode.
+        #[test]
+        fn request_round_trip(name in "[a-z.]{1,20}", p in any::<u32>(), off in any::<u64>(), w in any::<u32>()) {
+            let reqs = vec![
+                Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Offset(off), max_bytes: w, max_wait_ms: w },
+                Request::CreateTopic { name: name.clone(), partitions: p, retention_ms: Some(off), retention_bytes: None },
+                Request::JoinGroup { group: name.clone(), member_id: None, topics: vec![name.clone()], session_timeout_ms: w },
+            ];
+            for r in reqs {
+                prop_assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+            }
+        }
+
+        /// Arbitrary bytes never panic the control decoders.
+        #[test]
+        fn decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_request(&b);
+            let _ = decode_response(&b);
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(check_topic_name("sensors.temp-1_a").is_ok());
+        assert!(check_topic_name("").is_err());
+        assert!(check_topic_name("a/b").is_err());
+    }
+}
