@@ -1,1 +1,127 @@
-//! silt-broker
+//! `silt-broker`: the Silt broker. A QUIC server (quinn, TLS 1.3) in front of the sled
+//! partition log (`silt-storage`), with topics, idempotent produce with group commit, long-poll
+//! fetch, consumer groups, retention and an HTTP admin port.
+//!
+//! The binary is glue around [`run`]. Request semantics live in [`service`] and take typed
+//! requests; [`server`] only moves frames between QUIC streams and the service. Deliberately
+//! absent: any parsing of record values (batches are validated, stamped and stored as they
+//! came), and global locks on the produce or fetch path.
+
+pub mod admin;
+pub mod config;
+pub mod durability;
+pub mod groups;
+pub mod server;
+pub mod service;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use silt_storage::{Store, StoreConfig};
+
+use crate::config::Config;
+use crate::durability::Durability;
+use crate::service::Broker;
+
+/// A running broker, started by [`start`].
+pub struct Running {
+    /// The bound QUIC address (useful with port 0).
+    pub listen: std::net::SocketAddr,
+    /// The bound HTTP admin address.
+    pub admin_listen: std::net::SocketAddr,
+    /// The certificate clients should trust.
+    pub ca_cert: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Closes connections, flushes the log and waits for the broker to stop.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("broker task")?
+    }
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then flushes and closes.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    running.shutdown().await
+}
+
+/// Starts a broker in this process and returns once it serves.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let (certs, key) = tls::load_or_create(&config.data_dir.join("tls"), config.listen, &config.tls_names)?;
+    let store_dir = config.data_dir.join("log");
+    let cache_bytes = config.cache_bytes;
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, StoreConfig { cache_bytes }))
+        .await?
+        .context("opening the log store (is another broker using this data directory?)")?;
+    let store = Arc::new(store);
+    let durability = Durability::new(config.fsync);
+    let broker = Broker::new(store.clone(), durability.clone(), config.limits);
+
+    let admin_listener = admin::bind(config.admin_listen).await?;
+    let endpoint = server::endpoint(config.listen, certs, key, &config.limits)?;
+    let listen = endpoint.local_addr()?;
+    let admin_listen = admin_listener.local_addr()?;
+    tracing::info!(%listen, admin = %admin_listen, data_dir = %config.data_dir.display(), fsync = ?config.fsync, "silt-broker started");
+
+    let flusher = tokio::spawn(durability.clone().run(store.clone()));
+    let housekeeping = {
+        let broker = broker.clone();
+        let every = config.retention_check();
+        tokio::spawn(async move {
+            let mut members = tokio::time::interval(Duration::from_millis(500));
+            let mut retention = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = members.tick() => broker.expire_members(),
+                    _ = retention.tick() => {
+                        let b = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+                    }
+                }
+            }
+        })
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let admin = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(admin::serve(admin_listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }))
+    };
+    let quic = tokio::spawn(server::serve(endpoint.clone(), broker.clone(), config.limits));
+
+    let mut stop_rx = stop_rx;
+    let task = tokio::spawn(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+        tracing::info!("shutting down: closing connections and flushing");
+        endpoint.close(server::close_code::SHUTDOWN.into(), b"broker shutting down");
+        housekeeping.abort();
+        flusher.abort();
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.flush()).await?.context("final flush")?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        quic.abort();
+        let _ = admin.await;
+        tracing::info!("silt-broker stopped");
+        Ok(())
+    });
+    Ok(Running { listen, admin_listen, ca_cert: config.data_dir.join("tls").join("cert.pem"), stop, task })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

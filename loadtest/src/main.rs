@@ -1,1 +1,243 @@
-fn main() {}
+//! `silt-loadtest`: load-test harness for the Silt broker. See `silt-loadtest --help`.
+
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use silt_client::{
+    Client, ClientConfig, ClientError, Consumer, ConsumerConfig, ErrorCode, FetchFrom, Producer, ProducerConfig,
+    ProducerRecord,
+};
+
+use crate::stats::Report;
+
+/// Load-test harness for the Silt broker: drives producers or consumers at full speed
+/// (closed loop) and reports events/s, MB/s and latency percentiles.
+///
+/// Exit codes: 0 the run completed; 1 it failed (the message says why); 2 bad arguments.
+#[derive(Debug, Parser)]
+#[command(name = "silt-loadtest", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Produce records with durable acknowledgements; latency is per batch, from sealing the
+    /// batch to its acknowledgement.
+    Produce(Common),
+    /// Read records from the earliest offset; latency is per fetch response, the wait for it.
+    Consume(Common),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Broker QUIC address.
+    #[arg(long, env = "SILT_BROKER", default_value = "127.0.0.1:7400")]
+    broker: String,
+    /// The broker's certificate (DATA_DIR/tls/cert.pem).
+    #[arg(long, env = "SILT_CA_CERT", default_value = "silt-data/tls/cert.pem")]
+    ca_cert: PathBuf,
+    /// Topic; created with --partitions when it does not exist.
+    #[arg(long, default_value = "loadtest")]
+    topic: String,
+    /// Concurrent producers (or consumers), each on its own connection.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 100)]
+    message_size: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: u32,
+    /// Batches in flight per partition.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Records in total.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Stop after this long instead (e.g. 30s), whichever comes first.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("silt-loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (report, json) = match cli.command {
+        Command::Produce(c) => (produce(&c).await?, c.json),
+        Command::Consume(c) => (consume(&c).await?, c.json),
+    };
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+async fn connect(c: &Common) -> anyhow::Result<Client> {
+    let config = ClientConfig::new(c.broker.clone(), &c.ca_cert)?;
+    Ok(Client::connect(config).await?)
+}
+
+async fn ensure_topic(client: &Client, c: &Common) -> anyhow::Result<()> {
+    match client.create_topic(&c.topic, c.partitions, None, None).await {
+        Ok(_) => Ok(()),
+        Err(ClientError::Broker { code: ErrorCode::TopicExists, .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let visible = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, eta {eta})").expect("template"));
+    bar
+}
+
+/// Fills `buf` with a sensor-like reading numbered `seq`, padded to its length.
+fn fill_value(buf: &mut [u8], seq: u64) {
+    use std::io::Write;
+    buf.fill(b' ');
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{{\"seq\":{seq},\"device\":\"dev-{:04}\",\"temp\":{}.{}}}", seq % 1000, 15 + seq % 20, seq % 10);
+}
+
+async fn produce(c: &Common) -> anyhow::Result<Report> {
+    let admin = connect(c).await?;
+    ensure_topic(&admin, c).await?;
+    let producers = u64::from(c.producers.max(1));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")));
+    let bar = progress(c.count);
+    let deadline = c.duration.map(|d| Instant::now() + d);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..producers {
+        let share = c.count / producers + u64::from(i < c.count % producers);
+        let client = connect(c).await?;
+        let hist = hist.clone();
+        let bar = bar.clone();
+        let on_ack: Arc<dyn Fn(&silt_client::Ack) + Send + Sync> = Arc::new(move |a: &silt_client::Ack| {
+            let us = a.sealed_at.elapsed().as_micros() as u64;
+            let _ = hist.lock().expect("histogram").record(us.max(1));
+            bar.inc(u64::from(a.records));
+        });
+        let config = ProducerConfig {
+            batch_records_max: c.batch_size.max(1),
+            batch_bytes_max: silt_wire::batch::BATCH_BYTES_MAX - 1024,
+            window: c.window.max(1),
+            on_ack: Some(on_ack),
+            ..Default::default()
+        };
+        let producer = Producer::new(&client, &c.topic, config).await?;
+        let size = c.message_size;
+        tasks.push(tokio::spawn(async move {
+            let mut value = vec![0u8; size];
+            let mut sent = 0u64;
+            while sent < share {
+                if sent % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                fill_value(&mut value, i * share + sent);
+                producer.send(ProducerRecord { value: &value, ..Default::default() }).await?;
+                sent += 1;
+            }
+            producer.close().await?;
+            client.close().await;
+            anyhow::Ok(sent)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.context("producer task")??;
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    admin.close().await;
+    let hist = hist.lock().expect("histogram").clone();
+    Ok(Report::new("produce", total, (total as f64) * c.message_size as f64, elapsed, &hist))
+}
+
+async fn consume(c: &Common) -> anyhow::Result<Report> {
+    let admin = connect(c).await?;
+    let info = admin.describe_topic(&c.topic).await?;
+    let partitions: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
+    let available: u64 = info.partitions.iter().map(|p| p.high_watermark - p.log_start).sum();
+    let target = c.count.min(available);
+    if target < c.count {
+        eprintln!("silt-loadtest: topic {} holds {available} records; reading those", c.topic);
+    }
+    let consumers = (c.producers.max(1) as usize).min(partitions.len().max(1));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds")));
+    let bar = progress(target);
+    let deadline = c.duration.map(|d| Instant::now() + d);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..consumers {
+        let mine: Vec<(u32, FetchFrom)> =
+            partitions.iter().copied().filter(|p| *p as usize % consumers == i).map(|p| (p, FetchFrom::Earliest)).collect();
+        let client = connect(c).await?;
+        let config = ConsumerConfig { follow: false, ..Default::default() };
+        let mut consumer = Consumer::assign(&client, &c.topic, mine, config).await?;
+        let (hist, bar) = (hist.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut records, mut bytes) = (0u64, 0u64);
+            loop {
+                let waited = Instant::now();
+                let Some(fetched) = consumer.next_batch().await else { break };
+                let fetched = fetched?;
+                let _ = hist.lock().expect("histogram").record((waited.elapsed().as_micros() as u64).max(1));
+                let mut n = 0u64;
+                for r in fetched.records() {
+                    bytes += r?.value.len() as u64;
+                    n += 1;
+                }
+                records += n;
+                bar.inc(n);
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+            }
+            consumer.close().await;
+            client.close().await;
+            anyhow::Ok((records, bytes))
+        }));
+    }
+    let (mut total, mut bytes) = (0u64, 0u64);
+    for t in tasks {
+        let (r, b) = t.await.context("consumer task")??;
+        total += r;
+        bytes += b;
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    admin.close().await;
+    let hist = hist.lock().expect("histogram").clone();
+    Ok(Report::new("consume", total, bytes as f64, elapsed, &hist))
+}

@@ -1,1 +1,395 @@
-fn main() {}
+//! `silt`: the command-line client of the Silt broker. Glue only: argument parsing, output
+//! formats and progress; everything that talks to the broker is `silt-client`.
+
+mod output;
+mod records;
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, FetchFrom, Producer, ProducerConfig};
+
+use crate::output::{print_topic, print_topics};
+use crate::records::{parse_input_line, InputFormat, OutputFormat, RecordWriter};
+
+/// Command-line client for the Silt broker: topics, produce, consume, replay.
+///
+/// Exit codes: 0 success; 1 the operation failed (unknown topic, unreachable broker, refused
+/// request; the message says which); 2 bad command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "silt", version)]
+struct Cli {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Connection {
+    /// Broker QUIC address.
+    #[arg(long, global = true, env = "SILT_BROKER", default_value = "127.0.0.1:7400", value_name = "HOST:PORT")]
+    broker: String,
+    /// PEM certificate to trust (the broker's DATA_DIR/tls/cert.pem). Default:
+    /// ./silt-data/tls/cert.pem when it exists.
+    #[arg(long, global = true, env = "SILT_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Append records read one per line from stdin or a file; exits 0 only after every record
+    /// is acknowledged (durable).
+    Produce(ProduceArgs),
+    /// Print records of a topic, one value per line.
+    Consume(ConsumeArgs),
+    /// Export the records of a time range as JSON lines or CSV.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Drop batches older than this (e.g. 7d, 12h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<Duration>,
+        /// Drop the oldest batches while a partition holds more bytes than this.
+        #[arg(long, value_name = "BYTES")]
+        retention_bytes: Option<u64>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions with their watermarks and sizes.
+    Describe { name: String },
+    /// Delete a topic and all its records.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    topic: String,
+    /// Read lines from this file instead of stdin.
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// Key for every record (records with the same key go to the same partition).
+    #[arg(long)]
+    key: Option<String>,
+    /// Input format: `raw` (each line is a value) or `jsonl` (each line is an object with
+    /// "value" and optional "key", "timestamp" (RFC 3339 or ms) and "headers").
+    #[arg(long, value_enum, default_value_t = InputFormat::Raw)]
+    format: InputFormat,
+    /// Write to this partition instead of choosing by key.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: u32,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    topic: String,
+    /// Where to start: earliest, latest, an offset, or an RFC 3339 time.
+    #[arg(long, default_value = "earliest")]
+    from: String,
+    /// Stop after this many records (waiting for them if needed).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Keep printing new records until interrupted.
+    #[arg(long)]
+    follow: bool,
+    /// Consume as a member of this group, resuming from its committed offsets and committing
+    /// what was printed.
+    #[arg(long)]
+    group: Option<String>,
+    /// Only this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Output format: value (the value only), jsonl (one object per record).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Value)]
+    format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    topic: String,
+    /// Start of the range (inclusive), RFC 3339 (e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    from: String,
+    /// End of the range (exclusive), RFC 3339; default: now.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReplayFormat::Jsonl)]
+    format: ReplayFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReplayFormat {
+    Jsonl,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): not an error of ours.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("silt: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// One line: the outermost context and the root cause, without repeats.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+async fn connect(conn: &Connection) -> anyhow::Result<Client> {
+    let ca = match &conn.ca_cert {
+        Some(p) => p.clone(),
+        None => {
+            let default = Path::new("silt-data/tls/cert.pem");
+            if !default.exists() {
+                bail!("no CA certificate: pass --ca-cert FILE or set SILT_CA_CERT (the broker writes DATA_DIR/tls/cert.pem)");
+            }
+            default.to_path_buf()
+        }
+    };
+    let config = ClientConfig::new(conn.broker.clone(), &ca)?;
+    Ok(Client::connect(config).await?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = connect(&cli.conn).await?;
+    let json = cli.conn.json;
+    let result = match cli.command {
+        Command::Topic(cmd) => topic(&client, cmd, json).await,
+        Command::Produce(args) => produce(&client, args, json).await,
+        Command::Consume(args) => consume(&client, args).await,
+        Command::Replay(args) => replay(&client, args, json).await,
+    };
+    client.close().await;
+    result
+}
+
+async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        TopicCommand::Create { name, partitions, retention, retention_bytes } => {
+            let retention_ms = retention.map(|d| d.as_millis() as u64);
+            let info = client.create_topic(&name, partitions, retention_ms, retention_bytes).await?;
+            if json {
+                print_topic(&info, true);
+            } else {
+                println!("created topic {} with {} partition(s)", info.name, info.partitions.len());
+            }
+        }
+        TopicCommand::List => print_topics(&client.list_topics().await?, json),
+        TopicCommand::Describe { name } => print_topic(&client.describe_topic(&name).await?, json),
+        TopicCommand::Delete { name } => {
+            client.delete_topic(&name).await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": name }));
+            } else {
+                println!("deleted topic {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn produce(client: &Client, args: ProduceArgs, json: bool) -> anyhow::Result<()> {
+    let config = ProducerConfig { batch_records_max: args.batch_size.max(1), ..Default::default() };
+    let producer = Producer::new(client, &args.topic, config).await?;
+    let input: Box<dyn BufRead + Send> = match &args.file {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    // Reading stdin blocks; a thread feeds lines to the async producer in chunks.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<String>>>(16);
+    std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(1024);
+        for line in input.lines() {
+            match line {
+                Ok(l) => chunk.push(l),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+            if chunk.len() == 1024 && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err() {
+                return;
+            }
+        }
+        let _ = tx.blocking_send(Ok(chunk));
+    });
+    let mut count: u64 = 0;
+    let mut lingered = std::time::Instant::now();
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.context("reading input")?;
+        for (i, line) in chunk.iter().enumerate() {
+            let rec = parse_input_line(line, args.format, args.key.as_deref())
+                .with_context(|| format!("line {}", count + i as u64 + 1))?;
+            let headers: Vec<(&[u8], &[u8])> = rec.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+            producer
+                .send(silt_client::ProducerRecord {
+                    key: rec.key.as_deref().map(str::as_bytes),
+                    value: &rec.value,
+                    timestamp_ms: rec.timestamp_ms,
+                    headers: &headers,
+                    partition: args.partition,
+                })
+                .await?;
+        }
+        count += chunk.len() as u64;
+        // Slow input (a person typing, a sensor script) should not wait for a full batch.
+        if lingered.elapsed() > Duration::from_millis(50) {
+            producer.poll_linger().await?;
+            lingered = std::time::Instant::now();
+        }
+    }
+    producer.close().await?;
+    if json {
+        println!("{}", serde_json::json!({ "topic": args.topic, "acknowledged": count }));
+    }
+    Ok(())
+}
+
+fn parse_from(s: &str) -> anyhow::Result<FetchFrom> {
+    Ok(match s {
+        "earliest" => FetchFrom::Earliest,
+        "latest" => FetchFrom::Latest,
+        _ => match s.parse::<u64>() {
+            Ok(o) => FetchFrom::Offset(o),
+            Err(_) => FetchFrom::Timestamp(parse_time(s).with_context(|| {
+                format!("--from {s:?} is not earliest, latest, an offset or an RFC 3339 time")
+            })?),
+        },
+    })
+}
+
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let t = humantime::parse_rfc3339_weak(s).with_context(|| format!("{s:?} is not an RFC 3339 time"))?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).context("time before 1970")?;
+    Ok(d.as_millis() as i64)
+}
+
+async fn consume(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
+    let from = parse_from(&args.from)?;
+    let follow = args.follow || args.count.is_some();
+    let config = ConsumerConfig { from, follow, group: args.group.clone(), ..Default::default() };
+    let mut consumer = match args.partition {
+        Some(p) => Consumer::assign(client, &args.topic, vec![(p, from)], config).await?,
+        None => Consumer::new(client, &args.topic, config).await?,
+    };
+    let stdout = std::io::stdout();
+    let mut out = RecordWriter::new(std::io::BufWriter::new(stdout.lock()), args.format, &args.topic);
+    let mut printed: u64 = 0;
+    let limit = args.count.unwrap_or(u64::MAX);
+    'outer: while printed < limit {
+        let fetched = match consumer.next_batch().await {
+            None => break,
+            Some(f) => f?,
+        };
+        for r in fetched.records() {
+            out.write(fetched.partition, &r?)?;
+            printed += 1;
+            if printed >= limit {
+                break 'outer;
+            }
+        }
+        if args.follow {
+            out.flush()?;
+        }
+        if args.group.is_some() {
+            consumer.commit().await?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    if args.group.is_some() && args.count.is_none() {
+        consumer.commit().await?;
+    }
+    consumer.close().await;
+    Ok(())
+}
+
+async fn replay(client: &Client, args: ReplayArgs, json: bool) -> anyhow::Result<()> {
+    let from_ms = parse_time(&args.from)?;
+    let to_ms = match &args.to {
+        Some(t) => parse_time(t)?,
+        None => i64::MAX,
+    };
+    if to_ms <= from_ms {
+        bail!("--to must be after --from");
+    }
+    let info = client.describe_topic(&args.topic).await?;
+    let total: u64 = info.partitions.iter().map(|p| p.high_watermark - p.log_start).sum();
+    let config = ConsumerConfig { from: FetchFrom::Timestamp(from_ms), follow: false, ..Default::default() };
+    let mut consumer = Consumer::new(client, &args.topic, config).await?;
+    let sink: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let format = match args.format {
+        ReplayFormat::Jsonl => OutputFormat::Jsonl,
+        ReplayFormat::Csv => OutputFormat::Csv,
+    };
+    let mut out = RecordWriter::new(std::io::BufWriter::with_capacity(1 << 20, sink), format, &args.topic);
+    let bar = output::progress(total, args.output.is_some() || !std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let (mut scanned, mut written) = (0u64, 0u64);
+    while let Some(fetched) = consumer.next_batch().await {
+        let fetched = fetched?;
+        for r in fetched.records() {
+            let r = r?;
+            scanned += 1;
+            if r.timestamp_ms >= from_ms && r.timestamp_ms < to_ms {
+                out.write(fetched.partition, &r)?;
+                written += 1;
+            }
+        }
+        bar.set_position(scanned);
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    if json {
+        eprintln!("{}", serde_json::json!({ "records": written, "scanned": scanned }));
+    } else if let Some(p) = &args.output {
+        eprintln!("wrote {written} records to {}", p.display());
+    }
+    Ok(())
+}

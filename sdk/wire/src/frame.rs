@@ -88,6 +88,10 @@ impl Frame {
     pub fn payload(&self) -> &[u8] {
         &self.body[self.control_end..]
     }
+    /// The payload as shared bytes, without copying.
+    pub fn into_payload(self) -> bytes::Bytes {
+        bytes::Bytes::from(self.body).slice(self.control_end..)
+    }
     /// The payload, writable (the broker stamps batch headers in place).
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.body[self.control_end..]

@@ -107,9 +107,10 @@ pub enum Response {
     /// `duplicate` is true when the batch's (producer, sequence) was stored before; the offset
     /// is then the one it got the first time when still known, else `u64::MAX`.
     Produced { base_offset: u64, duplicate: bool },
-    /// The frame payload holds whole batches; the first may start before the requested offset,
-    /// so readers skip records below it.
-    Fetched { log_start: u64, high_watermark: u64, next_offset: u64 },
+    /// The frame payload holds whole batches; the first may start before `from_offset` (the
+    /// resolved start of the fetch), so readers skip records below it. `next_offset` is where
+    /// the next fetch continues.
+    Fetched { log_start: u64, high_watermark: u64, next_offset: u64, from_offset: u64 },
     Joined { member_id: String, generation: u64, assignment: Vec<TopicPartition> },
     Heartbeat { generation: u64, assignment: Vec<TopicPartition> },
     Offsets(Vec<PartitionOffset>),

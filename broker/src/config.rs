@@ -1,0 +1,204 @@
+//! Broker configuration: embedded defaults, then a TOML file, then environment variables and
+//! flags (later sources win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// When a produce counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Flush before every acknowledgement; concurrent producers share each flush.
+    Always,
+    /// Acknowledge after the in-memory append; flush every this many milliseconds.
+    Every(u64),
+    /// Acknowledge after the in-memory append; leave flushing to sled's own background thread.
+    Never,
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match s.strip_prefix("every:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Every(ms)),
+                _ => Err(format!("fsync policy {s:?} is not one of: always, never, every:<milliseconds>")),
+            },
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub fsync: FsyncPolicy,
+    pub log_format: LogFormat,
+    /// Extra DNS names or addresses for the self-signed certificate.
+    pub tls_names: Vec<String>,
+    pub limits: Limits,
+    /// How often retention runs.
+    pub retention_check_ms: u64,
+    /// sled page cache.
+    pub cache_bytes: u64,
+}
+
+/// Named maxima, checked at the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open QUIC connections.
+    pub connections_max: usize,
+    /// Concurrent streams per connection.
+    pub streams_per_connection_max: u32,
+    /// Largest request frame (a produce carries one batch of at most 8 MiB).
+    pub frame_bytes_max: usize,
+    /// Largest fetch response payload.
+    pub fetch_bytes_max: u32,
+    /// Longest long-poll of a fetch.
+    pub fetch_wait_ms_max: u32,
+    /// Requests read ahead of their responses on one stream (the in-flight window).
+    pub pipeline_depth_max: usize,
+    /// Members per consumer group.
+    pub group_members_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 4096,
+            streams_per_connection_max: 256,
+            frame_bytes_max: silt_wire::batch::BATCH_BYTES_MAX + 64 * 1024,
+            fetch_bytes_max: 16 * 1024 * 1024,
+            fetch_wait_ms_max: 30_000,
+            pipeline_depth_max: 64,
+            group_members_max: 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("silt-data"),
+            listen: "127.0.0.1:7400".parse().expect("literal"),
+            admin_listen: "127.0.0.1:7401".parse().expect("literal"),
+            fsync: FsyncPolicy::Always,
+            log_format: LogFormat::Text,
+            tls_names: Vec::new(),
+            limits: Limits::default(),
+            retention_check_ms: 10_000,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The TOML file. Every key is optional; unknown keys are an error so typos do not pass
+/// silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub fsync: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub tls_names: Option<Vec<String>>,
+    pub retention_check_ms: Option<u64>,
+    pub cache_bytes: Option<u64>,
+    pub connections_max: Option<usize>,
+    pub fetch_bytes_max: Option<u32>,
+    pub fetch_wait_ms_max: Option<u32>,
+}
+
+impl Config {
+    /// Defaults overlaid with the file at `path`.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let mut c = Config::default();
+        if let Some(v) = file.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = file.listen {
+            c.listen = v;
+        }
+        if let Some(v) = file.admin_listen {
+            c.admin_listen = v;
+        }
+        if let Some(v) = file.fsync {
+            c.fsync = v.parse().map_err(anyhow::Error::msg).with_context(|| format!("in {}", path.display()))?;
+        }
+        if let Some(v) = file.log_format {
+            c.log_format = v;
+        }
+        if let Some(v) = file.tls_names {
+            c.tls_names = v;
+        }
+        if let Some(v) = file.retention_check_ms {
+            c.retention_check_ms = v.max(100);
+        }
+        if let Some(v) = file.cache_bytes {
+            c.cache_bytes = v;
+        }
+        if let Some(v) = file.connections_max {
+            c.limits.connections_max = v.max(1);
+        }
+        if let Some(v) = file.fetch_bytes_max {
+            c.limits.fetch_bytes_max = v.max(64 * 1024);
+        }
+        if let Some(v) = file.fetch_wait_ms_max {
+            c.limits.fetch_wait_ms_max = v;
+        }
+        Ok(c)
+    }
+
+    pub fn retention_check(&self) -> Duration {
+        Duration::from_millis(self.retention_check_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policies_parse() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+        assert_eq!("every:250".parse(), Ok(FsyncPolicy::Every(250)));
+        assert!("every:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("silt-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:9000\"\nfsync = \"every:5\"\n").unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.fsync, FsyncPolicy::Every(5));
+        assert_eq!(c.admin_listen.port(), 7401);
+        std::fs::write(&p, "lissen = \"x\"\n").unwrap();
+        assert!(Config::from_file(&p).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

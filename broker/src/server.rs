@@ -1,0 +1,165 @@
+//! The QUIC shell around [`Broker`]: accepts connections and streams, reads frames, writes
+//! responses in request order. Thin on purpose; request semantics live in `service`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream, VarInt};
+use silt_wire::frame::{self, Frame, PREFIX_LEN};
+use silt_wire::message::encode_response;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::Limits;
+use crate::service::{wire_error, Broker, PendingReply};
+
+/// Application close codes sent with QUIC CONNECTION_CLOSE / STOP_SENDING.
+pub mod close_code {
+    /// The broker is shutting down.
+    pub const SHUTDOWN: u32 = 1;
+    /// Too many open connections.
+    pub const BUSY: u32 = 2;
+    /// A frame could not be read (bad length, bad version); the stream is closed.
+    pub const PROTOCOL: u32 = 3;
+}
+
+/// Builds the QUIC server endpoint.
+pub fn endpoint(
+    listen: std::net::SocketAddr,
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    limits: &Limits,
+) -> anyhow::Result<quinn::Endpoint> {
+    let mut config = quinn::ServerConfig::with_single_cert(certs, key).context("loading the TLS certificate")?;
+    config.transport_config(Arc::new(transport(limits)));
+    quinn::Endpoint::server(config, listen).with_context(|| format!("listening on {listen} (UDP)"))
+}
+
+/// Transport tuning shared by server and client: large windows so that a window of 100 KB
+/// batches is never flow-control bound on loopback.
+pub fn transport(limits: &Limits) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(limits.streams_per_connection_max));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.stream_receive_window(VarInt::from_u32(16 * 1024 * 1024));
+    t.receive_window(VarInt::from_u32(64 * 1024 * 1024));
+    t.send_window(64 * 1024 * 1024);
+    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many connections");
+            incoming.refuse();
+            continue;
+        };
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match incoming.await {
+                Ok(conn) => connection(conn, broker, limits).await,
+                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits) {
+    let remote = conn.remote_address();
+    tracing::debug!(%remote, "connection open");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = stream(send, recv, broker, limits).await {
+                        tracing::debug!(%remote, error = %e, "stream ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::debug!(%remote, reason = %e, "connection closed");
+                return;
+            }
+        }
+    }
+}
+
+/// Serves one stream: requests are read and started in order, and their responses written in
+/// the same order, with at most `pipeline_depth_max` outstanding.
+async fn stream(mut send: SendStream, mut recv: RecvStream, broker: Arc<Broker>, limits: Limits) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<PendingReply>(limits.pipeline_depth_max);
+    let writer = tokio::spawn(async move {
+        while let Some(pending) = rx.recv().await {
+            let (response, payload) = pending.await;
+            write_response(&mut send, &response, payload).await?;
+        }
+        send.finish()?;
+        anyhow::Ok(send)
+    });
+    let result = read_requests(&mut recv, &broker, &limits, &tx).await;
+    drop(tx);
+    let send = writer.await.context("response writer")??;
+    if let Err(e) = &result {
+        // The request framing is lost: say why, then stop reading this stream.
+        tracing::debug!(error = %e, "closing stream after a protocol error");
+        let _ = recv.stop(VarInt::from_u32(close_code::PROTOCOL));
+    }
+    drop(send);
+    result
+}
+
+async fn read_requests(
+    recv: &mut RecvStream,
+    broker: &Arc<Broker>,
+    limits: &Limits,
+    tx: &mpsc::Sender<PendingReply>,
+) -> anyhow::Result<()> {
+    loop {
+        let mut prefix = [0u8; PREFIX_LEN];
+        match recv.read_exact(&mut prefix).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let len = match frame::body_len(prefix, limits.frame_bytes_max) {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = tx.send(Box::pin(std::future::ready(wire_error(&e)))).await;
+                anyhow::bail!("bad frame: {e}");
+            }
+        };
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.context("reading a frame body")?;
+        let pending = match Frame::decode(body) {
+            Ok(f) => broker.handle(f),
+            Err(e) => {
+                let _ = tx.send(Box::pin(std::future::ready(wire_error(&e)))).await;
+                anyhow::bail!("bad frame: {e}");
+            }
+        };
+        if tx.send(pending).await.is_err() {
+            anyhow::bail!("response writer stopped");
+        }
+    }
+}
+
+async fn write_response(send: &mut SendStream, response: &silt_wire::Response, payload: Bytes) -> anyhow::Result<()> {
+    let control = encode_response(response);
+    let mut head = Vec::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + control.len());
+    head.extend_from_slice(&frame::encode_head(control.len(), payload.len()));
+    head.extend_from_slice(&control);
+    let mut chunks = [Bytes::from(head), payload];
+    let mut done = 0;
+    while done < chunks.len() {
+        let written = send.write_chunks(&mut chunks[done..]).await?;
+        done += written.chunks;
+    }
+    Ok(())
+}

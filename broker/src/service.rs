@@ -1,0 +1,408 @@
+//! Request handling: typed requests in, typed responses (plus raw batch payloads) out.
+//!
+//! Nothing here touches a socket: the QUIC layer (`server`) decodes frames and hands requests
+//! to [`Broker::handle`], then writes what it returns. *Architecture Invariant*: a produce is
+//! acknowledged only after its batch is durable under the configured fsync policy, and
+//! consumers only see records that are durable (the per-partition visible watermark).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use silt_storage::{Appended, Partition, StorageError, Store, TopicMeta};
+use silt_wire::batch::{self, BatchView};
+use silt_wire::frame::Frame;
+use silt_wire::message::{self, check_topic_name, PARTITIONS_MAX};
+use silt_wire::{ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo, WireError};
+use tokio::sync::watch;
+
+use crate::config::Limits;
+use crate::durability::Durability;
+use crate::groups::{Coordinator, GroupError};
+
+/// A response and the batch bytes that follow it.
+pub type Reply = (Response, Bytes);
+/// A reply that may still wait (for durability or a long poll).
+pub type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// The broker's side of one partition.
+pub struct PartitionHandle {
+    pub log: Arc<Partition>,
+    /// Offset up to which records are durable and may be served to consumers.
+    visible: watch::Sender<u64>,
+}
+
+impl PartitionHandle {
+    fn publish(&self, next_offset: u64) {
+        self.visible.send_if_modified(|v| {
+            let grew = next_offset > *v;
+            if grew {
+                *v = next_offset;
+            }
+            grew
+        });
+    }
+    pub fn visible(&self) -> u64 {
+        *self.visible.borrow()
+    }
+}
+
+/// Everything a request handler needs; shared by all connections.
+pub struct Broker {
+    store: Arc<Store>,
+    partitions: DashMap<(String, u32), Arc<PartitionHandle>>,
+    durability: Arc<Durability>,
+    groups: Mutex<Coordinator>,
+    limits: Limits,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
+    (Response::Error { code, message: message.into() }, Bytes::new())
+}
+
+fn ready(reply: Reply) -> PendingReply {
+    Box::pin(std::future::ready(reply))
+}
+
+fn storage_error(e: StorageError) -> Reply {
+    let code = match &e {
+        StorageError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+        StorageError::TopicExists(_) => ErrorCode::TopicExists,
+        StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        _ => ErrorCode::Storage,
+    };
+    error(code, e.to_string())
+}
+
+/// Maps a bad frame or batch to the error the client sees.
+pub fn wire_error(e: &WireError) -> Reply {
+    let code = match e {
+        WireError::Checksum { .. } => ErrorCode::Checksum,
+        WireError::TooLarge { .. } => ErrorCode::TooLarge,
+        WireError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+        WireError::Control(_) => ErrorCode::InvalidRequest,
+        _ => ErrorCode::InvalidBatch,
+    };
+    error(code, e.to_string())
+}
+
+impl Broker {
+    pub fn new(store: Arc<Store>, durability: Arc<Durability>, limits: Limits) -> Arc<Broker> {
+        Arc::new(Broker { store, partitions: DashMap::new(), durability, groups: Mutex::default(), limits })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionHandle>, StorageError> {
+        if let Some(h) = self.partitions.get(&(topic.to_string(), partition)) {
+            return Ok(h.clone());
+        }
+        let log = self.store.partition(topic, partition)?;
+        let hw = log.high_watermark();
+        let handle = Arc::new(PartitionHandle { log, visible: watch::Sender::new(hw) });
+        Ok(self.partitions.entry((topic.to_string(), partition)).or_insert(handle).clone())
+    }
+
+    fn partitions_of(&self) -> impl Fn(&str) -> u32 + '_ {
+        |t| self.store.topic(t).map_or(0, |m| m.partitions)
+    }
+
+    /// Handles one decoded frame. The returned future resolves to the response; the caller
+    /// writes responses of one stream in request order.
+    pub fn handle(self: &Arc<Self>, mut frame: Frame) -> PendingReply {
+        let request = match message::decode_request(frame.control()) {
+            Ok(r) => r,
+            Err(e) => return ready(wire_error(&e)),
+        };
+        match request {
+            Request::Produce { topic, partition } => self.produce(&topic, partition, frame.payload_mut()),
+            Request::Fetch { topic, partition, from, max_bytes, max_wait_ms } => {
+                let this = self.clone();
+                Box::pin(async move { this.fetch(&topic, partition, from, max_bytes, max_wait_ms).await })
+            }
+            other => {
+                if !frame.payload().is_empty() {
+                    return ready(error(ErrorCode::InvalidRequest, "this request takes no payload"));
+                }
+                ready(self.admin(other))
+            }
+        }
+    }
+
+    fn produce(self: &Arc<Self>, topic: &str, partition: u32, payload: &mut [u8]) -> PendingReply {
+        if let Err(e) = batch::validate(payload) {
+            return ready(wire_error(&e));
+        }
+        let handle = match self.partition(topic, partition) {
+            Ok(h) => h,
+            Err(e) => return ready(storage_error(e)),
+        };
+        let base_offset = match handle.log.append(payload, now_ms()) {
+            Ok(Appended::New { base_offset }) => base_offset,
+            Ok(Appended::Duplicate { base_offset }) => {
+                // The original append may not be flushed yet; wait as for a new one so a
+                // duplicate is never acknowledged before the first copy is durable.
+                let response = Response::Produced { base_offset: base_offset.unwrap_or(u64::MAX), duplicate: true };
+                return self.after_durable(response, None);
+            }
+            Err(e) => return ready(storage_error(e)),
+        };
+        let next = base_offset + u64::from(batch::peek_header(payload).0);
+        let response = Response::Produced { base_offset, duplicate: false };
+        self.after_durable(response, Some((handle, next)))
+    }
+
+    fn after_durable(&self, response: Response, publish: Option<(Arc<PartitionHandle>, u64)>) -> PendingReply {
+        let ticket = self.durability.register();
+        if !self.durability.acks_wait_for_flush() {
+            if let Some((h, next)) = publish {
+                h.publish(next);
+            }
+            return ready((response, Bytes::new()));
+        }
+        let durability = self.durability.clone();
+        Box::pin(async move {
+            match durability.wait(ticket).await {
+                Ok(()) => {
+                    if let Some((h, next)) = publish {
+                        h.publish(next);
+                    }
+                    (response, Bytes::new())
+                }
+                Err(e) => error(ErrorCode::Storage, e),
+            }
+        })
+    }
+
+    async fn fetch(&self, topic: &str, partition: u32, from: FetchFrom, max_bytes: u32, max_wait_ms: u32) -> Reply {
+        let handle = match self.partition(topic, partition) {
+            Ok(h) => h,
+            Err(e) => return storage_error(e),
+        };
+        let log_start = handle.log.log_start();
+        let visible = handle.visible();
+        let mut start = match from {
+            FetchFrom::Offset(o) => o,
+            FetchFrom::Earliest => log_start,
+            FetchFrom::Latest => visible,
+            FetchFrom::Timestamp(t) => match handle.log.offset_for_time(t) {
+                Ok(o) => o,
+                Err(e) => return storage_error(e),
+            },
+        };
+        if start > visible {
+            return error(
+                ErrorCode::InvalidRequest,
+                format!("offset {start} is beyond the end of {topic}/{partition} (high watermark {visible})"),
+            );
+        }
+        start = start.max(log_start);
+        if start == visible && max_wait_ms > 0 {
+            let wait = Duration::from_millis(u64::from(max_wait_ms.min(self.limits.fetch_wait_ms_max)));
+            let mut rx = handle.visible.subscribe();
+            let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > start)).await;
+        }
+        let limit = handle.visible();
+        let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max as usize);
+        let log = handle.log.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            log.read(start, max_bytes, limit, &mut out).map(|r| (r, out))
+        })
+        .await;
+        let (outcome, out) = match read {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return storage_error(e),
+            Err(e) => return error(ErrorCode::Storage, format!("read task failed: {e}")),
+        };
+        if let FetchFrom::Timestamp(t) = from {
+            // The index points at a batch; start at its first record at or after `t`.
+            if let Some(Ok(first)) = batch::split_batches(&out).next() {
+                start = first_at_or_after(first, t).unwrap_or(start).max(start);
+            }
+        }
+        let next_offset = if outcome.batches == 0 { start } else { outcome.next_offset };
+        let response = Response::Fetched { log_start: handle.log.log_start(), high_watermark: limit, next_offset, from_offset: start };
+        (response, Bytes::from(out))
+    }
+
+    fn admin(&self, request: Request) -> Reply {
+        match request {
+            Request::CreateTopic { name, partitions, retention_ms, retention_bytes } => {
+                if let Err(e) = check_topic_name(&name) {
+                    return error(ErrorCode::InvalidRequest, e);
+                }
+                if partitions == 0 || partitions > PARTITIONS_MAX {
+                    return error(ErrorCode::InvalidRequest, format!("partitions must be 1 to {PARTITIONS_MAX}"));
+                }
+                let meta = TopicMeta { name: name.clone(), partitions, retention_ms, retention_bytes, created_ms: now_ms() };
+                if let Err(e) = self.store.create_topic(meta) {
+                    return storage_error(e);
+                }
+                self.groups.lock().expect("group lock").topic_changed(&name, self.partitions_of());
+                match self.describe(&name) {
+                    Ok(info) => (Response::Topic(info), Bytes::new()),
+                    Err(e) => storage_error(e),
+                }
+            }
+            Request::DeleteTopic { name } => {
+                if let Err(e) = self.store.delete_topic(&name) {
+                    return storage_error(e);
+                }
+                self.partitions.retain(|(t, _), _| *t != name);
+                self.groups.lock().expect("group lock").topic_changed(&name, self.partitions_of());
+                (Response::Done, Bytes::new())
+            }
+            Request::ListTopics => {
+                let mut out = Vec::new();
+                for meta in self.store.topics() {
+                    match self.describe(&meta.name) {
+                        Ok(info) => out.push(info),
+                        Err(StorageError::UnknownTopic(_)) => {} // deleted meanwhile
+                        Err(e) => return storage_error(e),
+                    }
+                }
+                (Response::Topics(out), Bytes::new())
+            }
+            Request::DescribeTopic { name } => match self.describe(&name) {
+                Ok(info) => (Response::Topic(info), Bytes::new()),
+                Err(e) => storage_error(e),
+            },
+            Request::JoinGroup { group, member_id, topics, session_timeout_ms } => {
+                for t in &topics {
+                    if self.store.topic(t).is_none() {
+                        return storage_error(StorageError::UnknownTopic(t.clone()));
+                    }
+                }
+                let now = now_ms() as u64;
+                let mut groups = self.groups.lock().expect("group lock");
+                let joined = groups.join(
+                    now,
+                    &group,
+                    member_id,
+                    topics,
+                    session_timeout_ms,
+                    self.limits.group_members_max,
+                    self.partitions_of(),
+                );
+                match joined {
+                    Ok(s) => (
+                        Response::Joined { member_id: s.member_id, generation: s.generation, assignment: s.assignment },
+                        Bytes::new(),
+                    ),
+                    Err(e) => group_error(e, &group),
+                }
+            }
+            Request::Heartbeat { group, member_id } => {
+                match self.groups.lock().expect("group lock").heartbeat(now_ms() as u64, &group, &member_id) {
+                    Ok(s) => (Response::Heartbeat { generation: s.generation, assignment: s.assignment }, Bytes::new()),
+                    Err(e) => group_error(e, &group),
+                }
+            }
+            Request::LeaveGroup { group, member_id } => {
+                match self.groups.lock().expect("group lock").leave(&group, &member_id, self.partitions_of()) {
+                    Ok(()) => (Response::Done, Bytes::new()),
+                    Err(e) => group_error(e, &group),
+                }
+            }
+            Request::CommitOffsets { group, member_id, offsets } => {
+                if let Some(m) = &member_id {
+                    if !self.groups.lock().expect("group lock").is_member(&group, m) {
+                        return group_error(GroupError::UnknownMember, &group);
+                    }
+                }
+                for o in offsets {
+                    let checked = self.store.partition(&o.topic, o.partition).map(|_| ());
+                    if let Err(e) = checked.and_then(|()| self.store.commit_offset(&group, &o.topic, o.partition, o.offset)) {
+                        return storage_error(e);
+                    }
+                }
+                (Response::Done, Bytes::new())
+            }
+            Request::FetchOffsets { group, topic } => match self.store.committed_offsets(&group, &topic) {
+                Ok(list) => (
+                    Response::Offsets(
+                        list.into_iter().map(|(partition, offset)| PartitionOffset { topic: topic.clone(), partition, offset }).collect(),
+                    ),
+                    Bytes::new(),
+                ),
+                Err(e) => storage_error(e),
+            },
+            Request::Produce { .. } | Request::Fetch { .. } => unreachable!("data requests are handled before"),
+        }
+    }
+
+    fn describe(&self, name: &str) -> Result<TopicInfo, StorageError> {
+        let meta = self.store.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            let h = self.partition(name, p)?;
+            partitions.push(PartitionInfo {
+                partition: p,
+                log_start: h.log.log_start(),
+                high_watermark: h.visible(),
+                size_bytes: h.log.size_bytes(),
+                batches: h.log.batch_count(),
+            });
+        }
+        Ok(TopicInfo {
+            name: meta.name,
+            retention_ms: meta.retention_ms,
+            retention_bytes: meta.retention_bytes,
+            created_ms: meta.created_ms,
+            partitions,
+        })
+    }
+
+    /// Expires silent group members; called periodically.
+    pub fn expire_members(&self) {
+        let n = self.groups.lock().expect("group lock").expire(now_ms() as u64, self.partitions_of());
+        if n > 0 {
+            tracing::info!(expired = n, "consumer group members expired");
+        }
+    }
+
+    /// Applies every topic's retention; called periodically from a blocking thread.
+    pub fn apply_retention(&self) {
+        for meta in self.store.topics() {
+            if meta.retention_ms.is_none() && meta.retention_bytes.is_none() {
+                continue;
+            }
+            for p in 0..meta.partitions {
+                let result = self
+                    .partition(&meta.name, p)
+                    .and_then(|h| h.log.apply_retention(now_ms(), meta.retention_ms, meta.retention_bytes));
+                match result {
+                    Ok(r) if r.batches_removed > 0 => {
+                        tracing::info!(topic = %meta.name, partition = p, batches = r.batches_removed, bytes = r.bytes_removed, "retention removed batches")
+                    }
+                    Ok(_) | Err(StorageError::UnknownTopic(_)) => {}
+                    Err(e) => tracing::warn!(topic = %meta.name, partition = p, error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+}
+
+fn group_error(e: GroupError, group: &str) -> Reply {
+    match e {
+        GroupError::UnknownMember => {
+            error(ErrorCode::UnknownMember, format!("not a member of group {group:?} (expired or left); join again"))
+        }
+        GroupError::TooManyMembers => error(ErrorCode::InvalidRequest, format!("group {group:?} is full")),
+    }
+}
+
+fn first_at_or_after(batch: BatchView<'_>, t: i64) -> Option<u64> {
+    batch.records().find(|r| r.timestamp_ms >= t).map(|r| r.offset)
+}

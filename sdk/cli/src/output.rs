@@ -1,0 +1,67 @@
+//! Human and JSON output of topic metadata, and the progress bar.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use silt_client::TopicInfo;
+
+fn topic_json(t: &TopicInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": t.name,
+        "retention_ms": t.retention_ms,
+        "retention_bytes": t.retention_bytes,
+        "created_ms": t.created_ms,
+        "partitions": t.partitions.iter().map(|p| serde_json::json!({
+            "partition": p.partition,
+            "log_start": p.log_start,
+            "high_watermark": p.high_watermark,
+            "size_bytes": p.size_bytes,
+            "batches": p.batches,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn print_topic(t: &TopicInfo, json: bool) {
+    if json {
+        println!("{}", topic_json(t));
+        return;
+    }
+    let records: u64 = t.partitions.iter().map(|p| p.high_watermark - p.log_start).sum();
+    println!("topic {}: {} partition(s), {} record(s)", t.name, t.partitions.len(), records);
+    if let Some(ms) = t.retention_ms {
+        println!("  retention: {}", humantime::format_duration(std::time::Duration::from_millis(ms)));
+    }
+    if let Some(b) = t.retention_bytes {
+        println!("  retention: {b} bytes per partition");
+    }
+    println!("  {:>9} {:>14} {:>14} {:>14} {:>9}", "partition", "log start", "high mark", "bytes", "batches");
+    for p in &t.partitions {
+        println!(
+            "  {:>9} {:>14} {:>14} {:>14} {:>9}",
+            p.partition, p.log_start, p.high_watermark, p.size_bytes, p.batches
+        );
+    }
+}
+
+pub fn print_topics(topics: &[TopicInfo], json: bool) {
+    if json {
+        println!("{}", serde_json::Value::Array(topics.iter().map(topic_json).collect()));
+        return;
+    }
+    if topics.is_empty() {
+        println!("no topics");
+    }
+    for t in topics {
+        let records: u64 = t.partitions.iter().map(|p| p.high_watermark - p.log_start).sum();
+        println!("{}\t{} partition(s)\t{} record(s)", t.name, t.partitions.len(), records);
+    }
+}
+
+/// A progress bar on stderr; hidden when stderr is not a terminal or `hidden` is false.
+pub fn progress(total: u64, visible: bool) -> ProgressBar {
+    let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} records scanned ({per_sec}, eta {eta})")
+            .expect("static template"),
+    );
+    bar
+}

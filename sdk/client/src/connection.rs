@@ -1,0 +1,272 @@
+//! The connection to a broker and request/response channels over QUIC streams.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{RecvStream, SendStream, VarInt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use silt_wire::frame::{self, Frame};
+use silt_wire::message::{decode_response, encode_request};
+use silt_wire::{Request, Response, TopicInfo};
+use tokio::sync::Mutex;
+
+use crate::ClientError;
+
+/// Largest response frame the client accepts: a fetch of up to 64 MiB plus its head.
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024 + 64 * 1024;
+
+/// How to reach a broker.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `HOST:PORT` of the broker's QUIC listener.
+    pub broker: String,
+    /// PEM certificates to trust (the broker's `DATA_DIR/tls/cert.pem`).
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration for `broker` trusting the PEM certificate(s) in `ca_cert`.
+    pub fn new(broker: impl Into<String>, ca_cert: &Path) -> Result<ClientConfig, ClientError> {
+        let certs = CertificateDer::pem_file_iter(ca_cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ClientError::Tls(format!("reading CA certificate {}: {e}", ca_cert.display())))?;
+        if certs.is_empty() {
+            return Err(ClientError::Tls(format!("{} holds no PEM certificate", ca_cert.display())));
+        }
+        Ok(ClientConfig { broker: broker.into(), ca_certs: certs, connect_timeout: Duration::from_secs(5) })
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    endpoint: quinn::Endpoint,
+    conn: Mutex<Option<quinn::Connection>>,
+}
+
+/// A handle to one broker, cheap to clone. It keeps one QUIC connection and re-establishes it
+/// when it is lost; every request runs on its own stream or on a pipelined [`Channel`].
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn transport() -> quinn::TransportConfig {
+    // Same windows as the broker: a window of 100 KB batches must not be flow-control bound.
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(16 * 1024 * 1024));
+    t.receive_window(VarInt::from_u32(64 * 1024 * 1024));
+    t.send_window(64 * 1024 * 1024);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("fits")));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t
+}
+
+impl Client {
+    /// Connects to the broker (failing fast when it is unreachable).
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &config.ca_certs {
+            roots.add(c.clone()).map_err(|e| ClientError::Tls(format!("bad CA certificate: {e}")))?;
+        }
+        let mut qc = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        qc.transport_config(Arc::new(transport()));
+        let addr = resolve(&config.broker).await?;
+        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Unreachable { addr: config.broker.clone(), reason: e.to_string() })?;
+        endpoint.set_default_client_config(qc);
+        let client = Client { inner: Arc::new(Inner { config, endpoint, conn: Mutex::new(None) }) };
+        client.connection().await?;
+        Ok(client)
+    }
+
+    /// The broker address this client talks to.
+    pub fn broker(&self) -> &str {
+        &self.inner.config.broker
+    }
+
+    /// The live connection, reconnecting when the previous one was closed.
+    pub(crate) async fn connection(&self) -> Result<quinn::Connection, ClientError> {
+        let mut guard = self.inner.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let cfg = &self.inner.config;
+        let unreachable = |reason: String| ClientError::Unreachable { addr: cfg.broker.clone(), reason };
+        let addr = resolve(&cfg.broker).await?;
+        let host = server_name(&cfg.broker);
+        let connecting = self.inner.endpoint.connect(addr, &host).map_err(|e| unreachable(e.to_string()))?;
+        let conn = match tokio::time::timeout(cfg.connect_timeout, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {} ms", cfg.connect_timeout.as_millis()))),
+        };
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Opens a pipelined channel (one QUIC stream).
+    pub async fn channel(&self) -> Result<Channel, ClientError> {
+        let conn = self.connection().await?;
+        let (send, recv) = conn.open_bi().await?;
+        Ok(Channel { tx: ChannelSender { send }, rx: ChannelReceiver { recv } })
+    }
+
+    /// Sends one request on a fresh stream and returns the response and its payload.
+    /// A broker error response becomes `Err`.
+    pub async fn request(&self, request: &Request, payload: Bytes) -> Result<(Response, Bytes), ClientError> {
+        let mut ch = self.channel().await?;
+        ch.send(request, payload).await?;
+        ch.finish();
+        ch.receive().await
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<TopicInfo, ClientError> {
+        let req = Request::CreateTopic { name: name.into(), partitions, retention_ms, retention_bytes };
+        match self.request(&req, Bytes::new()).await?.0 {
+            Response::Topic(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        match self.request(&Request::DeleteTopic { name: name.into() }, Bytes::new()).await?.0 {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// All topics.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        match self.request(&Request::ListTopics, Bytes::new()).await?.0 {
+            Response::Topics(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One topic with its partitions' watermarks and sizes.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        match self.request(&Request::DescribeTopic { name: name.into() }, Bytes::new()).await?.0 {
+            Response::Topic(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(&self) {
+        if let Some(c) = self.inner.conn.lock().await.take() {
+            c.close(VarInt::from_u32(0), b"client done");
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+pub(crate) fn unexpected(r: &Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected response {r:?}"))
+}
+
+async fn resolve(broker: &str) -> Result<SocketAddr, ClientError> {
+    let unreachable = |reason: String| ClientError::Unreachable { addr: broker.to_string(), reason };
+    let mut addrs = tokio::net::lookup_host(broker)
+        .await
+        .map_err(|e| unreachable(format!("cannot resolve (expected HOST:PORT): {e}")))?;
+    addrs.next().ok_or_else(|| unreachable("no address".into()))
+}
+
+/// The TLS server name for `HOST:PORT`: the host, without IPv6 brackets.
+fn server_name(broker: &str) -> String {
+    let host = broker.rsplit_once(':').map_or(broker, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
+/// One QUIC stream carrying requests in order and their responses in the same order.
+pub struct Channel {
+    tx: ChannelSender,
+    rx: ChannelReceiver,
+}
+
+/// The request half of a [`Channel`].
+pub struct ChannelSender {
+    send: SendStream,
+}
+
+/// The response half of a [`Channel`].
+pub struct ChannelReceiver {
+    recv: RecvStream,
+}
+
+impl Channel {
+    /// Writes one request frame.
+    pub async fn send(&mut self, request: &Request, payload: Bytes) -> Result<(), ClientError> {
+        self.tx.send(request, payload).await
+    }
+    /// Signals that no more requests follow.
+    pub fn finish(&mut self) {
+        self.tx.finish()
+    }
+    /// Reads the next response; a broker error response becomes `Err`.
+    pub async fn receive(&mut self) -> Result<(Response, Bytes), ClientError> {
+        self.rx.receive().await
+    }
+    /// Splits the channel so requests and responses can be handled by different tasks.
+    pub fn split(self) -> (ChannelSender, ChannelReceiver) {
+        (self.tx, self.rx)
+    }
+}
+
+impl ChannelSender {
+    /// Writes one request frame.
+    pub async fn send(&mut self, request: &Request, payload: Bytes) -> Result<(), ClientError> {
+        let control = encode_request(request);
+        let mut head = Vec::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + control.len());
+        head.extend_from_slice(&frame::encode_head(control.len(), payload.len()));
+        head.extend_from_slice(&control);
+        let mut chunks = [Bytes::from(head), payload];
+        let mut done = 0;
+        while done < chunks.len() {
+            done += self.send.write_chunks(&mut chunks[done..]).await?.chunks;
+        }
+        Ok(())
+    }
+
+    /// Signals that no more requests follow.
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+}
+
+impl ChannelReceiver {
+    /// Reads the next response; a broker error response becomes `Err`.
+    pub async fn receive(&mut self) -> Result<(Response, Bytes), ClientError> {
+        let mut prefix = [0u8; frame::PREFIX_LEN];
+        self.recv.read_exact(&mut prefix).await?;
+        let len = frame::body_len(prefix, RESPONSE_BYTES_MAX).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut body = vec![0u8; len];
+        self.recv.read_exact(&mut body).await?;
+        let frame = Frame::decode(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let response = decode_response(frame.control()).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if let Response::Error { code, message } = response {
+            return Err(ClientError::from_response(code, message));
+        }
+        Ok((response, frame.into_payload()))
+    }
+}
