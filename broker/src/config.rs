@@ -129,7 +129,8 @@ pub struct FileConfig {
 impl Config {
     /// Defaults overlaid with the file at `path`.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         let file: FileConfig =
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         let mut c = Config::default();
@@ -143,7 +144,8 @@ impl Config {
             c.admin_listen = v;
         }
         if let Some(v) = file.fsync {
-            c.fsync = v.parse().map_err(anyhow::Error::msg).with_context(|| format!("in {}", path.display()))?;
+            c.fsync =
+                v.parse().map_err(anyhow::Error::msg).with_context(|| format!("in {}", path.display()))?;
         }
         if let Some(v) = file.log_format {
             c.log_format = v;

@@ -37,10 +37,20 @@ pub enum GroupError {
 }
 
 /// All groups of one broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Coordinator {
     groups: HashMap<String, Group>,
     next_member: u64,
+    members_max: usize,
+}
+
+/// A join request.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// The id of a member rejoining; `None` for a new member.
+    pub member_id: Option<String>,
+    pub topics: Vec<String>,
+    pub session_timeout_ms: u32,
 }
 
 /// A member's view after a call.
@@ -52,18 +62,22 @@ pub struct MemberState {
 }
 
 impl Coordinator {
+    /// A coordinator admitting at most `members_max` members per group.
+    pub fn new(members_max: usize) -> Coordinator {
+        Coordinator { groups: HashMap::new(), next_member: 0, members_max }
+    }
+
     /// Adds a member (or refreshes one that rejoins with its id) and rebalances.
     /// `partitions_of` gives the partition count of a topic (0 when it does not exist).
     pub fn join(
         &mut self,
         now_ms: u64,
         group: &str,
-        member_id: Option<String>,
-        topics: Vec<String>,
-        session_timeout_ms: u32,
-        members_max: usize,
+        join: Join,
         partitions_of: impl Fn(&str) -> u32,
     ) -> Result<MemberState, GroupError> {
+        let Join { member_id, topics, session_timeout_ms } = join;
+        let members_max = self.members_max;
         let g = self.groups.entry(group.to_string()).or_default();
         let id = match member_id {
             Some(id) if g.members.contains_key(&id) => id,
@@ -88,7 +102,12 @@ impl Coordinator {
     }
 
     /// Records a heartbeat and returns the member's current generation and assignment.
-    pub fn heartbeat(&mut self, now_ms: u64, group: &str, member_id: &str) -> Result<MemberState, GroupError> {
+    pub fn heartbeat(
+        &mut self,
+        now_ms: u64,
+        group: &str,
+        member_id: &str,
+    ) -> Result<MemberState, GroupError> {
         let g = self.groups.get_mut(group).ok_or(GroupError::UnknownMember)?;
         let m = g.members.get_mut(member_id).ok_or(GroupError::UnknownMember)?;
         m.last_seen_ms = now_ms;
@@ -96,7 +115,12 @@ impl Coordinator {
     }
 
     /// Removes a member and rebalances the rest.
-    pub fn leave(&mut self, group: &str, member_id: &str, partitions_of: impl Fn(&str) -> u32) -> Result<(), GroupError> {
+    pub fn leave(
+        &mut self,
+        group: &str,
+        member_id: &str,
+        partitions_of: impl Fn(&str) -> u32,
+    ) -> Result<(), GroupError> {
         let g = self.groups.get_mut(group).ok_or(GroupError::UnknownMember)?;
         g.members.remove(member_id).ok_or(GroupError::UnknownMember)?;
         rebalance(g, &partitions_of);
@@ -173,6 +197,10 @@ mod tests {
         4
     }
 
+    fn join(member_id: Option<String>, topics: Vec<String>) -> Join {
+        Join { member_id, topics, session_timeout_ms: 10_000 }
+    }
+
     fn all(c: &mut Coordinator, now: u64, ids: &[&str]) -> Vec<TopicPartition> {
         let mut v: Vec<TopicPartition> =
             ids.iter().flat_map(|id| c.heartbeat(now, "g", id).unwrap().assignment).collect();
@@ -183,10 +211,10 @@ mod tests {
     /// Every partition is owned by exactly one member, through joins, leaves and expiry.
     #[test]
     fn assignment_covers_each_partition_once() {
-        let mut c = Coordinator::default();
-        let a = c.join(0, "g", None, vec!["t".into()], 10_000, 10, four).unwrap();
+        let mut c = Coordinator::new(10);
+        let a = c.join(0, "g", join(None, vec!["t".into()]), four).unwrap();
         assert_eq!(a.assignment.len(), 4);
-        let b = c.join(1, "g", None, vec!["t".into()], 10_000, 10, four).unwrap();
+        let b = c.join(1, "g", join(None, vec!["t".into()]), four).unwrap();
         assert!(b.generation > a.generation);
         let got = all(&mut c, 2, &[&a.member_id, &b.member_id]);
         let want: Vec<_> = (0..4).map(|p| TopicPartition { topic: "t".into(), partition: p }).collect();
@@ -203,10 +231,12 @@ mod tests {
     /// A rejoin with the same id and topics keeps the generation (no needless rebalance).
     #[test]
     fn rejoin_is_stable() {
-        let mut c = Coordinator::default();
-        let a = c.join(0, "g", None, vec!["t".into()], 10_000, 10, four).unwrap();
-        let again = c.join(5, "g", Some(a.member_id.clone()), vec!["t".into()], 10_000, 10, four).unwrap();
+        let mut c = Coordinator::new(10);
+        let a = c.join(0, "g", join(None, vec!["t".into()]), four).unwrap();
+        let again = c.join(5, "g", join(Some(a.member_id.clone()), vec!["t".into()]), four).unwrap();
         assert_eq!(again, a);
-        assert_eq!(c.join(6, "g", None, vec![], 10_000, 1, four), Err(GroupError::TooManyMembers));
+        let mut full = Coordinator::new(1);
+        full.join(0, "g", join(None, vec![]), four).unwrap();
+        assert_eq!(full.join(6, "g", join(None, vec![]), four), Err(GroupError::TooManyMembers));
     }
 }

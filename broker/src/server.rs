@@ -31,7 +31,8 @@ pub fn endpoint(
     key: rustls::pki_types::PrivateKeyDer<'static>,
     limits: &Limits,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let mut config = quinn::ServerConfig::with_single_cert(certs, key).context("loading the TLS certificate")?;
+    let mut config =
+        quinn::ServerConfig::with_single_cert(certs, key).context("loading the TLS certificate")?;
     config.transport_config(Arc::new(transport(limits)));
     quinn::Endpoint::server(config, listen).with_context(|| format!("listening on {listen} (UDP)"))
 }
@@ -93,7 +94,12 @@ async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits
 
 /// Serves one stream: requests are read and started in order, and their responses written in
 /// the same order, with at most `pipeline_depth_max` outstanding.
-async fn stream(mut send: SendStream, mut recv: RecvStream, broker: Arc<Broker>, limits: Limits) -> anyhow::Result<()> {
+async fn stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    broker: Arc<Broker>,
+    limits: Limits,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<PendingReply>(limits.pipeline_depth_max);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
@@ -150,7 +156,11 @@ async fn read_requests(
     }
 }
 
-async fn write_response(send: &mut SendStream, response: &silt_wire::Response, payload: Bytes) -> anyhow::Result<()> {
+async fn write_response(
+    send: &mut SendStream,
+    response: &silt_wire::Response,
+    payload: Bytes,
+) -> anyhow::Result<()> {
     let control = encode_response(response);
     let mut head = Vec::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + control.len());
     head.extend_from_slice(&frame::encode_head(control.len(), payload.len()));

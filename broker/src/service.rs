@@ -16,12 +16,14 @@ use silt_storage::{Appended, Partition, StorageError, Store, TopicMeta};
 use silt_wire::batch::{self, BatchView};
 use silt_wire::frame::Frame;
 use silt_wire::message::{self, check_topic_name, PARTITIONS_MAX};
-use silt_wire::{ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo, WireError};
+use silt_wire::{
+    ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo, WireError,
+};
 use tokio::sync::watch;
 
 use crate::config::Limits;
 use crate::durability::Durability;
-use crate::groups::{Coordinator, GroupError};
+use crate::groups::{Coordinator, GroupError, Join};
 
 /// A response and the batch bytes that follow it.
 pub type Reply = (Response, Bytes);
@@ -96,7 +98,13 @@ pub fn wire_error(e: &WireError) -> Reply {
 
 impl Broker {
     pub fn new(store: Arc<Store>, durability: Arc<Durability>, limits: Limits) -> Arc<Broker> {
-        Arc::new(Broker { store, partitions: DashMap::new(), durability, groups: Mutex::default(), limits })
+        Arc::new(Broker {
+            store,
+            partitions: DashMap::new(),
+            durability,
+            groups: Mutex::new(Coordinator::new(limits.group_members_max)),
+            limits,
+        })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -152,7 +160,8 @@ impl Broker {
             Ok(Appended::Duplicate { base_offset }) => {
                 // The original append may not be flushed yet; wait as for a new one so a
                 // duplicate is never acknowledged before the first copy is durable.
-                let response = Response::Produced { base_offset: base_offset.unwrap_or(u64::MAX), duplicate: true };
+                let response =
+                    Response::Produced { base_offset: base_offset.unwrap_or(u64::MAX), duplicate: true };
                 return self.after_durable(response, None);
             }
             Err(e) => return ready(storage_error(e)),
@@ -162,7 +171,11 @@ impl Broker {
         self.after_durable(response, Some((handle, next)))
     }
 
-    fn after_durable(&self, response: Response, publish: Option<(Arc<PartitionHandle>, u64)>) -> PendingReply {
+    fn after_durable(
+        &self,
+        response: Response,
+        publish: Option<(Arc<PartitionHandle>, u64)>,
+    ) -> PendingReply {
         let ticket = self.durability.register();
         if !self.durability.acks_wait_for_flush() {
             if let Some((h, next)) = publish {
@@ -184,7 +197,14 @@ impl Broker {
         })
     }
 
-    async fn fetch(&self, topic: &str, partition: u32, from: FetchFrom, max_bytes: u32, max_wait_ms: u32) -> Reply {
+    async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: FetchFrom,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Reply {
         let handle = match self.partition(topic, partition) {
             Ok(h) => h,
             Err(e) => return storage_error(e),
@@ -232,7 +252,12 @@ impl Broker {
             }
         }
         let next_offset = if outcome.batches == 0 { start } else { outcome.next_offset };
-        let response = Response::Fetched { log_start: handle.log.log_start(), high_watermark: limit, next_offset, from_offset: start };
+        let response = Response::Fetched {
+            log_start: handle.log.log_start(),
+            high_watermark: limit,
+            next_offset,
+            from_offset: start,
+        };
         (response, Bytes::from(out))
     }
 
@@ -243,9 +268,18 @@ impl Broker {
                     return error(ErrorCode::InvalidRequest, e);
                 }
                 if partitions == 0 || partitions > PARTITIONS_MAX {
-                    return error(ErrorCode::InvalidRequest, format!("partitions must be 1 to {PARTITIONS_MAX}"));
+                    return error(
+                        ErrorCode::InvalidRequest,
+                        format!("partitions must be 1 to {PARTITIONS_MAX}"),
+                    );
                 }
-                let meta = TopicMeta { name: name.clone(), partitions, retention_ms, retention_bytes, created_ms: now_ms() };
+                let meta = TopicMeta {
+                    name: name.clone(),
+                    partitions,
+                    retention_ms,
+                    retention_bytes,
+                    created_ms: now_ms(),
+                };
                 if let Err(e) = self.store.create_topic(meta) {
                     return storage_error(e);
                 }
@@ -289,15 +323,16 @@ impl Broker {
                 let joined = groups.join(
                     now,
                     &group,
-                    member_id,
-                    topics,
-                    session_timeout_ms,
-                    self.limits.group_members_max,
+                    Join { member_id, topics, session_timeout_ms },
                     self.partitions_of(),
                 );
                 match joined {
                     Ok(s) => (
-                        Response::Joined { member_id: s.member_id, generation: s.generation, assignment: s.assignment },
+                        Response::Joined {
+                            member_id: s.member_id,
+                            generation: s.generation,
+                            assignment: s.assignment,
+                        },
                         Bytes::new(),
                     ),
                     Err(e) => group_error(e, &group),
@@ -305,12 +340,16 @@ impl Broker {
             }
             Request::Heartbeat { group, member_id } => {
                 match self.groups.lock().expect("group lock").heartbeat(now_ms() as u64, &group, &member_id) {
-                    Ok(s) => (Response::Heartbeat { generation: s.generation, assignment: s.assignment }, Bytes::new()),
+                    Ok(s) => (
+                        Response::Heartbeat { generation: s.generation, assignment: s.assignment },
+                        Bytes::new(),
+                    ),
                     Err(e) => group_error(e, &group),
                 }
             }
             Request::LeaveGroup { group, member_id } => {
-                match self.groups.lock().expect("group lock").leave(&group, &member_id, self.partitions_of()) {
+                match self.groups.lock().expect("group lock").leave(&group, &member_id, self.partitions_of())
+                {
                     Ok(()) => (Response::Done, Bytes::new()),
                     Err(e) => group_error(e, &group),
                 }
@@ -323,7 +362,9 @@ impl Broker {
                 }
                 for o in offsets {
                     let checked = self.store.partition(&o.topic, o.partition).map(|_| ());
-                    if let Err(e) = checked.and_then(|()| self.store.commit_offset(&group, &o.topic, o.partition, o.offset)) {
+                    if let Err(e) = checked
+                        .and_then(|()| self.store.commit_offset(&group, &o.topic, o.partition, o.offset))
+                    {
                         return storage_error(e);
                     }
                 }
@@ -332,13 +373,21 @@ impl Broker {
             Request::FetchOffsets { group, topic } => match self.store.committed_offsets(&group, &topic) {
                 Ok(list) => (
                     Response::Offsets(
-                        list.into_iter().map(|(partition, offset)| PartitionOffset { topic: topic.clone(), partition, offset }).collect(),
+                        list.into_iter()
+                            .map(|(partition, offset)| PartitionOffset {
+                                topic: topic.clone(),
+                                partition,
+                                offset,
+                            })
+                            .collect(),
                     ),
                     Bytes::new(),
                 ),
                 Err(e) => storage_error(e),
             },
-            Request::Produce { .. } | Request::Fetch { .. } => unreachable!("data requests are handled before"),
+            Request::Produce { .. } | Request::Fetch { .. } => {
+                unreachable!("data requests are handled before")
+            }
         }
     }
 
@@ -387,7 +436,9 @@ impl Broker {
                         tracing::info!(topic = %meta.name, partition = p, batches = r.batches_removed, bytes = r.bytes_removed, "retention removed batches")
                     }
                     Ok(_) | Err(StorageError::UnknownTopic(_)) => {}
-                    Err(e) => tracing::warn!(topic = %meta.name, partition = p, error = %e, "retention failed"),
+                    Err(e) => {
+                        tracing::warn!(topic = %meta.name, partition = p, error = %e, "retention failed")
+                    }
                 }
             }
         }
@@ -396,9 +447,10 @@ impl Broker {
 
 fn group_error(e: GroupError, group: &str) -> Reply {
     match e {
-        GroupError::UnknownMember => {
-            error(ErrorCode::UnknownMember, format!("not a member of group {group:?} (expired or left); join again"))
-        }
+        GroupError::UnknownMember => error(
+            ErrorCode::UnknownMember,
+            format!("not a member of group {group:?} (expired or left); join again"),
+        ),
         GroupError::TooManyMembers => error(ErrorCode::InvalidRequest, format!("group {group:?} is full")),
     }
 }

@@ -27,14 +27,16 @@ pub fn load_or_create(
         // Key first, then the certificate: a crash in between leaves no certificate, so the
         // next start generates both again instead of pairing a certificate with a lost key.
         write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())?;
-        std::fs::write(&cert_path, ck.cert.pem()).with_context(|| format!("writing {}", cert_path.display()))?;
+        std::fs::write(&cert_path, ck.cert.pem())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
         tracing::info!(cert = %cert_path.display(), "created a self-signed certificate");
     }
     let certs = CertificateDer::pem_file_iter(&cert_path)
         .with_context(|| format!("reading {}", cert_path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     Ok((certs, key))
 }
 

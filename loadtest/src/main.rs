@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use silt_client::{
-    Client, ClientConfig, ClientError, Consumer, ConsumerConfig, ErrorCode, FetchFrom, Producer, ProducerConfig,
-    ProducerRecord,
+    Client, ClientConfig, ClientError, Consumer, ConsumerConfig, ErrorCode, FetchFrom, Producer,
+    ProducerConfig, ProducerRecord,
 };
 
 use crate::stats::Report;
@@ -117,7 +117,9 @@ fn progress(total: u64) -> ProgressBar {
     let visible = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
     let bar = ProgressBar::with_draw_target(Some(total), target);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, eta {eta})").expect("template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, eta {eta})").expect("template"),
+    );
     bar
 }
 
@@ -174,7 +176,7 @@ async fn produce(c: &Common) -> anyhow::Result<Report> {
             let mut value = value_template(size);
             let mut sent = 0u64;
             while sent < share {
-                if sent % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                if sent.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
                 set_seq(&mut value, i * share + sent);
@@ -213,8 +215,12 @@ async fn consume(c: &Common) -> anyhow::Result<Report> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..consumers {
-        let mine: Vec<(u32, FetchFrom)> =
-            partitions.iter().copied().filter(|p| *p as usize % consumers == i).map(|p| (p, FetchFrom::Earliest)).collect();
+        let mine: Vec<(u32, FetchFrom)> = partitions
+            .iter()
+            .copied()
+            .filter(|p| *p as usize % consumers == i)
+            .map(|p| (p, FetchFrom::Earliest))
+            .collect();
         let client = connect(c).await?;
         let config = ConsumerConfig { follow: false, ..Default::default() };
         let mut consumer = Consumer::assign(&client, &c.topic, mine, config).await?;

@@ -20,7 +20,13 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(scenario: &'static str, events: u64, bytes: f64, elapsed: Duration, hist: &Histogram<u64>) -> Report {
+    pub fn new(
+        scenario: &'static str,
+        events: u64,
+        bytes: f64,
+        elapsed: Duration,
+        hist: &Histogram<u64>,
+    ) -> Report {
         let seconds = elapsed.as_secs_f64().max(1e-9);
         Report {
             scenario,

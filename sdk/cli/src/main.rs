@@ -32,7 +32,13 @@ struct Cli {
 #[derive(Debug, Args)]
 struct Connection {
     /// Broker QUIC address.
-    #[arg(long, global = true, env = "SILT_BROKER", default_value = "127.0.0.1:7400", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        global = true,
+        env = "SILT_BROKER",
+        default_value = "127.0.0.1:7400",
+        value_name = "HOST:PORT"
+    )]
     broker: String,
     /// PEM certificate to trust (the broker's DATA_DIR/tls/cert.pem). Default:
     /// ./silt-data/tls/cert.pem when it exists.
@@ -162,7 +168,9 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// One line: the outermost context and the root cause, without repeats.
@@ -264,7 +272,8 @@ async fn produce(client: &Client, args: ProduceArgs, json: bool) -> anyhow::Resu
         for (i, line) in chunk.iter().enumerate() {
             let rec = parse_input_line(line, args.format, args.key.as_deref())
                 .with_context(|| format!("line {}", count + i as u64 + 1))?;
-            let headers: Vec<(&[u8], &[u8])> = rec.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+            let headers: Vec<(&[u8], &[u8])> =
+                rec.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
             producer
                 .send(silt_client::ProducerRecord {
                     key: rec.key.as_deref().map(str::as_bytes),
@@ -370,7 +379,10 @@ async fn replay(client: &Client, args: ReplayArgs, json: bool) -> anyhow::Result
         ReplayFormat::Csv => OutputFormat::Csv,
     };
     let mut out = RecordWriter::new(std::io::BufWriter::with_capacity(1 << 20, sink), format, &args.topic);
-    let bar = output::progress(total, args.output.is_some() || !std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let bar = output::progress(
+        total,
+        args.output.is_some() || !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    );
     let (mut scanned, mut written) = (0u64, 0u64);
     while let Some(fetched) = consumer.next_batch().await {
         let fetched = fetched?;

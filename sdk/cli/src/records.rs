@@ -56,10 +56,14 @@ pub fn parse_input_line(line: &str, format: InputFormat, key: Option<&str>) -> a
             };
             let timestamp_ms = match obj.get("timestamp") {
                 None => None,
-                Some(serde_json::Value::Number(n)) => Some(n.as_i64().context("timestamp in ms must be an integer")?),
+                Some(serde_json::Value::Number(n)) => {
+                    Some(n.as_i64().context("timestamp in ms must be an integer")?)
+                }
                 Some(serde_json::Value::String(s)) => {
-                    let t = humantime::parse_rfc3339_weak(s).with_context(|| format!("timestamp {s:?} is not RFC 3339"))?;
-                    Some(t.duration_since(std::time::UNIX_EPOCH).context("time before 1970")?.as_millis() as i64)
+                    let t = humantime::parse_rfc3339_weak(s)
+                        .with_context(|| format!("timestamp {s:?} is not RFC 3339"))?;
+                    Some(t.duration_since(std::time::UNIX_EPOCH).context("time before 1970")?.as_millis()
+                        as i64)
                 }
                 Some(_) => bail!("timestamp must be RFC 3339 text or milliseconds"),
             };
@@ -89,7 +93,7 @@ pub struct RecordWriter<W: Write> {
 enum Sink<W: Write> {
     Value(W),
     Jsonl(W),
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
 }
 
 impl<W: Write> RecordWriter<W> {
@@ -101,7 +105,7 @@ impl<W: Write> RecordWriter<W> {
                 let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(out);
                 // Buffered by the csv writer; an I/O error surfaces on the first flush.
                 let _ = w.write_record(["topic", "partition", "offset", "timestamp", "key", "value"]);
-                Sink::Csv(w)
+                Sink::Csv(Box::new(w))
             }
         };
         RecordWriter { sink, topic: topic.to_string() }
@@ -130,7 +134,12 @@ impl<W: Write> RecordWriter<W> {
                 });
                 let headers: serde_json::Map<String, serde_json::Value> = r
                     .headers()
-                    .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned().into()))
+                    .map(|(k, v)| {
+                        (
+                            String::from_utf8_lossy(k).into_owned(),
+                            String::from_utf8_lossy(v).into_owned().into(),
+                        )
+                    })
                     .collect();
                 if !headers.is_empty() {
                     obj["headers"] = headers.into();

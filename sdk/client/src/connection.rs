@@ -33,9 +33,10 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// A configuration for `broker` trusting the PEM certificate(s) in `ca_cert`.
     pub fn new(broker: impl Into<String>, ca_cert: &Path) -> Result<ClientConfig, ClientError> {
-        let certs = CertificateDer::pem_file_iter(ca_cert)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ClientError::Tls(format!("reading CA certificate {}: {e}", ca_cert.display())))?;
+        let certs =
+            CertificateDer::pem_file_iter(ca_cert).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(
+                |e| ClientError::Tls(format!("reading CA certificate {}: {e}", ca_cert.display())),
+            )?;
         if certs.is_empty() {
             return Err(ClientError::Tls(format!("{} holds no PEM certificate", ca_cert.display())));
         }
@@ -110,7 +111,9 @@ impl Client {
         let conn = match tokio::time::timeout(cfg.connect_timeout, connecting).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(format!("no answer within {} ms", cfg.connect_timeout.as_millis()))),
+            Err(_) => {
+                return Err(unreachable(format!("no answer within {} ms", cfg.connect_timeout.as_millis())))
+            }
         };
         *guard = Some(conn.clone());
         Ok(conn)
@@ -259,7 +262,8 @@ impl ChannelReceiver {
     pub async fn receive(&mut self) -> Result<(Response, Bytes), ClientError> {
         let mut prefix = [0u8; frame::PREFIX_LEN];
         self.recv.read_exact(&mut prefix).await?;
-        let len = frame::body_len(prefix, RESPONSE_BYTES_MAX).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let len =
+            frame::body_len(prefix, RESPONSE_BYTES_MAX).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut body = vec![0u8; len];
         self.recv.read_exact(&mut body).await?;
         let frame = Frame::decode(body).map_err(|e| ClientError::Protocol(e.to_string()))?;

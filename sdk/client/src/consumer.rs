@@ -71,7 +71,9 @@ impl Fetched {
         split_batches(&self.bytes).flat_map(move |b| {
             let items: Box<dyn Iterator<Item = Result<Record<'_>, ClientError>>> = match b {
                 Ok(view) => Box::new(view.records().filter(move |r| r.offset >= from).map(Ok)),
-                Err(e) => Box::new(std::iter::once(Err(ClientError::Protocol(format!("bad batch from broker: {e}"))))),
+                Err(e) => Box::new(std::iter::once(Err(ClientError::Protocol(format!(
+                    "bad batch from broker: {e}"
+                ))))),
             };
             items
         })
@@ -139,7 +141,12 @@ impl Consumer {
     }
 
     /// Consumes exactly these partitions, each from its own start.
-    pub async fn assign(client: &Client, topic: &str, starts: Vec<(u32, FetchFrom)>, config: ConsumerConfig) -> Result<Consumer, ClientError> {
+    pub async fn assign(
+        client: &Client,
+        topic: &str,
+        starts: Vec<(u32, FetchFrom)>,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
         let mut c = Self::build(client, topic, ConsumerConfig { group: None, ..config }, None).await?;
         for (p, from) in starts {
             c.start_fetcher(p, from);
@@ -147,7 +154,12 @@ impl Consumer {
         Ok(c)
     }
 
-    async fn build(client: &Client, topic: &str, config: ConsumerConfig, all: Option<Vec<u32>>) -> Result<Consumer, ClientError> {
+    async fn build(
+        client: &Client,
+        topic: &str,
+        config: ConsumerConfig,
+        all: Option<Vec<u32>>,
+    ) -> Result<Consumer, ClientError> {
         let (tx, rx) = mpsc::channel(config.buffer.max(1));
         let mut c = Consumer {
             client: client.clone(),
@@ -334,7 +346,11 @@ impl Consumer {
         self.group.as_ref().and_then(|g| g.membership.borrow().as_ref().ok().map(|m| m.member_id.clone()))
     }
 
-    async fn commit_offsets(&self, offsets: &[(u32, u64)], member_id: Option<String>) -> Result<(), ClientError> {
+    async fn commit_offsets(
+        &self,
+        offsets: &[(u32, u64)],
+        member_id: Option<String>,
+    ) -> Result<(), ClientError> {
         let Some(g) = &self.group else {
             return Err(ClientError::InvalidArgument("commit needs a consumer group".into()));
         };
@@ -358,7 +374,10 @@ impl Consumer {
             g.heartbeat.abort();
             let member = g.membership.borrow().as_ref().ok().map(|m| m.member_id.clone());
             if let Some(member_id) = member {
-                let _ = self.client.request(&Request::LeaveGroup { group: g.name.clone(), member_id }, Bytes::new()).await;
+                let _ = self
+                    .client
+                    .request(&Request::LeaveGroup { group: g.name.clone(), member_id }, Bytes::new())
+                    .await;
             }
         }
     }
@@ -478,7 +497,8 @@ impl Fetcher {
                 }
                 Err(e) if e.is_retriable() => {
                     channel = None;
-                    let deadline = *retry_until.get_or_insert_with(|| Instant::now() + self.config.retry_timeout);
+                    let deadline =
+                        *retry_until.get_or_insert_with(|| Instant::now() + self.config.retry_timeout);
                     if Instant::now() >= deadline {
                         let _ = self.tx.send(Msg::Failed { epoch: self.epoch, error: e }).await;
                         return;
@@ -495,7 +515,13 @@ impl Fetcher {
                 end = Some(hw);
             }
             if !bytes.is_empty() {
-                let fetched = Fetched { partition: self.partition, from_offset, next_offset: next, high_watermark: hw, bytes };
+                let fetched = Fetched {
+                    partition: self.partition,
+                    from_offset,
+                    next_offset: next,
+                    high_watermark: hw,
+                    bytes,
+                };
                 if self.tx.send(Msg::Fetched { epoch: self.epoch, fetched }).await.is_err() {
                     return;
                 }
@@ -508,7 +534,11 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_once(&self, channel: &mut Option<Channel>, from: FetchFrom) -> Result<(u64, u64, u64, Bytes), ClientError> {
+    async fn fetch_once(
+        &self,
+        channel: &mut Option<Channel>,
+        from: FetchFrom,
+    ) -> Result<(u64, u64, u64, Bytes), ClientError> {
         if channel.is_none() {
             *channel = Some(self.client.channel().await?);
         }

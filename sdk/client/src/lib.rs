@@ -44,5 +44,5 @@ mod producer;
 pub use connection::{Channel, ChannelReceiver, ChannelSender, Client, ClientConfig, RESPONSE_BYTES_MAX};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Fetched};
 pub use error::ClientError;
-pub use producer::{Ack, Producer, ProducerConfig, ProducerRecord};
+pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
 pub use silt_wire::{ErrorCode, FetchFrom, TopicInfo};

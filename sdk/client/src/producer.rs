@@ -33,8 +33,11 @@ pub struct ProducerConfig {
     /// How long to keep retrying after the connection is lost before failing.
     pub retry_timeout: Duration,
     /// Called once per acknowledged batch (used by the load-test harness for latencies).
-    pub on_ack: Option<Arc<dyn Fn(&Ack) + Send + Sync>>,
+    pub on_ack: Option<AckHook>,
 }
+
+/// A callback run once per acknowledged batch.
+pub type AckHook = Arc<dyn Fn(&Ack) + Send + Sync>;
 
 impl std::fmt::Debug for ProducerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,7 +224,9 @@ impl Producer {
         let mut sealed = None;
         let slot = &mut open[p as usize];
         // Seal first if this record would push the batch past its byte budget.
-        if slot.as_ref().is_some_and(|o| !o.builder.is_empty() && o.builder.size_bytes() + size > self.config.batch_bytes_max) {
+        if slot.as_ref().is_some_and(|o| {
+            !o.builder.is_empty() && o.builder.size_bytes() + size > self.config.batch_bytes_max
+        }) {
             sealed = Some(self.seal(slot, p, sticky));
         }
         let o = slot.get_or_insert_with(|| Open {
@@ -258,7 +263,10 @@ impl Producer {
 
     async fn dispatch(&self, p: u32, s: Sealed) -> Result<(), ClientError> {
         if self.senders[p as usize].send(s).await.is_err() {
-            return Err(self.shared.error().unwrap_or_else(|| ClientError::ConnectionLost("producer stopped".into())));
+            return Err(self
+                .shared
+                .error()
+                .unwrap_or_else(|| ClientError::ConnectionLost("producer stopped".into())));
         }
         Ok(())
     }
@@ -366,7 +374,8 @@ impl PartitionSender {
                 }
                 Event::Response(Ok(Response::Produced { base_offset, duplicate })) => {
                     let Some(s) = inflight.pop_front() else {
-                        self.shared.fail(ClientError::Protocol("acknowledgement without a batch in flight".into()));
+                        self.shared
+                            .fail(ClientError::Protocol("acknowledgement without a batch in flight".into()));
                         return;
                     };
                     if let Some(hook) = &self.config.on_ack {

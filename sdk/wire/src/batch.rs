@@ -239,9 +239,8 @@ fn decode_record<'a>(
     let end = cur.pos;
     let mut rc = Cursor { buf: body, pos: 0 };
     let ts_delta = varint::unzigzag(rc.varint()?);
-    let timestamp_ms = first_ts.checked_add(ts_delta).ok_or(WireError::Invalid {
-        what: "record timestamp overflows",
-    })?;
+    let timestamp_ms =
+        first_ts.checked_add(ts_delta).ok_or(WireError::Invalid { what: "record timestamp overflows" })?;
     let key = rc.bytes()?;
     let value = rc.bytes()?;
     let header_count = rc.varint()?;
@@ -286,7 +285,9 @@ fn check_framing(bytes: &[u8]) -> Result<(), WireError> {
         return Err(WireError::Invalid { what: "reserved batch header bytes are not zero" });
     }
     if bytes[OFF_ATTRIBUTES] != 0 {
-        return Err(WireError::Invalid { what: "unknown batch attributes (compression is not supported in version 1)" });
+        return Err(WireError::Invalid {
+            what: "unknown batch attributes (compression is not supported in version 1)",
+        });
     }
     Ok(())
 }

@@ -71,7 +71,11 @@ impl Frame {
         }
         let control_len = u32::from_le_bytes(body[1..5].try_into().expect("4 bytes")) as usize;
         if control_len > CONTROL_BYTES_MAX {
-            return Err(WireError::TooLarge { what: "control message", size: control_len, max: CONTROL_BYTES_MAX });
+            return Err(WireError::TooLarge {
+                what: "control message",
+                size: control_len,
+                max: CONTROL_BYTES_MAX,
+            });
         }
         let control_end = HEAD_LEN
             .checked_add(control_len)
@@ -127,6 +131,9 @@ mod tests {
         assert!(matches!(body_len((100u32).to_le_bytes(), 50), Err(WireError::TooLarge { .. })));
         let mut bytes = encode(b"c", b"p");
         bytes[4] = 9;
-        assert!(matches!(Frame::decode(bytes[4..].to_vec()), Err(WireError::UnsupportedVersion { version: 9, .. })));
+        assert!(matches!(
+            Frame::decode(bytes[4..].to_vec()),
+            Err(WireError::UnsupportedVersion { version: 9, .. })
+        ));
     }
 }

@@ -28,18 +28,54 @@ pub enum FetchFrom {
 /// A request, sent by a client as the control part of a frame.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    CreateTopic { name: String, partitions: u32, retention_ms: Option<u64>, retention_bytes: Option<u64> },
-    DeleteTopic { name: String },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    },
+    DeleteTopic {
+        name: String,
+    },
     ListTopics,
-    DescribeTopic { name: String },
+    DescribeTopic {
+        name: String,
+    },
     /// The frame payload is exactly one record batch for this partition.
-    Produce { topic: String, partition: u32 },
-    Fetch { topic: String, partition: u32, from: FetchFrom, max_bytes: u32, max_wait_ms: u32 },
-    JoinGroup { group: String, member_id: Option<String>, topics: Vec<String>, session_timeout_ms: u32 },
-    Heartbeat { group: String, member_id: String },
-    LeaveGroup { group: String, member_id: String },
-    CommitOffsets { group: String, member_id: Option<String>, offsets: Vec<PartitionOffset> },
-    FetchOffsets { group: String, topic: String },
+    Produce {
+        topic: String,
+        partition: u32,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+        from: FetchFrom,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    JoinGroup {
+        group: String,
+        member_id: Option<String>,
+        topics: Vec<String>,
+        session_timeout_ms: u32,
+    },
+    Heartbeat {
+        group: String,
+        member_id: String,
+    },
+    LeaveGroup {
+        group: String,
+        member_id: String,
+    },
+    CommitOffsets {
+        group: String,
+        member_id: Option<String>,
+        offsets: Vec<PartitionOffset>,
+    },
+    FetchOffsets {
+        group: String,
+        topic: String,
+    },
 }
 
 /// An offset of one partition of one topic.
@@ -100,19 +136,37 @@ pub enum ErrorCode {
 /// A response, one per request, in request order on a stream.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     Done,
     Topics(Vec<TopicInfo>),
     Topic(TopicInfo),
     /// `duplicate` is true when the batch's (producer, sequence) was stored before; the offset
     /// is then the one it got the first time when still known, else `u64::MAX`.
-    Produced { base_offset: u64, duplicate: bool },
+    Produced {
+        base_offset: u64,
+        duplicate: bool,
+    },
     /// The frame payload holds whole batches; the first may start before `from_offset` (the
     /// resolved start of the fetch), so readers skip records below it. `next_offset` is where
     /// the next fetch continues.
-    Fetched { log_start: u64, high_watermark: u64, next_offset: u64, from_offset: u64 },
-    Joined { member_id: String, generation: u64, assignment: Vec<TopicPartition> },
-    Heartbeat { generation: u64, assignment: Vec<TopicPartition> },
+    Fetched {
+        log_start: u64,
+        high_watermark: u64,
+        next_offset: u64,
+        from_offset: u64,
+    },
+    Joined {
+        member_id: String,
+        generation: u64,
+        assignment: Vec<TopicPartition>,
+    },
+    Heartbeat {
+        generation: u64,
+        assignment: Vec<TopicPartition>,
+    },
     Offsets(Vec<PartitionOffset>),
 }
 
@@ -128,7 +182,8 @@ macro_rules! codec {
             // small, so one copy into an aligned buffer is cheaper than any alternative.
             let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
             aligned.extend_from_slice(bytes);
-            rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned).map_err(|e| WireError::Control(e.to_string()))
+            rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned)
+                .map_err(|e| WireError::Control(e.to_string()))
         }
     };
 }
