@@ -15,4 +15,45 @@ pub enum StorageError {
     Corrupt { topic: String, partition: u32, offset: u64, reason: String },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
+    /// A name refused by `create_topic` or `commit_offset`.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName { what: &'static str, name: String, reason: &'static str },
+    /// A partition count of zero or above `PARTITIONS_PER_TOPIC_MAX`.
+    #[error("topic {topic:?} cannot have {partitions} partitions: between 1 and {max} are allowed")]
+    InvalidPartitionCount { topic: String, partitions: u32, max: u32 },
+    /// `append` was given bytes that cannot be a validated batch (the broker must call
+    /// `silt_wire::batch::validate` first).
+    #[error("cannot append to {topic}/{partition}: {reason}")]
+    InvalidBatch { topic: String, partition: u32, reason: &'static str },
+    /// The partition's offsets would pass `u64::MAX`.
+    #[error("{topic}/{partition} has no offsets left after {next_offset}")]
+    OffsetOverflow { topic: String, partition: u32, next_offset: u64 },
+    /// Stored metadata (topic list, group offsets, partition stats) that does not decode.
+    #[error("stored {what} is corrupt: {reason}")]
+    CorruptMeta { what: String, reason: String },
+    /// sled's lock on the store's files stayed taken: another process has the store open.
+    #[error("store {dir:?} is open in another process (its lock stayed taken for 2 s)")]
+    Locked { dir: std::path::PathBuf },
+    /// The directory holds a store written by another layout version of this crate.
+    #[error("store layout version {found} is not supported (this build reads version {supported})")]
+    UnsupportedFormat { found: String, supported: u32 },
+}
+
+impl StorageError {
+    /// A copy of a corruption error, which a broken partition returns on every call.
+    /// `None` for other errors (sled's error type cannot be copied).
+    pub(crate) fn copy_corruption(&self) -> Option<StorageError> {
+        match self {
+            StorageError::Corrupt { topic, partition, offset, reason } => Some(StorageError::Corrupt {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                reason: reason.clone(),
+            }),
+            StorageError::CorruptMeta { what, reason } => {
+                Some(StorageError::CorruptMeta { what: what.clone(), reason: reason.clone() })
+            }
+            _ => None,
+        }
+    }
 }

@@ -1,22 +1,85 @@
 //! `silt-storage`: the partition log on sled.
 //!
 //! One sled `Db` per broker; per topic-partition one tree of record batches keyed by big-endian
-//! base offset, plus a timestamp index tree and an idempotent-producer tree. Topic metadata and
-//! consumer-group offsets live in their own trees. Batches are stored exactly as the producer
-//! sent them, with the broker-owned header fields stamped (see `docs/record-batch.md`).
+//! base offset, plus a timestamp index tree, an idempotent-producer tree and a stats tree.
+//! Topic metadata and consumer-group offsets live in their own trees. Batches are stored
+//! exactly as the producer sent them, with the broker-owned header fields stamped (see
+//! `docs/record-batch.md`).
 //!
 //! This crate is synchronous and knows nothing of networking or async runtimes; durability is
 //! explicit: nothing is durable until [`Store::flush`] returns, and the broker decides when to
-//! call it (group commit).
+//! call it (group commit). The exceptions are [`Store::create_topic`] and
+//! [`Store::delete_topic`], rare control operations that flush before they return.
 //!
 //! Deliberately absent: validation of batch bodies (the broker validates with
-//! `silt_wire::batch::validate` before appending), wake-ups for long polls (the broker's job).
-
-use std::path::Path;
-use std::sync::Arc;
+//! `silt_wire::batch::validate` before appending; `append` only checks what keeps it from
+//! panicking), wake-ups for long polls (the broker's job), a retention timer (the broker calls
+//! [`Partition::apply_retention`] with the topic's settings), expiry of idempotent-producer
+//! state (one small entry per producer id and partition is kept for the life of the topic),
+//! and any cache of batches of its own (sled's page cache is the cache).
+//!
+//! # Layout
+//!
+//! Each partition is four sled trees named `{kind}/{topic}\0{incarnation:016x}\0{partition}`
+//! (kinds `batches`, `times`, `producers`, `stats`). Topic names match
+//! `[A-Za-z0-9._-]{1,200}`, so the first `\0` ends the name. The incarnation is a sled-generated
+//! id fixed when the topic is created: a topic deleted and created again gets fresh trees, and
+//! trees a crash left behind in `delete_topic` are dropped at the next open.
+//!
+//! - `batches`: base offset (u64 big-endian) -> the stamped batch bytes.
+//! - `times`: running maximum of the batches' max timestamps (i64 big-endian, sign bit
+//!   flipped) -> base offset of the first batch at which it reached that value. An entry is
+//!   added only when the running maximum grows, so the keys stay sorted and unique even though
+//!   producers' event times go backwards; `offset_for_time(t)` is the first entry at or above
+//!   `t`, and never skips a record with an event time >= `t`.
+//! - `producers`: producer id (u64 big-endian) -> last sequence and its base offset.
+//! - `stats`: one entry, the partition's size in bytes and batch count.
+//!
+//! An append writes the batch, the index entry (if any), the producer entry (unless producer
+//! id 0) and the stats in one multi-tree sled transaction, so that dedup state and stats
+//! recover exactly with the batches after a crash. A retention step removes batches, moves
+//! their index entries and rewrites the stats in one transaction as well.
+//!
+//! # Measurements and the choices they made
+//!
+//! On the 2-core machine this project targets, sled 0.34.7 (opt-level 2), microseconds per
+//! append without flushing (`tests/storage/measure.rs`, best of three runs):
+//!
+//! | batch | plain insert | 3 plain inserts | 3-tree txn | 4-tree txn | `append` | `append` + flush |
+//! | --- | --- | --- | --- | --- | --- | --- |
+//! | 1 KB | 5.8 | 12.5 | 96.7 | 97.9 | 99.8 | 212 |
+//! | 10 KB | 19.2 | 18.8 | 113 | 103 | 107 | 237 |
+//! | 100 KB | 89.6 | 97.9 | 149 | 130 | 131 | 359 |
+//!
+//! - A sled transaction costs about 90 µs whatever it writes: sled 0.34 writes out its I/O
+//!   buffer at the start of every transaction so that the transaction recovers atomically.
+//!   Appends therefore top out near 10,000 batches per second per process, across all
+//!   partitions (sled runs transactions under one process-wide lock). Batching makes this
+//!   irrelevant at the sizes DESIGN.md chose (1000 events per batch); single-record batches
+//!   would hit it. If it ever matters, the alternative is to drop the transaction: producer
+//!   state and stats can be rebuilt from batch headers after a checkpoint, as Kafka does.
+//! - The stats entry in the transaction costs nothing measurable (4 trees vs 3, above), and
+//!   it spares a full read of every batch at open (sled reads values along with keys):
+//!   opening a 286 MB partition took 56 ms, where scanning it took 134 ms with a warm OS
+//!   cache, and the scan grows with the log. So sizes are kept in the stats entry.
+//! - Producer state is read from its tree on first use of an id, not all at open.
+//!
+//! # Concurrency
+//!
+//! Appends and retention steps of one partition are serialized by that partition's mutex;
+//! reads take no lock and see appended batches as soon as `append` returns (before they are
+//! flushed). `delete_topic` waits for a running append or retention step of each partition,
+//! then fails every later call on handles still held.
 
 mod error;
+mod layout;
+mod partition;
+mod store;
+
 pub use error::StorageError;
+pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
+pub use partition::Partition;
+pub use store::Store;
 
 /// Topic metadata as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,110 +130,4 @@ pub struct ReadOutcome {
 pub struct Retained {
     pub batches_removed: u64,
     pub bytes_removed: u64,
-}
-
-/// The log store: topics, partitions, group offsets.
-pub struct Store {
-    _private: (),
-}
-
-/// One topic-partition log. Cheap to clone through `Arc`; appends are serialized by an
-/// internal per-partition lock, reads take no lock.
-pub struct Partition {
-    _private: (),
-}
-
-impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StorageError> {
-        let _ = (dir, config);
-        todo!()
-    }
-    /// Creates a topic with its partitions. Errors with `TopicExists` if it exists.
-    pub fn create_topic(&self, meta: TopicMeta) -> Result<(), StorageError> {
-        let _ = meta;
-        todo!()
-    }
-    /// Deletes a topic, its partitions, indexes, producer state and group offsets.
-    pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
-        let _ = name;
-        todo!()
-    }
-    /// All topics, sorted by name.
-    pub fn topics(&self) -> Vec<TopicMeta> {
-        todo!()
-    }
-    /// One topic's metadata.
-    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
-        let _ = name;
-        todo!()
-    }
-    /// A partition handle; `UnknownTopic` / `UnknownPartition` if absent.
-    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, StorageError> {
-        let _ = (topic, partition);
-        todo!()
-    }
-    /// Makes everything written so far durable (sled flush + fsync); returns bytes flushed.
-    pub fn flush(&self) -> Result<usize, StorageError> {
-        todo!()
-    }
-    /// Stores a consumer group's committed offset.
-    pub fn commit_offset(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<(), StorageError> {
-        let _ = (group, topic, partition, offset);
-        todo!()
-    }
-    /// A group's committed offsets for a topic, as `(partition, offset)` sorted by partition.
-    pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(u32, u64)>, StorageError> {
-        let _ = (group, topic);
-        todo!()
-    }
-}
-
-impl Partition {
-    /// Appends one batch that already passed `silt_wire::batch::validate`. Assigns the next
-    /// offset, stamps the header with it and `append_time_ms`, and writes the batch, the
-    /// timestamp index entry and the producer's (id -> sequence, base offset) in one sled
-    /// transaction. A batch with producer id 0 is never deduplicated. A batch whose sequence is
-    /// at or below the producer's last one is a `Duplicate`; one that skips ahead is refused
-    /// with `OutOfOrderSequence`.
-    pub fn append(&self, batch: &mut [u8], append_time_ms: i64) -> Result<Appended, StorageError> {
-        let _ = (batch, append_time_ms);
-        todo!()
-    }
-    /// Appends to `out` whole stored batches, starting with the one that holds `from`, until
-    /// `max_bytes` would be exceeded (at least one batch when any exists) or `limit` (an
-    /// offset, exclusive) is reached. Each batch's checksums are checked; a mismatch is a
-    /// `Corrupt` error.
-    pub fn read(&self, from: u64, max_bytes: usize, limit: u64, out: &mut Vec<u8>) -> Result<ReadOutcome, StorageError> {
-        let _ = (from, max_bytes, limit, out);
-        todo!()
-    }
-    /// The first offset whose batch may hold records with event time >= `timestamp_ms`
-    /// (the high watermark when none).
-    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64, StorageError> {
-        let _ = timestamp_ms;
-        todo!()
-    }
-    /// Offset of the first retained record.
-    pub fn log_start(&self) -> u64 {
-        todo!()
-    }
-    /// Offset the next appended record will get.
-    pub fn high_watermark(&self) -> u64 {
-        todo!()
-    }
-    /// Bytes of stored batches.
-    pub fn size_bytes(&self) -> u64 {
-        todo!()
-    }
-    /// Number of stored batches.
-    pub fn batch_count(&self) -> u64 {
-        todo!()
-    }
-    /// Drops whole batches, oldest first, that are older than `retention_ms` (by append time) or
-    /// that make the partition exceed `retention_bytes`; never the newest batch.
-    pub fn apply_retention(&self, now_ms: i64, retention_ms: Option<u64>, retention_bytes: Option<u64>) -> Result<Retained, StorageError> {
-        let _ = (now_ms, retention_ms, retention_bytes);
-        todo!()
-    }
 }

@@ -1,0 +1,574 @@
+//! One topic-partition log: appends, reads, the timestamp index, producer dedup, retention.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use silt_wire::batch::{peek_header, stamp, BatchView, HEADER_LEN};
+use sled::transaction::{TransactionError, Transactional};
+use sled::IVec;
+
+use crate::layout::{
+    decode_offset_key, decode_time_key, offset_key, partition_tree_name, time_key, PartitionTree,
+    ProducerEntry, Stats, STATS_KEY,
+};
+use crate::{Appended, ReadOutcome, Retained, StorageError};
+
+/// Most batches one retention transaction removes. sled runs every transaction under one
+/// process-wide write lock, so a retention pass is cut into steps that each hold appends of
+/// all partitions back only briefly; 256 small batches remove in well under a millisecond.
+const RETENTION_STEP_BATCHES_MAX: usize = 256;
+/// Most bytes one retention transaction removes: sled's transaction keeps the removed values
+/// in memory until commit, so this bounds that memory (plus one batch of up to 8 MiB).
+const RETENTION_STEP_BYTES_MAX: u64 = 32 * 1024 * 1024;
+
+/// One topic-partition log. Cheap to clone through `Arc`; appends are serialized by an
+/// internal per-partition lock, reads take no lock.
+pub struct Partition {
+    topic: String,
+    partition: u32,
+    batches: sled::Tree,
+    times: sled::Tree,
+    producers: sled::Tree,
+    stats: sled::Tree,
+    /// Held for the whole of an append or a retention step, never by reads.
+    writer: Mutex<Writer>,
+    /// Offset of the first retained record. Only the writer changes it.
+    log_start: AtomicU64,
+    /// Offset the next record gets. Stored (Release) only after the batch is in its tree, so a
+    /// reader that sees an offset below it finds the batch.
+    next_offset: AtomicU64,
+    size_bytes: AtomicU64,
+    batch_count: AtomicU64,
+    /// Set (under the writer lock) when the topic is deleted; every later call fails with
+    /// `UnknownTopic`.
+    deleted: AtomicBool,
+}
+
+/// State only the writer touches.
+struct Writer {
+    /// Producers seen since open, filled from the producers tree on first use of an id, so
+    /// opening a partition does not read every producer ever seen. Entries are never evicted:
+    /// memory grows with the number of distinct producer ids (24 bytes each plus map overhead).
+    producers: HashMap<u64, ProducerEntry>,
+    /// Largest max_timestamp of any batch appended, `None` before the first: the key of the
+    /// last timestamp index entry.
+    running_max_ts: Option<i64>,
+}
+
+impl Partition {
+    /// Opens (creating when absent) the trees of a partition and recovers its in-memory state
+    /// from them: offsets from the first and last batch, sizes from the stats entry, the
+    /// running maximum event time from the last index entry. Reads two batches, not the log.
+    pub(crate) fn open(
+        db: &sled::Db,
+        topic: &str,
+        incarnation: u64,
+        partition: u32,
+    ) -> Result<Partition, StorageError> {
+        let tree = |kind| db.open_tree(partition_tree_name(kind, topic, incarnation, partition));
+        let p = Partition {
+            topic: topic.to_owned(),
+            partition,
+            batches: tree(PartitionTree::Batches)?,
+            times: tree(PartitionTree::Times)?,
+            producers: tree(PartitionTree::Producers)?,
+            stats: tree(PartitionTree::Stats)?,
+            writer: Mutex::new(Writer { producers: HashMap::new(), running_max_ts: None }),
+            log_start: AtomicU64::new(0),
+            next_offset: AtomicU64::new(0),
+            size_bytes: AtomicU64::new(0),
+            batch_count: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+        };
+        p.recover()?;
+        Ok(p)
+    }
+
+    fn recover(&self) -> Result<(), StorageError> {
+        let (log_start, next_offset) = match (self.batches.first()?, self.batches.last()?) {
+            (Some((first_key, _)), Some((last_key, last))) => {
+                let first = decode_offset_key(&first_key).ok_or_else(|| self.bad_key(&first_key))?;
+                let last = self.checked(&last_key, &last)?;
+                (first, last.next_offset())
+            }
+            _ => (0, 0),
+        };
+        let stats = match self.stats.get(STATS_KEY)? {
+            Some(bytes) => Stats::decode(&bytes).ok_or_else(|| self.corrupt_meta("stats", "not 16 bytes"))?,
+            None => Stats::default(),
+        };
+        // Cheap consistency checks between the stats entry and the log it describes: every
+        // batch holds at least one record and a whole header.
+        let span = next_offset - log_start;
+        if (stats.batch_count == 0) != (span == 0)
+            || stats.batch_count > span
+            || stats.size_bytes < stats.batch_count.saturating_mul(HEADER_LEN as u64)
+        {
+            return Err(self.corrupt_meta(
+                "stats",
+                &format!(
+                    "{} batches of {} bytes cannot hold offsets {log_start}..{next_offset}",
+                    stats.batch_count, stats.size_bytes
+                ),
+            ));
+        }
+        let running_max_ts = match self.times.last()? {
+            Some((key, _)) => {
+                Some(decode_time_key(&key).ok_or_else(|| self.corrupt_meta("timestamp index", "bad key"))?)
+            }
+            None => None,
+        };
+        if running_max_ts.is_none() && span > 0 {
+            return Err(self.corrupt_meta("timestamp index", "empty although batches are stored"));
+        }
+        self.log_start.store(log_start, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
+        self.batch_count.store(stats.batch_count, Ordering::Relaxed);
+        self.lock_writer()?.running_max_ts = running_max_ts;
+        Ok(())
+    }
+
+    /// Appends one batch that already passed `silt_wire::batch::validate`. Assigns the next
+    /// offset, stamps the header with it and `append_time_ms`, and writes the batch, the
+    /// timestamp index entry and the producer's (id -> sequence, base offset) in one sled
+    /// transaction. A batch with producer id 0 is never deduplicated. A batch whose sequence is
+    /// at or below the producer's last one is a `Duplicate`; one that skips ahead is refused
+    /// with `OutOfOrderSequence`.
+    ///
+    /// The first batch of a producer id this partition has not seen is accepted whatever its
+    /// sequence. On `Duplicate` and on errors nothing is written and `batch` is left as given
+    /// (except after a sled failure, when it may already be stamped).
+    pub fn append(&self, batch: &mut [u8], append_time_ms: i64) -> Result<Appended, StorageError> {
+        self.check_shape(batch)?;
+        let (record_count, producer_id, sequence, max_ts) = peek_header(batch);
+        let mut writer = self.lock_writer()?;
+
+        let producer = if producer_id == 0 { None } else { self.producer(&mut writer, producer_id)? };
+        if let Some(last) = producer {
+            if sequence <= last.last_sequence {
+                let base_offset = (sequence == last.last_sequence).then_some(last.base_offset);
+                return Ok(Appended::Duplicate { base_offset });
+            }
+            // No overflow: sequence > last_sequence, so last_sequence < u64::MAX.
+            let expected = last.last_sequence + 1;
+            if sequence != expected {
+                return Err(StorageError::OutOfOrderSequence { producer_id, expected, got: sequence });
+            }
+        }
+
+        let base_offset = self.next_offset.load(Ordering::Acquire);
+        let next_offset =
+            base_offset.checked_add(u64::from(record_count)).ok_or_else(|| StorageError::OffsetOverflow {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                next_offset: base_offset,
+            })?;
+        stamp(batch, base_offset, append_time_ms);
+        let stored: &[u8] = batch;
+
+        // The index gets an entry only when the running maximum grows, so its keys are strictly
+        // increasing and each points at the first batch that reached that maximum.
+        let time_entry = match writer.running_max_ts {
+            Some(running) if running >= max_ts => None,
+            _ => Some(time_key(max_ts)),
+        };
+        let producer_entry =
+            (producer_id != 0).then_some(ProducerEntry { last_sequence: sequence, base_offset });
+        let stats = Stats {
+            size_bytes: self.size_bytes.load(Ordering::Relaxed) + stored.len() as u64,
+            batch_count: self.batch_count.load(Ordering::Relaxed) + 1,
+        };
+        let key = offset_key(base_offset);
+
+        let trees = (&self.batches, &self.times, &self.producers, &self.stats);
+        trees
+            .transaction(|(batches, times, producers, stats_tree)| {
+                batches.insert(&key[..], stored)?;
+                if let Some(time) = time_entry {
+                    times.insert(&time[..], &key[..])?;
+                }
+                if let Some(entry) = producer_entry {
+                    producers.insert(&producer_id.to_be_bytes()[..], &entry.encode()[..])?;
+                }
+                stats_tree.insert(STATS_KEY, &stats.encode()[..])?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(sled_error)?;
+
+        // Memory follows disk only after the transaction committed.
+        if let Some(entry) = producer_entry {
+            writer.producers.insert(producer_id, entry);
+        }
+        if time_entry.is_some() {
+            writer.running_max_ts = Some(max_ts);
+        }
+        self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
+        self.batch_count.store(stats.batch_count, Ordering::Relaxed);
+        self.next_offset.store(next_offset, Ordering::Release);
+        Ok(Appended::New { base_offset })
+    }
+
+    /// Appends to `out` whole stored batches, starting with the one that holds `from`, until
+    /// `max_bytes` would be exceeded (at least one batch when any exists) or `limit` (an
+    /// offset, exclusive) is reached. Each batch's checksums are checked; a mismatch is a
+    /// `Corrupt` error.
+    ///
+    /// A `from` below the log start reads from the log start. The first batch may begin before
+    /// `from` (skipping those records is the caller's job) and the last may end after `limit`
+    /// (only batches that begin at or after `limit` are left out). Reads see appended batches
+    /// before they are flushed; a caller that must only hand out durable records passes its
+    /// durable watermark as `limit`. If retention removes the batch holding `from` while the
+    /// read runs, the first batch returned starts after `from`. On an error, `out` may already
+    /// hold the batches before the failing one.
+    pub fn read(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        limit: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, StorageError> {
+        self.check_live()?;
+        self.read_batches(from, max_bytes, limit, out).map_err(|e| self.after_delete(e))
+    }
+
+    fn read_batches(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        limit: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, StorageError> {
+        let mut outcome = ReadOutcome { next_offset: from, batches: 0 };
+        let start = from.max(self.log_start.load(Ordering::Acquire));
+        if start >= limit {
+            return Ok(outcome);
+        }
+        let out_len_before = out.len();
+        // Adds one batch to `out`; false when the read is complete.
+        let mut take = |key: &IVec, value: &IVec| -> Result<bool, StorageError> {
+            let view = self.checked(key, value)?;
+            if view.next_offset() <= start {
+                // Only a batch that ends before `start` (the one found below it when `start`
+                // is at or past the high watermark).
+                return Ok(true);
+            }
+            if view.base_offset() >= limit {
+                return Ok(false);
+            }
+            let taken = out.len() - out_len_before;
+            if outcome.batches > 0 && taken.saturating_add(value.len()) > max_bytes {
+                return Ok(false);
+            }
+            out.extend_from_slice(value);
+            outcome.batches += 1;
+            outcome.next_offset = view.next_offset();
+            Ok(taken + value.len() < max_bytes)
+        };
+        // The batch holding `start` is the last one whose base offset is at or below it.
+        let lower = match self.batches.range(..=offset_key(start)).next_back() {
+            Some(found) => {
+                let (key, value) = found?;
+                if !take(&key, &value)? {
+                    return Ok(outcome);
+                }
+                Bound::Excluded(key)
+            }
+            None => Bound::Included(IVec::from(&offset_key(start)[..])),
+        };
+        for item in self.batches.range((lower, Bound::Unbounded)) {
+            let (key, value) = item?;
+            if !take(&key, &value)? {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The first offset whose batch may hold records with event time >= `timestamp_ms`
+    /// (the high watermark when none).
+    ///
+    /// Exact with respect to the batches' max timestamps: it is the base offset of the first
+    /// retained batch whose max timestamp, or that of an earlier batch, is >= `timestamp_ms`.
+    /// With non-monotonic event times a later batch may still hold older records; no record
+    /// with event time >= `timestamp_ms` is ever before the returned offset.
+    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<u64, StorageError> {
+        self.check_live()?;
+        let found = self
+            .times
+            .range(time_key(timestamp_ms)..)
+            .next()
+            .transpose()
+            .map_err(|e| self.after_delete(e.into()))?;
+        match found {
+            Some((_, base)) => {
+                let base = decode_offset_key(&base)
+                    .ok_or_else(|| self.corrupt_meta("timestamp index", "bad value"))?;
+                // Retention moves entries in the same transaction as it removes batches, but a
+                // lookup racing with it may find an entry whose batch just went.
+                Ok(base.max(self.log_start.load(Ordering::Acquire)))
+            }
+            None => Ok(self.high_watermark()),
+        }
+    }
+
+    /// Offset of the first retained record.
+    pub fn log_start(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+    /// Offset the next appended record will get.
+    pub fn high_watermark(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+    /// Bytes of stored batches.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes.load(Ordering::Relaxed)
+    }
+    /// Number of stored batches.
+    pub fn batch_count(&self) -> u64 {
+        self.batch_count.load(Ordering::Relaxed)
+    }
+
+    /// Drops whole batches, oldest first, that are older than `retention_ms` (by append time) or
+    /// that make the partition exceed `retention_bytes`; never the newest batch.
+    ///
+    /// Stops at the first batch that is neither expired nor needed to get under
+    /// `retention_bytes`, so a batch appended with an earlier append time than its predecessor
+    /// is kept until those before it go. Runs in steps of at most 256 batches / 32 MiB, each
+    /// one sled transaction (batches, their index entries and the stats together); appends to
+    /// this partition wait for the whole pass.
+    pub fn apply_retention(
+        &self,
+        now_ms: i64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<Retained, StorageError> {
+        let writer = self.lock_writer()?;
+        let cutoff_ms = retention_ms.map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
+        let mut total = Retained::default();
+        // Each step removes at least one batch or ends the pass, so the batch count bounds it.
+        let steps_max = self.batch_count.load(Ordering::Relaxed);
+        for _ in 0..=steps_max {
+            let step = self.retention_step(&writer, cutoff_ms, retention_bytes)?;
+            if step.batches_removed == 0 {
+                return Ok(total);
+            }
+            total.batches_removed += step.batches_removed;
+            total.bytes_removed += step.bytes_removed;
+        }
+        unreachable!("every retention step removes a batch, and there are only {steps_max}");
+    }
+
+    /// One transaction's worth of retention.
+    fn retention_step(
+        &self,
+        _writer: &MutexGuard<'_, Writer>,
+        cutoff_ms: Option<i64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<Retained, StorageError> {
+        let high_watermark = self.high_watermark();
+        let mut stats = Stats { size_bytes: self.size_bytes(), batch_count: self.batch_count() };
+        let mut victims: Vec<IVec> = Vec::new();
+        let mut step_bytes = 0u64;
+        let mut new_log_start = self.log_start();
+        for item in self.batches.iter() {
+            if victims.len() >= RETENTION_STEP_BATCHES_MAX || step_bytes >= RETENTION_STEP_BYTES_MAX {
+                break;
+            }
+            let (key, value) = item?;
+            let view = self.checked(&key, &value)?;
+            if view.next_offset() >= high_watermark {
+                // The newest batch stays, so the high watermark survives a restart.
+                assert_eq!(stats.batch_count, 1, "the newest batch is the last one counted");
+                break;
+            }
+            let expired = cutoff_ms.is_some_and(|cutoff| view.append_time_ms() < cutoff);
+            let too_big = retention_bytes.is_some_and(|max| stats.size_bytes > max);
+            if !expired && !too_big {
+                break;
+            }
+            let len = value.len() as u64;
+            assert!(stats.batch_count > 1 && stats.size_bytes >= len, "stats count every stored batch");
+            stats.batch_count -= 1;
+            stats.size_bytes -= len;
+            step_bytes += len;
+            new_log_start = view.next_offset();
+            victims.push(key);
+        }
+        if victims.is_empty() {
+            return Ok(Retained::default());
+        }
+
+        // Index entries point at batches in offset order (keys and values both increase), so
+        // the ones for removed batches are a prefix. The last of them still describes the
+        // retained batches up to the next entry, so it moves to the new log start unless an
+        // entry is already there.
+        let mut stale_times: Vec<IVec> = Vec::new();
+        let mut moved_time: Option<IVec> = None;
+        for item in self.times.iter() {
+            let (key, value) = item?;
+            let base =
+                decode_offset_key(&value).ok_or_else(|| self.corrupt_meta("timestamp index", "bad value"))?;
+            if base >= new_log_start {
+                if base == new_log_start {
+                    moved_time = None;
+                }
+                break;
+            }
+            moved_time = Some(key.clone());
+            stale_times.push(key);
+            if stale_times.len() > victims.len() {
+                // Each entry points at a distinct batch, so more entries than removed batches
+                // means the index does not describe this log.
+                return Err(self.corrupt_meta("timestamp index", "more entries than batches"));
+            }
+        }
+
+        let new_start_key = offset_key(new_log_start);
+        let trees = (&self.batches, &self.times, &self.stats);
+        trees
+            .transaction(|(batches, times, stats_tree)| {
+                for key in &victims {
+                    batches.remove(key)?;
+                }
+                for key in &stale_times {
+                    times.remove(key)?;
+                }
+                if let Some(key) = &moved_time {
+                    times.insert(key, &new_start_key[..])?;
+                }
+                stats_tree.insert(STATS_KEY, &stats.encode()[..])?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(sled_error)?;
+
+        self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
+        self.batch_count.store(stats.batch_count, Ordering::Relaxed);
+        self.log_start.store(new_log_start, Ordering::Release);
+        Ok(Retained { batches_removed: victims.len() as u64, bytes_removed: step_bytes })
+    }
+
+    /// Marks the partition deleted once no append or retention step is running; every later
+    /// call fails with `UnknownTopic`. `false` revives it (when deleting the topic failed).
+    pub(crate) fn set_deleted(&self, deleted: bool) {
+        let _writer = self.writer.lock().expect("a partition writer panicked");
+        self.deleted.store(deleted, Ordering::Release);
+    }
+
+    /// The producer's last entry: from memory, else from its tree (then remembered).
+    fn producer(&self, writer: &mut Writer, producer_id: u64) -> Result<Option<ProducerEntry>, StorageError> {
+        if let Some(entry) = writer.producers.get(&producer_id) {
+            return Ok(Some(*entry));
+        }
+        let Some(bytes) = self.producers.get(producer_id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let entry = ProducerEntry::decode(&bytes)
+            .ok_or_else(|| self.corrupt_meta(&format!("producer {producer_id} state"), "not 16 bytes"))?;
+        writer.producers.insert(producer_id, entry);
+        Ok(Some(entry))
+    }
+
+    /// The cheap checks that keep `peek_header` and `stamp` from panicking on bytes that never
+    /// went through `validate`.
+    fn check_shape(&self, batch: &[u8]) -> Result<(), StorageError> {
+        let invalid = |reason| StorageError::InvalidBatch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            reason,
+        };
+        if batch.len() < HEADER_LEN {
+            return Err(invalid("shorter than a batch header"));
+        }
+        if u32::from_le_bytes([batch[0], batch[1], batch[2], batch[3]]) as usize != batch.len() {
+            return Err(invalid("length field does not match the bytes given"));
+        }
+        if peek_header(batch).0 == 0 {
+            return Err(invalid("batch has no records"));
+        }
+        Ok(())
+    }
+
+    /// Checks a stored batch: key shape, both checksums, and that the key is its base offset.
+    fn checked<'a>(&self, key: &[u8], value: &'a [u8]) -> Result<BatchView<'a>, StorageError> {
+        let offset = decode_offset_key(key).ok_or_else(|| self.bad_key(key))?;
+        let corrupt = |reason: String| StorageError::Corrupt {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset,
+            reason,
+        };
+        let view = BatchView::checked(value).map_err(|e| corrupt(e.to_string()))?;
+        if view.base_offset() != offset {
+            return Err(corrupt(format!("header says base offset {}", view.base_offset())));
+        }
+        if view.record_count() == 0 || offset.checked_add(u64::from(view.record_count())).is_none() {
+            return Err(corrupt(format!("record count {} is impossible here", view.record_count())));
+        }
+        Ok(view)
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StorageError> {
+        // A panic while appending leaves memory possibly behind disk; refuse to go on.
+        let writer = self.writer.lock().expect("a partition writer panicked");
+        self.check_live()?;
+        Ok(writer)
+    }
+
+    fn check_live(&self) -> Result<(), StorageError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(StorageError::UnknownTopic(self.topic.clone()));
+        }
+        Ok(())
+    }
+
+    /// A read that raced with `delete_topic` fails with sled's "collection not found";
+    /// report that as the topic being gone.
+    fn after_delete(&self, e: StorageError) -> StorageError {
+        match e {
+            StorageError::Sled(_) if self.deleted.load(Ordering::Acquire) => {
+                StorageError::UnknownTopic(self.topic.clone())
+            }
+            e => e,
+        }
+    }
+
+    fn bad_key(&self, key: &[u8]) -> StorageError {
+        StorageError::Corrupt {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: 0,
+            reason: format!("batch key of {} bytes, not 8", key.len()),
+        }
+    }
+
+    fn corrupt_meta(&self, what: &str, reason: &str) -> StorageError {
+        StorageError::CorruptMeta {
+            what: format!("{what} of {}/{}", self.topic, self.partition),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+fn sled_error(e: TransactionError<Infallible>) -> StorageError {
+    match e {
+        TransactionError::Storage(e) => StorageError::Sled(e),
+        TransactionError::Abort(never) => match never {},
+    }
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("log_start", &self.log_start())
+            .field("high_watermark", &self.high_watermark())
+            .field("batch_count", &self.batch_count())
+            .field("size_bytes", &self.size_bytes())
+            .finish()
+    }
+}

@@ -1,0 +1,360 @@
+//! The store: one sled database holding topics, their partitions and group offsets.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use sled::transaction::{TransactionError, Transactional};
+
+use crate::layout::{
+    check_group_name, check_topic_name, decode_group_offset_key, decode_u64_le, group_offset_key,
+    group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
+    StoredTopic, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, PARTITIONS_PER_TOPIC_MAX, TOPICS_TREE,
+};
+use crate::{Partition, StorageError, StoreConfig, TopicMeta};
+
+/// The log store: topics, partitions, group offsets.
+pub struct Store {
+    db: sled::Db,
+    topics_tree: sled::Tree,
+    group_offsets: sled::Tree,
+    /// Every topic with its open partitions, so `partition()` is a map lookup and an `Arc`
+    /// clone. Written only by `create_topic` and `delete_topic`; `commit_offset` holds it for
+    /// reading so that no offset is committed for a topic while it is being deleted.
+    topics: RwLock<BTreeMap<String, Topic>>,
+}
+
+struct Topic {
+    meta: TopicMeta,
+    incarnation: u64,
+    partitions: Vec<Slot>,
+}
+
+/// A partition as found at open.
+enum Slot {
+    Open(Arc<Partition>),
+    /// Its stored state did not pass the checks of recovery: a corrupt last batch, stats entry
+    /// or index. Only this partition stops; `partition()` returns the error every time, and
+    /// the rest of the store works.
+    Broken(StorageError),
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// Opens every partition (four sled trees each, reading the first and last batch and the
+    /// stats entry) and drops the trees of topics whose deletion a crash interrupted.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StorageError> {
+        let db = open_db(dir, &config)?;
+        check_format(&db)?;
+        let topics_tree = db.open_tree(TOPICS_TREE)?;
+        let group_offsets = db.open_tree(GROUP_OFFSETS_TREE)?;
+        let mut topics = BTreeMap::new();
+        for item in topics_tree.iter() {
+            let (key, value) = item?;
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let corrupt = |reason: String| StorageError::CorruptMeta {
+                what: format!("metadata of topic {name:?}"),
+                reason,
+            };
+            let stored = StoredTopic::decode(&value).map_err(corrupt)?;
+            if stored.name.as_bytes() != &key[..] {
+                return Err(corrupt(format!("it names topic {:?}", stored.name)));
+            }
+            let topic = Topic::open(&db, stored)?;
+            topics.insert(name, topic);
+        }
+        drop_orphan_trees(&db, &topics)?;
+        Ok(Store { db, topics_tree, group_offsets, topics: RwLock::new(topics) })
+    }
+
+    /// Creates a topic with its partitions. Errors with `TopicExists` if it exists.
+    ///
+    /// Durable when it returns (it flushes): topics are created rarely, and a producer told
+    /// that its topic exists should not find it gone after a crash.
+    pub fn create_topic(&self, meta: TopicMeta) -> Result<(), StorageError> {
+        check_topic_name(&meta.name).map_err(|reason| StorageError::InvalidName {
+            what: "topic",
+            name: meta.name.clone(),
+            reason,
+        })?;
+        if meta.partitions == 0 || meta.partitions > PARTITIONS_PER_TOPIC_MAX {
+            return Err(StorageError::InvalidPartitionCount {
+                topic: meta.name,
+                partitions: meta.partitions,
+                max: PARTITIONS_PER_TOPIC_MAX,
+            });
+        }
+        let mut topics = self.write_topics();
+        if topics.contains_key(&meta.name) {
+            return Err(StorageError::TopicExists(meta.name));
+        }
+        // A fresh incarnation gives the topic fresh trees even if a topic of the same name
+        // existed before and dropping its trees did not finish.
+        let stored = StoredTopic {
+            name: meta.name.clone(),
+            partitions: meta.partitions,
+            retention_ms: meta.retention_ms,
+            retention_bytes: meta.retention_bytes,
+            created_ms: meta.created_ms,
+            incarnation: self.db.generate_id()?,
+        };
+        // Trees first: if the metadata write fails, they are orphans dropped at the next open.
+        let topic = Topic::open(&self.db, stored.clone())?;
+        self.topics_tree.insert(meta.name.as_bytes(), stored.encode())?;
+        self.db.flush()?;
+        topics.insert(meta.name, topic);
+        Ok(())
+    }
+
+    /// Deletes a topic, its partitions, indexes, producer state and group offsets.
+    ///
+    /// Durable when it returns. Partition handles still held elsewhere fail every later call
+    /// with `UnknownTopic`. A topic created later under the same name starts empty at offset 0.
+    pub fn delete_topic(&self, name: &str) -> Result<(), StorageError> {
+        let mut topics = self.write_topics();
+        let topic = topics.get(name).ok_or_else(|| StorageError::UnknownTopic(name.to_owned()))?;
+        // Waits for running appends and retention; nothing writes to the trees after this.
+        topic.set_deleted(true);
+        if let Err(e) = self.remove_topic_records(name) {
+            topic.set_deleted(false);
+            return Err(e);
+        }
+        let topic = topics.remove(name).expect("looked up above under the same lock");
+        // The topic is gone once its metadata is; dropping the trees only frees space, and a
+        // crash or failure here leaves orphans that the next open drops.
+        for p in 0..topic.meta.partitions {
+            for kind in PartitionTree::ALL {
+                let tree = partition_tree_name(kind, name, topic.incarnation, p);
+                if let Err(e) = self.db.drop_tree(&tree) {
+                    tracing::warn!(topic = name, tree = %String::from_utf8_lossy(&tree), error = %e,
+                        "could not drop a deleted topic's tree; the next open retries");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the metadata and group offsets of a topic in one transaction, then flushes, so
+    /// that the topic is durably gone before its trees are dropped.
+    fn remove_topic_records(&self, name: &str) -> Result<(), StorageError> {
+        // `commit_offset` is held off by the topics lock, so this list is complete.
+        let group_keys =
+            self.group_offsets.scan_prefix(topic_group_prefix(name)).keys().collect::<Result<Vec<_>, _>>()?;
+        (&self.topics_tree, &self.group_offsets)
+            .transaction(|(topics, groups)| {
+                topics.remove(name.as_bytes())?;
+                for key in &group_keys {
+                    groups.remove(key)?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StorageError::Sled(e),
+                TransactionError::Abort(never) => match never {},
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<TopicMeta> {
+        self.read_topics().values().map(|t| t.meta.clone()).collect()
+    }
+
+    /// One topic's metadata.
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.read_topics().get(name).map(|t| t.meta.clone())
+    }
+
+    /// A partition handle; `UnknownTopic` / `UnknownPartition` if absent.
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, StorageError> {
+        let topics = self.read_topics();
+        let t = topics.get(topic).ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
+        match t.partitions.get(partition as usize) {
+            Some(Slot::Open(p)) => Ok(Arc::clone(p)),
+            Some(Slot::Broken(e)) => Err(e.copy_corruption().expect("only corruption breaks a partition")),
+            None => Err(StorageError::UnknownPartition { topic: topic.to_owned(), partition }),
+        }
+    }
+
+    /// Makes everything written so far durable (sled flush + fsync); returns bytes flushed.
+    pub fn flush(&self) -> Result<usize, StorageError> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Stores a consumer group's committed offset.
+    ///
+    /// Not flushed: it becomes durable with the next [`Store::flush`]. `UnknownTopic` /
+    /// `UnknownPartition` when the partition does not exist; `InvalidName` for an empty group
+    /// name or one longer than 255 bytes.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), StorageError> {
+        check_group(group)?;
+        let topics = self.read_topics();
+        let t = topics.get(topic).ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
+        if partition >= t.meta.partitions {
+            return Err(StorageError::UnknownPartition { topic: topic.to_owned(), partition });
+        }
+        self.group_offsets.insert(group_offset_key(group, topic, partition), &offset.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// A group's committed offsets for a topic, as `(partition, offset)` sorted by partition.
+    ///
+    /// `UnknownTopic` when the topic does not exist; empty when the group committed nothing.
+    pub fn committed_offsets(&self, group: &str, topic: &str) -> Result<Vec<(u32, u64)>, StorageError> {
+        check_group(group)?;
+        let topics = self.read_topics();
+        if !topics.contains_key(topic) {
+            return Err(StorageError::UnknownTopic(topic.to_owned()));
+        }
+        let prefix = group_prefix(group, topic);
+        let mut offsets = Vec::new();
+        for item in self.group_offsets.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let corrupt = |reason: &str| StorageError::CorruptMeta {
+                what: format!("offsets of group {group:?} on topic {topic:?}"),
+                reason: reason.to_owned(),
+            };
+            let partition = decode_group_offset_key(&prefix, &key).ok_or_else(|| corrupt("bad key"))?;
+            let offset = decode_u64_le(&value).ok_or_else(|| corrupt("offset is not 8 bytes"))?;
+            offsets.push((partition, offset));
+        }
+        debug_assert!(offsets.windows(2).all(|w| w[0].0 < w[1].0), "big-endian keys sort by partition");
+        Ok(offsets)
+    }
+
+    fn read_topics(&self) -> RwLockReadGuard<'_, BTreeMap<String, Topic>> {
+        // The map is only replaced whole under the lock, so a panic elsewhere cannot leave it
+        // half-updated; poisoning carries no information here.
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_topics(&self) -> RwLockWriteGuard<'_, BTreeMap<String, Topic>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Topic {
+    fn open(db: &sled::Db, stored: StoredTopic) -> Result<Topic, StorageError> {
+        let mut partitions = Vec::with_capacity(stored.partitions as usize);
+        for p in 0..stored.partitions {
+            let slot = match Partition::open(db, &stored.name, stored.incarnation, p) {
+                Ok(partition) => Slot::Open(Arc::new(partition)),
+                Err(e) if e.copy_corruption().is_some() => {
+                    tracing::error!(topic = %stored.name, partition = p, error = %e,
+                        "partition is corrupt and stays stopped; the rest of the store opens");
+                    Slot::Broken(e)
+                }
+                Err(e) => return Err(e),
+            };
+            partitions.push(slot);
+        }
+        let meta = TopicMeta {
+            name: stored.name,
+            partitions: stored.partitions,
+            retention_ms: stored.retention_ms,
+            retention_bytes: stored.retention_bytes,
+            created_ms: stored.created_ms,
+        };
+        Ok(Topic { meta, incarnation: stored.incarnation, partitions })
+    }
+
+    fn set_deleted(&self, deleted: bool) {
+        for slot in &self.partitions {
+            if let Slot::Open(p) = slot {
+                p.set_deleted(deleted);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("topics", &self.read_topics().keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+fn check_group(group: &str) -> Result<(), StorageError> {
+    check_group_name(group).map_err(|reason| StorageError::InvalidName {
+        what: "group",
+        name: group.to_owned(),
+        reason,
+    })
+}
+
+/// How long `Store::open` waits for sled's file lock. sled releases the lock from its I/O
+/// threads some milliseconds after the last handle of a database is dropped (sled issues
+/// #1234, #1289), so a store closed and reopened in one process (tests, an embedded broker
+/// restarting) would otherwise fail at random; two seconds is far above the delays seen here
+/// and short enough to report a second process holding the store promptly.
+const OPEN_LOCK_WAIT_MS_MAX: u64 = 2_000;
+/// Pause between attempts to take the lock.
+const OPEN_LOCK_RETRY_MS: u64 = 5;
+
+fn open_db(dir: &Path, config: &StoreConfig) -> Result<sled::Db, StorageError> {
+    let sled_config = sled::Config::new().path(dir).cache_capacity(config.cache_bytes);
+    let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
+    loop {
+        match sled_config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(StorageError::Locked { dir: dir.to_owned() });
+                }
+                std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_MS));
+            }
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// Writes the layout version into a new store, and refuses a store of another version.
+fn check_format(db: &sled::Db) -> Result<(), StorageError> {
+    let want = FORMAT_VERSION.to_le_bytes();
+    match db.get(FORMAT_KEY)? {
+        Some(found) if found[..] == want[..] => Ok(()),
+        Some(found) => Err(StorageError::UnsupportedFormat {
+            found: format!("{:?}", &found[..]),
+            supported: FORMAT_VERSION,
+        }),
+        None if db.tree_names().len() > 1 => {
+            // sled always has its default tree; any other tree means this directory holds a
+            // database someone else wrote.
+            Err(StorageError::UnsupportedFormat {
+                found: "none (not a silt store)".into(),
+                supported: FORMAT_VERSION,
+            })
+        }
+        None => {
+            // Durable before any tree of the store exists, so no crash leaves trees without it.
+            db.insert(FORMAT_KEY, &want)?;
+            db.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// Drops partition trees that belong to no live topic: left by a crash in `delete_topic`
+/// after the metadata was removed, or in `create_topic` before it was written.
+fn drop_orphan_trees(db: &sled::Db, topics: &BTreeMap<String, Topic>) -> Result<(), StorageError> {
+    for name in db.tree_names() {
+        let Some((_, topic, incarnation, partition)) = parse_partition_tree_name(&name) else {
+            continue;
+        };
+        let live =
+            topics.get(topic).is_some_and(|t| t.incarnation == incarnation && partition < t.meta.partitions);
+        if !live {
+            tracing::info!(tree = %String::from_utf8_lossy(&name), "dropping the tree of a deleted topic");
+            db.drop_tree(&name)?;
+        }
+    }
+    Ok(())
+}

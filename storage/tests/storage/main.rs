@@ -1,0 +1,46 @@
+//! Tests of `silt-storage` through its public API, on real sled files in temp dirs.
+//!
+//! One test binary (modules below) so that sled and proptest are linked once.
+
+mod basics;
+mod crash;
+mod measure;
+mod model;
+
+use std::path::Path;
+
+use silt_storage::{Store, StoreConfig, TopicMeta};
+use silt_wire::batch::{split_batches, BatchBuilder};
+
+/// Opens a store with a small page cache: tests hold many stores at once.
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreConfig { cache_bytes: 8 * 1024 * 1024 }).expect("open store")
+}
+
+fn topic(name: &str, partitions: u32) -> TopicMeta {
+    TopicMeta { name: name.into(), partitions, retention_ms: None, retention_bytes: None, created_ms: 0 }
+}
+
+/// A finished, unstamped batch of `(event time, value)` records.
+fn batch(producer_id: u64, sequence: u64, records: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut b = BatchBuilder::default();
+    for (ts, value) in records {
+        b.push(*ts, b"", value, &[]).expect("small record");
+    }
+    b.finish(producer_id, sequence)
+}
+
+/// `(offset, event time, value)` of every record in a read buffer; panics on a bad batch.
+fn records(bytes: &[u8]) -> Vec<(u64, i64, Vec<u8>)> {
+    split_batches(bytes)
+        .flat_map(|b| {
+            let b = b.expect("read returns checked batches");
+            b.records().map(|r| (r.offset, r.timestamp_ms, r.value.to_vec())).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Base offsets of the batches in a read buffer.
+fn bases(bytes: &[u8]) -> Vec<u64> {
+    split_batches(bytes).map(|b| b.expect("checked").base_offset()).collect()
+}
