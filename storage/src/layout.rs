@@ -20,15 +20,14 @@ pub(crate) const GROUP_OFFSETS_TREE: &[u8] = b"silt/group-offsets";
 /// The one key of a partition's stats tree.
 pub(crate) const STATS_KEY: &[u8] = b"stats";
 
-/// Longest topic name accepted. 200 bytes keeps tree names and group-offset keys short; Kafka
-/// allows 249, and sensor topic names are far shorter.
-pub const TOPIC_NAME_BYTES_MAX: usize = 200;
+/// Longest topic name accepted: the protocol's limit (`silt_wire::message`), so the two cannot
+/// drift apart.
+pub const TOPIC_NAME_BYTES_MAX: usize = silt_wire::message::TOPIC_NAME_BYTES_MAX;
 /// Longest consumer group name accepted; it is part of every group-offset key.
 pub const GROUP_NAME_BYTES_MAX: usize = 255;
-/// Most partitions one topic may have. Each partition is four sled trees opened when the store
-/// opens, so this bounds start-up work per topic; 1024 is far more parallelism than a 2-core
-/// broker can use.
-pub const PARTITIONS_PER_TOPIC_MAX: u32 = 1024;
+/// Most partitions one topic may have: the protocol's limit. Each partition is four sled trees
+/// opened when the store opens, so this also bounds start-up work per topic.
+pub const PARTITIONS_PER_TOPIC_MAX: u32 = silt_wire::message::PARTITIONS_MAX;
 
 /// The sled trees that make up one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +91,14 @@ pub(crate) fn parse_partition_tree_name(name: &[u8]) -> Option<(PartitionTree, &
 }
 
 /// Checks a topic name against `[A-Za-z0-9._-]{1,200}`; the reason when it does not match.
+/// The broker checks the same rule (`silt_wire::message`); this check keeps tree names
+/// unambiguous whoever calls.
 pub(crate) fn check_topic_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it is empty");
     }
     if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err("it is longer than 200 bytes");
+        return Err("it is longer than TOPIC_NAME_BYTES_MAX bytes");
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
         return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
@@ -330,10 +331,10 @@ mod tests {
     #[test]
     fn topic_names_are_checked() {
         assert!(check_topic_name("sensors.temp-01_a").is_ok());
-        assert!(check_topic_name(&"a".repeat(200)).is_ok());
+        assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX)).is_ok());
         for bad in ["", "a/b", "a\0b", "ü", "a b"] {
             assert!(check_topic_name(bad).is_err(), "{bad:?}");
         }
-        assert!(check_topic_name(&"a".repeat(201)).is_err());
+        assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX + 1)).is_err());
     }
 }
