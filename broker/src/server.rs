@@ -9,6 +9,7 @@ use bytes::Bytes;
 use quinn::{RecvStream, SendStream, VarInt};
 use silt_wire::frame::{self, Frame, PREFIX_LEN};
 use silt_wire::message::encode_response;
+use silt_wire::{ErrorCode, Response, WireError};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Limits;
@@ -31,10 +32,30 @@ pub fn endpoint(
     key: rustls::pki_types::PrivateKeyDer<'static>,
     limits: &Limits,
 ) -> anyhow::Result<quinn::Endpoint> {
+    let endpoint_config = restart_stable(&key);
     let mut config =
         quinn::ServerConfig::with_single_cert(certs, key).context("loading the TLS certificate")?;
     config.transport_config(Arc::new(transport(limits)));
-    quinn::Endpoint::server(config, listen).with_context(|| format!("listening on {listen} (UDP)"))
+    let socket = std::net::UdpSocket::bind(listen).with_context(|| format!("listening on {listen} (UDP)"))?;
+    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
+        .with_context(|| format!("listening on {listen} (UDP)"))
+}
+
+/// Endpoint keys that survive a restart: the stateless-reset key and the connection-id key are
+/// derived from the TLS private key instead of being random per process. A broker restarted
+/// after a crash then answers packets of connections the old process held with a stateless
+/// reset the clients recognise (RFC 9000, section 10.3), so they reconnect at once instead of
+/// waiting out the 30 s idle timeout.
+fn restart_stable(key: &rustls::pki_types::PrivateKeyDer<'_>) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let master = hmac::Key::new(hmac::HMAC_SHA256, key.secret_der());
+    let reset = hmac::sign(&master, b"silt stateless reset key");
+    let cid = hmac::sign(&master, b"silt connection id key");
+    let cid_key = u64::from_le_bytes(cid.as_ref()[..8].try_into().expect("a SHA-256 tag has 32 bytes"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, reset.as_ref())));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    config
 }
 
 /// Transport tuning shared by server and client: large windows so that a window of 100 KB
@@ -132,28 +153,59 @@ async fn read_requests(
         match recv.read_exact(&mut prefix).await {
             Ok(()) => {}
             Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(()),
+            Err(quinn::ReadExactError::FinishedEarly(n)) => {
+                return refuse(
+                    tx,
+                    WireError::Truncated { what: "frame length prefix" },
+                    Some((n, PREFIX_LEN)),
+                )
+                .await;
+            }
             Err(e) => return Err(e.into()),
         }
         let len = match frame::body_len(prefix, limits.frame_bytes_max) {
             Ok(len) => len,
-            Err(e) => {
-                let _ = tx.send(Box::pin(std::future::ready(wire_error(&e)))).await;
-                anyhow::bail!("bad frame: {e}");
-            }
+            Err(e) => return refuse(tx, e, None).await,
         };
         let mut body = vec![0u8; len];
-        recv.read_exact(&mut body).await.context("reading a frame body")?;
+        match recv.read_exact(&mut body).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(n)) => {
+                return refuse(tx, WireError::Truncated { what: "frame body" }, Some((n, len))).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("reading a frame body")),
+        }
         let pending = match Frame::decode(body) {
             Ok(f) => broker.handle(f),
-            Err(e) => {
-                let _ = tx.send(Box::pin(std::future::ready(wire_error(&e)))).await;
-                anyhow::bail!("bad frame: {e}");
-            }
+            Err(e) => return refuse(tx, e, None).await,
         };
         if tx.send(pending).await.is_err() {
             anyhow::bail!("response writer stopped");
         }
     }
+}
+
+/// Answers a frame that cannot be read with an error response, then gives up the stream (its
+/// framing is lost). A frame is not a batch, so a truncated or inconsistent one is an
+/// `InvalidRequest`; `ended`, as (bytes read, bytes expected), says where the stream stopped.
+async fn refuse(
+    tx: &mpsc::Sender<PendingReply>,
+    e: WireError,
+    ended: Option<(usize, usize)>,
+) -> anyhow::Result<()> {
+    let mut reason = e.to_string();
+    if let Some((got, want)) = ended {
+        reason.push_str(&format!(": the stream ended after {got} of {want} bytes"));
+    }
+    let (mut response, payload) = wire_error(&e);
+    if let Response::Error { code, message } = &mut response {
+        if matches!(e, WireError::Truncated { .. } | WireError::Invalid { .. }) {
+            *code = ErrorCode::InvalidRequest;
+        }
+        message.clone_from(&reason);
+    }
+    let _ = tx.send(Box::pin(std::future::ready((response, payload)))).await;
+    anyhow::bail!("bad frame: {reason}")
 }
 
 async fn write_response(

@@ -328,6 +328,9 @@ async fn consume(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = RecordWriter::new(std::io::BufWriter::new(stdout.lock()), args.format, &args.topic);
     let mut printed: u64 = 0;
+    // Per partition, the offset after the last record printed: what the group commits at the
+    // end, so that a run stopped by --count inside a fetched batch resumes right after it.
+    let mut printed_to: std::collections::HashMap<u32, u64> = Default::default();
     let limit = args.count.unwrap_or(u64::MAX);
     'outer: while printed < limit {
         let fetched = match consumer.next_batch().await {
@@ -335,7 +338,9 @@ async fn consume(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
             Some(f) => f?,
         };
         for r in fetched.records() {
-            out.write(fetched.partition, &r?)?;
+            let r = r?;
+            out.write(fetched.partition, &r)?;
+            printed_to.insert(fetched.partition, r.offset + 1);
             printed += 1;
             if printed >= limit {
                 break 'outer;
@@ -350,8 +355,12 @@ async fn consume(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    if args.group.is_some() && args.count.is_none() {
-        consumer.commit().await?;
+    if args.group.is_some() {
+        // Only partitions still assigned: a revoked one was committed when it was handed over.
+        let assigned = consumer.assignment();
+        let positions: Vec<(u32, u64)> =
+            printed_to.into_iter().filter(|(p, _)| assigned.contains(p)).collect();
+        consumer.commit_positions(&positions).await?;
     }
     consumer.close().await;
     Ok(())

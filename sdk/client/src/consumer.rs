@@ -238,7 +238,9 @@ impl Consumer {
         if m.generation == self.generation {
             return Ok(());
         }
-        self.generation = m.generation;
+        // `self.generation` moves to the new one only at the end: when the caller drops this
+        // future at one of the awaits below (a timeout around `next_batch`), the next call
+        // finishes the switch instead of taking it as done with partitions never started.
         let revoked: Vec<u32> = self.fetchers.keys().copied().filter(|p| !m.assignment.contains(p)).collect();
         if !revoked.is_empty() {
             let offsets: Vec<(u32, u64)> =
@@ -262,6 +264,7 @@ impl Consumer {
                 self.start_fetcher(p, from);
             }
         }
+        self.generation = m.generation;
         self.done = 0;
         Ok(())
     }
@@ -340,6 +343,13 @@ impl Consumer {
         let member = self.member_id();
         let offsets: Vec<(u32, u64)> = self.positions.iter().map(|(p, o)| (*p, *o)).collect();
         self.commit_offsets(&offsets, member).await
+    }
+
+    /// Commits explicit positions, (partition, next offset to read), for a caller that stopped
+    /// in the middle of a fetched batch and so delivered less than [`Consumer::commit`] would
+    /// commit (group consumers only).
+    pub async fn commit_positions(&self, positions: &[(u32, u64)]) -> Result<(), ClientError> {
+        self.commit_offsets(positions, self.member_id()).await
     }
 
     fn member_id(&self) -> Option<String> {

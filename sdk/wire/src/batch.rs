@@ -320,6 +320,9 @@ pub fn validate(bytes: &[u8]) -> Result<(), WireError> {
     let mut max_ts = i64::MIN;
     let mut cur = Cursor { buf: bytes, pos: HEADER_LEN };
     for index in 0..count {
+        if cur.pos == bytes.len() {
+            return Err(WireError::Invalid { what: "record count: the batch holds fewer records" });
+        }
         let (record, end) = decode_record(&mut cur, 0, index, first_ts)?;
         max_ts = max_ts.max(record.timestamp_ms);
         cur.pos = end;

@@ -1,0 +1,418 @@
+//! Starting the real `silt-broker` binary for integration tests, and reaching it over real QUIC.
+//!
+//! Each test crate under `broker/tests/` uses a different part of this module, so items unused
+//! by one crate are expected.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use silt_client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, FetchFrom, Producer, ProducerConfig, ProducerRecord,
+};
+use silt_wire::frame::{self, Frame};
+use silt_wire::message::{decode_response, encode_request};
+use silt_wire::{BatchBuilder, Request, Response, TopicInfo};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a broker may take to serve after it was started (startup generates a certificate
+/// and opens sled; both take well under a second on an idle machine).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound for any single request in these tests.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment variables the broker reads; cleared so the caller's environment cannot leak in.
+const BROKER_ENV: [&str; 6] =
+    ["SILT_DATA_DIR", "SILT_LISTEN", "SILT_ADMIN_LISTEN", "SILT_CONFIG", "SILT_FSYNC", "SILT_LOG_FORMAT"];
+
+/// A loopback UDP port that was free a moment ago (for the QUIC listener).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
+    s.local_addr().expect("local address").port()
+}
+
+/// A loopback TCP port that was free a moment ago (for the admin listener).
+pub fn free_tcp_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral TCP port");
+    s.local_addr().expect("local address").port()
+}
+
+/// A `silt-broker` child process on loopback, with its own temporary directory. The child is
+/// killed when this is dropped, and its log is printed when the test is failing.
+pub struct BrokerProcess {
+    /// Holds `data/` (the broker's data dir), `broker.log` and any config files.
+    pub dir: TempDir,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    args: Vec<OsString>,
+    child: Option<Child>,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on fresh ports with `--data-dir`, `--listen` and `--admin-listen`, plus
+    /// `extra` arguments, and waits until it serves.
+    pub async fn start(extra: &[&str]) -> BrokerProcess {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra).await
+    }
+
+    /// Like [`Self::start`], with `--config broker.toml` holding `toml`.
+    pub async fn start_with_config(toml: &str, extra: &[&str]) -> BrokerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_file(dir.path(), "broker.toml", toml);
+        let mut args = vec!["--config", path.to_str().expect("UTF-8 temp path")];
+        args.extend_from_slice(extra);
+        Self::start_in(dir, &args).await
+    }
+
+    async fn start_in(dir: TempDir, extra: &[&str]) -> BrokerProcess {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let data = dir.path().join("data");
+        let mut args: Vec<OsString> = vec![
+            "--data-dir".into(),
+            data.into(),
+            "--listen".into(),
+            listen.to_string().into(),
+            "--admin-listen".into(),
+            admin.to_string().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        let mut b = BrokerProcess { dir, listen, admin, args, child: None };
+        b.spawn();
+        b.wait_ready().await;
+        b
+    }
+
+    /// A broker that will be started with exactly `args`; the caller says where it listens
+    /// (for example through a config file in `dir`). Nothing runs until [`Self::spawn`].
+    pub fn with_args(
+        dir: TempDir,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        args: Vec<OsString>,
+    ) -> BrokerProcess {
+        BrokerProcess { dir, listen, admin, args, child: None }
+    }
+
+    /// Changes the arguments and addresses for the next [`Self::spawn`] (the broker must be
+    /// stopped).
+    pub fn reconfigure(&mut self, listen: SocketAddr, admin: SocketAddr, args: Vec<OsString>) {
+        assert!(self.child.is_none(), "stop the broker before changing its arguments");
+        (self.listen, self.admin, self.args) = (listen, admin, args);
+    }
+
+    /// The data directory (`--data-dir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The certificate the broker wrote on first start.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.data_dir().join("tls").join("cert.pem")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    /// Everything the broker processes wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the broker process (again) with the same arguments; its stderr is appended to
+    /// `broker.log`.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the previous broker process is still running");
+        let log =
+            OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening broker.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_silt-broker"));
+        cmd.args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for var in BROKER_ENV {
+            cmd.env_remove(var);
+        }
+        self.child = Some(cmd.spawn().expect("spawning silt-broker"));
+    }
+
+    /// Waits (bounded) until `GET /health` on the admin port answers `ok`.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+                panic!("silt-broker exited during startup with {status}; log:\n{}", self.log());
+            }
+            if health(self.admin).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "silt-broker not ready within {READY_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the broker again on the same data dir and ports and waits until it serves.
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// SIGKILL: the process gets no chance to flush or close anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal("TERM", within).await
+    }
+
+    /// Sends `SIG<name>` (with `kill`) and waits (bounded) for the exit status.
+    pub async fn signal(&mut self, name: &str, within: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("a running broker");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+        self.wait_exit(within).await
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().expect("a running broker");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "silt-broker did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A client on a new QUIC connection.
+    pub async fn client(&self) -> Client {
+        let config = ClientConfig::new(self.listen.to_string(), &self.ca_cert()).expect("client config");
+        tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(config))
+            .await
+            .expect("connecting timed out")
+            .expect("connecting to the broker")
+    }
+
+    /// A bare QUIC connection, for writing bytes the client library would never send.
+    pub async fn raw_connection(&self) -> RawConnection {
+        let certs = CertificateDer::pem_file_iter(self.ca_cert())
+            .expect("reading cert.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("parsing cert.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs {
+            roots.add(c).expect("adding the broker certificate");
+        }
+        let config =
+            quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("quinn client config");
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("client endpoint");
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint.connect(self.listen, "localhost").expect("starting a connection");
+        let conn = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
+            .await
+            .expect("QUIC handshake timed out")
+            .expect("QUIC handshake");
+        RawConnection { _endpoint: endpoint, conn }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- silt-broker log ({}) ---\n{}", self.log_path().display(), self.log());
+        }
+    }
+}
+
+/// One `GET /health` over plain TCP; true when it answered `ok`.
+pub async fn health(admin: SocketAddr) -> bool {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        Some(text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt).await.ok().flatten().unwrap_or(false)
+}
+
+/// A QUIC connection opened without `silt-client`.
+pub struct RawConnection {
+    _endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+}
+
+impl RawConnection {
+    /// Opens a stream, writes `bytes` and, when `finish`, ends the request side.
+    pub async fn send_raw(&self, bytes: &[u8], finish: bool) -> (quinn::SendStream, quinn::RecvStream) {
+        let (mut send, recv) = self.conn.open_bi().await.expect("opening a stream");
+        send.write_all(bytes).await.expect("writing to the stream");
+        if finish {
+            send.finish().expect("finishing the stream");
+        }
+        (send, recv)
+    }
+}
+
+/// What the broker sent back on a stream.
+#[derive(Debug)]
+pub enum Reply {
+    /// One response frame.
+    Response(Response, Vec<u8>),
+    /// The broker finished the stream without (another) response.
+    Finished,
+    /// The broker reset the stream, with this application error code.
+    Reset(u64),
+}
+
+/// Reads the next response frame (or the end of the stream), within [`REQUEST_TIMEOUT`].
+pub async fn read_reply(recv: &mut quinn::RecvStream) -> Reply {
+    let read = async {
+        let mut prefix = [0u8; frame::PREFIX_LEN];
+        match recv.read_exact(&mut prefix).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Reply::Finished,
+            Err(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code))) => {
+                return Reply::Reset(code.into_inner())
+            }
+            Err(e) => panic!("reading a response prefix: {e}"),
+        }
+        let len = frame::body_len(prefix, 64 << 20).expect("response length");
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body).await.expect("reading a response body");
+        let frame = Frame::decode(body).expect("response frame");
+        let response = decode_response(frame.control()).expect("response control message");
+        Reply::Response(response, frame.payload().to_vec())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read).await.expect("no reply from the broker in time")
+}
+
+/// A whole request frame, exactly as `silt-client` would write it.
+pub fn request_frame(request: &Request, payload: &[u8]) -> Vec<u8> {
+    frame::encode(&encode_request(request), payload)
+}
+
+/// A valid batch of `values` (non-idempotent: producer id 0), event times `first_ts_ms`,
+/// `first_ts_ms + 1`, ...
+pub fn batch_of(values: &[&str], first_ts_ms: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::default();
+    for (i, v) in values.iter().enumerate() {
+        b.push(first_ts_ms + i as i64, b"k", v.as_bytes(), &[]).expect("record fits");
+    }
+    b.finish(0, 0)
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub async fn create_topic(client: &Client, topic: &str, partitions: u32) -> TopicInfo {
+    tokio::time::timeout(REQUEST_TIMEOUT, client.create_topic(topic, partitions, None, None))
+        .await
+        .expect("create_topic timed out")
+        .expect("create_topic")
+}
+
+/// Produces `values` to one partition with an idempotent producer, one batch per `batch`
+/// records, and waits until all are acknowledged.
+pub async fn produce(client: &Client, topic: &str, partition: u32, values: &[String], batch: u32) {
+    let config = ProducerConfig { batch_records_max: batch, ..Default::default() };
+    let work = async {
+        let p = Producer::new(client, topic, config).await?;
+        for v in values {
+            p.send(ProducerRecord { value: v.as_bytes(), partition: Some(partition), ..Default::default() })
+                .await?;
+        }
+        p.close().await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work).await.expect("produce timed out").expect("produce");
+}
+
+/// A consumed record, reduced to what the tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub value: String,
+}
+
+/// Reads every partition from `from` to its end (no follow), sorted by (partition, offset).
+pub async fn read_all(client: &Client, topic: &str, from: FetchFrom) -> Vec<Rec> {
+    let config = ConsumerConfig { from, follow: false, ..Default::default() };
+    let work = async {
+        let mut c = Consumer::new(client, topic, config).await?;
+        let mut out = Vec::new();
+        while let Some(r) = c.next_record().await {
+            let r = r?;
+            let value = String::from_utf8(r.value.to_vec()).expect("utf-8 values");
+            out.push(Rec { partition: r.partition, offset: r.offset, timestamp_ms: r.timestamp_ms, value });
+        }
+        c.close().await;
+        Ok::<_, silt_client::ClientError>(out)
+    };
+    let mut out =
+        tokio::time::timeout(REQUEST_TIMEOUT, work).await.expect("consume timed out").expect("consume");
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
+/// The stored batches of one partition, byte for byte, fetched from the log start.
+pub async fn stored_bytes(client: &Client, topic: &str, partition: u32) -> Vec<u8> {
+    let work = async {
+        let mut ch = client.channel().await?;
+        let mut from = FetchFrom::Earliest;
+        let mut out = Vec::new();
+        loop {
+            let req =
+                Request::Fetch { topic: topic.into(), partition, from, max_bytes: 16 << 20, max_wait_ms: 0 };
+            ch.send(&req, Bytes::new()).await?;
+            let (resp, payload) = ch.receive().await?;
+            let Response::Fetched { next_offset, high_watermark, .. } = resp else {
+                panic!("unexpected fetch response {resp:?}");
+            };
+            out.extend_from_slice(&payload);
+            if next_offset >= high_watermark {
+                return Ok::<_, silt_client::ClientError>(out);
+            }
+            from = FetchFrom::Offset(next_offset);
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work).await.expect("fetch timed out").expect("fetch")
+}
+
+/// Writes `text` to `name` inside `dir` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("writing a test file");
+    p
+}
