@@ -79,6 +79,10 @@ fn storage_error(e: StorageError) -> Reply {
         StorageError::TopicExists(_) => ErrorCode::TopicExists,
         StorageError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        StorageError::InvalidName { .. } | StorageError::InvalidPartitionCount { .. } => {
+            ErrorCode::InvalidRequest
+        }
+        StorageError::InvalidBatch { .. } => ErrorCode::InvalidBatch,
         _ => ErrorCode::Storage,
     };
     error(code, e.to_string())

@@ -123,8 +123,8 @@ struct ConsumeArgs {
     /// what was printed.
     #[arg(long)]
     group: Option<String>,
-    /// Only this partition.
-    #[arg(long)]
+    /// Only this partition (not with --group: a group assigns partitions itself).
+    #[arg(long, conflicts_with = "group")]
     partition: Option<u32>,
     /// Output format: value (the value only), jsonl (one object per record).
     #[arg(long, value_enum, default_value_t = OutputFormat::Value)]
