@@ -11,30 +11,44 @@
 //!
 //! # Example
 //!
-//! Start a broker with `silt-broker` (data in `./silt-data`), then:
+//! Against a broker started with `silt-broker` (data in `./silt-data`), this creates a topic,
+//! produces a record durably and reads the topic to its end. (As a doc test it first starts a
+//! broker of its own in a temporary directory, on a free loopback port.)
 //!
-//! ```no_run
+//! ```
 //! use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord};
 //!
-//! # async fn example() -> Result<(), silt_client::ClientError> {
-//! let config = ClientConfig::new("127.0.0.1:7400", "silt-data/tls/cert.pem".as_ref())?;
-//! let client = Client::connect(config).await?;
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> anyhow::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let broker = silt_broker::start(silt_broker::config::Config {
+//! #     data_dir: dir.path().to_path_buf(),
+//! #     listen: "127.0.0.1:0".parse()?,
+//! #     admin_listen: "127.0.0.1:0".parse()?,
+//! #     ..Default::default()
+//! # }).await?;
+//! # let (addr, cert) = (broker.listen.to_string(), broker.ca_cert.clone());
+//! # /*
+//! let (addr, cert) = ("127.0.0.1:7400", std::path::PathBuf::from("silt-data/tls/cert.pem"));
+//! # */
+//! let client = Client::connect(ClientConfig::new(addr, &cert)?).await?;
 //! client.create_topic("sensors.temp", 3, None, None).await?;
 //!
 //! let producer = Producer::new(&client, "sensors.temp", ProducerConfig::default()).await?;
 //! producer.send(ProducerRecord { key: Some(b"dev-1"), value: b"21.5", ..Default::default() }).await?;
-//! producer.flush().await?; // every record above is now durable
+//! producer.flush().await?; // every record sent so far is now durable
 //!
-//! let mut consumer = Consumer::new(&client, "sensors.temp", ConsumerConfig { follow: false, ..Default::default() }).await?;
+//! let config = ConsumerConfig { follow: false, ..Default::default() };
+//! let mut consumer = Consumer::new(&client, "sensors.temp", config).await?;
+//! let mut values = Vec::new();
 //! while let Some(record) = consumer.next_record().await {
-//!     let record = record?;
-//!     println!("{} {}", record.offset, String::from_utf8_lossy(&record.value));
+//!     values.push(record?.value);
 //! }
+//! assert_eq!(values, vec![&b"21.5"[..]]);
+//! # client.close().await;
+//! # broker.shutdown().await?;
 //! # Ok(()) }
 //! ```
-//!
-//! `examples/quickstart.rs` runs the same steps against a broker it starts itself:
-//! `cargo run -p silt-client --example quickstart`.
 
 mod connection;
 mod consumer;
