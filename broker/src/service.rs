@@ -460,5 +460,7 @@ fn group_error(e: GroupError, group: &str) -> Reply {
 }
 
 fn first_at_or_after(batch: BatchView<'_>, t: i64) -> Option<u64> {
-    batch.records().find(|r| r.timestamp_ms >= t).map(|r| r.offset)
+    let plain = batch::decompress(batch.as_bytes()).ok()?;
+    let view = BatchView::checked(&plain).ok()?;
+    view.records().find(|r| r.timestamp_ms >= t).map(|r| r.offset)
 }

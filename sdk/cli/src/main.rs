@@ -105,6 +105,10 @@ struct ProduceArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 1000)]
     batch_size: u32,
+    /// Compression of each batch (batches that do not shrink are sent as they are).
+    /// `lz4` or `none`.
+    #[arg(long, default_value = "lz4", value_name = "CODEC")]
+    compression: silt_client::Compression,
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +243,11 @@ async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result
 }
 
 async fn produce(client: &Client, args: ProduceArgs, json: bool) -> anyhow::Result<()> {
-    let config = ProducerConfig { batch_records_max: args.batch_size.max(1), ..Default::default() };
+    let config = ProducerConfig {
+        batch_records_max: args.batch_size.max(1),
+        compression: args.compression,
+        ..Default::default()
+    };
     let producer = Producer::new(client, &args.topic, config).await?;
     let input: Box<dyn BufRead + Send> = match &args.file {
         Some(p) => Box::new(std::io::BufReader::new(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
-use silt_wire::batch::split_batches;
+use silt_wire::batch::{decompress_all, split_batches};
 use silt_wire::{FetchFrom, PartitionOffset, Record, Request, Response, TopicPartition};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -60,7 +60,8 @@ pub struct Fetched {
     pub from_offset: u64,
     pub next_offset: u64,
     pub high_watermark: u64,
-    /// The batches, byte for byte as stored (`docs/record-batch.md`).
+    /// The batches as stored (`docs/record-batch.md`), with compressed record sections
+    /// already decompressed.
     pub bytes: Bytes,
 }
 
@@ -564,6 +565,13 @@ impl Fetcher {
         ch.send(&req, Bytes::new()).await?;
         match ch.receive().await? {
             (Response::Fetched { next_offset, high_watermark, from_offset, .. }, bytes) => {
+                // Decompress here, in the fetch task, so readers get plain batches and the
+                // work overlaps the next fetch.
+                let bytes = match decompress_all(&bytes) {
+                    Ok(Some(plain)) => Bytes::from(plain),
+                    Ok(None) => bytes,
+                    Err(e) => return Err(ClientError::Protocol(format!("bad batch from broker: {e}"))),
+                };
                 Ok((next_offset, high_watermark, from_offset, bytes))
             }
             (other, _) => Err(unexpected(&other)),

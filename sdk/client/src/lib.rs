@@ -59,4 +59,4 @@ pub use connection::{Channel, ChannelReceiver, ChannelSender, Client, ClientConf
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Fetched};
 pub use error::ClientError;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
-pub use silt_wire::{ErrorCode, FetchFrom, TopicInfo};
+pub use silt_wire::{Compression, ErrorCode, FetchFrom, TopicInfo};

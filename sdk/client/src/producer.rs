@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use silt_wire::{partition_for_key, BatchBuilder, Request, Response};
+use silt_wire::{partition_for_key, BatchBuilder, Compression, Request, Response};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -32,6 +32,9 @@ pub struct ProducerConfig {
     pub window: usize,
     /// How long to keep retrying after the connection is lost before failing.
     pub retry_timeout: Duration,
+    /// Compression of each batch's records section; batches that do not shrink by an eighth
+    /// are sent as they are.
+    pub compression: Compression,
     /// Called once per acknowledged batch (used by the load-test harness for latencies).
     pub on_ack: Option<AckHook>,
 }
@@ -47,6 +50,7 @@ impl std::fmt::Debug for ProducerConfig {
             .field("linger", &self.linger)
             .field("window", &self.window)
             .field("retry_timeout", &self.retry_timeout)
+            .field("compression", &self.compression)
             .finish()
     }
 }
@@ -59,6 +63,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             window: 8,
             retry_timeout: Duration::from_secs(30),
+            compression: Compression::Lz4,
             on_ack: None,
         }
     }
@@ -253,7 +258,7 @@ impl Producer {
         let records = builder.len();
         let seq = o.next_seq;
         o.next_seq += 1;
-        let bytes = Bytes::from(builder.finish(self.producer_id, seq));
+        let bytes = Bytes::from(builder.finish_with(self.producer_id, seq, self.config.compression));
         if p == *sticky {
             *sticky = (*sticky + 1) % self.partitions;
         }

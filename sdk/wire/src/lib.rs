@@ -12,7 +12,7 @@ pub mod frame;
 pub mod message;
 pub mod varint;
 
-pub use batch::{BatchBuilder, BatchView, Record};
+pub use batch::{BatchBuilder, BatchView, Compression, Record};
 pub use error::WireError;
 pub use message::{
     partition_for_key, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo,
