@@ -66,7 +66,10 @@ fn transport() -> quinn::TransportConfig {
     t.max_concurrent_bidi_streams(VarInt::from_u32(0));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("fits")));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    // A ping a second: a producer waiting for acks from a broker that was killed and restarted
+    // sends nothing else, and the ping is what draws the new process's stateless reset, so
+    // this bounds how long the client takes to notice and resend.
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
     // Let path-MTU discovery go well past Ethernet sizes: on loopback and jumbo-frame networks
     // fewer, larger datagrams cut the per-packet kernel and crypto cost that dominates QUIC's
     // CPU budget; on ordinary paths discovery simply stops at what gets through.

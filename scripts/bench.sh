@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Foundation benchmarks: durable ingest and replay of 100-byte events through a real broker on
+# loopback, each run RUNS times, printed as one JSON line per run. BENCHMARKS.md quotes them.
+# Usage: bash scripts/bench.sh [RUNS]   (release build; data in a temp dir, removed after)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+count=${COUNT:-5000000}
+cargo build --release --quiet -p silt-broker -p silt-loadtest
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release
+work=$(mktemp -d /tmp/silt-bench.XXXXXX)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+quic=127.0.0.1:$(free_port)
+admin=127.0.0.1:$(free_port)
+
+start() {
+  "$bin/silt-broker" --data-dir "$work/data" --listen "$quic" --admin-listen "$admin" >>"$work/broker.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do curl -fs "http://$admin/health" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "broker did not start: $(tail -3 "$work/broker.log")" >&2; exit 1
+}
+stop() { kill "$pid"; wait "$pid" || true; pid=; }
+
+lt() { "$bin/silt-loadtest" "$@" --broker "$quic" --ca-cert "$work/data/tls/cert.pem" --json; }
+label() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['run']='$1'; print(json.dumps(d))"; }
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), count=$count"
+start
+for i in $(seq "$runs"); do
+  common=(--partitions 1 --message-size 100 --batch-size 1000 --window 8 --count "$count")
+  lt produce --producers 1 --topic "lz4-$i" "${common[@]}" | label "ingest lz4"
+  lt produce --producers 1 --topic "raw-$i" --compression none "${common[@]}" | label "ingest uncompressed"
+done
+lt produce --producers 4 --topic "four" --partitions 4 --message-size 100 --batch-size 1000 --window 8 --count "$count" | label "ingest 4 producers, 4 partitions"
+stop
+start   # replay from disk in a fresh process, as after a restart
+for i in $(seq "$runs"); do
+  lt consume --topic "lz4-$i" --count "$count" | label "replay lz4"
+  lt consume --topic "raw-$i" --count "$count" | label "replay uncompressed"
+done
+stop
