@@ -130,7 +130,8 @@ struct ConsumeArgs {
     /// Only this partition (not with --group: a group assigns partitions itself).
     #[arg(long, conflicts_with = "group")]
     partition: Option<u32>,
-    /// Output format: value (the value only), jsonl (one object per record).
+    /// Output format: value (the value only), jsonl (one object per record; also what
+    /// --json selects), csv.
     #[arg(long, value_enum, default_value_t = OutputFormat::Value)]
     format: OutputFormat,
 }
@@ -210,7 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Topic(cmd) => topic(&client, cmd, json).await,
         Command::Produce(args) => produce(&client, args, json).await,
-        Command::Consume(args) => consume(&client, args).await,
+        Command::Consume(args) => consume(&client, args, json).await,
         Command::Replay(args) => replay(&client, args, json).await,
     };
     client.close().await;
@@ -274,7 +275,6 @@ async fn produce(client: &Client, args: ProduceArgs, json: bool) -> anyhow::Resu
         let _ = tx.blocking_send(Ok(chunk));
     });
     let mut count: u64 = 0;
-    let mut lingered = std::time::Instant::now();
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk.context("reading input")?;
         for (i, line) in chunk.iter().enumerate() {
@@ -293,11 +293,6 @@ async fn produce(client: &Client, args: ProduceArgs, json: bool) -> anyhow::Resu
                 .await?;
         }
         count += chunk.len() as u64;
-        // Slow input (a person typing, a sensor script) should not wait for a full batch.
-        if lingered.elapsed() > Duration::from_millis(50) {
-            producer.poll_linger().await?;
-            lingered = std::time::Instant::now();
-        }
     }
     producer.close().await?;
     if json {
@@ -325,7 +320,7 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     Ok(d.as_millis() as i64)
 }
 
-async fn consume(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
+async fn consume(client: &Client, args: ConsumeArgs, json: bool) -> anyhow::Result<()> {
     let from = parse_from(&args.from)?;
     let follow = args.follow || args.count.is_some();
     let config = ConsumerConfig { from, follow, group: args.group.clone(), ..Default::default() };
@@ -334,7 +329,10 @@ async fn consume(client: &Client, args: ConsumeArgs) -> anyhow::Result<()> {
         None => Consumer::new(client, &args.topic, config).await?,
     };
     let stdout = std::io::stdout();
-    let mut out = RecordWriter::new(std::io::BufWriter::new(stdout.lock()), args.format, &args.topic);
+    // --json asks for machine-readable output: one JSON object per record.
+    let format =
+        if json && matches!(args.format, OutputFormat::Value) { OutputFormat::Jsonl } else { args.format };
+    let mut out = RecordWriter::new(std::io::BufWriter::new(stdout.lock()), format, &args.topic);
     let mut printed: u64 = 0;
     // Per partition, the offset after the last record printed: what the group commits at the
     // end, so that a run stopped by --count inside a fetched batch resumes right after it.

@@ -132,7 +132,17 @@ impl Shared {
 }
 
 /// Produces to one topic. See the crate docs for an example.
+///
+/// Batches are sent when full, when their linger expires (a background task checks every
+/// `linger`), and on [`Producer::flush`].
 pub struct Producer {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+    linger: JoinHandle<()>,
+}
+
+/// What the producer's callers and its linger task share.
+struct Inner {
     topic: String,
     partitions: u32,
     config: ProducerConfig,
@@ -140,7 +150,6 @@ pub struct Producer {
     shared: Arc<Shared>,
     open: Mutex<(Vec<Option<Open>>, u32)>,
     senders: Vec<mpsc::Sender<Sealed>>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 fn now_ms() -> i64 {
@@ -178,7 +187,7 @@ impl Producer {
             senders.push(tx);
         }
         let open = (0..partitions).map(|_| None).collect();
-        let producer = Producer {
+        let inner = Arc::new(Inner {
             topic: topic.to_string(),
             partitions,
             config,
@@ -186,19 +195,65 @@ impl Producer {
             shared,
             open: Mutex::new((open, 0)),
             senders,
-            tasks,
-        };
-        Ok(producer)
+        });
+        let linger = tokio::spawn(linger_loop(Arc::downgrade(&inner)));
+        Ok(Producer { inner, tasks, linger })
     }
 
     /// The topic's partition count.
     pub fn partitions(&self) -> u32 {
-        self.partitions
+        self.inner.partitions
     }
 
     /// Adds a record to its partition's batch, sending the batch when full. Waits only when the
     /// partition's window and queue are full (backpressure).
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<(), ClientError> {
+        self.inner.send(record).await
+    }
+
+    /// Sends batches whose linger expired now rather than at the next check of the linger
+    /// task.
+    pub async fn poll_linger(&self) -> Result<(), ClientError> {
+        self.inner.poll_linger().await
+    }
+
+    /// Sends every open batch and waits until every batch sent so far is acknowledged.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        self.inner.flush().await
+    }
+
+    /// Flushes, then stops the partition senders.
+    pub async fn close(self) -> Result<(), ClientError> {
+        let result = self.inner.flush().await;
+        self.linger.abort();
+        let _ = self.linger.await;
+        // The linger task is gone, so this was the last strong reference: dropping it closes
+        // the partition queues and the senders finish what is in flight and stop.
+        drop(self.inner);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        result
+    }
+}
+
+/// Seals batches whose linger expired, until the producer is gone (it holds only a weak
+/// reference, so dropping the `Producer` ends it at the next tick).
+async fn linger_loop(inner: std::sync::Weak<Inner>) {
+    let Some(every) = inner.upgrade().map(|i| i.config.linger.max(Duration::from_millis(1))) else { return };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.poll_linger().await.is_err() {
+            return; // the error is kept in `Shared` and reported by the next send or flush
+        }
+    }
+}
+
+impl Inner {
+    async fn send(&self, record: ProducerRecord<'_>) -> Result<(), ClientError> {
         if let Some(e) = self.shared.error() {
             return Err(e);
         }
@@ -276,9 +331,7 @@ impl Producer {
         Ok(())
     }
 
-    /// Sends batches whose linger expired. Call it periodically when records arrive slowly;
-    /// [`Producer::flush`] sends everything regardless of linger.
-    pub async fn poll_linger(&self) -> Result<(), ClientError> {
+    async fn poll_linger(&self) -> Result<(), ClientError> {
         self.seal_where(|o| o.first_record_at.elapsed() >= self.config.linger).await
     }
 
@@ -301,8 +354,7 @@ impl Producer {
         Ok(())
     }
 
-    /// Sends every open batch and waits until every batch sent so far is acknowledged.
-    pub async fn flush(&self) -> Result<(), ClientError> {
+    async fn flush(&self) -> Result<(), ClientError> {
         self.seal_where(|_| true).await?;
         let target = self.shared.sealed.load(Ordering::Acquire);
         let mut rx = self.shared.acked.subscribe();
@@ -317,16 +369,6 @@ impl Producer {
                 return Err(ClientError::ConnectionLost("producer stopped".into()));
             }
         }
-    }
-
-    /// Flushes, then stops the partition senders.
-    pub async fn close(self) -> Result<(), ClientError> {
-        let result = self.flush().await;
-        drop(self.senders);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        result
     }
 }
 
