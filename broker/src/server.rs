@@ -69,17 +69,8 @@ pub fn transport(limits: &Limits) -> quinn::TransportConfig {
     t.send_window(64 * 1024 * 1024);
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
-    // Let path-MTU discovery go well past Ethernet sizes: on loopback and jumbo-frame networks
-    // fewer, larger datagrams cut the per-packet kernel and crypto cost that dominates QUIC's
-    // CPU budget; on ordinary paths discovery simply stops at what gets through.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MTU_UPPER_BOUND);
-    t.mtu_discovery_config(Some(mtu));
     t
 }
-
-/// Largest UDP payload path-MTU discovery probes for (loopback carries 65,535-byte datagrams).
-const MTU_UPPER_BOUND: u16 = 16_384;
 
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limits) {

@@ -70,17 +70,8 @@ fn transport() -> quinn::TransportConfig {
     // sends nothing else, and the ping is what draws the new process's stateless reset, so
     // this bounds how long the client takes to notice and resend.
     t.keep_alive_interval(Some(Duration::from_secs(1)));
-    // Let path-MTU discovery go well past Ethernet sizes: on loopback and jumbo-frame networks
-    // fewer, larger datagrams cut the per-packet kernel and crypto cost that dominates QUIC's
-    // CPU budget; on ordinary paths discovery simply stops at what gets through.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MTU_UPPER_BOUND);
-    t.mtu_discovery_config(Some(mtu));
     t
 }
-
-/// Largest UDP payload path-MTU discovery probes for (loopback carries 65,535-byte datagrams).
-const MTU_UPPER_BOUND: u16 = 16_384;
 
 impl Client {
     /// Connects to the broker (failing fast when it is unreachable).
