@@ -113,6 +113,9 @@ struct Open {
 struct Shared {
     acked: watch::Sender<u64>,
     sealed: AtomicU64,
+    /// Set once `error` holds the producer's first fatal error; lets `send` check for failure
+    /// without taking a lock per record (it showed as 4% of a load test's client CPU).
+    failed: std::sync::atomic::AtomicBool,
     error: Mutex<Option<ClientError>>,
 }
 
@@ -121,12 +124,16 @@ impl Shared {
         let mut slot = self.error.lock().expect("error lock");
         if slot.is_none() {
             *slot = Some(e);
+            self.failed.store(true, Ordering::Release);
         }
         drop(slot);
         // Wake flush waiters so they see the error.
         self.acked.send_modify(|_| {});
     }
     fn error(&self) -> Option<ClientError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.error.lock().expect("error lock").clone()
     }
 }
@@ -171,7 +178,12 @@ impl Producer {
         let info = client.describe_topic(topic).await?;
         let partitions = info.partitions.len() as u32;
         let (acked, _) = watch::channel(0);
-        let shared = Arc::new(Shared { acked, sealed: AtomicU64::new(0), error: Mutex::new(None) });
+        let shared = Arc::new(Shared {
+            acked,
+            sealed: AtomicU64::new(0),
+            failed: std::sync::atomic::AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for p in 0..partitions {
