@@ -318,7 +318,12 @@ const OPEN_LOCK_WAIT_MS_MAX: u64 = 2_000;
 const OPEN_LOCK_RETRY_MS: u64 = 5;
 
 fn open_db(dir: &Path, config: &StoreConfig) -> Result<sled::Db, StorageError> {
-    let sled_config = sled::Config::new().path(dir).cache_capacity(config.cache_bytes);
+    // HighThroughput cleans segments less eagerly than the default LowSpace. Measured with
+    // `silt-loadtest produce` (5M events of 100 B, LZ4, 1000-event batches, window 8), three
+    // alternating pairs: 1.51M/1.41M/1.48M events/s against 1.46M/1.25M/1.36M, with 5-15%
+    // less broker CPU and the same size on disk. A log reclaims space by retention anyway.
+    let sled_config =
+        sled::Config::new().path(dir).cache_capacity(config.cache_bytes).mode(sled::Mode::HighThroughput);
     let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
     loop {
         match sled_config.open() {
