@@ -29,17 +29,21 @@ lt() { "$bin/silt-loadtest" "$@" --broker "$quic" --ca-cert "$work/data/tls/cert
 label() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['run']='$1'; print(json.dumps(d))"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), count=$count"
-start
+# Each measurement gets a fresh data directory, so runs see the same conditions; replay runs
+# in a restarted broker, reading from disk as after a restart.
+one() { # one LABEL TOPIC_ARGS... : ingest, restart, replay
+  local label=$1; shift
+  rm -rf "$work/data"
+  start
+  lt produce --topic bench "$@" | label "ingest $label"
+  stop
+  start
+  lt consume --topic bench --count "$count" | label "replay $label"
+  stop
+}
+common=(--message-size 100 --batch-size 1000 --window 8 --count "$count")
 for i in $(seq "$runs"); do
-  common=(--partitions 1 --message-size 100 --batch-size 1000 --window 8 --count "$count")
-  lt produce --producers 1 --topic "lz4-$i" "${common[@]}" | label "ingest lz4"
-  lt produce --producers 1 --topic "raw-$i" --compression none "${common[@]}" | label "ingest uncompressed"
+  one "lz4" --producers 1 --partitions 1 "${common[@]}"
+  one "uncompressed" --producers 1 --partitions 1 --compression none "${common[@]}"
 done
-lt produce --producers 4 --topic "four" --partitions 4 --message-size 100 --batch-size 1000 --window 8 --count "$count" | label "ingest 4 producers, 4 partitions"
-stop
-start   # replay from disk in a fresh process, as after a restart
-for i in $(seq "$runs"); do
-  lt consume --topic "lz4-$i" --count "$count" | label "replay lz4"
-  lt consume --topic "raw-$i" --count "$count" | label "replay uncompressed"
-done
-stop
+one "lz4, 4 producers, 4 partitions" --producers 4 --partitions 4 "${common[@]}"
