@@ -129,20 +129,25 @@ fn progress(total: u64) -> ProgressBar {
 
 /// Generates record values that look like sensor readings: JSON objects with a device id,
 /// a sequence number and noisy temperature, humidity and battery values, repeated in an array
-/// up to the requested size. Digits are rewritten in place from a xorshift generator, because
-/// formatting a whole value per record cost more CPU than the broker spends storing it. The
+/// up to the requested size. Values are drawn once into a pool (xorshift noise) and only the
+/// sequence digits are rewritten per record, because formatting a whole value per record cost
+/// more CPU than the broker spends storing it. The
 /// values compress about as well as real sensor data (3-4x with LZ4), neither better (a
 /// constant payload) nor worse (random bytes).
 struct Readings {
-    buf: Vec<u8>,
-    /// (start, digits) of each numeric field, in template order.
-    fields: Vec<(usize, usize)>,
-    rng: u64,
+    /// Pre-generated values; `next` cycles through them and rewrites only the sequence field.
+    pool: Vec<Vec<u8>>,
+    /// (start, digits) of each sequence field (the same in every pooled value).
+    seq_fields: Vec<(usize, usize)>,
 }
 
 /// `~` marks a digit to fill.
 const READING: &str =
     r#"{"device":"dev-~~~~","seq":"~~~~~~~~~~","temp":~~.~~,"humidity":~~.~~,"battery":~.~~}"#;
+
+/// Distinct values in the pool: far more than the ~650 records that fit LZ4's 64 KiB window,
+/// so the pool does not make batches more compressible than freshly drawn values would be.
+const POOL_VALUES: usize = 4096;
 
 impl Readings {
     fn new(size: usize, seed: u64) -> Readings {
@@ -154,45 +159,59 @@ impl Readings {
             text.push_str(READING);
         }
         text.push(']');
-        let mut buf = text.into_bytes();
-        buf.truncate(size.max(1));
+        let mut template = text.into_bytes();
+        template.truncate(size.max(1));
         let mut fields = Vec::new();
         let mut at = 0;
-        while at < buf.len() {
-            if buf[at] == b'~' {
-                let len = buf[at..].iter().take_while(|b| **b == b'~').count();
+        while at < template.len() {
+            if template[at] == b'~' {
+                let len = template[at..].iter().take_while(|b| **b == b'~').count();
                 fields.push((at, len));
                 at += len;
             } else {
                 at += 1;
             }
         }
-        Readings { buf, fields, rng: seed | 1 }
-    }
-
-    fn next_random(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        let mut rng = seed | 1;
+        let mut random = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let pool = (0..POOL_VALUES)
+            .map(|_| {
+                let mut v = template.clone();
+                for &(start, len) in &fields {
+                    // Noise everywhere but the sequence (ten digits), with the leading digits of
+                    // temperature and humidity kept plausible.
+                    let mut x = random();
+                    for d in v[start..start + len].iter_mut().rev() {
+                        *d = b'0' + (x % 10) as u8;
+                        x /= 10;
+                    }
+                    if len == 2 && v.get(start + 2) == Some(&b'.') {
+                        v[start] = b'1' + (random() % 4) as u8;
+                    }
+                }
+                v
+            })
+            .collect();
+        let seq_fields = fields.into_iter().filter(|(_, len)| *len == 10).collect();
+        Readings { pool, seq_fields }
     }
 
     /// The next value; `seq` goes into every sequence field.
     fn next(&mut self, seq: u64) -> &[u8] {
-        for f in 0..self.fields.len() {
-            let (start, len) = self.fields[f];
-            // The sequence field is the one with ten digits; everything else is noise, with
-            // the leading digits of temperature and humidity kept plausible.
-            let mut v = if len == 10 { seq } else { self.next_random() };
-            for i in (start..start + len).rev() {
-                self.buf[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-            if len == 2 && self.buf.get(start + 2) == Some(&b'.') {
-                self.buf[start] = b'1' + (self.next_random() % 4) as u8;
+        let v = &mut self.pool[(seq % POOL_VALUES as u64) as usize];
+        for &(start, len) in &self.seq_fields {
+            let mut x = seq;
+            for d in v[start..start + len].iter_mut().rev() {
+                *d = b'0' + (x % 10) as u8;
+                x /= 10;
             }
         }
-        &self.buf
+        v
     }
 }
 
