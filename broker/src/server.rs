@@ -176,7 +176,7 @@ async fn read_requests(
             Err(e) => return Err(anyhow::Error::new(e).context("reading a frame body")),
         }
         let pending = match Frame::decode(body) {
-            Ok(f) => broker.handle(f),
+            Ok(f) => broker.handle(f).await,
             Err(e) => return refuse(tx, e, None).await,
         };
         if tx.send(pending).await.is_err() {

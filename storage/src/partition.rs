@@ -143,73 +143,131 @@ impl Partition {
     /// sequence. On `Duplicate` and on errors nothing is written and `batch` is left as given
     /// (except after a sled failure, when it may already be stamped).
     pub fn append(&self, batch: &mut [u8], append_time_ms: i64) -> Result<Appended, StorageError> {
-        self.check_shape(batch)?;
-        let (record_count, producer_id, sequence, max_ts) = peek_header(batch);
-        let mut writer = self.lock_writer()?;
+        self.append_many(&mut [batch], append_time_ms).pop().expect("one result per batch")
+    }
 
-        let producer = if producer_id == 0 { None } else { self.producer(&mut writer, producer_id)? };
-        if let Some(last) = producer {
-            if sequence <= last.last_sequence {
-                let base_offset = (sequence == last.last_sequence).then_some(last.base_offset);
-                return Ok(Appended::Duplicate { base_offset });
-            }
-            // No overflow: sequence > last_sequence, so last_sequence < u64::MAX.
-            let expected = last.last_sequence + 1;
-            if sequence != expected {
-                return Err(StorageError::OutOfOrderSequence { producer_id, expected, got: sequence });
-            }
-        }
-
-        let base_offset = self.next_offset.load(Ordering::Acquire);
-        let next_offset =
-            base_offset.checked_add(u64::from(record_count)).ok_or_else(|| StorageError::OffsetOverflow {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                next_offset: base_offset,
-            })?;
-        stamp(batch, base_offset, append_time_ms);
-        let stored: &[u8] = batch;
-
-        // The index gets an entry only when the running maximum grows, so its keys are strictly
-        // increasing and each points at the first batch that reached that maximum.
-        let time_entry = match writer.running_max_ts {
-            Some(running) if running >= max_ts => None,
-            _ => Some(time_key(max_ts)),
+    /// [`Partition::append`] for several batches in order, written in one sled transaction.
+    /// A sled transaction costs about 70 µs more than a plain insert whatever it carries
+    /// (`measure_append_cost`), so a broker with several batches queued for a partition pays
+    /// it once. Returns one result per batch, in order: duplicates and refused batches are
+    /// left out of the write, the others get consecutive offsets; when the transaction fails,
+    /// every batch it would have written gets the error.
+    pub fn append_many(
+        &self,
+        batches: &mut [&mut [u8]],
+        append_time_ms: i64,
+    ) -> Vec<Result<Appended, StorageError>> {
+        let mut writer = match self.lock_writer() {
+            Ok(w) => w,
+            Err(e) => return batches.iter().map(|_| Err(clone_live_error(&e))).collect(),
         };
-        let producer_entry =
-            (producer_id != 0).then_some(ProducerEntry { last_sequence: sequence, base_offset });
-        let stats = Stats {
-            size_bytes: self.size_bytes.load(Ordering::Relaxed) + stored.len() as u64,
-            batch_count: self.batch_count.load(Ordering::Relaxed) + 1,
-        };
-        let key = offset_key(base_offset);
-
-        let trees = (&self.batches, &self.times, &self.producers, &self.stats);
-        trees
-            .transaction(|(batches, times, producers, stats_tree)| {
-                batches.insert(&key[..], stored)?;
-                if let Some(time) = time_entry {
-                    times.insert(&time[..], &key[..])?;
+        let mut results: Vec<Result<Appended, StorageError>> = Vec::with_capacity(batches.len());
+        // What this call will write, decided batch by batch against the state including the
+        // batches before it in the same call.
+        let mut producers_after: HashMap<u64, ProducerEntry> = HashMap::new();
+        let mut running_max_ts = writer.running_max_ts;
+        let mut next_offset = self.next_offset.load(Ordering::Acquire);
+        let mut size_bytes = self.size_bytes.load(Ordering::Relaxed);
+        let mut batch_count = self.batch_count.load(Ordering::Relaxed);
+        let mut staged: Vec<(usize, [u8; 8], Option<[u8; 8]>)> = Vec::new();
+        for (index, batch) in batches.iter_mut().enumerate() {
+            if let Err(e) = self.check_shape(batch) {
+                results.push(Err(e));
+                continue;
+            }
+            let (record_count, producer_id, sequence, max_ts) = peek_header(batch);
+            let last = if producer_id == 0 {
+                None
+            } else {
+                match producers_after.get(&producer_id) {
+                    Some(entry) => Some(*entry),
+                    None => match self.producer(&mut writer, producer_id) {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            results.push(Err(e));
+                            continue;
+                        }
+                    },
                 }
-                if let Some(entry) = producer_entry {
+            };
+            if let Some(last) = last {
+                if sequence <= last.last_sequence {
+                    let base_offset = (sequence == last.last_sequence).then_some(last.base_offset);
+                    results.push(Ok(Appended::Duplicate { base_offset }));
+                    continue;
+                }
+                // No overflow: sequence > last_sequence, so last_sequence < u64::MAX.
+                let expected = last.last_sequence + 1;
+                if sequence != expected {
+                    results.push(Err(StorageError::OutOfOrderSequence {
+                        producer_id,
+                        expected,
+                        got: sequence,
+                    }));
+                    continue;
+                }
+            }
+            let base_offset = next_offset;
+            let Some(after) = base_offset.checked_add(u64::from(record_count)) else {
+                results.push(Err(StorageError::OffsetOverflow {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    next_offset: base_offset,
+                }));
+                continue;
+            };
+            stamp(batch, base_offset, append_time_ms);
+            // The index gets an entry only when the running maximum grows, so its keys are
+            // strictly increasing and each points at the first batch that reached that maximum.
+            let time_entry = match running_max_ts {
+                Some(running) if running >= max_ts => None,
+                _ => {
+                    running_max_ts = Some(max_ts);
+                    Some(time_key(max_ts))
+                }
+            };
+            if producer_id != 0 {
+                producers_after.insert(producer_id, ProducerEntry { last_sequence: sequence, base_offset });
+            }
+            next_offset = after;
+            size_bytes += batch.len() as u64;
+            batch_count += 1;
+            staged.push((index, offset_key(base_offset), time_entry));
+            results.push(Ok(Appended::New { base_offset }));
+        }
+        if staged.is_empty() {
+            return results;
+        }
+        let stats = Stats { size_bytes, batch_count };
+        let trees = (&self.batches, &self.times, &self.producers, &self.stats);
+        let written = trees
+            .transaction(|(batches_tree, times, producers, stats_tree)| {
+                for (index, key, time_entry) in &staged {
+                    batches_tree.insert(&key[..], &batches[*index][..])?;
+                    if let Some(time) = time_entry {
+                        times.insert(&time[..], &key[..])?;
+                    }
+                }
+                for (producer_id, entry) in &producers_after {
                     producers.insert(&producer_id.to_be_bytes()[..], &entry.encode()[..])?;
                 }
                 stats_tree.insert(STATS_KEY, &stats.encode()[..])?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
-            .map_err(sled_error)?;
-
+            .map_err(sled_error);
+        if let Err(e) = written {
+            for (index, _, _) in &staged {
+                results[*index] = Err(clone_sled_error(&e));
+            }
+            return results;
+        }
         // Memory follows disk only after the transaction committed.
-        if let Some(entry) = producer_entry {
-            writer.producers.insert(producer_id, entry);
-        }
-        if time_entry.is_some() {
-            writer.running_max_ts = Some(max_ts);
-        }
+        writer.producers.extend(producers_after);
+        writer.running_max_ts = running_max_ts;
         self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
         self.batch_count.store(stats.batch_count, Ordering::Relaxed);
         self.next_offset.store(next_offset, Ordering::Release);
-        Ok(Appended::New { base_offset })
+        results
     }
 
     /// Appends to `out` whole stored batches, starting with the one that holds `from`, until
@@ -550,6 +608,22 @@ impl Partition {
             what: format!("{what} of {}/{}", self.topic, self.partition),
             reason: reason.to_owned(),
         }
+    }
+}
+
+/// The same failure again, for every batch of a failed group write.
+fn clone_sled_error(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Sled(inner) => StorageError::Sled(inner.clone()),
+        other => StorageError::Sled(sled::Error::Unsupported(other.to_string())),
+    }
+}
+
+/// The error `lock_writer` gave, for every batch of the call.
+fn clone_live_error(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::UnknownTopic(t) => StorageError::UnknownTopic(t.clone()),
+        other => clone_sled_error(other),
     }
 }
 

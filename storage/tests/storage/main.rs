@@ -4,6 +4,7 @@
 
 mod basics;
 mod crash;
+mod group_append;
 mod measure;
 mod model;
 
