@@ -213,15 +213,7 @@ async fn write_response(
     response: &silt_wire::Response,
     payload: Bytes,
 ) -> anyhow::Result<()> {
-    let control = encode_response(response);
-    let mut head = Vec::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + control.len());
-    head.extend_from_slice(&frame::encode_head(control.len(), payload.len()));
-    head.extend_from_slice(&control);
-    let mut chunks = [Bytes::from(head), payload];
-    let mut done = 0;
-    while done < chunks.len() {
-        let written = send.write_chunks(&mut chunks[done..]).await?;
-        done += written.chunks;
-    }
+    let front = frame::encode_front(&encode_response(response), payload.len());
+    send.write_all_chunks(&mut [Bytes::from(front), payload]).await?;
     Ok(())
 }

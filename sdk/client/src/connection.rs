@@ -242,15 +242,8 @@ impl Channel {
 impl ChannelSender {
     /// Writes one request frame.
     pub async fn send(&mut self, request: &Request, payload: Bytes) -> Result<(), ClientError> {
-        let control = encode_request(request);
-        let mut head = Vec::with_capacity(frame::PREFIX_LEN + frame::HEAD_LEN + control.len());
-        head.extend_from_slice(&frame::encode_head(control.len(), payload.len()));
-        head.extend_from_slice(&control);
-        let mut chunks = [Bytes::from(head), payload];
-        let mut done = 0;
-        while done < chunks.len() {
-            done += self.send.write_chunks(&mut chunks[done..]).await?.chunks;
-        }
+        let front = frame::encode_front(&encode_request(request), payload.len());
+        self.send.write_all_chunks(&mut [Bytes::from(front), payload]).await?;
         Ok(())
     }
 

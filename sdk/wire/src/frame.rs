@@ -43,11 +43,18 @@ pub fn encode_head(control_len: usize, payload_len: usize) -> [u8; PREFIX_LEN + 
     out
 }
 
+/// The prefix, head and control message of a frame whose payload (`payload_len` bytes) the
+/// caller sends separately, so batch bytes are never copied into the frame.
+pub fn encode_front(control: &[u8], payload_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PREFIX_LEN + HEAD_LEN + control.len());
+    out.extend_from_slice(&encode_head(control.len(), payload_len));
+    out.extend_from_slice(control);
+    out
+}
+
 /// Encodes a whole frame into one buffer.
 pub fn encode(control: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PREFIX_LEN + HEAD_LEN + control.len() + payload.len());
-    out.extend_from_slice(&encode_head(control.len(), payload.len()));
-    out.extend_from_slice(control);
+    let mut out = encode_front(control, payload.len());
     out.extend_from_slice(payload);
     out
 }
