@@ -416,7 +416,7 @@ async fn replay(client: &Client, args: ReplayArgs, json: bool) -> anyhow::Result
     if json {
         eprintln!("{}", serde_json::json!({ "records": written, "scanned": scanned }));
     } else if let Some(p) = &args.output {
-        eprintln!("wrote {written} record(s) to {}", p.display());
+        eprintln!("wrote {written} records to {}", p.display());
     }
     Ok(())
 }
