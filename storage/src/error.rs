@@ -17,7 +17,7 @@ pub enum StorageError {
     Sled(#[from] sled::Error),
     /// A name refused by `create_topic` or `commit_offset`.
     #[error("invalid {what} name {name:?}: {reason}")]
-    InvalidName { what: &'static str, name: String, reason: &'static str },
+    InvalidName { what: &'static str, name: String, reason: String },
     /// A partition count of zero or above `PARTITIONS_PER_TOPIC_MAX`.
     #[error("topic {topic:?} cannot have {partitions} partitions: between 1 and {max} are allowed")]
     InvalidPartitionCount { topic: String, partitions: u32, max: u32 },

@@ -60,7 +60,7 @@ impl PartitionTree {
 /// Names the tree of one kind for a partition of one incarnation of a topic:
 /// `{kind}/{topic}\0{incarnation:016x}\0{partition}`.
 ///
-/// Topic names never contain `\0` (see [`check_topic_name`]), so the first `\0` ends the name
+/// Topic names never contain `\0` (see `silt_wire::message::check_topic_name`), so the first `\0` ends the name
 /// and the name is unambiguous. The incarnation (a sled-generated id, unique for the life of
 /// the database) makes a re-created topic use fresh trees, so nothing of a deleted topic can
 /// reappear in it even if dropping the old trees was interrupted by a crash.
@@ -88,22 +88,6 @@ pub(crate) fn parse_partition_tree_name(name: &[u8]) -> Option<(PartitionTree, &
     let incarnation = u64::from_str_radix(incarnation, 16).ok()?;
     let partition = partition.parse().ok()?;
     Some((kind, topic, incarnation, partition))
-}
-
-/// Checks a topic name against `[A-Za-z0-9._-]{1,200}`; the reason when it does not match.
-/// The broker checks the same rule (`silt_wire::message`); this check keeps tree names
-/// unambiguous whoever calls.
-pub(crate) fn check_topic_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err("it is longer than TOPIC_NAME_BYTES_MAX bytes");
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-        return Err("only ASCII letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
 }
 
 /// Checks a consumer group name: 1 to 255 bytes, anything else goes.
@@ -325,16 +309,5 @@ mod tests {
         for cut in 0..bytes.len() {
             let _ = StoredTopic::decode(&bytes[..cut]);
         }
-    }
-
-    /// Only `[A-Za-z0-9._-]{1,200}` passes as a topic name.
-    #[test]
-    fn topic_names_are_checked() {
-        assert!(check_topic_name("sensors.temp-01_a").is_ok());
-        assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX)).is_ok());
-        for bad in ["", "a/b", "a\0b", "ü", "a b"] {
-            assert!(check_topic_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX + 1)).is_err());
     }
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use sled::transaction::{TransactionError, Transactional};
 
 use crate::layout::{
-    check_group_name, check_topic_name, decode_group_offset_key, decode_u64_le, group_offset_key,
-    group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
-    StoredTopic, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, PARTITIONS_PER_TOPIC_MAX, TOPICS_TREE,
+    check_group_name, decode_group_offset_key, decode_u64_le, group_offset_key, group_prefix,
+    parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree, StoredTopic,
+    FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, PARTITIONS_PER_TOPIC_MAX, TOPICS_TREE,
 };
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
 
@@ -78,7 +78,7 @@ impl Store {
     /// Durable when it returns (it flushes): topics are created rarely, and a producer told
     /// that its topic exists should not find it gone after a crash.
     pub fn create_topic(&self, meta: TopicMeta) -> Result<(), StorageError> {
-        check_topic_name(&meta.name).map_err(|reason| StorageError::InvalidName {
+        silt_wire::message::check_topic_name(&meta.name).map_err(|reason| StorageError::InvalidName {
             what: "topic",
             name: meta.name.clone(),
             reason,
@@ -304,7 +304,7 @@ fn check_group(group: &str) -> Result<(), StorageError> {
     check_group_name(group).map_err(|reason| StorageError::InvalidName {
         what: "group",
         name: group.to_owned(),
-        reason,
+        reason: reason.to_string(),
     })
 }
 

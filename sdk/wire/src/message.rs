@@ -239,7 +239,10 @@ mod tests {
     #[test]
     fn topic_names() {
         assert!(check_topic_name("sensors.temp-1_a").is_ok());
-        assert!(check_topic_name("").is_err());
-        assert!(check_topic_name("a/b").is_err());
+        assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX)).is_ok());
+        for bad in ["", "a/b", "a\0b", "ü", "a b"] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX + 1)).is_err());
     }
 }
