@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use silt_storage::{Appended, Partition, StorageError, Store, TopicMeta};
 use silt_wire::batch::{self, BatchView};
 use silt_wire::frame::Frame;
-use silt_wire::message::{self, check_topic_name, PARTITIONS_MAX};
+use silt_wire::message;
 use silt_wire::{
     ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo, WireError,
 };
@@ -308,15 +308,7 @@ impl Broker {
     fn admin(&self, request: Request) -> Reply {
         match request {
             Request::CreateTopic { name, partitions, retention_ms, retention_bytes } => {
-                if let Err(e) = check_topic_name(&name) {
-                    return error(ErrorCode::InvalidRequest, e);
-                }
-                if partitions == 0 || partitions > PARTITIONS_MAX {
-                    return error(
-                        ErrorCode::InvalidRequest,
-                        format!("partitions must be 1 to {PARTITIONS_MAX}"),
-                    );
-                }
+                // The store checks name and partition count; its refusals map to InvalidRequest.
                 let meta = TopicMeta {
                     name: name.clone(),
                     partitions,
