@@ -149,10 +149,6 @@ impl Broker {
         })
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionHandle>, StorageError> {
         if let Some(h) = self.partitions.get(&(topic.to_string(), partition)) {
             return Ok(h.clone());
