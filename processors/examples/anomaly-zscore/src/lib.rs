@@ -1,0 +1,2 @@
+//! Example processor (being written).
+#![no_std]

@@ -1,0 +1,1 @@
+//! Host runtime for Silt processors (being written).

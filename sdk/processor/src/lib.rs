@@ -1,0 +1,2 @@
+//! Guest SDK for Silt processors (being written).
+#![no_std]
