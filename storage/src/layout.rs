@@ -17,6 +17,15 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const TOPICS_TREE: &[u8] = b"silt/topics";
 /// [`group_offset_key`] -> committed offset (u64 little-endian).
 pub(crate) const GROUP_OFFSETS_TREE: &[u8] = b"silt/group-offsets";
+/// Processor name -> the broker's encoded processor definition (opaque here).
+pub(crate) const PROCESSORS_TREE: &[u8] = b"silt/processors";
+/// Module hash (32 bytes) -> WebAssembly module bytes.
+pub(crate) const MODULES_TREE: &[u8] = b"silt/modules";
+/// Artefact key (module hash and engine compatibility, opaque here) -> compiled artefact.
+pub(crate) const ARTEFACTS_TREE: &[u8] = b"silt/artefacts";
+/// [`checkpoint_key`] -> a pipeline processor's checkpoint for one input partition (opaque
+/// here: the broker encodes input offset, module version and state snapshot).
+pub(crate) const CHECKPOINTS_TREE: &[u8] = b"silt/checkpoints";
 /// The one key of a partition's stats tree.
 pub(crate) const STATS_KEY: &[u8] = b"stats";
 
@@ -229,6 +238,21 @@ pub(crate) fn group_offset_key(group: &str, topic: &str, partition: u32) -> Vec<
 pub(crate) fn decode_group_offset_key(prefix: &[u8], key: &[u8]) -> Option<u32> {
     let tail = key.strip_prefix(prefix)?;
     Some(u32::from_be_bytes(tail.try_into().ok()?))
+}
+
+/// Processor names share the topic-name alphabet, so the first `\0` ends the name and the
+/// checkpoints of one processor sort together, by partition.
+pub(crate) fn checkpoint_key(processor: &str, partition: u32) -> Vec<u8> {
+    let mut key = checkpoint_prefix(processor);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+pub(crate) fn checkpoint_prefix(processor: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(processor.len() + 5);
+    key.extend_from_slice(processor.as_bytes());
+    key.push(0);
+    key
 }
 
 pub(crate) fn decode_u64_le(bytes: &[u8]) -> Option<u64> {

@@ -74,11 +74,13 @@
 mod error;
 mod layout;
 mod partition;
+mod processors;
 mod store;
 
 pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 pub use partition::Partition;
+pub use processors::MODULE_BYTES_MAX;
 pub use store::Store;
 
 /// Topic metadata as stored.

@@ -11,8 +11,8 @@ use sled::transaction::{TransactionError, Transactional};
 use sled::IVec;
 
 use crate::layout::{
-    decode_offset_key, decode_time_key, offset_key, partition_tree_name, time_key, PartitionTree,
-    ProducerEntry, Stats, STATS_KEY,
+    checkpoint_key, decode_offset_key, decode_time_key, offset_key, partition_tree_name, time_key,
+    PartitionTree, ProducerEntry, Stats, CHECKPOINTS_TREE, STATS_KEY,
 };
 use crate::{Appended, ReadOutcome, Retained, StorageError};
 
@@ -33,6 +33,9 @@ pub struct Partition {
     times: sled::Tree,
     producers: sled::Tree,
     stats: sled::Tree,
+    /// The store-wide checkpoint tree of pipeline processors, written in the same transaction
+    /// as their output batches ([`Partition::append_checkpointed`]).
+    checkpoints: sled::Tree,
     /// Held for the whole of an append or a retention step, never by reads.
     writer: Mutex<Writer>,
     /// Offset of the first retained record. Only the writer changes it.
@@ -76,6 +79,7 @@ impl Partition {
             times: tree(PartitionTree::Times)?,
             producers: tree(PartitionTree::Producers)?,
             stats: tree(PartitionTree::Stats)?,
+            checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
             writer: Mutex::new(Writer { producers: HashMap::new(), running_max_ts: None }),
             log_start: AtomicU64::new(0),
             next_offset: AtomicU64::new(0),
@@ -157,6 +161,43 @@ impl Partition {
         batches: &mut [&mut [u8]],
         append_time_ms: i64,
     ) -> Vec<Result<Appended, StorageError>> {
+        self.append_inner(batches, append_time_ms, None)
+    }
+
+    /// Appends a pipeline processor's output batches (none is fine) and, in the same sled
+    /// transaction, stores its checkpoint for one input partition: after a crash either both
+    /// are there or neither (DESIGN.md decision 4). The checkpoint bytes are the caller's.
+    ///
+    /// All or nothing: if any batch would be refused or is a duplicate, nothing is written
+    /// and the first such result is returned as an error.
+    pub fn append_checkpointed(
+        &self,
+        batches: &mut [&mut [u8]],
+        append_time_ms: i64,
+        processor: &str,
+        input_partition: u32,
+        checkpoint: &[u8],
+    ) -> Result<Vec<u64>, StorageError> {
+        let key = checkpoint_key(processor, input_partition);
+        let results = self.append_inner(batches, append_time_ms, Some((&key, checkpoint)));
+        let mut offsets = Vec::with_capacity(results.len());
+        for result in results {
+            match result? {
+                Appended::New { base_offset } => offsets.push(base_offset),
+                Appended::Duplicate { .. } => {
+                    unreachable!("append_inner refuses duplicates when a checkpoint is given")
+                }
+            }
+        }
+        Ok(offsets)
+    }
+
+    fn append_inner(
+        &self,
+        batches: &mut [&mut [u8]],
+        append_time_ms: i64,
+        checkpoint: Option<(&[u8], &[u8])>,
+    ) -> Vec<Result<Appended, StorageError>> {
         let mut writer = match self.lock_writer() {
             Ok(w) => w,
             Err(e) => return batches.iter().map(|_| Err(clone_live_error(&e))).collect(),
@@ -235,13 +276,36 @@ impl Partition {
             staged.push((index, offset_key(base_offset), time_entry));
             results.push(Ok(Appended::New { base_offset }));
         }
-        if staged.is_empty() {
+        if checkpoint.is_some() && staged.len() != results.len() {
+            // All or nothing: hand back the first refusal, and nothing is written.
+            let count = results.len();
+            let first = results.into_iter().find(|r| !matches!(r, Ok(Appended::New { .. })));
+            let refused = match first {
+                Some(Err(e)) => e,
+                _ => StorageError::InvalidBatch {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    reason: "a processor output batch repeated a producer sequence",
+                },
+            };
+            let mut all = Vec::with_capacity(count);
+            all.push(Err(refused));
+            all.extend((1..count).map(|_| {
+                Err(StorageError::InvalidBatch {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    reason: "another batch of the same checkpointed append was refused",
+                })
+            }));
+            return all;
+        }
+        if staged.is_empty() && checkpoint.is_none() {
             return results;
         }
         let stats = Stats { size_bytes, batch_count };
-        let trees = (&self.batches, &self.times, &self.producers, &self.stats);
+        let trees = (&self.batches, &self.times, &self.producers, &self.stats, &self.checkpoints);
         let written = trees
-            .transaction(|(batches_tree, times, producers, stats_tree)| {
+            .transaction(|(batches_tree, times, producers, stats_tree, checkpoints)| {
                 for (index, key, time_entry) in &staged {
                     batches_tree.insert(&key[..], &batches[*index][..])?;
                     if let Some(time) = time_entry {
@@ -251,7 +315,12 @@ impl Partition {
                 for (producer_id, entry) in &producers_after {
                     producers.insert(&producer_id.to_be_bytes()[..], &entry.encode()[..])?;
                 }
-                stats_tree.insert(STATS_KEY, &stats.encode()[..])?;
+                if !staged.is_empty() {
+                    stats_tree.insert(STATS_KEY, &stats.encode()[..])?;
+                }
+                if let Some((key, value)) = checkpoint {
+                    checkpoints.insert(key, value)?;
+                }
                 Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
             .map_err(sled_error);

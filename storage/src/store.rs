@@ -11,7 +11,8 @@ use sled::transaction::{TransactionError, Transactional};
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_u64_le, group_offset_key, group_prefix,
     parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree, StoredTopic,
-    FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, PARTITIONS_PER_TOPIC_MAX, TOPICS_TREE,
+    ARTEFACTS_TREE, CHECKPOINTS_TREE, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, MODULES_TREE,
+    PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
 
@@ -20,6 +21,10 @@ pub struct Store {
     db: sled::Db,
     topics_tree: sled::Tree,
     group_offsets: sled::Tree,
+    pub(crate) processors: sled::Tree,
+    pub(crate) modules: sled::Tree,
+    pub(crate) artefacts: sled::Tree,
+    pub(crate) checkpoints: sled::Tree,
     /// Every topic with its open partitions, so `partition()` is a map lookup and an `Arc`
     /// clone. Written only by `create_topic` and `delete_topic`; `commit_offset` holds it for
     /// reading so that no offset is committed for a topic while it is being deleted.
@@ -53,6 +58,10 @@ impl Store {
         check_format(&db)?;
         let topics_tree = db.open_tree(TOPICS_TREE)?;
         let group_offsets = db.open_tree(GROUP_OFFSETS_TREE)?;
+        let processors = db.open_tree(PROCESSORS_TREE)?;
+        let modules = db.open_tree(MODULES_TREE)?;
+        let artefacts = db.open_tree(ARTEFACTS_TREE)?;
+        let checkpoints = db.open_tree(CHECKPOINTS_TREE)?;
         let mut topics = BTreeMap::new();
         for item in topics_tree.iter() {
             let (key, value) = item?;
@@ -70,7 +79,17 @@ impl Store {
         }
         drop_orphan_trees(&db, &topics)?;
         let dir = std::fs::File::open(dir).map_err(sled::Error::Io)?;
-        Ok(Store { db, topics_tree, group_offsets, topics: RwLock::new(topics), dir })
+        Ok(Store {
+            db,
+            topics_tree,
+            group_offsets,
+            processors,
+            modules,
+            artefacts,
+            checkpoints,
+            topics: RwLock::new(topics),
+            dir,
+        })
     }
 
     /// Creates a topic with its partitions. Errors with `TopicExists` if it exists.

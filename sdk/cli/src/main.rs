@@ -2,6 +2,7 @@
 //! formats and progress; everything that talks to the broker is `silt-client`.
 
 mod output;
+mod processor;
 mod records;
 
 use std::io::{BufRead, Write};
@@ -61,6 +62,9 @@ enum Command {
     Consume(ConsumeArgs),
     /// Export the records of a time range as JSON lines or CSV.
     Replay(ReplayArgs),
+    /// Deploy and manage WebAssembly processors; sign modules.
+    #[command(subcommand)]
+    Processor(processor::ProcessorCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +138,13 @@ struct ConsumeArgs {
     /// --json selects), csv.
     #[arg(long, value_enum, default_value_t = OutputFormat::Value)]
     format: OutputFormat,
+    /// Apply a deployed processor to what is read (NAME or NAME@VERSION; default: its active
+    /// version). The broker runs it over each fetch and returns its output; nothing is stored.
+    #[arg(long, value_name = "NAME[@VERSION]")]
+    processor: Option<String>,
+    /// A parameter for --processor, as key=value, overriding the deployed one; repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "processor", value_parser = processor::parse_param)]
+    params: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +217,11 @@ async fn connect(conn: &Connection) -> anyhow::Result<Client> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Processor(cmd) = &cli.command {
+        if let Some(result) = processor::run_offline(cmd, cli.conn.json) {
+            return result;
+        }
+    }
     let client = connect(&cli.conn).await?;
     let json = cli.conn.json;
     let result = match cli.command {
@@ -213,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce(&client, args, json).await,
         Command::Consume(args) => consume(&client, args, json).await,
         Command::Replay(args) => replay(&client, args, json).await,
+        Command::Processor(cmd) => processor::run(&client, cmd, json).await,
     };
     client.close().await;
     result
@@ -301,7 +318,26 @@ async fn produce(client: &Client, args: ProduceArgs, json: bool) -> anyhow::Resu
     Ok(())
 }
 
-fn parse_from(s: &str) -> anyhow::Result<FetchFrom> {
+/// `NAME` or `NAME@VERSION`, with parameter overrides.
+fn parse_processor_ref(s: &str, params: &[(String, String)]) -> anyhow::Result<silt_client::ProcessorRef> {
+    let (name, version) = match s.split_once('@') {
+        Some((n, v)) => {
+            let v = v.trim_start_matches('v');
+            (
+                n,
+                Some(
+                    v.parse::<u32>()
+                        .with_context(|| format!("--processor {s:?}: version must be a number"))?,
+                ),
+            )
+        }
+        None => (s, None),
+    };
+    let params = (!params.is_empty()).then(|| params.to_vec());
+    Ok(silt_client::ProcessorRef { name: name.to_string(), version, params })
+}
+
+pub(crate) fn parse_from(s: &str) -> anyhow::Result<FetchFrom> {
     Ok(match s {
         "earliest" => FetchFrom::Earliest,
         "latest" => FetchFrom::Latest,
@@ -323,7 +359,8 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
 async fn consume(client: &Client, args: ConsumeArgs, json: bool) -> anyhow::Result<()> {
     let from = parse_from(&args.from)?;
     let follow = args.follow || args.count.is_some();
-    let config = ConsumerConfig { from, follow, group: args.group.clone(), ..Default::default() };
+    let processor = args.processor.as_deref().map(|p| parse_processor_ref(p, &args.params)).transpose()?;
+    let config = ConsumerConfig { from, follow, group: args.group.clone(), processor, ..Default::default() };
     let mut consumer = match args.partition {
         Some(p) => Consumer::assign(client, &args.topic, vec![(p, from)], config).await?,
         None => Consumer::new(client, &args.topic, config).await?,

@@ -35,6 +35,10 @@ pub struct ConsumerConfig {
     pub retry_timeout: Duration,
     /// Fetched responses buffered ahead of the reader.
     pub buffer: usize,
+    /// Consume-time processing: the broker runs this deployed processor over each fetch and
+    /// returns its output records instead of the stored ones (nothing is stored). Output
+    /// records carry offsets inside the range of the input batch they came from.
+    pub processor: Option<silt_wire::ProcessorRef>,
 }
 
 impl Default for ConsumerConfig {
@@ -48,6 +52,7 @@ impl Default for ConsumerConfig {
             session_timeout: Duration::from_secs(10),
             retry_timeout: Duration::from_secs(30),
             buffer: 8,
+            processor: None,
         }
     }
 }
@@ -561,6 +566,7 @@ impl Fetcher {
             from,
             max_bytes: self.config.max_bytes,
             max_wait_ms,
+            processor: self.config.processor.clone(),
         };
         ch.send(&req, Bytes::new()).await?;
         match ch.receive().await? {

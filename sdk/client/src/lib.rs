@@ -53,10 +53,15 @@
 mod connection;
 mod consumer;
 mod error;
+mod processors;
 mod producer;
 
 pub use connection::{Channel, ChannelReceiver, ChannelSender, Client, ClientConfig, RESPONSE_BYTES_MAX};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Fetched};
 pub use error::ClientError;
+pub use processors::Deployment;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
-pub use silt_wire::{Compression, ErrorCode, FetchFrom, TopicInfo};
+pub use silt_wire::{
+    Compression, ErrorCode, FetchFrom, ProcessorInfo, ProcessorRef, ProcessorState, ProcessorVersion,
+    TopicInfo,
+};

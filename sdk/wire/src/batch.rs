@@ -640,6 +640,47 @@ impl BatchBuilder {
     }
 }
 
+/// Wraps a ready records section (records back to back, as a processor returns them) into an
+/// uncompressed batch for `(producer_id, sequence)`, base offset and append time unstamped.
+/// Every record is checked as validation rule 6 checks a batch (fields inside its length, at
+/// most [`RECORD_HEADERS_MAX`] headers, the records ending exactly at the end of `records`),
+/// and counted; `timestamp_delta`s are relative to `first_timestamp_ms`, which becomes the
+/// batch's, and the batch's max timestamp is the largest record time. Refuses an empty
+/// section, more than [`BATCH_RECORDS_MAX`] records and a batch above [`BATCH_BYTES_MAX`],
+/// checking the size before allocating.
+pub fn from_records(
+    first_timestamp_ms: i64,
+    records: &[u8],
+    producer_id: u64,
+    sequence: u64,
+) -> Result<Vec<u8>, WireError> {
+    let size = HEADER_LEN
+        .checked_add(records.len())
+        .filter(|&size| size <= BATCH_BYTES_MAX)
+        .ok_or(WireError::TooLarge { what: "record batch", size: records.len(), max: BATCH_BYTES_MAX })?;
+    if records.is_empty() {
+        return Err(WireError::Invalid { what: "batch has no records" });
+    }
+    let mut count: u32 = 0;
+    let mut max_ts = i64::MIN;
+    let mut cur = Cursor { buf: records, pos: 0 };
+    while cur.pos < records.len() {
+        if count == BATCH_RECORDS_MAX {
+            return Err(WireError::Invalid { what: "batch has too many records" });
+        }
+        let (record, end) = decode_record(&mut cur, 0, count, first_timestamp_ms)?;
+        max_ts = max_ts.max(record.timestamp_ms);
+        cur.pos = end;
+        count += 1;
+    }
+    assert_eq!(cur.pos, records.len(), "records are decoded up to their end");
+    let mut buf = Vec::with_capacity(size);
+    buf.resize(HEADER_LEN, 0);
+    buf.extend_from_slice(records);
+    let builder = BatchBuilder { buf, count, first_ts: first_timestamp_ms, max_ts };
+    Ok(builder.finish(producer_id, sequence))
+}
+
 /// Rewrites the producer id and sequence of a finished batch and fixes its body checksum.
 /// The client uses it to assign sequences at send time rather than at build time.
 pub fn set_producer(bytes: &mut [u8], producer_id: u64, sequence: u64) {
@@ -800,6 +841,31 @@ mod tests {
         stamp(&mut bytes, 10, 20);
         bytes[OFF_BASE_OFFSET] ^= 1;
         assert!(matches!(BatchView::checked(&bytes), Err(WireError::Checksum { .. })));
+    }
+
+    #[test]
+    fn from_records_rewraps_a_records_section_and_refuses_bad_framing() {
+        // Proves that the records section of a batch, wrapped again, gives back the same
+        // records and timestamps, and that truncated or padded sections are refused.
+        let original = build(&[
+            (1_000, b"k".to_vec(), b"a".to_vec(), vec![(b"h".to_vec(), b"v".to_vec())]),
+            (990, vec![], b"bb".to_vec(), vec![]),
+            (1_020, vec![], b"ccc".to_vec(), vec![]),
+        ]);
+        let section = &original[HEADER_LEN..];
+        let wrapped = from_records(1_000, section, 0, 0).unwrap();
+        validate(&wrapped).unwrap();
+        let view = BatchView::new(&wrapped).unwrap();
+        assert_eq!(
+            (view.record_count(), view.first_timestamp_ms(), view.max_timestamp_ms()),
+            (3, 1_000, 1_020)
+        );
+        assert_eq!(&wrapped[HEADER_LEN..], section);
+        assert!(from_records(1_000, &section[..section.len() - 1], 0, 0).is_err());
+        let mut padded = section.to_vec();
+        padded.push(0);
+        assert!(from_records(1_000, &padded, 0, 0).is_err());
+        assert!(from_records(1_000, &[], 0, 0).is_err());
     }
 
     #[test]

@@ -10,11 +10,13 @@ pub mod batch;
 mod error;
 pub mod frame;
 pub mod message;
+pub mod signature;
 pub mod varint;
 
 pub use batch::{BatchBuilder, BatchView, Compression, Record};
 pub use error::WireError;
 pub use message::{
-    partition_for_key, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo,
+    partition_for_key, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorInfo,
+    ProcessorPartition, ProcessorRef, ProcessorState, ProcessorVersion, Request, Response, TopicInfo,
     TopicPartition,
 };

@@ -52,6 +52,40 @@ pub enum Request {
         from: FetchFrom,
         max_bytes: u32,
         max_wait_ms: u32,
+        /// Consume-time processing: run this deployed module over the fetched batches and
+        /// return its output instead; nothing is stored.
+        processor: Option<ProcessorRef>,
+    },
+    /// The frame payload is the WebAssembly module (signed or not).
+    DeployProcessor {
+        name: String,
+        input: String,
+        output: String,
+        params: Vec<(String, String)>,
+        /// Where the new version starts reading. `None`: from earliest for a new processor,
+        /// from the current checkpoints for a new version of an existing one.
+        from: Option<FetchFrom>,
+    },
+    ListProcessors,
+    ProcessorStatus {
+        name: String,
+    },
+    ProcessorVersions {
+        name: String,
+    },
+    /// Makes the version before the active one active again.
+    RollbackProcessor {
+        name: String,
+    },
+    PauseProcessor {
+        name: String,
+    },
+    /// Resumes a paused or failed processor from its last commit.
+    ResumeProcessor {
+        name: String,
+    },
+    UndeployProcessor {
+        name: String,
     },
     JoinGroup {
         group: String,
@@ -76,6 +110,69 @@ pub enum Request {
         group: String,
         topic: String,
     },
+}
+
+/// A deployed processor to apply at consume time.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorRef {
+    pub name: String,
+    /// `None`: the active version.
+    pub version: Option<u32>,
+    /// Parameters for this read; `None` keeps the deployed version's parameters.
+    pub params: Option<Vec<(String, String)>>,
+}
+
+/// What a processor is doing.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessorState {
+    Running,
+    Paused,
+    /// Stopped by a trap, a limit or an error; `ProcessorInfo::error` says why.
+    Failed,
+}
+
+/// A processor's input partition and how far it got.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorPartition {
+    pub partition: u32,
+    /// Next input offset to process.
+    pub checkpoint: u64,
+    /// Input records available (durable) in this partition.
+    pub high_watermark: u64,
+    pub events_in: u64,
+    pub events_out: u64,
+}
+
+/// A processor's deployment and state.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorInfo {
+    pub name: String,
+    pub input: String,
+    pub output: String,
+    pub state: ProcessorState,
+    pub version: u32,
+    pub versions: u32,
+    pub error: Option<String>,
+    /// Input records not yet processed, summed over partitions.
+    pub lag: u64,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub partitions: Vec<ProcessorPartition>,
+}
+
+/// One deployed version of a processor.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorVersion {
+    pub version: u32,
+    pub active: bool,
+    /// SHA-256 of the module bytes, hex.
+    pub module_sha256: String,
+    pub module_bytes: u64,
+    pub params: Vec<(String, String)>,
+    pub from: Option<FetchFrom>,
+    pub deployed_ms: i64,
+    /// Hex Ed25519 public key that signed the module, when signed.
+    pub signed_by: Option<String>,
 }
 
 /// An offset of one partition of one topic.
@@ -129,6 +226,11 @@ pub enum ErrorCode {
     UnsupportedVersion,
     OutOfOrderSequence,
     UnknownMember,
+    UnknownProcessor,
+    /// A module that is not WebAssembly, breaks the processor ABI, or fails in `silt_init`.
+    InvalidModule,
+    /// Unsigned, tampered, or signed by a key the broker does not trust.
+    Untrusted,
     Storage,
     ShuttingDown,
 }
@@ -168,6 +270,9 @@ pub enum Response {
         assignment: Vec<TopicPartition>,
     },
     Offsets(Vec<PartitionOffset>),
+    Processor(ProcessorInfo),
+    Processors(Vec<ProcessorInfo>),
+    ProcessorVersions(Vec<ProcessorVersion>),
 }
 
 macro_rules! codec {
@@ -219,7 +324,9 @@ mod tests {
         #[test]
         fn request_round_trip(name in "[a-z.]{1,20}", p in any::<u32>(), off in any::<u64>(), w in any::<u32>()) {
             let reqs = vec![
-                Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Offset(off), max_bytes: w, max_wait_ms: w },
+                Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Offset(off), max_bytes: w, max_wait_ms: w, processor: None },
+                Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Latest, max_bytes: w, max_wait_ms: w, processor: Some(ProcessorRef { name: name.clone(), version: Some(p), params: Some(vec![(name.clone(), name.clone())]) }) },
+                Request::DeployProcessor { name: name.clone(), input: name.clone(), output: name.clone(), params: vec![], from: Some(FetchFrom::Timestamp(off as i64)) },
                 Request::CreateTopic { name: name.clone(), partitions: p, retention_ms: Some(off), retention_bytes: None },
                 Request::JoinGroup { group: name.clone(), member_id: None, topics: vec![name.clone()], session_timeout_ms: w },
             ];

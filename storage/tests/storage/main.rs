@@ -3,6 +3,7 @@
 //! One test binary (modules below) so that sled and proptest are linked once.
 
 mod basics;
+mod checkpointed;
 mod crash;
 mod group_append;
 mod measure;

@@ -1,0 +1,83 @@
+//! Processor lifecycle calls: deploy, list, status, versions, rollback, pause, resume,
+//! undeploy (docs/processor-abi.md for the modules themselves).
+
+use bytes::Bytes;
+use silt_wire::{FetchFrom, ProcessorInfo, ProcessorVersion, Request, Response};
+
+use crate::connection::{unexpected, Client};
+use crate::ClientError;
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub name: String,
+    pub input: String,
+    pub output: String,
+    pub params: Vec<(String, String)>,
+    /// Where the new version starts reading; `None`: earliest for a new processor, the
+    /// current checkpoints for a new version of an existing one.
+    pub from: Option<FetchFrom>,
+}
+
+impl Client {
+    /// Deploys a module (WebAssembly bytes, signed or not) as a new processor or a new
+    /// version of one. Returns once the module compiled, its `silt_init` accepted the
+    /// parameters and the pipeline started.
+    pub async fn deploy_processor(&self, d: Deployment, wasm: Vec<u8>) -> Result<ProcessorInfo, ClientError> {
+        let req = Request::DeployProcessor {
+            name: d.name,
+            input: d.input,
+            output: d.output,
+            params: d.params,
+            from: d.from,
+        };
+        self.processor_call(req, Bytes::from(wasm)).await
+    }
+
+    pub async fn list_processors(&self) -> Result<Vec<ProcessorInfo>, ClientError> {
+        match self.request(&Request::ListProcessors, Bytes::new()).await?.0 {
+            Response::Processors(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn processor_status(&self, name: &str) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(Request::ProcessorStatus { name: name.into() }, Bytes::new()).await
+    }
+
+    pub async fn processor_versions(&self, name: &str) -> Result<Vec<ProcessorVersion>, ClientError> {
+        match self.request(&Request::ProcessorVersions { name: name.into() }, Bytes::new()).await?.0 {
+            Response::ProcessorVersions(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Makes the version before the active one active again.
+    pub async fn rollback_processor(&self, name: &str) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(Request::RollbackProcessor { name: name.into() }, Bytes::new()).await
+    }
+
+    pub async fn pause_processor(&self, name: &str) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(Request::PauseProcessor { name: name.into() }, Bytes::new()).await
+    }
+
+    /// Resumes a paused or failed processor from its last commit.
+    pub async fn resume_processor(&self, name: &str) -> Result<ProcessorInfo, ClientError> {
+        self.processor_call(Request::ResumeProcessor { name: name.into() }, Bytes::new()).await
+    }
+
+    /// Stops a processor and removes it with its checkpoints; its output topic stays.
+    pub async fn undeploy_processor(&self, name: &str) -> Result<(), ClientError> {
+        match self.request(&Request::UndeployProcessor { name: name.into() }, Bytes::new()).await?.0 {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn processor_call(&self, req: Request, payload: Bytes) -> Result<ProcessorInfo, ClientError> {
+        match self.request(&req, payload).await?.0 {
+            Response::Processor(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What the store keeps for WebAssembly processors: their definitions, module bytes, compiled
+//! artefacts and pipeline checkpoints.
+//!
+//! The values are the broker's own encodings; this module only names the trees and keys, so
+//! the storage crate knows nothing of wasmtime or of the processor ABI. Writes here are not
+//! flushed: the broker flushes after a control operation, before it answers.
+
+use std::convert::Infallible;
+
+use sled::transaction::{ConflictableTransactionError, Transactional};
+
+use crate::layout::{checkpoint_key, checkpoint_prefix};
+use crate::{StorageError, Store};
+
+/// A stored WebAssembly module is at most this large (deploys refuse bigger ones first).
+pub const MODULE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+impl Store {
+    /// Every stored processor definition, as `(name, bytes)` sorted by name.
+    pub fn processors(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.processors.iter() {
+            let (key, value) = item?;
+            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// One processor definition.
+    pub fn processor(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.processors.get(name.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Stores a processor definition, replacing the previous one.
+    pub fn put_processor(&self, name: &str, definition: &[u8]) -> Result<(), StorageError> {
+        self.processors.insert(name.as_bytes(), definition)?;
+        Ok(())
+    }
+
+    /// Removes a processor's definition and all its checkpoints in one transaction. Module
+    /// bytes and artefacts stay: other processors may share them (they are keyed by hash).
+    pub fn delete_processor(&self, name: &str) -> Result<(), StorageError> {
+        let keys: Vec<sled::IVec> =
+            self.checkpoints.scan_prefix(checkpoint_prefix(name)).keys().collect::<Result<_, _>>()?;
+        (&self.processors, &self.checkpoints)
+            .transaction(|(processors, checkpoints)| {
+                processors.remove(name.as_bytes())?;
+                for key in &keys {
+                    checkpoints.remove(key)?;
+                }
+                Ok::<_, ConflictableTransactionError<Infallible>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StorageError::Sled(e),
+                sled::transaction::TransactionError::Abort(never) => match never {},
+            })?;
+        Ok(())
+    }
+
+    /// Stores module bytes under their hash. Idempotent.
+    pub fn put_module(&self, hash: &[u8; 32], wasm: &[u8]) -> Result<(), StorageError> {
+        assert!(wasm.len() <= MODULE_BYTES_MAX, "the broker checks module size first");
+        self.modules.insert(&hash[..], wasm)?;
+        Ok(())
+    }
+
+    /// Module bytes by hash.
+    pub fn module(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.modules.get(&hash[..])?.map(|v| v.to_vec()))
+    }
+
+    /// Stores a compiled artefact. The key is the caller's (module hash plus engine
+    /// compatibility), so an artefact from another engine build is never looked up.
+    pub fn put_artefact(&self, key: &[u8], artefact: &[u8]) -> Result<(), StorageError> {
+        self.artefacts.insert(key, artefact)?;
+        Ok(())
+    }
+
+    /// A compiled artefact by key.
+    pub fn artefact(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.artefacts.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// A processor's checkpoint for one input partition, as last committed.
+    pub fn checkpoint(&self, processor: &str, input_partition: u32) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.checkpoints.get(checkpoint_key(processor, input_partition))?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces a processor's checkpoint for one input partition outside an append (a deploy
+    /// that starts from a chosen position). Pipeline commits use
+    /// [`crate::Partition::append_checkpointed`] instead.
+    pub fn put_checkpoint(
+        &self,
+        processor: &str,
+        input_partition: u32,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.checkpoints.insert(checkpoint_key(processor, input_partition), value)?;
+        Ok(())
+    }
+}
