@@ -19,8 +19,8 @@ use crate::Error;
 pub const DEPTH_MAX: usize = 64;
 
 /// The value of top-level field `name` of the JSON object `json`, parsed as a number. `None`
-/// when the field is absent, is not a JSON number (strings like `"21.5"` are not numbers), or
-/// the object is malformed before the field.
+/// when the field is absent, is not a JSON number (strings like `"21.5"` are not numbers), is
+/// beyond the range of an `f64`, or the object is malformed before the field. Always finite.
 ///
 /// ```
 /// let v = br#"{"device":"dev-0001","temp":21.53,"nested":{"temp":1}}"#;
@@ -50,15 +50,18 @@ pub fn field<'a>(json: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, Error> 
     Ok(None)
 }
 
-/// Parses the text of a JSON number (the whole slice, nothing around it).
+/// Parses the text of a JSON number (the whole slice, nothing around it); `None` when it is
+/// not one or is beyond the range of an `f64`.
 pub fn parse_number(raw: &[u8]) -> Option<f64> {
     let end = scan_number(raw, 0).ok()?;
     if end != raw.len() {
         return None;
     }
     // The grammar check above is stricter than Rust's float syntax, so "inf", "1." and "+1"
-    // never reach `parse`.
-    core::str::from_utf8(raw).ok()?.parse().ok()
+    // never reach `parse`. A number beyond f64's range ("1e400") parses to infinity, which no
+    // arithmetic downstream expects: it is refused too.
+    let v: f64 = core::str::from_utf8(raw).ok()?.parse().ok()?;
+    v.is_finite().then_some(v)
 }
 
 /// The top-level members of the JSON object `json`, in order, as raw text.
@@ -553,6 +556,8 @@ mod tests {
         assert_eq!(number(br#"{"value":"1"}"#, "value"), None);
         assert_eq!(number(br#"{"va\u006cue":7}"#, "value"), Some(7.0));
         assert_eq!(number(b"[1]", "value"), None);
+        assert_eq!(number(br#"{"value":1e400}"#, "value"), None);
+        assert_eq!(number(br#"{"value":-1e-400}"#, "value"), Some(-0.0));
         assert_eq!(string(READING, "device").and_then(|s| s.as_str()), Some("dev-0001"));
     }
 

@@ -43,8 +43,8 @@ fn flags_a_spike() {
     assert!((z - (40.0 - mean) / std).abs() < 1e-9);
 }
 
-/// After an alert the key stays quiet for `cooldown` readings; other keys are unaffected, and
-/// nothing is scored before `min_count` readings.
+/// After an anomalous reading a key alerts again only after `cooldown` normal readings in a
+/// row; other keys are unaffected, and nothing is scored before `min_count` readings.
 #[test]
 fn cooldown_and_warmup_per_key() {
     let params = [("window", "20"), ("cooldown", "5"), ("min_count", "10")];
@@ -70,6 +70,18 @@ fn flat_series_and_min_std() {
     assert!(out[0].value_str().contains(r#""z":null"#), "infinite z is written as null");
     let mut h = Harness::<AnomalyZscore>::new(&[("window", "20"), ("min_std", "1")]).unwrap();
     assert!(run(&mut h, &values).is_empty());
+}
+
+/// A flat series that moves to a new level alerts once, follows the new level (a flat
+/// baseline is not clipped), and then alerts on the next change.
+#[test]
+fn follows_a_level_shift() {
+    let mut values: Vec<(i64, &str, f64)> = (0..40).map(|i| (i, "f", 5.0)).collect();
+    values.extend((40..240).map(|i| (i, "f", 8.0)));
+    values.push((240, "f", 100.0));
+    let mut h = Harness::<AnomalyZscore>::new(&[("window", "20"), ("cooldown", "10")]).unwrap();
+    let alerts: Vec<i64> = run(&mut h, &values).iter().map(|r| r.timestamp_ms).collect();
+    assert_eq!(alerts, [40, 240]);
 }
 
 /// Restarting from a snapshot between batches gives bit-identical output.
@@ -219,6 +231,8 @@ fn nab_evaluation() {
         s.detected, s.windows, s.false_alarms, s.false_alarms_no_anomaly_files, s.alerts
     );
     if params.is_empty() {
-        assert!(s.detected * 2 >= s.windows, "fewer than half the windows flagged");
+        // The defaults reach 32/50 windows with 97 false alarms (README.md).
+        assert!(s.detected >= 30, "only {}/{} windows flagged", s.detected, s.windows);
+        assert!(s.false_alarms <= 110, "{} false alarms", s.false_alarms);
     }
 }
