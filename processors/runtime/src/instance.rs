@@ -1,0 +1,450 @@
+use std::sync::Arc;
+
+use silt_wire::batch;
+use wasmtime::{
+    InstancePre, Memory, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
+    Trap, TypedFunc, WasmBacktrace,
+};
+
+use crate::params::encode_params;
+use crate::runtime::{Shared, TABLE_ELEMENTS_MAX};
+use crate::{Limits, RuntimeError};
+
+/// The one ABI version this runtime speaks.
+pub const ABI_VERSION: i32 = 1;
+/// Most bytes of a guest's error message shown to the operator (docs/processor-abi.md).
+pub const GUEST_MESSAGE_BYTES_MAX: usize = 4096;
+/// Smallest input buffer the host asks for; bigger batches get the next power of two.
+pub const INPUT_BUFFER_BYTES_MIN: usize = 64 * 1024;
+/// Alignment `silt_alloc` promises.
+const ALLOC_ALIGN: u32 = 8;
+/// The result slot: `ptr` and `len`, two u32s.
+const RESULT_SLOT_LEN: usize = 8;
+/// Batch header offsets the host reads (docs/record-batch.md, "Header").
+const OFF_BASE_OFFSET: usize = 8;
+const OFF_FIRST_TS: usize = 52;
+
+/// Store data: the memory limiter, which also remembers whether it refused growth so that
+/// a trap that follows can be explained.
+pub(crate) struct Host {
+    limits: StoreLimits,
+    memory_refused: Option<usize>,
+}
+
+impl ResourceLimiter for Host {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_refused = Some(desired);
+        }
+        Ok(allowed)
+    }
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// A loaded processor module, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct Module {
+    shared: Arc<Shared>,
+    pre: InstancePre<Host>,
+    stateful: bool,
+}
+
+impl Module {
+    pub(crate) fn new(shared: Arc<Shared>, pre: InstancePre<Host>, stateful: bool) -> Module {
+        Module { shared, pre, stateful }
+    }
+
+    /// True when the module exports `silt_snapshot` and `silt_restore`.
+    pub fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
+    /// Instantiates the module under `limits`, checks `silt_abi_version() == 1`, allocates
+    /// the result slot, passes `params` (sorted by key, ABI encoding) and calls `silt_init`.
+    pub fn instantiate(
+        &self,
+        params: &[(String, String)],
+        limits: &Limits,
+    ) -> Result<Instance, RuntimeError> {
+        limits.check()?;
+        let encoded = encode_params(params)?;
+        let host = Host {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes_max)
+                .table_elements(TABLE_ELEMENTS_MAX)
+                .instances(1)
+                .memories(1)
+                .tables(1)
+                .trap_on_grow_failure(false)
+                .build(),
+            memory_refused: None,
+        };
+        let mut store = Store::new(&self.shared.engine, host);
+        store.limiter(|host| host);
+        let deadline_ticks = limits.call_time_ms_max.div_ceil(self.shared.epoch_tick_ms).max(1);
+        // A start function runs inside `instantiate`, under the same limits as any call.
+        store.set_epoch_deadline(deadline_ticks);
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => {
+                if store.data().memory_refused.is_some() && e.downcast_ref::<Trap>().is_none() {
+                    return Err(RuntimeError::MemoryLimit { bytes: limits.memory_bytes_max });
+                }
+                if e.downcast_ref::<Trap>().is_some() {
+                    return Err(call_error("start function", e, &store, limits));
+                }
+                if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+                    return Err(RuntimeError::Instantiate(format!(
+                        "{e}: every pool slot is in use; stop a processor or raise RuntimeConfig::instances_max"
+                    )));
+                }
+                return Err(RuntimeError::Instantiate(format!("{e:#}")));
+            }
+        };
+        // The exports were checked when the module was compiled and again when it was loaded.
+        let export = |e: wasmtime::Error| RuntimeError::Instantiate(format!("{e:#}"));
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| RuntimeError::Export { name: "memory".into(), reason: "is missing".into() })?;
+        let abi_version =
+            instance.get_typed_func::<(), i32>(&mut store, "silt_abi_version").map_err(export)?;
+        let alloc = instance.get_typed_func::<i32, i32>(&mut store, "silt_alloc").map_err(export)?;
+        let init =
+            instance.get_typed_func::<(i32, i32, i32), i32>(&mut store, "silt_init").map_err(export)?;
+        let process =
+            instance.get_typed_func::<(i32, i32, i32), i32>(&mut store, "silt_process").map_err(export)?;
+        let (snapshot, restore) = if self.stateful {
+            (
+                Some(instance.get_typed_func::<i32, i32>(&mut store, "silt_snapshot").map_err(export)?),
+                Some(
+                    instance
+                        .get_typed_func::<(i32, i32, i32), i32>(&mut store, "silt_restore")
+                        .map_err(export)?,
+                ),
+            )
+        } else {
+            (None, None)
+        };
+        let mut inst = Instance {
+            _module: self.clone(),
+            store,
+            memory,
+            alloc,
+            process,
+            snapshot,
+            restore,
+            limits: limits.clone(),
+            deadline_ticks,
+            result_ptr: 0,
+            input: None,
+            processed: false,
+            restored: false,
+            poisoned: false,
+        };
+        let version = inst.call("silt_abi_version", &abi_version, ())?;
+        if version != ABI_VERSION {
+            return Err(RuntimeError::AbiVersion(version));
+        }
+        inst.result_ptr = inst.guest_alloc(RESULT_SLOT_LEN)?;
+        let (params_ptr, params_len) = if encoded.is_empty() {
+            (0, 0)
+        } else {
+            let ptr = inst.guest_alloc(encoded.len())?;
+            inst.write(ptr, &encoded);
+            (ptr, encoded.len())
+        };
+        let status =
+            inst.call("silt_init", &init, (params_ptr as i32, params_len as i32, inst.result_ptr as i32))?;
+        inst.check_status("silt_init", status)?;
+        Ok(inst)
+    }
+}
+
+/// One running processor: a store, its memory and the ABI functions. `Send`, not `Sync`:
+/// one thread drives it at a time. After any error the instance is poisoned and every later
+/// call returns [`RuntimeError::Poisoned`] without entering the guest.
+pub struct Instance {
+    /// Keeps the engine's epoch ticker alive while this instance can run.
+    _module: Module,
+    store: Store<Host>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    process: TypedFunc<(i32, i32, i32), i32>,
+    snapshot: Option<TypedFunc<i32, i32>>,
+    restore: Option<TypedFunc<(i32, i32, i32), i32>>,
+    limits: Limits,
+    deadline_ticks: u64,
+    result_ptr: u32,
+    /// The input buffer: address and capacity.
+    input: Option<(u32, usize)>,
+    processed: bool,
+    restored: bool,
+    poisoned: bool,
+}
+
+impl Instance {
+    /// Hands a state from an earlier [`Instance::snapshot`] of this module version to
+    /// `silt_restore`. Only before the first `process`, at most once, and only for stateful
+    /// modules.
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), RuntimeError> {
+        self.guarded(|inst| inst.restore_inner(state))
+    }
+
+    /// Runs `silt_process` over one stamped, validated batch (LZ4-compressed or not) and
+    /// returns the output records wrapped as an uncompressed, unstamped batch (producer 0,
+    /// sequence 0, the input's first timestamp), or `None` when nothing was emitted.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Option<Vec<u8>>, RuntimeError> {
+        self.guarded(|inst| inst.process_inner(batch))
+    }
+
+    /// The module's serialised state; `None` for stateless modules.
+    pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, RuntimeError> {
+        self.guarded(|inst| inst.snapshot_inner())
+    }
+
+    /// True after an error: the instance will not run again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn guarded<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, RuntimeError>,
+    ) -> Result<R, RuntimeError> {
+        if self.poisoned {
+            return Err(RuntimeError::Poisoned);
+        }
+        let result = f(self);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn restore_inner(&mut self, state: &[u8]) -> Result<(), RuntimeError> {
+        let Some(restore) = self.restore.clone() else {
+            return Err(RuntimeError::Usage("restore of a stateless module (it exports no silt_restore)"));
+        };
+        if self.processed || self.restored {
+            return Err(RuntimeError::Usage("restore is allowed once, before the first batch"));
+        }
+        if state.len() > self.limits.state_bytes_max {
+            return Err(RuntimeError::StateLimit { bytes: state.len(), max: self.limits.state_bytes_max });
+        }
+        // An empty state is passed as pointer 0, length 0, as empty parameters are.
+        let ptr = if state.is_empty() {
+            0
+        } else {
+            let ptr = self.guest_alloc(state.len())?;
+            self.write(ptr, state);
+            ptr
+        };
+        let status =
+            self.call("silt_restore", &restore, (ptr as i32, state.len() as i32, self.result_ptr as i32))?;
+        self.check_status("silt_restore", status)?;
+        self.restored = true;
+        Ok(())
+    }
+
+    fn process_inner(&mut self, input: &[u8]) -> Result<Option<Vec<u8>>, RuntimeError> {
+        let input = batch::decompress(input).map_err(|e| RuntimeError::Usage(input_error(e)))?;
+        debug_assert!(batch::validate(&input).is_ok(), "process takes validated batches");
+        let base_offset =
+            u64::from_le_bytes(input[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].try_into().expect("8 bytes"));
+        let first_ts = i64::from_le_bytes(input[OFF_FIRST_TS..OFF_FIRST_TS + 8].try_into().expect("8 bytes"));
+        let ptr = self.input_buffer(input.len())?;
+        self.write(ptr, &input);
+        self.processed = true;
+        let process = self.process.clone();
+        let status =
+            self.call("silt_process", &process, (ptr as i32, input.len() as i32, self.result_ptr as i32))?;
+        self.check_status("silt_process", status)?;
+        let (out_ptr, out_len) = self.read_slot();
+        if out_len == 0 {
+            return Ok(None);
+        }
+        if out_len > self.limits.output_bytes_max {
+            return Err(RuntimeError::OutputLimit { bytes: out_len, max: self.limits.output_bytes_max });
+        }
+        let data = self.memory.data(&self.store);
+        let Some(records) = guest_range(data, out_ptr, out_len) else {
+            return Err(RuntimeError::BadOutput(format!(
+                "silt_process for the batch at input offset {base_offset} names output bytes {out_ptr}..{} \
+                 outside its memory of {} bytes",
+                out_ptr as usize + out_len,
+                data.len()
+            )));
+        };
+        let output = batch::from_records(first_ts, records, 0, 0).map_err(|e| {
+            RuntimeError::BadOutput(format!(
+                "records output for the batch at input offset {base_offset}: {e}"
+            ))
+        })?;
+        Ok(Some(output))
+    }
+
+    fn snapshot_inner(&mut self) -> Result<Option<Vec<u8>>, RuntimeError> {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return Ok(None);
+        };
+        let status = self.call("silt_snapshot", &snapshot, self.result_ptr as i32)?;
+        self.check_status("silt_snapshot", status)?;
+        let (ptr, len) = self.read_slot();
+        if len == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        if len > self.limits.state_bytes_max {
+            return Err(RuntimeError::StateLimit { bytes: len, max: self.limits.state_bytes_max });
+        }
+        let data = self.memory.data(&self.store);
+        match guest_range(data, ptr, len) {
+            Some(state) => Ok(Some(state.to_vec())),
+            None => Err(RuntimeError::BadOutput(format!(
+                "silt_snapshot names state bytes {ptr}..{} outside its memory of {} bytes",
+                ptr as usize + len,
+                data.len()
+            ))),
+        }
+    }
+
+    /// The input buffer, grown (a fresh `silt_alloc`) when `len` is larger than every batch
+    /// before it: the next power of two of at least [`INPUT_BUFFER_BYTES_MIN`].
+    fn input_buffer(&mut self, len: usize) -> Result<u32, RuntimeError> {
+        match self.input {
+            Some((ptr, capacity)) if capacity >= len => Ok(ptr),
+            _ => {
+                let capacity = len.next_power_of_two().max(INPUT_BUFFER_BYTES_MIN);
+                let ptr = self.guest_alloc(capacity)?;
+                self.input = Some((ptr, capacity));
+                Ok(ptr)
+            }
+        }
+    }
+
+    /// Calls `silt_alloc(size)` and checks the address it returns.
+    fn guest_alloc(&mut self, size: usize) -> Result<u32, RuntimeError> {
+        let size_i32 = i32::try_from(size)
+            .map_err(|_| RuntimeError::Alloc { size, reason: "size above 2 GiB".into() })?;
+        let alloc = self.alloc.clone();
+        let ptr = self.call("silt_alloc", &alloc, size_i32)? as u32;
+        let reason = if ptr == 0 {
+            "returned 0: the module could not provide the memory".to_string()
+        } else if !ptr.is_multiple_of(ALLOC_ALIGN) {
+            format!("returned {ptr}, which is not aligned to {ALLOC_ALIGN}")
+        } else if guest_range(self.memory.data(&self.store), ptr, size).is_none() {
+            format!("returned {ptr}, but {size} bytes from there lie outside memory")
+        } else {
+            return Ok(ptr);
+        };
+        Err(RuntimeError::Alloc { size, reason })
+    }
+
+    /// Writes into a range `guest_alloc` returned (and so checked).
+    fn write(&mut self, ptr: u32, bytes: &[u8]) {
+        let data = self.memory.data_mut(&mut self.store);
+        let at = ptr as usize;
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// The result slot's `(ptr, len)`.
+    fn read_slot(&self) -> (u32, usize) {
+        let data = self.memory.data(&self.store);
+        let at = self.result_ptr as usize;
+        // `guest_alloc` checked the slot, and memory never shrinks.
+        let slot = &data[at..at + RESULT_SLOT_LEN];
+        let ptr = u32::from_le_bytes(slot[0..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(slot[4..8].try_into().expect("4 bytes"));
+        (ptr, len as usize)
+    }
+
+    /// Turns a non-zero status into the guest's error message.
+    fn check_status(&self, call: &'static str, status: i32) -> Result<(), RuntimeError> {
+        if status == 0 {
+            return Ok(());
+        }
+        let (ptr, len) = self.read_slot();
+        let shown = len.min(GUEST_MESSAGE_BYTES_MAX);
+        let message = match guest_range(self.memory.data(&self.store), ptr, shown) {
+            _ if len == 0 => format!("error status {status} without a message"),
+            Some(bytes) => {
+                let mut m = String::from_utf8_lossy(bytes).into_owned();
+                if len > shown {
+                    m.push_str(" [...]");
+                }
+                m
+            }
+            None => format!("error status {status}; its message slot names bytes outside memory"),
+        };
+        Err(RuntimeError::Guest { call, message })
+    }
+
+    /// One call into the guest under the time limit.
+    fn call<P, R>(&mut self, name: &'static str, func: &TypedFunc<P, R>, args: P) -> Result<R, RuntimeError>
+    where
+        P: wasmtime::WasmParams,
+        R: wasmtime::WasmResults,
+    {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        func.call(&mut self.store, args).map_err(|e| call_error(name, e, &self.store, &self.limits))
+    }
+}
+
+/// The in-bounds guest bytes `ptr..ptr + len`, if they are.
+fn guest_range(data: &[u8], ptr: u32, len: usize) -> Option<&[u8]> {
+    let start = ptr as usize;
+    let end = start.checked_add(len)?;
+    data.get(start..end)
+}
+
+fn input_error(e: silt_wire::WireError) -> &'static str {
+    // The broker hands over stored batches, which passed validation on append; a batch that
+    // does not even frame is the caller's bug, not the processor's.
+    tracing::error!(error = %e, "processor input batch does not frame");
+    "process was given bytes that are not one valid record batch"
+}
+
+/// Classifies an error out of a guest call.
+fn call_error(call: &'static str, e: wasmtime::Error, store: &Store<Host>, limits: &Limits) -> RuntimeError {
+    let Some(trap) = e.downcast_ref::<Trap>() else {
+        return RuntimeError::Trap { call, message: format!("{e:#}") };
+    };
+    if *trap == Trap::Interrupt {
+        return RuntimeError::TimeLimit { call, ms: limits.call_time_ms_max };
+    }
+    let mut message = trap.to_string();
+    if let Some(frame) = e.downcast_ref::<WasmBacktrace>().and_then(|bt| bt.frames().first()) {
+        match frame.func_name() {
+            Some(name) => message.push_str(&format!(" in function {name}")),
+            None => message.push_str(&format!(" in function #{}", frame.func_index())),
+        }
+    }
+    if let Some(desired) = store.data().memory_refused {
+        message.push_str(&format!(
+            " (after growing memory to {desired} bytes was refused: the memory limit is {} bytes)",
+            limits.memory_bytes_max
+        ));
+    }
+    RuntimeError::Trap { call, message }
+}

@@ -1,0 +1,127 @@
+//! Shared by the integration tests and the benchmark: hand-written WAT pieces, batch builders
+//! and a check that a runtime still works after a hostile module.
+#![allow(dead_code)]
+
+use silt_runtime::{Limits, Module, Runtime, RuntimeConfig};
+use silt_wire::batch::{self, BatchBuilder, BatchView};
+
+/// The threshold filter of `tests/wat/threshold.wat`.
+pub const THRESHOLD_WAT: &str = include_str!("../wat/threshold.wat");
+
+/// One page of exported memory and a bump `silt_alloc` that grows memory and returns 0 when
+/// it cannot; the heap starts at 1024, so data segments below that are safe.
+pub const MEMORY_AND_ALLOC: &str = r#"
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func $alloc (export "silt_alloc") (param $size i32) (result i32)
+    (local $ptr i32) (local $end i32) (local $have i32)
+    (local.set $ptr (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+    (local.set $end (i32.add (local.get $ptr) (local.get $size)))
+    (local.set $have (i32.mul (memory.size) (i32.const 65536)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then
+        (if (i32.eq
+              (memory.grow (i32.div_u (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 65535))
+                                      (i32.const 65536)))
+              (i32.const -1))
+          (then (return (i32.const 0))))))
+    (global.set $heap (local.get $end))
+    (local.get $ptr))
+"#;
+pub const ABI_V1: &str = r#"(func (export "silt_abi_version") (result i32) (i32.const 1))"#;
+pub const INIT_OK: &str = r#"(func (export "silt_init") (param i32 i32 i32) (result i32) (i32.const 0))"#;
+/// `silt_process` returning the input's records section unchanged.
+pub const PROCESS_PASSTHROUGH: &str = r#"
+  (func (export "silt_process") (param $batch i32) (param $len i32) (param $result i32) (result i32)
+    (i32.store (local.get $result) (i32.add (local.get $batch) (i32.const 68)))
+    (i32.store offset=4 (local.get $result) (i32.sub (local.get $len) (i32.const 68)))
+    (i32.const 0))
+"#;
+
+/// The threshold filter as a binary module.
+pub fn threshold_wasm() -> Vec<u8> {
+    wat::parse_str(THRESHOLD_WAT).expect("threshold.wat parses")
+}
+
+/// A module from WAT pieces.
+pub fn wasm(parts: &[&str]) -> Vec<u8> {
+    let text = format!("(module {})", parts.join("\n"));
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("test WAT does not parse: {e}\n{text}"))
+}
+
+/// A stateless module whose `silt_process` is `process` (a whole `func` with its export).
+pub fn processor(process: &str) -> Vec<u8> {
+    wasm(&[MEMORY_AND_ALLOC, ABI_V1, INIT_OK, process])
+}
+
+/// A runtime small enough for many to live at once in one test process, with a fine tick so
+/// that time limits are hit quickly.
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig { pooling: true, instances_max: 16, epoch_tick_ms: 2 }).unwrap()
+}
+
+pub fn load(rt: &Runtime, wasm: &[u8]) -> Module {
+    let artefact = rt.compile(wasm).unwrap();
+    rt.load(&artefact).unwrap()
+}
+
+/// Test limits: the defaults with a short time limit and 16 MiB of memory.
+pub fn limits() -> Limits {
+    Limits { call_time_ms_max: 200, memory_bytes_max: 16 * 1024 * 1024, ..Limits::default() }
+}
+
+/// A sensor reading of about 100 bytes; `temp` is in [10, 30) and its tens digit is byte 47.
+pub fn reading(i: u64) -> Vec<u8> {
+    let temp = 10.0 + ((i * 7919) % 2000) as f64 / 100.0;
+    let humidity = 30.0 + ((i * 104_729) % 4000) as f64 / 100.0;
+    let battery = 3.0 + ((i * 31) % 100) as f64 / 100.0;
+    let v = format!(
+        r#"{{"device":"dev-{:04}","seq":"{:010}","temp":{temp:.2},"humidity":{humidity:.2},"battery":{battery:.2}}}"#,
+        i % 10_000,
+        i
+    );
+    assert!(v.as_bytes()[47].is_ascii_digit() && v.as_bytes()[46] == b':', "{v}");
+    v.into_bytes()
+}
+
+/// The filter's rule, natively.
+pub fn keeps(value: &[u8]) -> bool {
+    value.len() > 47 && value[47] >= b'2'
+}
+
+/// A stamped batch of `n` sensor readings, one per 10 ms, every third with a key.
+pub fn sensor_batch(n: u64, base_offset: u64, compression: batch::Compression) -> Vec<u8> {
+    let mut b = BatchBuilder::default();
+    for i in 0..n {
+        let key = if i % 3 == 0 { format!("dev-{:04}", i % 10_000) } else { String::new() };
+        b.push(1_700_000_000_000 + i as i64 * 10, key.as_bytes(), &reading(i), &[]).unwrap();
+    }
+    let mut bytes = b.finish_with(7, 1, compression);
+    batch::stamp(&mut bytes, base_offset, 1_700_000_100_000);
+    bytes
+}
+
+pub type Rec = (i64, Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The records of a batch, owned.
+pub fn records(bytes: &[u8]) -> Vec<Rec> {
+    let plain = batch::decompress(bytes).unwrap();
+    let view = BatchView::checked(&plain).unwrap();
+    view.records()
+        .map(|r| {
+            let h = r.headers().map(|(a, b)| (a.to_vec(), b.to_vec())).collect();
+            (r.timestamp_ms, r.key.to_vec(), r.value.to_vec(), h)
+        })
+        .collect()
+}
+
+/// The runtime still compiles, instantiates and runs a well-behaved module after whatever
+/// went before.
+pub fn assert_still_usable(rt: &Runtime) {
+    let module = load(rt, &threshold_wasm());
+    let mut instance = module.instantiate(&[], &limits()).unwrap();
+    let input = sensor_batch(100, 0, batch::Compression::None);
+    let out = instance.process(&input).unwrap().expect("some readings pass the filter");
+    let want: Vec<Rec> = records(&input).into_iter().filter(|r| keeps(&r.2)).collect();
+    assert_eq!(records(&out), want);
+}
