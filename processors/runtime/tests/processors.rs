@@ -313,3 +313,32 @@ fn limits_the_runtime_cannot_honour_are_refused() {
         assert!(matches!(module.instantiate(&[], &bad), Err(RuntimeError::Usage(_))), "{bad:?}");
     }
 }
+
+#[test]
+fn without_address_space_for_the_pool_the_runtime_falls_back_to_on_demand() {
+    // Proves that under a virtual-memory limit too small for the pool (about 4 GiB of address
+    // space per slot) the runtime still starts, without pooling, and runs processors. The test
+    // re-runs itself under `ulimit -v`, which would otherwise limit the whole test process.
+    const CHILD: &str = "SILT_RUNTIME_TEST_UNDER_ULIMIT";
+    if std::env::var_os(CHILD).is_some() {
+        let rt = runtime();
+        assert!(!rt.is_pooling());
+        assert_still_usable(&rt);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        // 16 GiB: room for on-demand instances (4 GiB + guard each), not for 16 pool slots.
+        .arg(r#"ulimit -v 16777216 && exec "$0" "$@""#)
+        .arg(exe)
+        .args([
+            "--exact",
+            "without_address_space_for_the_pool_the_runtime_falls_back_to_on_demand",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "child run under ulimit -v failed: {status}");
+}
