@@ -57,6 +57,44 @@ pub struct Config {
     pub retention_check_ms: u64,
     /// sled page cache.
     pub cache_bytes: u64,
+    pub processors: ProcessorConfig,
+}
+
+/// Settings of the WebAssembly processor host.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Ed25519 public keys whose signatures are accepted. When empty, unsigned modules are
+    /// accepted (a signed module must still carry a valid signature); when not, every module
+    /// must be signed by one of them.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// Linear memory per processor instance.
+    pub memory_bytes_max: usize,
+    /// Time per call into a processor (one batch).
+    pub call_time_ms_max: u64,
+    /// Output bytes one input batch may produce.
+    pub output_bytes_max: usize,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            trusted_keys: Vec::new(),
+            memory_bytes_max: 64 * 1024 * 1024,
+            call_time_ms_max: 1000,
+            output_bytes_max: silt_wire::batch::BATCH_BYTES_MAX - silt_wire::batch::HEADER_LEN,
+        }
+    }
+}
+
+/// The `[processors]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProcessors {
+    /// Hex Ed25519 public keys (64 hex digits each), as `silt processor keygen` prints them.
+    pub trusted_keys: Option<Vec<String>>,
+    pub memory_bytes_max: Option<usize>,
+    pub call_time_ms_max: Option<u64>,
+    pub output_bytes_max: Option<usize>,
 }
 
 /// Named maxima, checked at the edge.
@@ -104,6 +142,7 @@ impl Default for Config {
             limits: Limits::default(),
             retention_check_ms: 10_000,
             cache_bytes: 256 * 1024 * 1024,
+            processors: ProcessorConfig::default(),
         }
     }
 }
@@ -124,6 +163,7 @@ pub struct FileConfig {
     pub connections_max: Option<usize>,
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
+    pub processors: Option<FileProcessors>,
 }
 
 impl Config {
@@ -167,6 +207,28 @@ impl Config {
         }
         if let Some(v) = file.fetch_wait_ms_max {
             c.limits.fetch_wait_ms_max = v;
+        }
+        if let Some(p) = file.processors {
+            if let Some(keys) = p.trusted_keys {
+                for k in keys {
+                    let key = silt_wire::signature::parse_key_hex(&k).with_context(|| {
+                        format!(
+                            "in {}: trusted key {k:?} is not 64 hex digits (an Ed25519 public key)",
+                            path.display()
+                        )
+                    })?;
+                    c.processors.trusted_keys.push(key);
+                }
+            }
+            if let Some(v) = p.memory_bytes_max {
+                c.processors.memory_bytes_max = v.clamp(64 * 1024, 4 << 30);
+            }
+            if let Some(v) = p.call_time_ms_max {
+                c.processors.call_time_ms_max = v.max(1);
+            }
+            if let Some(v) = p.output_bytes_max {
+                c.processors.output_bytes_max = v.clamp(1, ProcessorConfig::default().output_bytes_max);
+            }
         }
         Ok(c)
     }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod durability;
 pub mod groups;
+pub mod processors;
 pub mod server;
 pub mod service;
 pub mod tls;
@@ -64,7 +65,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("opening the log store (is another broker using this data directory?)")?;
     let store = Arc::new(store);
     let durability = Durability::new(config.fsync);
-    let broker = Broker::new(store.clone(), durability.clone(), config.limits);
+    let broker = Broker::new(store.clone(), durability.clone(), config.limits, config.processors.clone())?;
 
     let admin_listener = admin::bind(config.admin_listen).await?;
     let endpoint = server::endpoint(config.listen, certs, key, &config.limits)?;
@@ -73,6 +74,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(%listen, admin = %admin_listen, data_dir = %config.data_dir.display(), fsync = ?config.fsync, "silt-broker started");
 
     let flusher = tokio::spawn(durability.clone().run(store.clone()));
+    broker.start_processors();
     let housekeeping = {
         let broker = broker.clone();
         let every = config.retention_check();

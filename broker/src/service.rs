@@ -17,13 +17,15 @@ use silt_wire::batch::{self, BatchView};
 use silt_wire::frame::Frame;
 use silt_wire::message;
 use silt_wire::{
-    ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, Request, Response, TopicInfo, WireError,
+    ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorRef, Request, Response, TopicInfo,
+    WireError,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::Limits;
+use crate::config::{Limits, ProcessorConfig};
 use crate::durability::Durability;
 use crate::groups::{Coordinator, GroupError, Join};
+use crate::processors::{Deploy, Host, HostError};
 
 /// A response and the batch bytes that follow it.
 pub type Reply = (Response, Bytes);
@@ -76,7 +78,10 @@ async fn appender(log: Arc<Partition>, durability: Arc<Durability>, mut queue: m
 }
 
 impl PartitionHandle {
-    fn publish(&self, next_offset: u64) {
+    pub(crate) fn subscribe_visible(&self) -> watch::Receiver<u64> {
+        self.visible.subscribe()
+    }
+    pub(crate) fn publish(&self, next_offset: u64) {
         self.visible.send_if_modified(|v| {
             let grew = next_offset > *v;
             if grew {
@@ -92,11 +97,12 @@ impl PartitionHandle {
 
 /// Everything a request handler needs; shared by all connections.
 pub struct Broker {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     partitions: DashMap<(String, u32), Arc<PartitionHandle>>,
     durability: Arc<Durability>,
     groups: Mutex<Coordinator>,
     limits: Limits,
+    pub(crate) processors: Host,
 }
 
 pub fn now_ms() -> i64 {
@@ -139,17 +145,36 @@ pub fn wire_error(e: &WireError) -> Reply {
 }
 
 impl Broker {
-    pub fn new(store: Arc<Store>, durability: Arc<Durability>, limits: Limits) -> Arc<Broker> {
-        Arc::new(Broker {
+    pub fn new(
+        store: Arc<Store>,
+        durability: Arc<Durability>,
+        limits: Limits,
+        processors: ProcessorConfig,
+    ) -> anyhow::Result<Arc<Broker>> {
+        Ok(Arc::new(Broker {
             store,
             partitions: DashMap::new(),
             durability,
             groups: Mutex::new(Coordinator::new(limits.group_members_max)),
             limits,
-        })
+            processors: Host::new(processors)?,
+        }))
     }
 
-    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionHandle>, StorageError> {
+    pub(crate) fn durability(&self) -> &Arc<Durability> {
+        &self.durability
+    }
+
+    /// Lets consumer groups see a topic created by the broker itself (a processor's output).
+    pub(crate) fn topic_created(&self, name: &str) {
+        self.groups.lock().expect("group lock").topic_changed(name, self.partitions_of());
+    }
+
+    pub(crate) fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<PartitionHandle>, StorageError> {
         if let Some(h) = self.partitions.get(&(topic.to_string(), partition)) {
             return Ok(h.clone());
         }
@@ -181,9 +206,35 @@ impl Broker {
         };
         match request {
             Request::Produce { topic, partition } => self.produce(&topic, partition, frame).await,
-            Request::Fetch { topic, partition, from, max_bytes, max_wait_ms } => {
+            Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
                 let this = self.clone();
-                Box::pin(async move { this.fetch(&topic, partition, from, max_bytes, max_wait_ms).await })
+                Box::pin(async move {
+                    this.fetch(&topic, partition, from, max_bytes, max_wait_ms, processor).await
+                })
+            }
+            Request::DeployProcessor { name, input, output, params, from } => {
+                let this = self.clone();
+                let wasm = frame.into_payload();
+                Box::pin(async move {
+                    let deploy = Deploy { name, input, output, params, from, wasm };
+                    host_reply(this.deploy(deploy).await.map(Response::Processor))
+                })
+            }
+            Request::RollbackProcessor { name } => {
+                let this = self.clone();
+                Box::pin(async move { host_reply(this.rollback(&name).await.map(Response::Processor)) })
+            }
+            Request::PauseProcessor { name } => {
+                let this = self.clone();
+                Box::pin(async move { host_reply(this.pause(&name).await.map(Response::Processor)) })
+            }
+            Request::ResumeProcessor { name } => {
+                let this = self.clone();
+                Box::pin(async move { host_reply(this.resume(&name).await.map(Response::Processor)) })
+            }
+            Request::UndeployProcessor { name } => {
+                let this = self.clone();
+                Box::pin(async move { host_reply(this.undeploy(&name).await.map(|()| Response::Done)) })
             }
             other => {
                 if !frame.payload().is_empty() {
@@ -238,12 +289,13 @@ impl Broker {
     }
 
     async fn fetch(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partition: u32,
         from: FetchFrom,
         max_bytes: u32,
         max_wait_ms: u32,
+        processor: Option<ProcessorRef>,
     ) -> Reply {
         let handle = match self.partition(topic, partition) {
             Ok(h) => h,
@@ -292,6 +344,22 @@ impl Broker {
             }
         }
         let next_offset = if outcome.batches == 0 { start } else { outcome.next_offset };
+        let out = match processor {
+            None => out,
+            Some(p) => {
+                let this = self.clone();
+                let topic = topic.to_string();
+                let applied = tokio::task::spawn_blocking(move || {
+                    this.apply_processor(&topic, partition, &p, start, next_offset, &out)
+                })
+                .await;
+                match applied {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => return error(e.code, e.message),
+                    Err(e) => return error(ErrorCode::Storage, format!("processor task failed: {e}")),
+                }
+            }
+        };
         let response = Response::Fetched {
             log_start: handle.log.log_start(),
             high_watermark: limit,
@@ -417,8 +485,21 @@ impl Broker {
                 ),
                 Err(e) => storage_error(e),
             },
-            Request::Produce { .. } | Request::Fetch { .. } => {
-                unreachable!("data requests are handled before")
+            Request::ListProcessors => host_reply(self.list_processors().map(Response::Processors)),
+            Request::ProcessorStatus { name } => {
+                host_reply(self.processor_status(&name).map(Response::Processor))
+            }
+            Request::ProcessorVersions { name } => {
+                host_reply(self.processor_versions(&name).map(Response::ProcessorVersions))
+            }
+            Request::Produce { .. }
+            | Request::Fetch { .. }
+            | Request::DeployProcessor { .. }
+            | Request::RollbackProcessor { .. }
+            | Request::PauseProcessor { .. }
+            | Request::ResumeProcessor { .. }
+            | Request::UndeployProcessor { .. } => {
+                unreachable!("data requests and processor control are handled before")
             }
         }
     }
@@ -474,6 +555,13 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+fn host_reply(result: Result<Response, HostError>) -> Reply {
+    match result {
+        Ok(r) => (r, Bytes::new()),
+        Err(e) => error(e.code, e.message),
     }
 }
 

@@ -313,6 +313,7 @@ async fn produce_to_unknown_topic_or_partition() {
         from: FetchFrom::Earliest,
         max_bytes: 1 << 20,
         max_wait_ms: 0,
+        processor: None,
     };
     bytes.extend_from_slice(&request_frame(&fetch("no-such-topic", 0), &[]));
     bytes.extend_from_slice(&request_frame(&fetch(TOPIC, PARTITIONS), &[]));

@@ -245,6 +245,7 @@ async fn long_poll_fetch_waits_for_a_later_record() {
                 from: FetchFrom::Offset(0),
                 max_bytes: 1 << 20,
                 max_wait_ms,
+                processor: None,
             },
             &[],
         )

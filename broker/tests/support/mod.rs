@@ -393,8 +393,14 @@ pub async fn stored_bytes(client: &Client, topic: &str, partition: u32) -> Vec<u
         let mut from = FetchFrom::Earliest;
         let mut out = Vec::new();
         loop {
-            let req =
-                Request::Fetch { topic: topic.into(), partition, from, max_bytes: 16 << 20, max_wait_ms: 0 };
+            let req = Request::Fetch {
+                topic: topic.into(),
+                partition,
+                from,
+                max_bytes: 16 << 20,
+                max_wait_ms: 0,
+                processor: None,
+            };
             ch.send(&req, Bytes::new()).await?;
             let (resp, payload) = ch.receive().await?;
             let Response::Fetched { next_offset, high_watermark, .. } = resp else {
@@ -416,3 +422,67 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("writing a test file");
     p
 }
+
+/// Builds the example processors to wasm32 once per test process (in their own target dir,
+/// so the cargo running the tests is not waited on) and returns one module's bytes.
+pub fn example_wasm(package: &str) -> Vec<u8> {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let target = root.join("target").join("wasm-tests");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["build", "--quiet", "--release", "--target", "wasm32-unknown-unknown"]);
+        for p in EXAMPLES {
+            cmd.args(["-p", p]);
+        }
+        let status = cmd.status().expect("running cargo to build the example processors");
+        assert!(status.success(), "building the example processors for wasm32 failed (is the wasm32-unknown-unknown target installed?)");
+        target.join("wasm32-unknown-unknown").join("release")
+    });
+    let file = dir.join(format!("{}.wasm", package.replace('-', "_")));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+}
+
+/// The example processor crates under `processors/examples/`.
+pub const EXAMPLES: [&str; 5] =
+    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
+
+/// A minimal module of the processor ABI in WebAssembly text, with `process` as the body of
+/// `silt_process` (params `$ptr`, `$len`, `$res`; returns the status). Its allocator bumps
+/// from 1 KiB and grows memory as needed.
+pub fn abi_module(process: &str) -> Vec<u8> {
+    abi_module_with("", process)
+}
+
+/// [`abi_module`] with extra module fields (imports, globals) before the functions.
+pub fn abi_module_with(extra: &str, process: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  {extra}
+  (memory (export "memory") 2)
+  (global $bump (mut i32) (i32.const 1024))
+  (func (export "silt_abi_version") (result i32) (i32.const 1))
+  (func (export "silt_alloc") (param $n i32) (result i32) (local $p i32) (local $end i32)
+    (local.set $p (global.get $bump))
+    (local.set $end (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
+    (block $ok
+      (br_if $ok (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
+      (br_if $ok (i32.ne (memory.grow (i32.add (i32.shr_u (i32.sub (local.get $end) (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1))) (i32.const -1)))
+      (return (i32.const 0)))
+    (global.set $bump (local.get $end))
+    (local.get $p))
+  (func (export "silt_init") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "silt_process") (param $ptr i32) (param $len i32) (param $res i32) (result i32)
+    {process})
+)"#
+    );
+    wat::parse_str(&text).expect("test module is valid WAT")
+}
+
+/// `silt_process` body that outputs every input record unchanged: the records section of the
+/// input batch, whose deltas are already relative to its first timestamp.
+pub const PASSTHROUGH: &str = "(i32.store (local.get $res) (i32.add (local.get $ptr) (i32.const 68)))
+    (i32.store offset=4 (local.get $res) (i32.sub (local.get $len) (i32.const 68)))
+    (i32.const 0)";
