@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, and every unit, property and integration test.
-# Installs what it needs first (rustup components; later issues add targets and Debian
-# packages here), so it works on a fresh machine with only cargo and rustup.
+# Installs what it needs first (rustup components and the wasm32 target), so it works on a
+# fresh machine with only cargo and rustup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain components"
+step "toolchain components and targets"
 rustup component add rustfmt clippy >/dev/null 2>&1 || rustup component add rustfmt clippy
+# Example processors are WebAssembly modules (docs/processor-abi.md).
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
 
 # One target dir for every step, so nothing is compiled twice.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -21,6 +23,12 @@ cargo fmt --all --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "example processors for wasm32"
+# Into the directory the integration tests load modules from, so they find them built.
+EXAMPLES=(threshold-filter unit-convert ema-smooth anomaly-zscore window-aggregate)
+CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-examples" cargo build --release --locked \
+    --target wasm32-unknown-unknown "${EXAMPLES[@]/#/-p}"
 
 step "cargo test"
 cargo test --workspace --locked

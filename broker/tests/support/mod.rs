@@ -423,17 +423,20 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// Builds the example processors to wasm32 once per test process (in their own target dir,
-/// so the cargo running the tests is not waited on) and returns one module's bytes.
+/// Builds the example processors to wasm32 once per test process (in a target dir of their
+/// own, so the cargo running the tests is not waited on) and returns one module's bytes.
 pub fn example_wasm(package: &str) -> Vec<u8> {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-        let target = root.join("target").join("wasm-tests");
+        // The same directory as silt-processor's module tests and scripts/test-all.sh, which
+        // builds it before the tests run, so this is usually a no-op.
+        let outer = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let target = outer.join("wasm-examples");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(&root)
             .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--quiet", "--release", "--target", "wasm32-unknown-unknown"]);
+            .args(["build", "--quiet", "--release", "--locked", "--target", "wasm32-unknown-unknown"]);
         for p in EXAMPLES {
             cmd.args(["-p", p]);
         }

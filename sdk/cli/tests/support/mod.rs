@@ -1,5 +1,6 @@
 //! A broker started in this test process (`silt_broker::start` on port 0) and a runner for the
-//! real `silt` binary with a bounded wait.
+//! real `silt` binary with a bounded wait. Each test crate uses a different part of it.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -139,6 +140,12 @@ impl Silt {
     /// Wraps a command built with [`silt_command`].
     pub fn new(cmd: Command) -> Silt {
         Silt { cmd, stdin: Vec::new() }
+    }
+
+    /// More arguments.
+    pub fn args(mut self, args: &[&str]) -> Silt {
+        self.cmd.args(args);
+        self
     }
 
     /// Feeds `bytes` to stdin (otherwise stdin is empty).
