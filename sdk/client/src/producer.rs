@@ -156,6 +156,14 @@ struct Inner {
     producer_id: u64,
     shared: Arc<Shared>,
     open: Mutex<(Vec<Option<Open>>, u32)>,
+    /// Sealed batches per partition in sequence order, waiting to be queued to the sender.
+    /// Batches are pushed here while the `open` lock is held, so their order is their
+    /// sequence order even when the caller and the linger task seal at the same time.
+    pending: Vec<Mutex<std::collections::VecDeque<Sealed>>>,
+    /// Held while moving a partition's pending batches to its sender, so only one task at a
+    /// time does it and the sender receives them in sequence order (a batch queued ahead of
+    /// an earlier sequence would be refused as out of order).
+    draining: Vec<tokio::sync::Mutex<()>>,
     senders: Vec<mpsc::Sender<Sealed>>,
 }
 
@@ -206,6 +214,8 @@ impl Producer {
             producer_id: new_producer_id(),
             shared,
             open: Mutex::new((open, 0)),
+            pending: (0..partitions).map(|_| Mutex::default()).collect(),
+            draining: (0..partitions).map(|_| tokio::sync::Mutex::new(())).collect(),
             senders,
         });
         let linger = tokio::spawn(linger_loop(Arc::downgrade(&inner)));
@@ -269,14 +279,15 @@ impl Inner {
         if let Some(e) = self.shared.error() {
             return Err(e);
         }
-        let sealed = self.append(record)?;
-        if let Some((p, s)) = sealed {
-            self.dispatch(p, s).await?;
+        if let Some(p) = self.append(record)? {
+            self.dispatch(p).await?;
         }
         Ok(())
     }
 
-    fn append(&self, record: ProducerRecord<'_>) -> Result<Option<(u32, Sealed)>, ClientError> {
+    /// Adds the record to its partition's open batch; returns the partition when that sealed
+    /// a batch (which then waits in `pending` for [`Inner::dispatch`]).
+    fn append(&self, record: ProducerRecord<'_>) -> Result<Option<u32>, ClientError> {
         let ts = record.timestamp_ms.unwrap_or_else(now_ms);
         let mut guard = self.open.lock().expect("producer lock");
         let (open, sticky) = &mut *guard;
@@ -293,13 +304,14 @@ impl Inner {
         };
         let key = record.key.unwrap_or(&[]);
         let size = BatchBuilder::record_size(key, record.value, record.headers);
-        let mut sealed = None;
+        let mut sealed = false;
         let slot = &mut open[p as usize];
         // Seal first if this record would push the batch past its byte budget.
         if slot.as_ref().is_some_and(|o| {
             !o.builder.is_empty() && o.builder.size_bytes() + size > self.config.batch_bytes_max
         }) {
-            sealed = Some(self.seal(slot, p, sticky));
+            self.seal(slot, p, sticky);
+            sealed = true;
         }
         let o = slot.get_or_insert_with(|| Open {
             builder: BatchBuilder::with_capacity(self.config.batch_bytes_max.min(1 << 20)),
@@ -312,13 +324,15 @@ impl Inner {
         o.builder
             .push(ts, key, record.value, record.headers)
             .map_err(|e| ClientError::InvalidArgument(format!("record does not fit a batch: {e}")))?;
-        if o.builder.len() >= self.config.batch_records_max && sealed.is_none() {
-            sealed = Some(self.seal(slot, p, sticky));
+        if o.builder.len() >= self.config.batch_records_max && !sealed {
+            self.seal(slot, p, sticky);
+            sealed = true;
         }
-        Ok(sealed.map(|s| (p, s)))
+        Ok(sealed.then_some(p))
     }
 
-    fn seal(&self, slot: &mut Option<Open>, p: u32, sticky: &mut u32) -> Sealed {
+    /// Seals the open batch of partition `p` into `pending`. Called with the `open` lock held.
+    fn seal(&self, slot: &mut Option<Open>, p: u32, sticky: &mut u32) {
         let o = slot.as_mut().expect("sealing an open batch");
         assert!(!o.builder.is_empty());
         let builder = std::mem::take(&mut o.builder);
@@ -330,17 +344,25 @@ impl Inner {
             *sticky = (*sticky + 1) % self.partitions;
         }
         self.shared.sealed.fetch_add(1, Ordering::AcqRel);
-        Sealed { seq, bytes, records, first_record_at: o.first_record_at, sealed_at: Instant::now() }
+        let sealed =
+            Sealed { seq, bytes, records, first_record_at: o.first_record_at, sealed_at: Instant::now() };
+        self.pending[p as usize].lock().expect("pending lock").push_back(sealed);
     }
 
-    async fn dispatch(&self, p: u32, s: Sealed) -> Result<(), ClientError> {
-        if self.senders[p as usize].send(s).await.is_err() {
-            return Err(self
-                .shared
-                .error()
-                .unwrap_or_else(|| ClientError::ConnectionLost("producer stopped".into())));
+    /// Moves partition `p`'s pending batches to its sender, in sequence order. Waits while the
+    /// sender's queue is full (backpressure).
+    async fn dispatch(&self, p: u32) -> Result<(), ClientError> {
+        let _draining = self.draining[p as usize].lock().await;
+        loop {
+            let next = self.pending[p as usize].lock().expect("pending lock").pop_front();
+            let Some(s) = next else { return Ok(()) };
+            if self.senders[p as usize].send(s).await.is_err() {
+                return Err(self
+                    .shared
+                    .error()
+                    .unwrap_or_else(|| ClientError::ConnectionLost("producer stopped".into())));
+            }
         }
-        Ok(())
     }
 
     async fn poll_linger(&self) -> Result<(), ClientError> {
@@ -348,20 +370,21 @@ impl Inner {
     }
 
     async fn seal_where(&self, pred: impl Fn(&Open) -> bool) -> Result<(), ClientError> {
-        let ready: Vec<(u32, Sealed)> = {
+        let ready: Vec<u32> = {
             let mut guard = self.open.lock().expect("producer lock");
             let (open, sticky) = &mut *guard;
             let mut out = Vec::new();
             for p in 0..self.partitions {
                 let slot = &mut open[p as usize];
                 if slot.as_ref().is_some_and(|o| !o.builder.is_empty() && pred(o)) {
-                    out.push((p, self.seal(slot, p, sticky)));
+                    self.seal(slot, p, sticky);
+                    out.push(p);
                 }
             }
             out
         };
-        for (p, s) in ready {
-            self.dispatch(p, s).await?;
+        for p in ready {
+            self.dispatch(p).await?;
         }
         Ok(())
     }
