@@ -22,12 +22,6 @@ use support::{create_topic, example_wasm, BrokerProcess};
 /// How long a pipeline may take to catch up, and a produce or a read of a topic may take;
 /// the largest topic here holds about 3 MB, which takes well under a second on an idle machine.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// Linger of the test producers: longer than any test, so batches are sealed only by the task
-/// calling `send` (full batches) and `close` (the rest). With a short linger the producer's
-/// linger task seals too, and a batch it seals can reach the partition's queue after one the
-/// sending task sealed later; the broker then refuses the next batch with OutOfOrderSequence
-/// (a silt-client race, seen in these tests on a loaded machine).
-const LINGER: Duration = Duration::from_secs(3600);
 /// Event time of the first reading: 2023-11-14 22:13:20 UTC.
 const T0_MS: i64 = 1_700_000_000_000;
 
@@ -57,12 +51,7 @@ async fn produce(
     batch_records: u32,
     compression: Compression,
 ) {
-    let config = ProducerConfig {
-        batch_records_max: batch_records,
-        compression,
-        linger: LINGER,
-        ..Default::default()
-    };
+    let config = ProducerConfig { batch_records_max: batch_records, compression, ..Default::default() };
     let work = async {
         let p = Producer::new(client, topic, config).await?;
         for r in records {

@@ -31,12 +31,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const PARTITIONS: u32 = 2;
 /// Records per produced batch, as in the example's own evaluation (`nab_evaluation`).
 const BATCH_RECORDS: u32 = 500;
-/// Linger of the test producers: longer than any test, so batches are sealed only by the task
-/// calling `send` (full batches) and `close` (the rest). With a short linger the producer's
-/// linger task seals too, and a batch it seals can reach the partition's queue after one the
-/// sending task sealed later; the broker then refuses the next batch with OutOfOrderSequence
-/// (a silt-client race, seen in these tests on a loaded machine).
-const LINGER: Duration = Duration::from_secs(3600);
 /// What `cargo test -p anomaly-zscore nab_evaluation` measures natively with the defaults
 /// (processors/examples/anomaly-zscore/README.md): 32 of the 50 windows flagged, 97 false
 /// alarms. The detector is per key and per record, so through the broker the numbers must be
@@ -143,7 +137,7 @@ fn number(json: &str, name: &str) -> Option<f64> {
 /// Produces every row of every file (file after file, 500 records a batch) and returns, per
 /// file, the offset each row got: the producer keeps each partition's records in send order.
 async fn produce_all(client: &Client, series: &[Series]) -> Vec<Vec<u64>> {
-    let config = ProducerConfig { batch_records_max: BATCH_RECORDS, linger: LINGER, ..Default::default() };
+    let config = ProducerConfig { batch_records_max: BATCH_RECORDS, ..Default::default() };
     let mut next = vec![0u64; PARTITIONS as usize];
     let offsets: Vec<Vec<u64>> = series
         .iter()
