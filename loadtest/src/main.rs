@@ -1,5 +1,6 @@
 //! `silt-loadtest`: load-test harness for the Silt broker. See `silt-loadtest --help`.
 
+mod pipeline;
 mod stats;
 
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ use silt_client::{
 use crate::stats::Report;
 
 /// Load-test harness for the Silt broker: drives producers or consumers at full speed
-/// (closed loop) and reports events/s, MB/s and latency percentiles.
+/// (closed loop) and reports events/s, MB/s and latency percentiles, or measures a processor
+/// pipeline (deploy to first processed event, events/s through a deployed module).
 ///
 /// Exit codes: 0 the run completed; 1 it failed (the message says why); 2 bad arguments.
 #[derive(Debug, Parser)]
@@ -36,6 +38,11 @@ enum Command {
     Produce(Common),
     /// Read records from the earliest offset; latency is per fetch response, the wait for it.
     Consume(Common),
+    /// Produce --count sensor readings (JSON objects) to --topic, then deploy --module three
+    /// times: twice from the latest offset to time deploy to first processed event (cold: the
+    /// broker compiles the module; warm: it has it already), once from the earliest to time
+    /// the pipeline over everything in the topic. All are undeployed afterwards.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,8 +100,17 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let (report, json) = match cli.command {
-        Command::Produce(c) => (produce(&c).await?, c.json),
+        Command::Produce(c) => (produce(&c, Shape::Array).await?, c.json),
         Command::Consume(c) => (consume(&c).await?, c.json),
+        Command::Pipeline(p) => {
+            let report = pipeline::run(&p).await?;
+            if p.common.json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{}", report.to_text());
+            }
+            return Ok(());
+        }
     };
     if json {
         println!("{}", report.to_json());
@@ -129,9 +145,9 @@ fn progress(total: u64) -> ProgressBar {
 
 /// Generates record values that look like sensor readings: JSON objects with a device id,
 /// a sequence number and noisy temperature, humidity and battery values, repeated in an array
-/// up to the requested size. Values are drawn once into a pool (xorshift noise) and only the
-/// sequence digits are rewritten per record, because formatting a whole value per record cost
-/// more CPU than the broker spends storing it. The
+/// up to the requested size, or one object padded to it ([`Shape`]). Values are drawn once
+/// into a pool (xorshift noise) and only the sequence digits are rewritten per record, because
+/// formatting a whole value per record cost more CPU than the broker spends storing it. The
 /// values compress about as well as real sensor data (3-4x with LZ4), neither better (a
 /// constant payload) nor worse (random bytes).
 struct Readings {
@@ -149,18 +165,49 @@ const READING: &str =
 /// so the pool does not make batches more compressible than freshly drawn values would be.
 const POOL_VALUES: usize = 4096;
 
+/// What generated values look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Readings repeated in a JSON array and cut to the size (not always valid JSON): what
+    /// `produce` and `consume` have always measured, so their results stay comparable.
+    Array,
+    /// One reading object padded to the size with a `"pad"` string member: valid JSON that
+    /// processors can read (`temp` from 10 to 49.99).
+    Object,
+}
+
+/// Bytes of a `"pad"` member around its padding: `,"pad":"` and `"`.
+const PAD_MEMBER_BYTES: usize = 9;
+/// Smallest value size [`Shape::Object`] can produce.
+const OBJECT_BYTES_MIN: usize = READING.len() + PAD_MEMBER_BYTES;
+
 impl Readings {
-    fn new(size: usize, seed: u64) -> Readings {
-        let mut text = String::from("[");
-        while text.len() + 1 < size.max(1) {
-            if text.len() > 1 {
-                text.push(',');
+    fn new(size: usize, seed: u64, shape: Shape) -> Readings {
+        let template = match shape {
+            Shape::Array => {
+                let mut text = String::from("[");
+                while text.len() + 1 < size.max(1) {
+                    if text.len() > 1 {
+                        text.push(',');
+                    }
+                    text.push_str(READING);
+                }
+                text.push(']');
+                let mut template = text.into_bytes();
+                template.truncate(size.max(1));
+                template
             }
-            text.push_str(READING);
-        }
-        text.push(']');
-        let mut template = text.into_bytes();
-        template.truncate(size.max(1));
+            Shape::Object => {
+                assert!(size >= OBJECT_BYTES_MIN, "objects take at least {OBJECT_BYTES_MIN} bytes");
+                let pad = "x".repeat(size - OBJECT_BYTES_MIN);
+                let text = format!("{},\"pad\":\"{pad}\"}}", &READING[..READING.len() - 1]);
+                text.into_bytes()
+            }
+        };
+        Readings::from_template(template, seed)
+    }
+
+    fn from_template(template: Vec<u8>, seed: u64) -> Readings {
         let mut fields = Vec::new();
         let mut at = 0;
         while at < template.len() {
@@ -215,7 +262,7 @@ impl Readings {
     }
 }
 
-async fn produce(c: &Common) -> anyhow::Result<Report> {
+async fn produce(c: &Common, shape: Shape) -> anyhow::Result<Report> {
     let admin = connect(c).await?;
     ensure_topic(&admin, c).await?;
     let producers = u64::from(c.producers.max(1));
@@ -245,7 +292,7 @@ async fn produce(c: &Common) -> anyhow::Result<Report> {
         let producer = Producer::new(&client, &c.topic, config).await?;
         let size = c.message_size;
         tasks.push(tokio::spawn(async move {
-            let mut readings = Readings::new(size, 0x5eed ^ (i + 1));
+            let mut readings = Readings::new(size, 0x5eed ^ (i + 1), shape);
             let mut sent = 0u64;
             while sent < share {
                 if sent.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -341,7 +388,7 @@ mod tests {
     #[test]
     fn readings_have_the_size_and_vary() {
         for size in [1, 50, 100, 1024] {
-            let mut r = Readings::new(size, 7);
+            let mut r = Readings::new(size, 7, Shape::Array);
             let a = r.next(42).to_vec();
             let b = r.next(43).to_vec();
             assert_eq!(a.len(), size);
@@ -351,11 +398,28 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
-        let full = Readings::new(READING.len() + 2, 1).next(1).to_vec();
+        let full = Readings::new(READING.len() + 2, 1, Shape::Array).next(1).to_vec();
         assert!(
             serde_json::from_slice::<serde_json::Value>(&full).is_ok(),
             "{}",
             String::from_utf8_lossy(&full)
         );
+    }
+
+    /// Object values are valid JSON objects of exactly the requested size, with a
+    /// temperature a processor can read.
+    #[test]
+    fn object_readings_are_json_of_the_size() {
+        for size in [OBJECT_BYTES_MIN, 100, 400] {
+            let mut r = Readings::new(size, 3, Shape::Object);
+            for seq in [0, 1, 99_999] {
+                let v = r.next(seq).to_vec();
+                assert_eq!(v.len(), size);
+                let json: serde_json::Value = serde_json::from_slice(&v).expect("valid JSON");
+                let temp = json["temp"].as_f64().expect("numeric temp");
+                assert!((10.0..50.0).contains(&temp), "{temp}");
+                assert_eq!(json["seq"].as_str().unwrap(), format!("{seq:010}"));
+            }
+        }
     }
 }
