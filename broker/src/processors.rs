@@ -27,6 +27,7 @@ use silt_runtime::{Instance, Limits as RuntimeLimits, Module, Runtime, RuntimeCo
 use silt_storage::{Partition, StorageError, Store, TopicMeta, MODULE_BYTES_MAX};
 use silt_wire::batch::{self, BatchBuilder, BatchView};
 use silt_wire::signature::{self, hex, module_hash};
+use silt_wire::Compression;
 use silt_wire::{
     ErrorCode, FetchFrom, ProcessorInfo, ProcessorPartition, ProcessorRef, ProcessorState, ProcessorVersion,
 };
@@ -766,7 +767,8 @@ impl Broker {
                     format!("processor {:?} failed at offset {base}: {e}", def.name),
                 )
             })?;
-            if let Some(mut b) = produced {
+            if let Some(b) = produced {
+                let mut b = batch::compress(b, Compression::Lz4);
                 batch::stamp(&mut b, base, BatchView::new(input).map(|v| v.append_time_ms()).unwrap_or(0));
                 out.extend_from_slice(&b);
             }
@@ -954,7 +956,10 @@ fn process_chunk(
             .map_err(|e| format!("partition {partition}, input offset {}: {e}", view.base_offset()))?;
         if let Some(out) = produced {
             checkpoint.events_out += u64::from(batch::peek_header(&out).0);
-            outputs.push(out);
+            // Stored compressed, as producers store theirs: sensor output shrinks several
+            // times, and sled writes far fewer bytes (an uncompressed 50 KB batch became a
+            // blob file of its own in `silt-loadtest pipeline` profiles).
+            outputs.push(batch::compress(out, Compression::Lz4));
         }
         checkpoint.events_in += records;
         checkpoint.next_offset = view.next_offset();
