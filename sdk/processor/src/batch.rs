@@ -45,7 +45,7 @@ impl<'a> Batch<'a> {
     /// Checks that `bytes` is one uncompressed version-1 batch whose records are framed as the
     /// format says, and wraps it. Checksums are not checked.
     pub fn new(bytes: &'a [u8]) -> Result<Self, Error> {
-        let bad = |what| Err(Error::MalformedBatch { what });
+        let bad = |what| Err(malformed(what));
         if bytes.len() < HEADER_LEN {
             return bad("shorter than the 68-byte header");
         }
@@ -66,12 +66,14 @@ impl<'a> Batch<'a> {
         if count == 0 || count > BATCH_RECORDS_MAX {
             return bad("record count is not between 1 and 1,000,000");
         }
-        let mut pos = HEADER_LEN;
-        for index in 0..count {
-            let (_, end) = decode_record(bytes, pos, &batch, index)?;
-            pos = end;
+        // One tight walk over the framing; `records` then decodes the same bytes again without
+        // having to report errors. Errors stay `Malformed` strings until one is found.
+        let mut cur = Cursor { rest: &bytes[HEADER_LEN..] };
+        let first_timestamp_ms = batch.first_timestamp_ms();
+        for _ in 0..count {
+            decode_record(&mut cur, first_timestamp_ms).map_err(malformed)?;
         }
-        if pos != bytes.len() {
+        if !cur.rest.is_empty() {
             return bad("bytes after the last record");
         }
         Ok(batch)
@@ -111,7 +113,12 @@ impl<'a> Batch<'a> {
     }
     /// The records in offset order.
     pub fn records(&self) -> Records<'a> {
-        Records { batch: *self, pos: HEADER_LEN, index: 0 }
+        Records {
+            rest: self.bytes.get(HEADER_LEN..).unwrap_or(&[]),
+            next_offset: self.base_offset(),
+            left: self.record_count(),
+            first_timestamp_ms: self.first_timestamp_ms(),
+        }
     }
 }
 
@@ -164,28 +171,44 @@ impl<'a> Record<'a> {
 /// Iterator over a batch's records.
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
-    batch: Batch<'a>,
-    pos: usize,
-    index: u32,
+    /// The records not yet read.
+    rest: &'a [u8],
+    next_offset: u64,
+    left: u32,
+    first_timestamp_ms: i64,
 }
 
 impl<'a> Iterator for Records<'a> {
     type Item = Record<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Record<'a>> {
-        if self.index >= self.batch.record_count() {
+        if self.left == 0 {
             return None;
         }
-        // `Batch::new` decoded every record already, so this cannot fail; stopping early
+        // `Batch::new` checked every record already, so this cannot fail; stopping early
         // (rather than panicking) keeps a panic path out of the module.
-        let (record, end) = decode_record(self.batch.bytes, self.pos, &self.batch, self.index).ok()?;
-        self.pos = end;
-        self.index += 1;
+        let mut cur = Cursor { rest: self.rest };
+        let fields = decode_record(&mut cur, self.first_timestamp_ms).ok()?;
+        let raw = self.rest.get(..self.rest.len() - cur.rest.len())?;
+        let record = Record {
+            offset: self.next_offset,
+            timestamp_ms: fields.timestamp_ms,
+            key: fields.key,
+            value: fields.value,
+            headers: fields.headers,
+            header_count: fields.header_count,
+            raw,
+            batch_first_timestamp_ms: self.first_timestamp_ms,
+        };
+        self.rest = cur.rest;
+        self.next_offset = self.next_offset.wrapping_add(1);
+        self.left -= 1;
         Some(record)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = (self.batch.record_count() - self.index) as usize;
+        let left = self.left as usize;
         (left, Some(left))
     }
 }
@@ -207,70 +230,80 @@ impl<'a> Iterator for Headers<'a> {
             return None;
         }
         // Framing was checked when the batch was wrapped.
-        let mut cur = Cursor { buf: self.rest, pos: 0 };
+        let mut cur = Cursor { rest: self.rest };
         let name = cur.bytes().ok()?;
         let value = cur.bytes().ok()?;
-        self.rest = &self.rest[cur.pos..];
+        self.rest = cur.rest;
         self.left -= 1;
         Some((name, value))
     }
 }
 
+/// What is wrong with a record's framing. A `&'static str` rather than an [`Error`], so the
+/// decoders on the per-record path return two words and build the `Error` (with
+/// [`malformed`]) only when something is wrong.
+pub(crate) type Malformed = &'static str;
+
+/// The error for a framing fault; out of line, since valid batches never get here.
+#[cold]
+#[inline(never)]
+pub(crate) fn malformed(what: Malformed) -> Error {
+    Error::MalformedBatch { what }
+}
+
+const FIELD_PAST_RECORD: Malformed = "record field runs past its record";
+
+/// Reads the front of a byte slice, shrinking it. Every read is checked; errors are
+/// [`Malformed`] strings.
 pub(crate) struct Cursor<'a> {
-    pub(crate) buf: &'a [u8],
-    pub(crate) pos: usize,
+    pub(crate) rest: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn varint(&mut self) -> Result<u64, Error> {
-        let rest = self.buf.get(self.pos..).unwrap_or(&[]);
-        let (v, n) = varint::decode(rest).map_err(|e| Error::MalformedBatch {
-            what: match e {
-                varint::VarintError::Truncated => "record cut short inside a varint",
-                varint::VarintError::Overflow => "record varint overflows 64 bits",
-            },
+    /// A varint. Lengths, header counts and small timestamp deltas fit in one byte, so that
+    /// case is inline and the general decoder is not.
+    #[inline(always)]
+    pub(crate) fn varint(&mut self) -> Result<u64, Malformed> {
+        if let Some((&b, tail)) = self.rest.split_first() {
+            if b < 0x80 {
+                self.rest = tail;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, Malformed> {
+        let (v, n) = varint::decode(self.rest).map_err(|e| match e {
+            varint::VarintError::Truncated => "record cut short inside a varint",
+            varint::VarintError::Overflow => "record varint overflows 64 bits",
         })?;
-        self.pos += n;
+        self.rest = self.rest.get(n..).unwrap_or(&[]);
         Ok(v)
     }
 
-    pub(crate) fn take(&mut self, len: u64) -> Result<&'a [u8], Error> {
-        let bad = Error::MalformedBatch { what: "record field runs past its record" };
-        let end = usize::try_from(len).ok().and_then(|len| self.pos.checked_add(len)).ok_or(bad.clone())?;
-        let s = self.buf.get(self.pos..end).ok_or(bad)?;
-        self.pos = end;
-        Ok(s)
+    #[inline(always)]
+    pub(crate) fn take(&mut self, len: u64) -> Result<&'a [u8], Malformed> {
+        let len = usize::try_from(len).map_err(|_| FIELD_PAST_RECORD)?;
+        let (head, tail) = self.rest.split_at_checked(len).ok_or(FIELD_PAST_RECORD)?;
+        self.rest = tail;
+        Ok(head)
     }
 
-    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], Error> {
+    #[inline(always)]
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], Malformed> {
         let len = self.varint()?;
         self.take(len)
     }
 }
 
-/// Decodes record `index` starting at `pos`, returning it and the position after it.
-fn decode_record<'a>(
-    bytes: &'a [u8],
-    pos: usize,
-    batch: &Batch<'a>,
-    index: u32,
-) -> Result<(Record<'a>, usize), Error> {
-    let mut cur = Cursor { buf: bytes, pos };
+/// Decodes the record at the front of `cur`, leaving `cur` after it.
+#[inline(always)]
+fn decode_record<'a>(cur: &mut Cursor<'a>, first_timestamp_ms: i64) -> Result<Fields<'a>, Malformed> {
     let len = cur.varint()?;
     let body = cur.take(len)?;
-    let end = cur.pos;
-    let (fields, header_count) = decode_fields(body, batch.first_timestamp_ms())?;
-    let record = Record {
-        offset: batch.base_offset().wrapping_add(u64::from(index)),
-        timestamp_ms: fields.timestamp_ms,
-        key: fields.key,
-        value: fields.value,
-        headers: fields.headers,
-        header_count,
-        raw: &bytes[pos..end],
-        batch_first_timestamp_ms: batch.first_timestamp_ms(),
-    };
-    Ok((record, end))
+    decode_fields(body, first_timestamp_ms)
 }
 
 pub(crate) struct Fields<'a> {
@@ -278,32 +311,31 @@ pub(crate) struct Fields<'a> {
     pub(crate) key: &'a [u8],
     pub(crate) value: &'a [u8],
     pub(crate) headers: &'a [u8],
+    pub(crate) header_count: u8,
 }
 
 /// Decodes a record's body (everything after its length), checking that its fields end
 /// exactly where the body does.
-pub(crate) fn decode_fields(body: &[u8], first_timestamp_ms: i64) -> Result<(Fields<'_>, u8), Error> {
-    let mut cur = Cursor { buf: body, pos: 0 };
+#[inline(always)]
+pub(crate) fn decode_fields(body: &[u8], first_timestamp_ms: i64) -> Result<Fields<'_>, Malformed> {
+    let mut cur = Cursor { rest: body };
     let delta = varint::unzigzag(cur.varint()?);
-    let timestamp_ms = first_timestamp_ms
-        .checked_add(delta)
-        .ok_or(Error::MalformedBatch { what: "record timestamp overflows" })?;
+    let timestamp_ms = first_timestamp_ms.checked_add(delta).ok_or("record timestamp overflows")?;
     let key = cur.bytes()?;
     let value = cur.bytes()?;
     let header_count = cur.varint()?;
     if header_count > RECORD_HEADERS_MAX {
-        return Err(Error::MalformedBatch { what: "more than 64 headers in a record" });
+        return Err("more than 64 headers in a record");
     }
-    let headers_start = cur.pos;
+    let headers = cur.rest;
     for _ in 0..header_count {
         cur.bytes()?;
         cur.bytes()?;
     }
-    if cur.pos != body.len() {
-        return Err(Error::MalformedBatch { what: "record length does not match its fields" });
+    if !cur.rest.is_empty() {
+        return Err("record length does not match its fields");
     }
-    let fields = Fields { timestamp_ms, key, value, headers: &body[headers_start..] };
-    Ok((fields, header_count as u8))
+    Ok(Fields { timestamp_ms, key, value, headers, header_count: header_count as u8 })
 }
 
 #[cfg(test)]

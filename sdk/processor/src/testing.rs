@@ -25,7 +25,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::batch::{Cursor, HEADER_LEN};
+use crate::batch::{malformed, Cursor, HEADER_LEN};
 use crate::output::{OUTPUT_BYTES_MAX, OUTPUT_RECORDS_MAX};
 use crate::{json, params, Batch, Error, Guest, Output, Processor, Stateful};
 
@@ -210,18 +210,18 @@ pub fn decode_output(bytes: &[u8], first_timestamp_ms: i64) -> Result<Vec<Output
         return Err(Error::Output(alloc::format!("{} bytes is over the limit", bytes.len())));
     }
     let mut out = Vec::new();
-    let mut cur = Cursor { buf: bytes, pos: 0 };
-    while cur.pos < bytes.len() {
+    let mut cur = Cursor { rest: bytes };
+    while !cur.rest.is_empty() {
         if out.len() as u32 >= OUTPUT_RECORDS_MAX {
             return Err(Error::Output(alloc::format!("more than {OUTPUT_RECORDS_MAX} records")));
         }
-        let len = cur.varint()?;
-        let body = cur.take(len)?;
-        let (fields, _) = crate::batch::decode_fields(body, first_timestamp_ms)?;
+        let len = cur.varint().map_err(malformed)?;
+        let body = cur.take(len).map_err(malformed)?;
+        let fields = crate::batch::decode_fields(body, first_timestamp_ms).map_err(malformed)?;
         let mut headers = Vec::new();
-        let mut h = Cursor { buf: fields.headers, pos: 0 };
-        while h.pos < fields.headers.len() {
-            headers.push((h.bytes()?.to_vec(), h.bytes()?.to_vec()));
+        let mut h = Cursor { rest: fields.headers };
+        while !h.rest.is_empty() {
+            headers.push((h.bytes().map_err(malformed)?.to_vec(), h.bytes().map_err(malformed)?.to_vec()));
         }
         out.push(OutputRecord {
             timestamp_ms: fields.timestamp_ms,
