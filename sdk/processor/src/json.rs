@@ -28,12 +28,12 @@ pub const DEPTH_MAX: usize = 64;
 /// assert_eq!(silt_processor::json::number(v, "device"), None);
 /// ```
 pub fn number(json: &[u8], name: &str) -> Option<f64> {
-    parse_number(field(json, name).ok()??)
+    parse_number(find(json, name).ok()??)
 }
 
 /// The top-level string field `name`, or `None` when absent or not a string.
 pub fn string<'a>(json: &'a [u8], name: &str) -> Option<JsonStr<'a>> {
-    let raw = field(json, name).ok()??;
+    let raw = find(json, name).ok()??;
     let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     Some(JsonStr { raw: core::str::from_utf8(inner).ok()? })
 }
@@ -41,18 +41,82 @@ pub fn string<'a>(json: &'a [u8], name: &str) -> Option<JsonStr<'a>> {
 /// The raw text of top-level field `name` (the first one, if repeated). Members after the
 /// match are not read, so trailing garbage is only noticed when the field is absent.
 pub fn field<'a>(json: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, Error> {
-    for member in members(json) {
-        let member = member?;
-        if member.name.eq_str(name) {
+    find(json, name).map_err(Error::from)
+}
+
+/// [`field`] with the error kept small: the lookup every numeric processor runs per record.
+fn find<'a>(json: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, Bad> {
+    let mut walk = members(json);
+    while let Some(member) = walk.step()? {
+        let matches = if member.name_plain {
+            // Plain ASCII without escapes is valid UTF-8 as it is and equal only byte for byte.
+            member.name == name.as_bytes()
+        } else {
+            member.name_str()?.eq_str(name)
+        };
+        if matches {
             return Ok(Some(member.value));
         }
     }
     Ok(None)
 }
 
+/// Powers of ten an `f64` holds exactly.
+const POW10_EXACT: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
+    1e19, 1e20, 1e21, 1e22,
+];
+/// Most significant digits the fast path takes: below 2^53, so the digits are exact as an `f64`.
+const FAST_DIGITS_MAX: usize = 15;
+
 /// Parses the text of a JSON number (the whole slice, nothing around it); `None` when it is
 /// not one or is beyond the range of an `f64`.
 pub fn parse_number(raw: &[u8]) -> Option<f64> {
+    match parse_short_decimal(raw) {
+        Some(v) => Some(v),
+        None => parse_number_general(raw),
+    }
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with at most 15 digits, the shape of sensor readings: the
+/// digits as an integer are exact in an `f64`, and so is 10^k for k <= 22, so one IEEE
+/// division gives the correctly rounded value, bit for bit what the general parser gives
+/// (Clinger's fast path). `None` for anything else, which the general parser then decides.
+#[inline]
+fn parse_short_decimal(raw: &[u8]) -> Option<f64> {
+    let (negative, digits) = match raw.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, raw),
+    };
+    if digits.len() > FAST_DIGITS_MAX + 1 {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut point: Option<usize> = None;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if point.is_none() && count > 0 => point = Some(count),
+            _ => return None,
+        }
+    }
+    let int_digits = point.unwrap_or(count);
+    if count == 0 || count > FAST_DIGITS_MAX || point == Some(count) {
+        return None;
+    }
+    if digits.first() == Some(&b'0') && int_digits > 1 {
+        return None; // a leading zero: not JSON; the general parser refuses it
+    }
+    let v = mantissa as f64 / *POW10_EXACT.get(count - int_digits)?;
+    Some(if negative { -v } else { v })
+}
+
+#[inline(never)]
+fn parse_number_general(raw: &[u8]) -> Option<f64> {
     let end = scan_number(raw, 0).ok()?;
     if end != raw.len() {
         return None;
@@ -177,8 +241,43 @@ pub struct Members<'a> {
     state: MembersState,
 }
 
+/// A grammar fault: where and what. Small and `Copy`, so the scanners return it in registers;
+/// it becomes an [`Error::Json`] only when a caller reports it.
+#[derive(Debug, Clone, Copy)]
+struct Bad {
+    at: usize,
+    what: &'static str,
+}
+
+impl From<Bad> for Error {
+    #[cold]
+    #[inline(never)]
+    fn from(bad: Bad) -> Error {
+        Error::Json { at: bad.at, what: bad.what }
+    }
+}
+
+/// A member as the walk finds it, before its name is checked for UTF-8.
+struct RawMember<'a> {
+    name: &'a [u8],
+    /// ASCII without escapes: valid UTF-8 and its own unescaped text.
+    name_plain: bool,
+    /// Where the name's opening quote is, for errors.
+    name_at: usize,
+    value: &'a [u8],
+}
+
+impl<'a> RawMember<'a> {
+    fn name_str(&self) -> Result<JsonStr<'a>, Bad> {
+        match core::str::from_utf8(self.name) {
+            Ok(raw) => Ok(JsonStr { raw }),
+            Err(_) => Err(json_error(self.name_at, "member name is not UTF-8")),
+        }
+    }
+}
+
 impl<'a> Members<'a> {
-    fn step(&mut self) -> Result<Option<Member<'a>>, Error> {
+    fn step(&mut self) -> Result<Option<RawMember<'a>>, Bad> {
         let b = self.bytes;
         match self.state {
             MembersState::Done => return Ok(None),
@@ -200,9 +299,9 @@ impl<'a> Members<'a> {
             }
         }
         expect(b, self.pos, b'"', "expected a member name")?;
-        let name_end = scan_string(b, self.pos)?;
-        let name = core::str::from_utf8(&b[self.pos + 1..name_end - 1])
-            .map_err(|_| json_error(self.pos, "member name is not UTF-8"))?;
+        let name_at = self.pos;
+        let (name_end, name_plain) = scan_string(b, name_at)?;
+        let name = b.get(name_at + 1..name_end - 1).unwrap_or_default();
         self.pos = skip_ws(b, name_end);
         expect(b, self.pos, b':', "expected ':'")?;
         let start = skip_ws(b, self.pos + 1);
@@ -213,10 +312,11 @@ impl<'a> Members<'a> {
         }
         self.pos = end;
         self.state = MembersState::Next;
-        Ok(Some(Member { name: JsonStr { raw: name }, value: &b[start..end] }))
+        let value = b.get(start..end).unwrap_or_default();
+        Ok(Some(RawMember { name, name_plain, name_at, value }))
     }
 
-    fn end(&mut self, after_brace: usize) -> Result<Option<Member<'a>>, Error> {
+    fn end(&mut self, after_brace: usize) -> Result<Option<RawMember<'a>>, Bad> {
         self.state = MembersState::Done;
         let rest = skip_ws(self.bytes, after_brace);
         if rest != self.bytes.len() {
@@ -230,19 +330,21 @@ impl<'a> Iterator for Members<'a> {
     type Item = Result<Member<'a>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.step();
+        let item = self
+            .step()
+            .and_then(|raw| raw.map(|m| Ok(Member { name: m.name_str()?, value: m.value })).transpose());
         if item.is_err() {
             self.state = MembersState::Done;
         }
-        item.transpose()
+        item.map_err(Error::from).transpose()
     }
 }
 
-fn json_error(at: usize, what: &'static str) -> Error {
-    Error::Json { at, what }
+fn json_error(at: usize, what: &'static str) -> Bad {
+    Bad { at, what }
 }
 
-fn expect(b: &[u8], pos: usize, want: u8, what: &'static str) -> Result<(), Error> {
+fn expect(b: &[u8], pos: usize, want: u8, what: &'static str) -> Result<(), Bad> {
     if b.get(pos) == Some(&want) {
         Ok(())
     } else {
@@ -257,27 +359,70 @@ fn skip_ws(b: &[u8], mut pos: usize) -> usize {
     pos
 }
 
+/// `0x01` in every byte of a word.
+const LOW_BITS: u64 = u64::from_ne_bytes([0x01; 8]);
+/// `0x80` in every byte of a word.
+const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The bytes of `w` that end a plain run in a string (`"`, `\` or a control character below
+/// 0x20), as the high bit of each such byte. Above the lowest marked byte the marks may be
+/// wrong (a borrow carries upwards), so callers only use the lowest one, which is exact.
+#[inline(always)]
+fn string_stops(w: u64) -> u64 {
+    let quote = w ^ (LOW_BITS * u64::from(b'"'));
+    let backslash = w ^ (LOW_BITS * u64::from(b'\\'));
+    let zero_byte = |x: u64| x.wrapping_sub(LOW_BITS) & !x;
+    let below_space = w.wrapping_sub(LOW_BITS * 0x20) & !w;
+    (zero_byte(quote) | zero_byte(backslash) | below_space) & HIGH_BITS
+}
+
 /// Scans the string starting at the quote at `pos`; returns the position after its closing
-/// quote.
-fn scan_string(b: &[u8], pos: usize) -> Result<usize, Error> {
+/// quote, and whether the string is plain (ASCII, no escapes).
+///
+/// Eight bytes at a time: a loop iteration per byte costs a bounds check and, under wasmtime,
+/// an epoch check at the loop header, which made this scan the largest part of a filter.
+fn scan_string(b: &[u8], pos: usize) -> Result<(usize, bool), Bad> {
     let mut i = pos + 1;
+    // The OR of every byte inside the string so far: its high bit says "not ASCII".
+    let mut seen: u64 = 0;
+    let mut escaped = false;
     loop {
+        while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            let w = u64::from_le_bytes(*word);
+            let stops = string_stops(w);
+            if stops != 0 {
+                let k = stops.trailing_zeros() / 8;
+                // The bytes before the stop (none when k is 0) are string content.
+                seen |= w & ((1u64 << (8 * k)) - 1);
+                i += k as usize;
+                break;
+            }
+            seen |= w;
+            i += 8;
+        }
         match b.get(i) {
             None => return Err(json_error(i, "unterminated string")),
-            Some(b'"') => return Ok(i + 1),
-            Some(b'\\') => match b.get(i + 1) {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                Some(b'u') => {
-                    let hex = b.get(i + 2..i + 6).ok_or(json_error(i, "short \\u escape"))?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return Err(json_error(i, "bad \\u escape"));
+            Some(b'"') => return Ok((i + 1, !escaped && seen & HIGH_BITS == 0)),
+            Some(b'\\') => {
+                escaped = true;
+                match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let hex = b.get(i + 2..i + 6).ok_or(json_error(i, "short \\u escape"))?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return Err(json_error(i, "bad \\u escape"));
+                        }
+                        i += 6;
                     }
-                    i += 6;
+                    _ => return Err(json_error(i, "bad escape")),
                 }
-                _ => return Err(json_error(i, "bad escape")),
-            },
+            }
             Some(&c) if c < 0x20 => return Err(json_error(i, "control character in a string")),
-            Some(_) => i += 1,
+            Some(&c) => {
+                // The last few bytes, fewer than a word.
+                seen |= u64::from(c);
+                i += 1;
+            }
         }
     }
 }
@@ -290,7 +435,7 @@ fn scan_digits(b: &[u8], mut pos: usize) -> usize {
 }
 
 /// Scans `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?` at `pos`.
-fn scan_number(b: &[u8], mut pos: usize) -> Result<usize, Error> {
+fn scan_number(b: &[u8], mut pos: usize) -> Result<usize, Bad> {
     let start = pos;
     if b.get(pos) == Some(&b'-') {
         pos += 1;
@@ -322,9 +467,9 @@ fn scan_number(b: &[u8], mut pos: usize) -> Result<usize, Error> {
 }
 
 /// Scans one value at `pos` (no leading whitespace); returns the position after it.
-fn scan_value(b: &[u8], pos: usize, depth: usize) -> Result<usize, Error> {
+fn scan_value(b: &[u8], pos: usize, depth: usize) -> Result<usize, Bad> {
     match b.get(pos) {
-        Some(b'"') => scan_string(b, pos),
+        Some(b'"') => scan_string(b, pos).map(|(end, _)| end),
         Some(b'-' | b'0'..=b'9') => scan_number(b, pos),
         Some(b't') => scan_literal(b, pos, b"true"),
         Some(b'f') => scan_literal(b, pos, b"false"),
@@ -341,7 +486,7 @@ fn scan_value(b: &[u8], pos: usize, depth: usize) -> Result<usize, Error> {
             loop {
                 if open == b'{' {
                     expect(b, i, b'"', "expected a member name")?;
-                    i = skip_ws(b, scan_string(b, i)?);
+                    i = skip_ws(b, scan_string(b, i)?.0);
                     expect(b, i, b':', "expected ':'")?;
                     i = skip_ws(b, i + 1);
                 }
@@ -357,7 +502,7 @@ fn scan_value(b: &[u8], pos: usize, depth: usize) -> Result<usize, Error> {
     }
 }
 
-fn scan_literal(b: &[u8], pos: usize, word: &[u8]) -> Result<usize, Error> {
+fn scan_literal(b: &[u8], pos: usize, word: &[u8]) -> Result<usize, Bad> {
     if b.get(pos..pos + word.len()) == Some(word) {
         Ok(pos + word.len())
     } else {
@@ -608,7 +753,66 @@ mod tests {
         assert!(string(&buf, "k\"ey").unwrap().chars().eq("a\u{1}b\n".chars()));
     }
 
+    /// The byte-at-a-time string scan the word-at-a-time `scan_string` replaced: the model
+    /// it is checked against.
+    fn scan_string_bytewise(b: &[u8], pos: usize) -> Option<(usize, bool)> {
+        let mut i = pos + 1;
+        let mut plain = true;
+        loop {
+            match *b.get(i)? {
+                b'"' => return Some((i + 1, plain)),
+                b'\\' => {
+                    plain = false;
+                    match *b.get(i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                        b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => i += 6,
+                        _ => return None,
+                    }
+                }
+                c if c < 0x20 => return None,
+                c => {
+                    plain &= c.is_ascii();
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// The fast decimal path agrees with the general parser on the readings it sees.
+    #[test]
+    fn short_decimals() {
+        for text in
+            ["0", "-0", "21.53", "-40.125", "0.1", "3.71", "123456789012345", "99.0", "1e2", "01", "1.", ".5"]
+        {
+            let general = parse_number_general(text.as_bytes()).map(f64::to_bits);
+            assert_eq!(parse_number(text.as_bytes()).map(f64::to_bits), general, "{text}");
+        }
+    }
+
     proptest! {
+        /// The word-at-a-time string scan finds the same end, plainness and faults as the
+        /// byte-at-a-time model, wherever the stops fall in a word.
+        #[test]
+        fn string_scan_matches_bytewise(
+            body in proptest::collection::vec(
+                prop::sample::select(vec![b'a', b'"', b'\\', b'u', b'0', b'n', 0x1f, 0x7f, 0x80, 0xc3, 0xa9]),
+                0..40,
+            ),
+        ) {
+            let mut text = vec![b'"'];
+            text.extend_from_slice(&body);
+            let fast = scan_string(&text, 0).ok();
+            prop_assert_eq!(fast, scan_string_bytewise(&text, 0));
+        }
+
+        /// Decimals with up to 17 digits parse to the same bits on both paths.
+        #[test]
+        fn fast_decimals_match_general(int in 0u64..10_000_000_000, frac in 0u64..10_000_000, zeros in 0usize..3, neg in any::<bool>()) {
+            let text = alloc::format!("{}{int}.{}{frac}", if neg { "-" } else { "" }, "0".repeat(zeros));
+            let general = parse_number_general(text.as_bytes()).map(f64::to_bits);
+            prop_assert_eq!(parse_number(text.as_bytes()).map(f64::to_bits), general);
+        }
+
         /// Arbitrary bytes never panic the reader.
         #[test]
         fn reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
