@@ -68,13 +68,15 @@ impl<'a> Reader<'a> {
     }
 
     /// An error at the current position.
+    #[cold]
+    #[inline(never)]
     pub fn error(&self, what: &'static str) -> Error {
         Error::Decode { context: self.context, at: self.pos, what }
     }
 
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], Error> {
-        let end = self.pos.checked_add(N).ok_or(self.error(what))?;
-        let raw = self.bytes.get(self.pos..end).ok_or(self.error(what))?;
+        let end = self.pos.checked_add(N).ok_or_else(|| self.error(what))?;
+        let raw = self.bytes.get(self.pos..end).ok_or_else(|| self.error(what))?;
         let mut out = [0u8; N];
         out.copy_from_slice(raw);
         self.pos = end;
@@ -116,12 +118,12 @@ impl<'a> Reader<'a> {
     /// make the caller allocate gigabytes.
     pub fn count(&mut self, max: usize) -> Result<usize, Error> {
         let v = self.varint()?;
-        usize::try_from(v).ok().filter(|&v| v <= max).ok_or(self.error("count above its limit"))
+        usize::try_from(v).ok().filter(|&v| v <= max).ok_or_else(|| self.error("count above its limit"))
     }
     /// Exactly `len` bytes.
     pub fn take(&mut self, len: usize) -> Result<&'a [u8], Error> {
-        let end = self.pos.checked_add(len).ok_or(self.error("length overflows"))?;
-        let raw = self.bytes.get(self.pos..end).ok_or(self.error("cut short reading bytes"))?;
+        let end = self.pos.checked_add(len).ok_or_else(|| self.error("length overflows"))?;
+        let raw = self.bytes.get(self.pos..end).ok_or_else(|| self.error("cut short reading bytes"))?;
         self.pos = end;
         Ok(raw)
     }
