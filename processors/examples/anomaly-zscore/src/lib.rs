@@ -240,14 +240,13 @@ impl Stateful for AnomalyZscore {
             return Err(r.error("unknown snapshot version"));
         }
         let key_count = r.count(self.keys_max)?;
-        let mut series = BTreeMap::new();
-        let mut previous: Option<&[u8]> = None;
+        // Every entry takes at least 28 bytes, so a corrupt count cannot reserve much.
+        let mut pairs: Vec<(Vec<u8>, Series)> = Vec::with_capacity(key_count.min(r.remaining() / 28));
         for _ in 0..key_count {
             let key = r.bytes()?;
-            if previous.is_some_and(|p| p >= key) {
+            if pairs.last().is_some_and(|(p, _)| p.as_slice() >= key) {
                 return Err(r.error("keys not in increasing order"));
             }
-            previous = Some(key);
             let quiet = u32::try_from(r.varint()?).map_err(|_| r.error("quiet count out of range"))?;
             let updates = r.count(self.window)? as u32;
             let (shift, sum, sum_sq) = (r.f64()?, r.f64()?, r.f64()?);
@@ -263,10 +262,11 @@ impl Stateful for AnomalyZscore {
                 s.values.drain(..extra);
                 s.recompute();
             }
-            series.insert(key.to_vec(), s);
+            pairs.push((key.to_vec(), s));
         }
         r.finish()?;
-        self.series = series;
+        // Sorted and unique (checked above): the map is built bottom-up in one pass.
+        self.series = BTreeMap::from_iter(pairs);
         Ok(())
     }
 }

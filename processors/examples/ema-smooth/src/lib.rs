@@ -106,18 +106,19 @@ impl Stateful for EmaSmooth {
             return Err(r.error("unknown snapshot version"));
         }
         let count = r.count(self.keys_max)?;
-        let mut averages = BTreeMap::new();
-        let mut previous: Option<&[u8]> = None;
+        // Every entry takes at least 9 bytes, so a corrupt count cannot reserve much.
+        let mut pairs: Vec<(Vec<u8>, f64)> = Vec::with_capacity(count.min(r.remaining() / 9));
         for _ in 0..count {
             let key = r.bytes()?;
-            if previous.is_some_and(|p| p >= key) {
+            if pairs.last().is_some_and(|(p, _)| p.as_slice() >= key) {
                 return Err(r.error("keys not in increasing order"));
             }
-            previous = Some(key);
-            averages.insert(key.to_vec(), r.f64()?);
+            pairs.push((key.to_vec(), r.f64()?));
         }
         r.finish()?;
-        self.averages = averages;
+        // Keys arrive sorted and unique (checked above), so the map is built bottom-up in one
+        // pass instead of by 10,000 searching inserts.
+        self.averages = BTreeMap::from_iter(pairs);
         Ok(())
     }
 }

@@ -192,14 +192,13 @@ impl Stateful for WindowAggregate {
             return Err(r.error("unknown snapshot version"));
         }
         let key_count = r.count(self.keys_max)?;
-        let mut keys = BTreeMap::new();
-        let mut previous: Option<&[u8]> = None;
+        // Every entry takes at least 11 bytes, so a corrupt count cannot reserve much.
+        let mut pairs: Vec<(Vec<u8>, KeyState)> = Vec::with_capacity(key_count.min(r.remaining() / 11));
         for _ in 0..key_count {
             let key = r.bytes()?;
-            if previous.is_some_and(|p| p >= key) {
+            if pairs.last().is_some_and(|(p, _)| p.as_slice() >= key) {
                 return Err(r.error("keys not in increasing order"));
             }
-            previous = Some(key);
             let watermark_ms = r.i64()?;
             let late = r.varint()?;
             let window_count = r.count(OPEN_WINDOWS_MAX as usize)?;
@@ -212,10 +211,11 @@ impl Stateful for WindowAggregate {
                     return Err(r.error("empty or repeated window"));
                 }
             }
-            keys.insert(key.to_vec(), KeyState { watermark_ms, late, windows });
+            pairs.push((key.to_vec(), KeyState { watermark_ms, late, windows }));
         }
         r.finish()?;
-        self.keys = keys;
+        // Sorted and unique (checked above): the map is built bottom-up in one pass.
+        self.keys = BTreeMap::from_iter(pairs);
         Ok(())
     }
 }
