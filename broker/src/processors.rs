@@ -29,7 +29,8 @@ use silt_wire::batch::{self, BatchBuilder, BatchView};
 use silt_wire::signature::{self, hex, module_hash};
 use silt_wire::Compression;
 use silt_wire::{
-    ErrorCode, FetchFrom, ProcessorInfo, ProcessorPartition, ProcessorRef, ProcessorState, ProcessorVersion,
+    ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef, ProcessorState,
+    ProcessorVersion,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -100,6 +101,8 @@ struct VersionDef {
     module_bytes: u64,
     params: Vec<(String, String)>,
     from: Option<FetchFrom>,
+    /// Resolved against the broker's configuration at deploy.
+    limits: ProcessorLimits,
     deployed_ms: i64,
     signed_by: Option<[u8; 32]>,
 }
@@ -209,11 +212,43 @@ impl Host {
         })
     }
 
-    fn limits(&self) -> RuntimeLimits {
+    /// A deploy's limits with unset ones filled from the configuration, which is also the
+    /// most a deploy may ask for.
+    fn resolve_limits(&self, asked: ProcessorLimits) -> Result<ProcessorLimits, HostError> {
+        let c = &self.config;
+        let pick = |what: &str, asked: Option<u64>, max: u64| match asked {
+            None => Ok(max),
+            Some(0) => Err(HostError::new(ErrorCode::InvalidRequest, format!("{what} must be above 0"))),
+            Some(v) if v > max => Err(HostError::new(
+                ErrorCode::InvalidRequest,
+                format!("{what} of {v} is above this broker's limit of {max} ([processors] in its config)"),
+            )),
+            Some(v) => Ok(v),
+        };
+        Ok(ProcessorLimits {
+            memory_bytes_max: Some(pick(
+                "memory limit (bytes)",
+                asked.memory_bytes_max,
+                c.memory_bytes_max as u64,
+            )?),
+            call_time_ms_max: Some(pick("time limit (ms)", asked.call_time_ms_max, c.call_time_ms_max)?),
+            output_bytes_max: Some(pick(
+                "output limit (bytes)",
+                asked.output_bytes_max,
+                c.output_bytes_max as u64,
+            )?),
+        })
+    }
+
+    /// The runtime limits of a version (its resolved limits, capped by the configuration in
+    /// case it was lowered since the deploy).
+    fn limits(&self, v: &VersionDef) -> RuntimeLimits {
+        let c = &self.config;
+        let cap = |asked: Option<u64>, max: u64| asked.unwrap_or(max).min(max);
         RuntimeLimits {
-            memory_bytes_max: self.config.memory_bytes_max,
-            call_time_ms_max: self.config.call_time_ms_max,
-            output_bytes_max: self.config.output_bytes_max,
+            memory_bytes_max: cap(v.limits.memory_bytes_max, c.memory_bytes_max as u64) as usize,
+            call_time_ms_max: cap(v.limits.call_time_ms_max, c.call_time_ms_max),
+            output_bytes_max: cap(v.limits.output_bytes_max, c.output_bytes_max as u64) as usize,
             ..RuntimeLimits::default()
         }
     }
@@ -277,6 +312,7 @@ pub struct Deploy {
     pub output: String,
     pub params: Vec<(String, String)>,
     pub from: Option<FetchFrom>,
+    pub limits: ProcessorLimits,
     pub wasm: bytes::Bytes,
 }
 
@@ -342,6 +378,7 @@ impl Broker {
             ));
         }
         let signed_by = self.check_signature(&d.wasm)?;
+        let limits = self.host().resolve_limits(d.limits)?;
         let input = self.store.topic(&d.input).ok_or_else(|| {
             HostError::new(ErrorCode::UnknownTopic, format!("input topic {:?} does not exist", d.input))
         })?;
@@ -380,6 +417,17 @@ impl Broker {
         let this = self.clone();
         let wasm = d.wasm.clone();
         let params_for_init = params.clone();
+        let trial = VersionDef {
+            version: 0,
+            module_hash: hash,
+            module_bytes: d.wasm.len() as u64,
+            params: params.clone(),
+            from: d.from,
+            limits,
+            deployed_ms: now_ms(),
+            signed_by,
+        };
+        let trial_limits = self.host().limits(&trial);
         tokio::task::spawn_blocking(move || -> Result<(), HostError> {
             let host = this.host();
             let loaded = host.loaded.lock().expect("module map").get(&hash).cloned();
@@ -394,7 +442,7 @@ impl Broker {
                     module
                 }
             };
-            module.instantiate(&params_for_init, &host.limits()).map_err(module_error)?;
+            module.instantiate(&params_for_init, &trial_limits).map_err(module_error)?;
             Ok(())
         })
         .await
@@ -427,15 +475,7 @@ impl Broker {
         });
         let version = def.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
         let is_new = def.versions.is_empty();
-        def.versions.push(VersionDef {
-            version,
-            module_hash: hash,
-            module_bytes: d.wasm.len() as u64,
-            params,
-            from: d.from,
-            deployed_ms: now_ms(),
-            signed_by,
-        });
+        def.versions.push(VersionDef { version, ..trial });
         if def.versions.len() > VERSIONS_MAX {
             def.versions.remove(0);
         }
@@ -525,6 +565,7 @@ impl Broker {
                 partition: p,
                 version: active.version,
                 params: active.params.clone(),
+                limits: self.host().limits(&active),
                 module: module.clone(),
                 input,
                 output,
@@ -647,6 +688,7 @@ impl Broker {
                 module_bytes: v.module_bytes,
                 params: v.params.clone(),
                 from: v.from,
+                limits: v.limits,
                 deployed_ms: v.deployed_ms,
                 signed_by: v.signed_by.map(|k| hex(&k)),
             })
@@ -744,7 +786,7 @@ impl Broker {
             Some(i) => i,
             None => {
                 let module = self.host().module(&self.store, &v.module_hash)?;
-                module.instantiate(&params, &self.host().limits()).map_err(module_error)?
+                module.instantiate(&params, &self.host().limits(v)).map_err(module_error)?
             }
         };
         let mut out = Vec::new();
@@ -814,6 +856,7 @@ struct PartitionTask {
     partition: u32,
     version: u32,
     params: Vec<(String, String)>,
+    limits: RuntimeLimits,
     module: Module,
     input: Arc<PartitionHandle>,
     output: Arc<PartitionHandle>,
@@ -835,7 +878,7 @@ impl PartitionTask {
         let setup = {
             let module = self.module.clone();
             let params = self.params.clone();
-            let limits = self.broker.host().limits();
+            let limits = self.limits.clone();
             let state = (checkpoint.version == self.version).then(|| checkpoint.state.clone()).flatten();
             tokio::task::spawn_blocking(move || -> Result<Instance, RuntimeError> {
                 let mut instance = module.instantiate(&params, &limits)?;

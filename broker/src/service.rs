@@ -212,11 +212,11 @@ impl Broker {
                     this.fetch(&topic, partition, from, max_bytes, max_wait_ms, processor).await
                 })
             }
-            Request::DeployProcessor { name, input, output, params, from } => {
+            Request::DeployProcessor { name, input, output, params, from, limits } => {
                 let this = self.clone();
                 let wasm = frame.into_payload();
                 Box::pin(async move {
-                    let deploy = Deploy { name, input, output, params, from, wasm };
+                    let deploy = Deploy { name, input, output, params, from, limits, wasm };
                     host_reply(this.deploy(deploy).await.map(Response::Processor))
                 })
             }

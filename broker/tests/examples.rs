@@ -95,6 +95,7 @@ fn deployment(name: &str, input: &str, output: &str, params: &[(&str, &str)]) ->
         output: output.into(),
         params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         from: None,
+        limits: Default::default(),
     }
 }
 

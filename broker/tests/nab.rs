@@ -242,6 +242,7 @@ async fn anomaly_zscore_over_nab_through_the_broker() {
         output: "nab-alerts".into(),
         params: vec![],
         from: None,
+        limits: Default::default(),
     };
     client.deploy_processor(deploy, module).await.expect("deploy");
     let deadline = Instant::now() + IO_TIMEOUT;

@@ -49,6 +49,7 @@ fn deployment(name: &str, output: &str, params: &[(&str, &str)]) -> Deployment {
         output: output.into(),
         params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         from: Some(FetchFrom::Earliest),
+        limits: Default::default(),
     }
 }
 

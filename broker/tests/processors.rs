@@ -16,7 +16,14 @@ use support::{
 const CATCH_UP: Duration = Duration::from_secs(20);
 
 fn deployment(name: &str, input: &str, output: &str) -> Deployment {
-    Deployment { name: name.into(), input: input.into(), output: output.into(), params: vec![], from: None }
+    Deployment {
+        name: name.into(),
+        input: input.into(),
+        output: output.into(),
+        params: vec![],
+        from: None,
+        limits: Default::default(),
+    }
 }
 
 fn values(range: std::ops::Range<u32>) -> Vec<String> {
@@ -354,4 +361,39 @@ async fn failed_processor_recovers_with_a_new_version() {
     let info = caught_up(&arena.client, "flaky").await;
     assert_eq!(info.error, None);
     assert_eq!(info.events_out, u64::from(arena.sent));
+}
+
+/// Limits are per processor: a deploy may lower the broker's limits (and the processor is
+/// stopped at its own limit), but never raise them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_per_processor_and_capped_by_the_broker() {
+    let broker = BrokerProcess::start(&[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "in", 1).await;
+
+    let mut too_much = deployment("greedy", "in", "greedy-out");
+    too_much.limits.call_time_ms_max = Some(60_000);
+    let (code, message) =
+        broker_error(client.deploy_processor(too_much, abi_module(PASSTHROUGH)).await.unwrap_err());
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    assert!(message.contains("above this broker's limit of 1000"), "{message}");
+
+    let mut quick = deployment("spin", "in", "spin-out");
+    quick.limits.call_time_ms_max = Some(50);
+    client.deploy_processor(quick, abi_module("(loop $l (br $l)) (i32.const 0)")).await.unwrap();
+    let mut small = deployment("bomb", "in", "bomb-out");
+    small.limits.memory_bytes_max = Some(1 << 20);
+    let bomb = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable";
+    client.deploy_processor(small, abi_module(bomb)).await.unwrap();
+    client.deploy_processor(deployment("copy", "in", "copy-out"), abi_module(PASSTHROUGH)).await.unwrap();
+    produce(&client, "in", 0, &values(0..10), 10).await;
+
+    let spin = failed(&client, "spin").await.error.unwrap();
+    assert!(spin.contains("time limit of 50 ms"), "{spin}");
+    let bomb = failed(&client, "bomb").await.error.unwrap();
+    assert!(bomb.contains("1048576"), "the memory limit of this processor is named: {bomb}");
+    assert_eq!(caught_up(&client, "copy").await.events_out, 10);
+    let versions = client.processor_versions("bomb").await.unwrap();
+    assert_eq!(versions[0].limits.memory_bytes_max, Some(1 << 20));
+    assert_eq!(versions[0].limits.call_time_ms_max, Some(1000), "unset limits take the broker's");
 }

@@ -165,6 +165,7 @@ pub(crate) async fn run(a: &PipelineArgs) -> anyhow::Result<PipelineReport> {
         output: format!("{name}-out"),
         params: a.params.clone(),
         from: Some(from),
+        limits: Default::default(),
     };
 
     // Phase 2: deploy to first processed event, cold and warm. The probe's producer is set up

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use silt_client::{Client, Deployment, ProcessorInfo, ProcessorState, ProcessorVersion};
+use silt_client::{Client, Deployment, ProcessorInfo, ProcessorLimits, ProcessorState, ProcessorVersion};
 use silt_wire::signature;
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +61,18 @@ pub struct DeployArgs {
     /// the previous version stopped.
     #[arg(long)]
     from: Option<String>,
+    /// Linear memory this processor may use, in bytes (default and maximum: the broker's
+    /// `[processors] memory_bytes_max`, 64 MiB unless configured).
+    #[arg(long, value_name = "BYTES")]
+    memory_max: Option<u64>,
+    /// Time one batch may take, in milliseconds (default and maximum: the broker's
+    /// `call_time_ms_max`, 1000 unless configured).
+    #[arg(long, value_name = "MS")]
+    time_limit_ms: Option<u64>,
+    /// Output bytes one input batch may produce (default and maximum: the broker's
+    /// `output_bytes_max`, just under 8 MiB).
+    #[arg(long, value_name = "BYTES")]
+    output_max: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +181,11 @@ pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::
                 output: args.output,
                 params: args.params,
                 from,
+                limits: ProcessorLimits {
+                    memory_bytes_max: args.memory_max,
+                    call_time_ms_max: args.time_limit_ms,
+                    output_bytes_max: args.output_max,
+                },
             };
             let info = client.deploy_processor(d, wasm).await?;
             if json {
@@ -308,6 +325,11 @@ fn version_json(v: &ProcessorVersion) -> serde_json::Value {
         "params": v.params.iter().map(|(k, val)| (k.clone(), serde_json::Value::String(val.clone()))).collect::<serde_json::Map<_, _>>(),
         "deployed_ms": v.deployed_ms,
         "signed_by": v.signed_by,
+        "limits": {
+            "memory_bytes_max": v.limits.memory_bytes_max,
+            "call_time_ms_max": v.limits.call_time_ms_max,
+            "output_bytes_max": v.limits.output_bytes_max,
+        },
     })
 }
 

@@ -62,6 +62,6 @@ pub use error::ClientError;
 pub use processors::Deployment;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
 pub use silt_wire::{
-    Compression, ErrorCode, FetchFrom, ProcessorInfo, ProcessorRef, ProcessorState, ProcessorVersion,
-    TopicInfo,
+    Compression, ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState,
+    ProcessorVersion, TopicInfo,
 };

@@ -2,7 +2,7 @@
 //! undeploy (docs/processor-abi.md for the modules themselves).
 
 use bytes::Bytes;
-use silt_wire::{FetchFrom, ProcessorInfo, ProcessorVersion, Request, Response};
+use silt_wire::{FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorVersion, Request, Response};
 
 use crate::connection::{unexpected, Client};
 use crate::ClientError;
@@ -17,6 +17,8 @@ pub struct Deployment {
     /// Where the new version starts reading; `None`: earliest for a new processor, the
     /// current checkpoints for a new version of an existing one.
     pub from: Option<FetchFrom>,
+    /// Limits of this version; unset ones take the broker's configured values.
+    pub limits: ProcessorLimits,
 }
 
 impl Client {
@@ -30,6 +32,7 @@ impl Client {
             output: d.output,
             params: d.params,
             from: d.from,
+            limits: d.limits,
         };
         self.processor_call(req, Bytes::from(wasm)).await
     }

@@ -65,6 +65,9 @@ pub enum Request {
         /// Where the new version starts reading. `None`: from earliest for a new processor,
         /// from the current checkpoints for a new version of an existing one.
         from: Option<FetchFrom>,
+        /// Limits of this version; unset ones take the broker's configured values, which are
+        /// also the most a deploy may ask for.
+        limits: ProcessorLimits,
     },
     ListProcessors,
     ProcessorStatus {
@@ -122,6 +125,17 @@ pub struct ProcessorRef {
     pub params: Option<Vec<(String, String)>>,
 }
 
+/// Per-processor limits; `None` means the broker's configured value.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessorLimits {
+    /// Linear memory of one instance.
+    pub memory_bytes_max: Option<u64>,
+    /// Time of one call into the module (one batch).
+    pub call_time_ms_max: Option<u64>,
+    /// Output bytes one input batch may produce.
+    pub output_bytes_max: Option<u64>,
+}
+
 /// What a processor is doing.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessorState {
@@ -170,6 +184,8 @@ pub struct ProcessorVersion {
     pub module_bytes: u64,
     pub params: Vec<(String, String)>,
     pub from: Option<FetchFrom>,
+    /// The limits this version runs under (resolved against the broker's).
+    pub limits: ProcessorLimits,
     pub deployed_ms: i64,
     /// Hex Ed25519 public key that signed the module, when signed.
     pub signed_by: Option<String>,
@@ -326,7 +342,7 @@ mod tests {
             let reqs = vec![
                 Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Offset(off), max_bytes: w, max_wait_ms: w, processor: None },
                 Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Latest, max_bytes: w, max_wait_ms: w, processor: Some(ProcessorRef { name: name.clone(), version: Some(p), params: Some(vec![(name.clone(), name.clone())]) }) },
-                Request::DeployProcessor { name: name.clone(), input: name.clone(), output: name.clone(), params: vec![], from: Some(FetchFrom::Timestamp(off as i64)) },
+                Request::DeployProcessor { name: name.clone(), input: name.clone(), output: name.clone(), params: vec![], from: Some(FetchFrom::Timestamp(off as i64)), limits: ProcessorLimits { memory_bytes_max: Some(off), call_time_ms_max: None, output_bytes_max: Some(u64::from(w)) } },
                 Request::CreateTopic { name: name.clone(), partitions: p, retention_ms: Some(off), retention_bytes: None },
                 Request::JoinGroup { group: name.clone(), member_id: None, topics: vec![name.clone()], session_timeout_ms: w },
             ];
