@@ -397,3 +397,31 @@ async fn limits_are_per_processor_and_capped_by_the_broker() {
     assert_eq!(versions[0].limits.memory_bytes_max, Some(1 << 20));
     assert_eq!(versions[0].limits.call_time_ms_max, Some(1000), "unset limits take the broker's");
 }
+
+/// A new module starts on the quick first-tier build and moves to the optimised build while
+/// input keeps arriving; the move goes through a commit, so the output is still exactly the
+/// input, with no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_tier_hands_over_to_the_optimised_build_exactly_once() {
+    let broker = BrokerProcess::start(&[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "in", 1).await;
+    client.deploy_processor(deployment("copy", "in", "out"), abi_module(PASSTHROUGH)).await.unwrap();
+    let deadline = Instant::now() + CATCH_UP;
+    let mut sent = 0;
+    loop {
+        produce(&client, "in", 0, &values(sent..sent + 50), 10).await;
+        sent += 50;
+        if broker.log().contains("processor moved to its optimised build") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no move to the optimised build; log:\n{}", broker.log());
+    }
+    produce(&client, "in", 0, &values(sent..sent + 50), 10).await;
+    sent += 50;
+    let info = caught_up(&client, "copy").await;
+    assert_eq!(info.events_out, u64::from(sent));
+    let out: Vec<String> =
+        read_all(&client, "out", FetchFrom::Earliest).await.into_iter().map(|r| r.value).collect();
+    assert_eq!(out, values(0..sent));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, Linker, OptLevel,
-    PoolingAllocationConfig, Strategy, ValType, WasmFeatures,
+    PoolingAllocationConfig, RegallocAlgorithm, Strategy, ValType, WasmFeatures,
 };
 
 use crate::config::MEMORY_BYTES_CAP;
@@ -110,6 +110,9 @@ fn engine_config(config: &RuntimeConfig, pooling: bool) -> Config {
         .wasm_multi_memory(false)
         .epoch_interruption(true)
         .consume_fuel(false);
+    if config.quick_compile {
+        c.cranelift_opt_level(OptLevel::None).cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass);
+    }
     if pooling {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(config.instances_max)
@@ -196,6 +199,19 @@ impl Runtime {
         artefact.extend_from_slice(&crc32c::crc32c(&compiled).to_le_bytes());
         artefact.extend_from_slice(&compiled);
         Ok(artefact)
+    }
+
+    /// Checks and compiles a module as [`Runtime::compile`] does, and returns it ready to
+    /// instantiate, without an artefact (for a module that is not cached, such as a first
+    /// tier compiled with `quick_compile`).
+    pub fn compile_module(&self, wasm: &[u8]) -> Result<Module, RuntimeError> {
+        check_core_wasm(wasm)?;
+        let module = wasmtime::Module::new(&self.shared.engine, wasm)
+            .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
+        let stateful = check_abi(&module)?;
+        let linker: Linker<Host> = Linker::new(&self.shared.engine);
+        let pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
+        Ok(Module::new(self.shared.clone(), pre, stateful))
     }
 
     /// Loads an artefact made by [`Runtime::compile`]. Fails with

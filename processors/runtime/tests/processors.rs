@@ -289,7 +289,13 @@ fn damaged_or_foreign_artefacts_are_refused_not_run() {
 fn the_pool_caps_live_instances_and_frees_slots_on_drop() {
     // Proves instances_max is enforced with a clear error and that a dropped instance's slot
     // is reused.
-    let rt = Runtime::new(RuntimeConfig { pooling: true, instances_max: 2, epoch_tick_ms: 5 }).unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        pooling: true,
+        instances_max: 2,
+        epoch_tick_ms: 5,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
     assert!(rt.is_pooling());
     let module = load(&rt, &threshold_wasm());
     let a = module.instantiate(&[], &limits()).unwrap();

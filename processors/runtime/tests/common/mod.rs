@@ -57,7 +57,13 @@ pub fn processor(process: &str) -> Vec<u8> {
 /// A runtime small enough for many to live at once in one test process, with a fine tick so
 /// that time limits are hit quickly.
 pub fn runtime() -> Runtime {
-    Runtime::new(RuntimeConfig { pooling: true, instances_max: 16, epoch_tick_ms: 2 }).unwrap()
+    Runtime::new(RuntimeConfig {
+        pooling: true,
+        instances_max: 16,
+        epoch_tick_ms: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap()
 }
 
 pub fn load(rt: &Runtime, wasm: &[u8]) -> Module {
