@@ -165,6 +165,8 @@ struct Progress {
 }
 
 struct Pipeline {
+    /// Runs a first-tier build; [`Broker::optimise`] restarts it on the optimised one.
+    first_tier: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     progress: Arc<Vec<Progress>>,
@@ -198,6 +200,9 @@ pub struct Host {
     quick: Runtime,
     config: ProcessorConfig,
     loaded: Mutex<HashMap<[u8; 32], Module>>,
+    /// First-tier builds of modules whose optimised build is being compiled; a deploy of the
+    /// same module meanwhile reuses it.
+    first_tier: Mutex<HashMap<[u8; 32], Module>>,
     running: Mutex<HashMap<String, Pipeline>>,
     /// Serialises deploys, rollbacks, pauses and undeploys, which stop and start tasks.
     control: tokio::sync::Mutex<()>,
@@ -216,6 +221,7 @@ impl Host {
             quick,
             config,
             loaded: Mutex::new(HashMap::new()),
+            first_tier: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             control: tokio::sync::Mutex::new(()),
             consume_cache: Mutex::new(Vec::new()),
@@ -450,9 +456,12 @@ impl Broker {
                 }
                 None => None,
             };
-            let (module, optimise) = match known {
-                Some(m) => (m, false),
-                None => (host.quick.compile_module(&wasm).map_err(module_error)?, true),
+            let quick = host.first_tier.lock().expect("module map").get(&hash).cloned();
+            let (module, optimise) = match (known, quick) {
+                (Some(m), _) => (m, false),
+                // Its optimised build is on the way already.
+                (None, Some(m)) => (m, false),
+                (None, None) => (host.quick.compile_module(&wasm).map_err(module_error)?, true),
             };
             module.instantiate(&params_for_init, &trial_limits).map_err(module_error)?;
             this.store.put_module(&hash, &wasm)?;
@@ -504,19 +513,21 @@ impl Broker {
             self.reset_checkpoints(&def, from, version)?;
         }
         self.save(&def)?;
-        self.start_pipeline_with(&def, Some(first))?;
-        tracing::info!(processor = %def.name, version, input = %def.input, output = %def.output, module = %hex(&hash), first_tier = optimise, "processor deployed");
+        let first_tier = !self.host().loaded.lock().expect("module map").contains_key(&hash);
+        self.start_pipeline_with(&def, first_tier.then_some(first.clone()))?;
+        tracing::info!(processor = %def.name, version, input = %def.input, output = %def.output, module = %hex(&hash), first_tier, "processor deployed");
         if optimise {
-            tokio::spawn(self.clone().optimise(def.name.clone(), hash, d.wasm));
+            self.host().first_tier.lock().expect("module map").insert(hash, first);
+            tokio::spawn(self.clone().optimise(hash, d.wasm));
         }
         self.processor_info(&def)
     }
 
     /// Compiles the optimised build of a module deployed on the first tier, caches it, and
-    /// restarts the processor's tasks on it when the processor still runs that module. The
-    /// restart goes through the last commit (checkpoint and state snapshot), so it is as
-    /// exactly-once as any restart, and the output is the same bytes on either build.
-    async fn optimise(self: Arc<Self>, name: String, hash: [u8; 32], wasm: bytes::Bytes) {
+    /// restarts every processor still running a first-tier build of it. The restart goes
+    /// through the last commit (checkpoint and state snapshot), so it is as exactly-once as
+    /// any restart, and the output is the same bytes on either build.
+    async fn optimise(self: Arc<Self>, hash: [u8; 32], wasm: bytes::Bytes) {
         let this = self.clone();
         let built = tokio::task::spawn_blocking(move || -> Result<(), HostError> {
             let host = this.host();
@@ -527,25 +538,37 @@ impl Broker {
             Ok(())
         })
         .await;
-        match built {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return tracing::error!(processor = %name, error = %e.message, "optimised build failed; the processor stays on the first tier")
-            }
-            Err(e) => return tracing::error!(processor = %name, error = %e, "optimised build task failed"),
-        }
+        let failed = match built {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.message),
+            Err(e) => Some(format!("optimised build task failed: {e}")),
+        };
         let _control = self.host().control.lock().await;
-        let Ok(def) = self.definition(&name) else { return };
-        let running = self.host().running.lock().expect("pipelines").contains_key(&name);
-        if !running || def.paused || def.error.is_some() || def.active().module_hash != hash {
-            return;
+        self.host().first_tier.lock().expect("module map").remove(&hash);
+        if let Some(e) = failed {
+            // Processors stay on the first tier; a restart compiles the optimised build.
+            return tracing::error!(module = %hex(&hash), error = %e, "optimised build failed");
         }
-        self.stop_pipeline(&name).await;
-        if let Err(e) = self.start_pipeline(&def) {
-            self.fail(&name, &e.message);
-            return;
+        let names: Vec<String> = self
+            .host()
+            .running
+            .lock()
+            .expect("pipelines")
+            .iter()
+            .filter(|(_, p)| p.first_tier)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Ok(def) = self.definition(&name) else { continue };
+            if def.paused || def.error.is_some() || def.active().module_hash != hash {
+                continue;
+            }
+            self.stop_pipeline(&name).await;
+            match self.start_pipeline(&def) {
+                Ok(()) => tracing::info!(processor = %name, "processor moved to its optimised build"),
+                Err(e) => self.fail(&name, &e.message),
+            }
         }
-        tracing::info!(processor = %name, "processor moved to its optimised build");
     }
 
     fn check_signature(&self, wasm: &[u8]) -> Result<Option<[u8; 32]>, HostError> {
@@ -604,6 +627,7 @@ impl Broker {
             HostError::new(ErrorCode::UnknownTopic, format!("input topic {:?} is gone", def.input))
         })?;
         let active = def.active().clone();
+        let first_tier = module.is_some();
         let module = match module {
             Some(m) => m,
             None => self.host().module(&self.store, &active.module_hash)?,
@@ -642,7 +666,7 @@ impl Broker {
             .running
             .lock()
             .expect("pipelines")
-            .insert(def.name.clone(), Pipeline { stop, tasks, progress });
+            .insert(def.name.clone(), Pipeline { first_tier, stop, tasks, progress });
         Ok(())
     }
 
