@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use silt_client::{
-    Client, Compression, ConsumedRecord, Consumer, ConsumerConfig, Deployment, FetchFrom, ProcessorInfo,
-    ProcessorState, Producer, ProducerConfig, ProducerRecord,
+    Client, Compression, ConsumedRecord, Deployment, FetchFrom, ProcessorInfo, ProcessorState, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use support::{create_topic, example_wasm, BrokerProcess};
 
@@ -73,19 +73,7 @@ async fn produce(
 
 /// Every record of `topic`, sorted by (partition, offset).
 async fn read_topic(client: &Client, topic: &str) -> Vec<ConsumedRecord> {
-    let config = ConsumerConfig { from: FetchFrom::Earliest, follow: false, ..Default::default() };
-    let work = async {
-        let mut c = Consumer::new(client, topic, config).await?;
-        let mut out = Vec::new();
-        while let Some(r) = c.next_record().await {
-            out.push(r?);
-        }
-        c.close().await;
-        Ok::<_, silt_client::ClientError>(out)
-    };
-    let mut out = tokio::time::timeout(IO_TIMEOUT, work).await.expect("read timed out").expect("read");
-    out.sort_by_key(|r| (r.partition, r.offset));
-    out
+    support::read_records(client, topic, IO_TIMEOUT).await
 }
 
 fn deployment(name: &str, input: &str, output: &str, params: &[(&str, &str)]) -> Deployment {

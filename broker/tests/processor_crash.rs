@@ -9,8 +9,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use silt_client::{
-    Client, Compression, ConsumedRecord, Consumer, ConsumerConfig, Deployment, FetchFrom, ProcessorInfo,
-    ProcessorState, Producer, ProducerConfig, ProducerRecord,
+    Client, Compression, ConsumedRecord, Deployment, FetchFrom, ProcessorInfo, ProcessorState, Producer,
+    ProducerConfig, ProducerRecord,
 };
 use support::{abi_module, create_topic, example_wasm, BrokerProcess, PASSTHROUGH};
 
@@ -99,22 +99,7 @@ async fn produce(client: &Client, from: u64, n: u64) {
 
 /// Every record of `topic`, sorted by (partition, offset).
 async fn read_topic(client: &Client, topic: &str) -> Vec<ConsumedRecord> {
-    let config = ConsumerConfig { from: FetchFrom::Earliest, follow: false, ..Default::default() };
-    let work = async {
-        let mut c = Consumer::new(client, topic, config).await?;
-        let mut out = Vec::new();
-        while let Some(r) = c.next_record().await {
-            out.push(r?);
-        }
-        c.close().await;
-        Ok::<_, silt_client::ClientError>(out)
-    };
-    let mut out = tokio::time::timeout(STEP_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| panic!("reading {topic} timed out"))
-        .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
-    out.sort_by_key(|r| (r.partition, r.offset));
-    out
+    support::read_records(client, topic, STEP_TIMEOUT).await
 }
 
 async fn status(client: &Client, name: &str) -> ProcessorInfo {

@@ -386,6 +386,31 @@ pub async fn read_all(client: &Client, topic: &str, from: FetchFrom) -> Vec<Rec>
     out
 }
 
+/// Every record of `topic` from the log start to its end, whole (key, headers and all),
+/// sorted by (partition, offset); the read must finish `within`.
+pub async fn read_records(
+    client: &Client,
+    topic: &str,
+    within: Duration,
+) -> Vec<silt_client::ConsumedRecord> {
+    let config = ConsumerConfig { from: FetchFrom::Earliest, follow: false, ..Default::default() };
+    let work = async {
+        let mut c = Consumer::new(client, topic, config).await?;
+        let mut out = Vec::new();
+        while let Some(r) = c.next_record().await {
+            out.push(r?);
+        }
+        c.close().await;
+        Ok::<_, silt_client::ClientError>(out)
+    };
+    let mut out = tokio::time::timeout(within, work)
+        .await
+        .unwrap_or_else(|_| panic!("reading {topic} timed out"))
+        .unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
 /// The stored batches of one partition, byte for byte, fetched from the log start.
 pub async fn stored_bytes(client: &Client, topic: &str, partition: u32) -> Vec<u8> {
     let work = async {
