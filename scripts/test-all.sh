@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, and every unit, property and integration test.
-# Installs what it needs first (rustup components and the wasm32 target), so it works on a
-# fresh machine with only cargo and rustup.
+# Installs what it needs first (rustup components, the wasm32 target, Debian's prometheus
+# package for promtool), so it works on a fresh machine with only cargo, rustup and apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Property tests: enough cases to matter, few enough for 2 cores.
 export PROPTEST_CASES="${PROPTEST_CASES:-128}"
+
+step "Debian packages"
+# promtool (package prometheus) checks the broker's /metrics in broker/tests/metrics.rs.
+if ! command -v promtool >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version | head -1
 
 step "cargo fmt --check"
 cargo fmt --all --check

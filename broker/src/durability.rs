@@ -11,6 +11,7 @@ use silt_storage::Store;
 use tokio::sync::{watch, Notify};
 
 use crate::config::FsyncPolicy;
+use crate::metrics::Metrics;
 
 /// Shared by the request handlers and the flusher task.
 pub struct Durability {
@@ -20,15 +21,17 @@ pub struct Durability {
     /// The highest registration covered by a finished flush; `Err` after a flush failed.
     flushed: watch::Sender<Result<u64, String>>,
     wake: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl Durability {
-    pub fn new(policy: FsyncPolicy) -> Arc<Self> {
+    pub fn new(policy: FsyncPolicy, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Durability {
             policy,
             written: AtomicU64::new(0),
             flushed: watch::Sender::new(Ok(0)),
             wake: Notify::new(),
+            metrics,
         })
     }
 
@@ -90,13 +93,16 @@ impl Durability {
     pub async fn flush_once(&self, store: &Arc<Store>) {
         let target = self.written.load(Ordering::Acquire);
         let s = store.clone();
+        let timer = self.metrics.flush_seconds.start_timer();
         let result = tokio::task::spawn_blocking(move || s.flush()).await;
+        timer.observe_duration();
         let outcome = match result {
             Ok(Ok(_)) => Ok(target),
             Ok(Err(e)) => Err(format!("flush failed: {e}")),
             Err(e) => Err(format!("flush task failed: {e}")),
         };
         if let Err(e) = &outcome {
+            self.metrics.flush_failures.inc();
             // A failed fsync leaves the state of the files unknown; refusing every later
             // acknowledgement is the only honest answer (PostgreSQL learnt this in 2018).
             tracing::error!(error = %e, "storage flush failed; no further produce will be acknowledged");

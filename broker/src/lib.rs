@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod durability;
 pub mod groups;
+pub mod metrics;
 pub mod processors;
 pub mod server;
 pub mod service;
@@ -64,8 +65,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await?
         .context("opening the log store (is another broker using this data directory?)")?;
     let store = Arc::new(store);
-    let durability = Durability::new(config.fsync);
-    let broker = Broker::new(store.clone(), durability.clone(), config.limits, config.processors.clone())?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let durability = Durability::new(config.fsync, metrics.clone());
+    let broker =
+        Broker::new(store.clone(), durability.clone(), config.limits, config.processors.clone(), metrics)?;
 
     let admin_listener = admin::bind(config.admin_listen).await?;
     let endpoint = server::endpoint(config.listen, certs, key, &config.limits)?;
@@ -95,7 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let admin = {
         let mut rx = stop_rx.clone();
-        tokio::spawn(admin::serve(admin_listener, async move {
+        tokio::spawn(admin::serve(admin_listener, broker.clone(), async move {
             let _ = rx.wait_for(|s| *s).await;
         }))
     };

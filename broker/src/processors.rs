@@ -662,6 +662,7 @@ impl Broker {
             };
             tasks.push(tokio::spawn(task.run(cp)));
         }
+        self.metrics.processor_restarts.with_label_values(&[&def.name]).inc();
         self.host()
             .running
             .lock()
@@ -684,6 +685,7 @@ impl Broker {
     /// Marks a processor failed and stops its other tasks (they notice at their next chunk).
     fn fail(&self, name: &str, message: &str) {
         tracing::error!(processor = %name, error = %message, "processor failed and is stopped");
+        self.metrics.processor_errors.with_label_values(&[name]).inc();
         if let Some(p) = self.host().running.lock().expect("pipelines").get(name) {
             let _ = p.stop.send(true);
         }
@@ -750,6 +752,21 @@ impl Broker {
         self.store.flush()?;
         tracing::info!(processor = %name, "processor undeployed");
         Ok(())
+    }
+
+    /// Sets the processor state and lag gauges from the stored definitions.
+    pub(crate) fn refresh_processor_metrics(&self) {
+        let m = &self.metrics;
+        m.processor_state.reset();
+        m.processor_lag.reset();
+        let Ok(list) = self.list_processors() else { return };
+        for p in list {
+            for state in ["running", "paused", "failed"] {
+                let on = state == state_label(p.state);
+                m.processor_state.with_label_values(&[p.name.as_str(), state]).set(i64::from(on));
+            }
+            m.processor_lag.with_label_values(&[&p.name]).set(p.lag as i64);
+        }
     }
 
     pub fn processor_status(&self, name: &str) -> Result<ProcessorInfo, HostError> {
@@ -914,6 +931,14 @@ impl Broker {
     }
 }
 
+fn state_label(state: ProcessorState) -> &'static str {
+    match state {
+        ProcessorState::Running => "running",
+        ProcessorState::Paused => "paused",
+        ProcessorState::Failed => "failed",
+    }
+}
+
 /// The records of `view` at or after `start`, as a batch of their own (based at `start`).
 /// `None` when none are. Only reads that start inside a batch need it, so the re-encoding
 /// stays off the pipeline's path, which always starts at batch boundaries.
@@ -1035,6 +1060,15 @@ impl PartitionTask {
             if let Some(end) = chunk.output_end {
                 self.output.publish(end);
             }
+            let metrics = &self.broker.metrics;
+            metrics
+                .processor_events_in
+                .with_label_values(&[&self.name])
+                .inc_by(chunk.checkpoint.events_in.saturating_sub(checkpoint.events_in));
+            metrics
+                .processor_events_out
+                .with_label_values(&[&self.name])
+                .inc_by(chunk.checkpoint.events_out.saturating_sub(checkpoint.events_out));
             checkpoint = chunk.checkpoint;
             let pr = &self.progress[self.partition as usize];
             pr.checkpoint.store(checkpoint.next_offset, Ordering::Relaxed);
@@ -1082,9 +1116,11 @@ fn process_chunk(
             view.as_bytes()
         };
         let records = view.next_offset() - view.base_offset().max(checkpoint.next_offset);
+        let timer = broker.metrics.processor_batch_seconds.with_label_values(&[name]).start_timer();
         let produced = instance
             .process(batch_bytes)
             .map_err(|e| format!("partition {partition}, input offset {}: {e}", view.base_offset()))?;
+        timer.observe_duration();
         if let Some(out) = produced {
             checkpoint.events_out += u64::from(batch::peek_header(&out).0);
             // Stored compressed, as producers store theirs: sensor output shrinks several

@@ -85,7 +85,12 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
         tokio::spawn(async move {
             let _permit = permit;
             match incoming.await {
-                Ok(conn) => connection(conn, broker, limits).await,
+                Ok(conn) => {
+                    let open = broker.metrics.connections.clone();
+                    open.inc();
+                    connection(conn, broker, limits).await;
+                    open.dec();
+                }
                 Err(e) => tracing::debug!(error = %e, "handshake failed"),
             }
         });

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::{Limits, ProcessorConfig};
 use crate::durability::Durability;
 use crate::groups::{Coordinator, GroupError, Join};
+use crate::metrics::Metrics;
 use crate::processors::{Deploy, Host, HostError};
 
 /// A response and the batch bytes that follow it.
@@ -57,7 +58,12 @@ const APPEND_GROUP_MAX: usize = 16;
 /// Appends queued batches of one partition, several per sled transaction when several are
 /// waiting: a transaction costs about 70 µs more than a plain insert whatever it carries
 /// (silt-storage's `measure_append_cost`). Ends when the partition's handle is dropped.
-async fn appender(log: Arc<Partition>, durability: Arc<Durability>, mut queue: mpsc::Receiver<AppendJob>) {
+async fn appender(
+    log: Arc<Partition>,
+    durability: Arc<Durability>,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::Receiver<AppendJob>,
+) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < APPEND_GROUP_MAX {
@@ -67,7 +73,9 @@ async fn appender(log: Arc<Partition>, durability: Arc<Durability>, mut queue: m
             }
         }
         let mut payloads: Vec<&mut [u8]> = jobs.iter_mut().map(|j| j.frame.payload_mut()).collect();
+        let timer = metrics.append_seconds.start_timer();
         let results = log.append_many(&mut payloads, now_ms());
+        timer.observe_duration();
         drop(payloads);
         // One registration after the write covers every batch of the group.
         let ticket = durability.register();
@@ -103,6 +111,7 @@ pub struct Broker {
     groups: Mutex<Coordinator>,
     limits: Limits,
     pub(crate) processors: Host,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 pub fn now_ms() -> i64 {
@@ -150,6 +159,7 @@ impl Broker {
         durability: Arc<Durability>,
         limits: Limits,
         processors: ProcessorConfig,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Broker>> {
         Ok(Arc::new(Broker {
             store,
@@ -158,6 +168,7 @@ impl Broker {
             groups: Mutex::new(Coordinator::new(limits.group_members_max)),
             limits,
             processors: Host::new(processors)?,
+            metrics,
         }))
     }
 
@@ -185,7 +196,7 @@ impl Broker {
                 let log = self.store.partition(topic, partition)?;
                 let hw = log.high_watermark();
                 let (appends, queue) = mpsc::channel(APPEND_QUEUE_MAX);
-                tokio::spawn(appender(log.clone(), self.durability.clone(), queue));
+                tokio::spawn(appender(log.clone(), self.durability.clone(), self.metrics.clone(), queue));
                 e.insert(Arc::new(PartitionHandle { log, visible: watch::Sender::new(hw), appends })).clone()
             }
         };
@@ -202,8 +213,49 @@ impl Broker {
     pub async fn handle(self: &Arc<Self>, frame: Frame) -> PendingReply {
         let request = match message::decode_request(frame.control()) {
             Ok(r) => r,
-            Err(e) => return ready(wire_error(&e)),
+            Err(e) => {
+                self.metrics.request_errors.with_label_values(&["invalid"]).inc();
+                return ready(wire_error(&e));
+            }
         };
+        let (kind, topic) = match &request {
+            Request::Produce { topic, .. } => ("produce", Some(topic.clone())),
+            Request::Fetch { topic, .. } => ("fetch", Some(topic.clone())),
+            Request::DeployProcessor { .. }
+            | Request::ListProcessors
+            | Request::ProcessorStatus { .. }
+            | Request::ProcessorVersions { .. }
+            | Request::RollbackProcessor { .. }
+            | Request::PauseProcessor { .. }
+            | Request::ResumeProcessor { .. }
+            | Request::UndeployProcessor { .. } => ("processor", None),
+            _ => ("admin", None),
+        };
+        self.metrics.requests.with_label_values(&[kind]).inc();
+        let started = std::time::Instant::now();
+        let pending = self.dispatch(request, frame).await;
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let reply = pending.await;
+            match (&reply.0, topic) {
+                (Response::Error { .. }, _) => metrics.request_errors.with_label_values(&[kind]).inc(),
+                (Response::Produced { duplicate: false, .. }, _) => {
+                    metrics.ack_seconds.observe(started.elapsed().as_secs_f64())
+                }
+                (Response::Fetched { next_offset, from_offset, .. }, Some(topic)) => {
+                    metrics
+                        .records_out
+                        .with_label_values(&[&topic])
+                        .inc_by(next_offset.saturating_sub(*from_offset));
+                    metrics.bytes_out.with_label_values(&[&topic]).inc_by(reply.1.len() as u64);
+                }
+                _ => {}
+            }
+            reply
+        })
+    }
+
+    async fn dispatch(self: &Arc<Self>, request: Request, frame: Frame) -> PendingReply {
         match request {
             Request::Produce { topic, partition } => self.produce(&topic, partition, frame).await,
             Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
@@ -254,6 +306,8 @@ impl Broker {
             Err(e) => return ready(storage_error(e)),
         };
         let records = batch::peek_header(frame.payload()).0;
+        let bytes = frame.payload().len() as u64;
+        let (metrics, topic) = (self.metrics.clone(), topic.to_string());
         let (done, appended) = oneshot::channel();
         if handle.appends.send(AppendJob { frame, done }).await.is_err() {
             return ready(error(ErrorCode::Storage, "the partition's appender stopped"));
@@ -264,10 +318,14 @@ impl Broker {
                 return error(ErrorCode::Storage, "the partition's appender stopped");
             };
             let (response, next) = match result {
-                Ok(Appended::New { base_offset }) => (
-                    Response::Produced { base_offset, duplicate: false },
-                    Some(base_offset + u64::from(records)),
-                ),
+                Ok(Appended::New { base_offset }) => {
+                    metrics.records_in.with_label_values(&[&topic]).inc_by(u64::from(records));
+                    metrics.bytes_in.with_label_values(&[&topic]).inc_by(bytes);
+                    (
+                        Response::Produced { base_offset, duplicate: false },
+                        Some(base_offset + u64::from(records)),
+                    )
+                }
                 // The original append may not be flushed yet; wait as for a new one so a
                 // duplicate is never acknowledged before the first copy is durable.
                 Ok(Appended::Duplicate { base_offset }) => (
@@ -524,6 +582,24 @@ impl Broker {
             created_ms: meta.created_ms,
             partitions,
         })
+    }
+
+    /// The Prometheus text of every metric, with the state gauges (partition sizes and
+    /// watermarks, processor states and lag) read from the live state first.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        m.partition_size_bytes.reset();
+        m.partition_high_watermark.reset();
+        for meta in self.store.topics() {
+            for p in 0..meta.partitions {
+                let Ok(h) = self.partition(&meta.name, p) else { continue };
+                let labels = [meta.name.as_str(), &p.to_string()];
+                m.partition_size_bytes.with_label_values(&labels).set(h.log.size_bytes() as i64);
+                m.partition_high_watermark.with_label_values(&labels).set(h.visible() as i64);
+            }
+        }
+        self.refresh_processor_metrics();
+        m.render()
     }
 
     /// Expires silent group members; called periodically.

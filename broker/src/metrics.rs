@@ -1,0 +1,183 @@
+//! Prometheus metrics of the broker, served as text on the admin port's `GET /metrics`.
+//!
+//! Counters and histograms are updated where the work happens; gauges of state (partition
+//! sizes and watermarks, processor states) are set from the live objects just before each
+//! scrape, so they never drift. Names follow Prometheus conventions: a `silt_` prefix, base
+//! units (seconds, bytes) in the name, `_total` on counters.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 50 µs to 10 s: appends and flushes take tens of microseconds to
+/// milliseconds, acknowledgements up to tens of milliseconds under load.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// Every metric the broker exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by kind (`produce`, `fetch`, `admin`, `processor`).
+    pub requests: IntCounterVec,
+    /// Requests answered with an error, by kind.
+    pub request_errors: IntCounterVec,
+    pub records_in: IntCounterVec,
+    pub bytes_in: IntCounterVec,
+    pub records_out: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    /// One sled transaction of a partition's appender (one or more batches).
+    pub append_seconds: Histogram,
+    /// One durability flush (sled flush and syncfs).
+    pub flush_seconds: Histogram,
+    /// From a produce request's start to its acknowledgement.
+    pub ack_seconds: Histogram,
+    pub connections: IntGauge,
+    pub partition_size_bytes: IntGaugeVec,
+    pub partition_high_watermark: IntGaugeVec,
+    pub processor_events_in: IntCounterVec,
+    pub processor_events_out: IntCounterVec,
+    pub processor_batch_seconds: HistogramVec,
+    pub processor_errors: IntCounterVec,
+    pub processor_restarts: IntCounterVec,
+    pub processor_state: IntGaugeVec,
+    pub processor_lag: IntGaugeVec,
+    pub flush_failures: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+        .expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let connections =
+            IntGauge::new("silt_connections_open", "Open QUIC connections.").expect("valid metric");
+        r.register(Box::new(connections.clone())).expect("unique metric");
+        let flush_failures = IntCounter::new("silt_flush_failures_total", "Durability flushes that failed.")
+            .expect("valid metric");
+        r.register(Box::new(flush_failures.clone())).expect("unique metric");
+        let processor_batch_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "silt_processor_batch_duration_seconds",
+                "Time of one call into a processor (one input batch).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["processor"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(processor_batch_seconds.clone())).expect("unique metric");
+        Metrics {
+            requests: counter(&r, "silt_requests_total", "Requests received, by kind.", &["request"]),
+            request_errors: counter(
+                &r,
+                "silt_request_errors_total",
+                "Requests answered with an error, by kind.",
+                &["request"],
+            ),
+            records_in: counter(&r, "silt_records_in_total", "Records appended by producers.", &["topic"]),
+            bytes_in: counter(
+                &r,
+                "silt_bytes_in_total",
+                "Batch bytes appended by producers, as stored.",
+                &["topic"],
+            ),
+            records_out: counter(&r, "silt_records_out_total", "Records served to fetches.", &["topic"]),
+            bytes_out: counter(&r, "silt_bytes_out_total", "Batch bytes served to fetches.", &["topic"]),
+            append_seconds: histogram(
+                &r,
+                "silt_append_duration_seconds",
+                "One append transaction of a partition.",
+            ),
+            flush_seconds: histogram(&r, "silt_flush_duration_seconds", "One durability flush of the store."),
+            ack_seconds: histogram(
+                &r,
+                "silt_produce_ack_duration_seconds",
+                "From a produce request to its acknowledgement.",
+            ),
+            connections,
+            partition_size_bytes: gauge(
+                &r,
+                "silt_partition_size_bytes",
+                "Bytes of stored batches.",
+                &["topic", "partition"],
+            ),
+            partition_high_watermark: gauge(
+                &r,
+                "silt_partition_high_watermark",
+                "Offset the next durable record gets.",
+                &["topic", "partition"],
+            ),
+            processor_events_in: counter(
+                &r,
+                "silt_processor_events_in_total",
+                "Input records a processor committed.",
+                &["processor"],
+            ),
+            processor_events_out: counter(
+                &r,
+                "silt_processor_events_out_total",
+                "Output records a processor committed.",
+                &["processor"],
+            ),
+            processor_batch_seconds,
+            processor_errors: counter(
+                &r,
+                "silt_processor_errors_total",
+                "Times a processor failed (trap, limit, error).",
+                &["processor"],
+            ),
+            processor_restarts: counter(
+                &r,
+                "silt_processor_restarts_total",
+                "Starts of a processor's tasks (deploy, resume, rollback, tier switch, broker start).",
+                &["processor"],
+            ),
+            processor_state: gauge(
+                &r,
+                "silt_processor_state",
+                "1 for the state a processor is in (running, paused, failed).",
+                &["processor", "state"],
+            ),
+            processor_lag: gauge(
+                &r,
+                "silt_processor_lag_records",
+                "Input records a processor has not processed.",
+                &["processor"],
+            ),
+            flush_failures,
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
