@@ -37,6 +37,7 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub partition_size_bytes: IntGaugeVec,
     pub partition_high_watermark: IntGaugeVec,
+    pub consumer_group_lag: IntGaugeVec,
     pub processor_events_in: IntCounterVec,
     pub processor_events_out: IntCounterVec,
     pub processor_batch_seconds: HistogramVec,
@@ -125,6 +126,12 @@ impl Metrics {
                 "silt_partition_high_watermark",
                 "Offset the next durable record gets.",
                 &["topic", "partition"],
+            ),
+            consumer_group_lag: gauge(
+                &r,
+                "silt_consumer_group_lag_records",
+                "Records of a partition after a consumer group's committed offset.",
+                &["group", "topic", "partition"],
             ),
             processor_events_in: counter(
                 &r,

@@ -590,12 +590,24 @@ impl Broker {
         let m = &self.metrics;
         m.partition_size_bytes.reset();
         m.partition_high_watermark.reset();
+        m.consumer_group_lag.reset();
         for meta in self.store.topics() {
+            let mut visible = Vec::with_capacity(meta.partitions as usize);
             for p in 0..meta.partitions {
-                let Ok(h) = self.partition(&meta.name, p) else { continue };
+                let Ok(h) = self.partition(&meta.name, p) else {
+                    visible.push(None);
+                    continue;
+                };
                 let labels = [meta.name.as_str(), &p.to_string()];
                 m.partition_size_bytes.with_label_values(&labels).set(h.log.size_bytes() as i64);
                 m.partition_high_watermark.with_label_values(&labels).set(h.visible() as i64);
+                visible.push(Some(h.visible()));
+            }
+            for (group, p, offset) in self.store.group_offsets_of_topic(&meta.name).unwrap_or_default() {
+                if let Some(Some(hw)) = visible.get(p as usize) {
+                    let labels = [group.as_str(), meta.name.as_str(), &p.to_string()];
+                    m.consumer_group_lag.with_label_values(&labels).set(hw.saturating_sub(offset) as i64);
+                }
             }
         }
         self.refresh_processor_metrics();

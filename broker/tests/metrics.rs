@@ -42,6 +42,10 @@ async fn metrics_pass_promtool_and_count_the_work() {
     let values: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
     produce(&client, "in", 1, &values, 25).await;
     assert_eq!(read_all(&client, "in", FetchFrom::Earliest).await.len(), 100);
+    let committed = vec![silt_wire::PartitionOffset { topic: "in".into(), partition: 1, offset: 60 }];
+    let commit =
+        silt_wire::Request::CommitOffsets { group: "readers".into(), member_id: None, offsets: committed };
+    client.request(&commit, bytes::Bytes::new()).await.unwrap();
     let d = Deployment {
         name: "copy".into(),
         input: "in".into(),

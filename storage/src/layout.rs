@@ -234,6 +234,18 @@ pub(crate) fn group_offset_key(group: &str, topic: &str, partition: u32) -> Vec<
     k
 }
 
+/// `(group, partition)` of a key that starts with `prefix` from [`topic_group_prefix`].
+pub(crate) fn decode_topic_group_key(prefix: &[u8], key: &[u8]) -> Option<(String, u32)> {
+    let tail = key.strip_prefix(prefix)?;
+    let (&len, rest) = tail.split_first()?;
+    let len = usize::from(len);
+    if rest.len() != len + 4 {
+        return None;
+    }
+    let group = std::str::from_utf8(&rest[..len]).ok()?.to_owned();
+    Some((group, u32::from_be_bytes(rest[len..].try_into().ok()?)))
+}
+
 /// The partition of a key that starts with `prefix` from [`group_prefix`].
 pub(crate) fn decode_group_offset_key(prefix: &[u8], key: &[u8]) -> Option<u32> {
     let tail = key.strip_prefix(prefix)?;

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use sled::transaction::{TransactionError, Transactional};
 
 use crate::layout::{
-    check_group_name, decode_group_offset_key, decode_u64_le, group_offset_key, group_prefix,
-    parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree, StoredTopic,
-    ARTEFACTS_TREE, CHECKPOINTS_TREE, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, MODULES_TREE,
-    PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
+    check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
+    group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
+    StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE,
+    MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
 
@@ -266,6 +266,25 @@ impl Store {
         }
         debug_assert!(offsets.windows(2).all(|w| w[0].0 < w[1].0), "big-endian keys sort by partition");
         Ok(offsets)
+    }
+
+    /// Every consumer group's committed offsets on a topic, as `(group, partition, offset)`
+    /// sorted by group, then partition. Empty for a topic nobody committed on.
+    pub fn group_offsets_of_topic(&self, topic: &str) -> Result<Vec<(String, u32, u64)>, StorageError> {
+        let prefix = topic_group_prefix(topic);
+        let mut out = Vec::new();
+        for item in self.group_offsets.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let corrupt = |reason: &str| StorageError::CorruptMeta {
+                what: format!("group offsets of topic {topic:?}"),
+                reason: reason.to_owned(),
+            };
+            let (group, partition) =
+                decode_topic_group_key(&prefix, &key).ok_or_else(|| corrupt("bad key"))?;
+            let offset = decode_u64_le(&value).ok_or_else(|| corrupt("offset is not 8 bytes"))?;
+            out.push((group, partition, offset));
+        }
+        Ok(out)
     }
 
     fn read_topics(&self) -> RwLockReadGuard<'_, BTreeMap<String, Topic>> {

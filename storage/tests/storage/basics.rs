@@ -283,6 +283,14 @@ fn group_offsets() {
     assert_eq!(store.committed_offsets("g", "t").unwrap(), vec![(0, 7), (2, 20)]);
     assert_eq!(store.committed_offsets("g\0x", "t").unwrap(), vec![(1, 99)]);
     assert_eq!(store.committed_offsets("other", "t").unwrap(), vec![]);
+    // Every group's offsets on the topic, for the consumer-lag metric; sorted by the length
+    // byte of the group name first, then the name and partition.
+    let all = store.group_offsets_of_topic("t").unwrap();
+    assert_eq!(
+        all,
+        vec![("g".into(), 0, 7), ("g".into(), 2, 20), ("gg".into(), 1, 98), ("g\0x".into(), 1, 99)]
+    );
+    assert_eq!(store.group_offsets_of_topic("nothing").unwrap(), vec![]);
     assert!(matches!(store.commit_offset("g", "t", 3, 1), Err(StorageError::UnknownPartition { .. })));
     assert!(matches!(store.commit_offset("", "t", 0, 1), Err(StorageError::InvalidName { .. })));
     assert!(matches!(store.committed_offsets("g", "u"), Err(StorageError::UnknownTopic(_))));
