@@ -49,8 +49,6 @@ const VERSIONS_MAX: usize = 64;
 const CONSUME_CACHE_MAX: usize = 64;
 /// A cached consume-time instance not reused for this long is dropped.
 const CONSUME_IDLE_MS_MAX: u64 = 60_000;
-/// Longest processor name (the topic-name alphabet applies).
-const NAME_BYTES_MAX: usize = 200;
 
 /// A failed processor operation, as the client sees it.
 #[derive(Debug)]
@@ -275,37 +273,49 @@ impl Host {
         key
     }
 
-    /// The loaded module for a hash: from memory, else the cached artefact, else compiled
-    /// from the stored module bytes (and the artefact cached for the next start).
-    fn module(&self, store: &Store, hash: &[u8; 32]) -> Result<Module, HostError> {
+    /// The optimised build of a module, compiled or not: from memory, else the cached
+    /// artefact when it loads. `None` when neither has it.
+    fn cached_module(&self, store: &Store, hash: &[u8; 32]) -> Result<Option<Module>, HostError> {
         let loaded = self.loaded.lock().expect("module map").get(hash).cloned();
-        if let Some(m) = loaded {
-            return Ok(m);
+        if loaded.is_some() {
+            return Ok(loaded);
         }
-        let key = self.artefact_key(hash);
-        let module = match store.artefact(&key)?.map(|a| self.runtime.load(&a)) {
+        let module = match store.artefact(&self.artefact_key(hash))?.map(|a| self.runtime.load(&a)) {
             Some(Ok(m)) => m,
-            found => {
-                if let Some(Err(e)) = found {
-                    tracing::warn!(module = %hex(hash), error = %e, "cached artefact does not load; compiling again");
-                }
-                let wasm = store.module(hash)?.ok_or_else(|| {
-                    HostError::new(ErrorCode::Storage, format!("module {} is missing", hex(hash)))
-                })?;
-                let artefact = self.runtime.compile(&wasm).map_err(module_error)?;
-                store.put_artefact(&key, &artefact)?;
-                self.runtime.load(&artefact).map_err(module_error)?
+            Some(Err(e)) => {
+                tracing::warn!(module = %hex(hash), error = %e, "cached artefact does not load; compiling again");
+                return Ok(None);
             }
+            None => return Ok(None),
         };
         self.loaded.lock().expect("module map").insert(*hash, module.clone());
+        Ok(Some(module))
+    }
+
+    /// Compiles the optimised build of `wasm`, caches its artefact and keeps it loaded.
+    fn build(&self, store: &Store, hash: &[u8; 32], wasm: &[u8]) -> Result<Module, HostError> {
+        let artefact = self.runtime.compile(wasm).map_err(module_error)?;
+        let module = self.runtime.load(&artefact).map_err(module_error)?;
+        store.put_artefact(&self.artefact_key(hash), &artefact)?;
+        self.loaded.lock().expect("module map").insert(*hash, module.clone());
         Ok(module)
+    }
+
+    /// The optimised build of a stored module: cached, else compiled from the stored bytes.
+    fn module(&self, store: &Store, hash: &[u8; 32]) -> Result<Module, HostError> {
+        if let Some(m) = self.cached_module(store, hash)? {
+            return Ok(m);
+        }
+        let wasm = store
+            .module(hash)?
+            .ok_or_else(|| HostError::new(ErrorCode::Storage, format!("module {} is missing", hex(hash))))?;
+        self.build(store, hash, &wasm)
     }
 }
 
 fn check_name(name: &str) -> Result<(), HostError> {
     silt_wire::message::check_topic_name(name)
         .map_err(|e| HostError::new(ErrorCode::InvalidRequest, e.replace("topic name", "processor name")))?;
-    debug_assert!(name.len() <= NAME_BYTES_MAX);
     Ok(())
 }
 
@@ -449,13 +459,7 @@ impl Broker {
         // optimised one in the background.
         let (first, optimise) = tokio::task::spawn_blocking(move || -> Result<(Module, bool), HostError> {
             let host = this.host();
-            let known = match host.loaded.lock().expect("module map").get(&hash).cloned() {
-                Some(m) => Some(m),
-                None if this.store.artefact(&host.artefact_key(&hash))?.is_some() => {
-                    Some(host.module(&this.store, &hash)?)
-                }
-                None => None,
-            };
+            let known = host.cached_module(&this.store, &hash)?;
             let quick = host.first_tier.lock().expect("module map").get(&hash).cloned();
             let (module, optimise) = match (known, quick) {
                 (Some(m), _) => (m, false),
@@ -529,15 +533,8 @@ impl Broker {
     /// any restart, and the output is the same bytes on either build.
     async fn optimise(self: Arc<Self>, hash: [u8; 32], wasm: bytes::Bytes) {
         let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<(), HostError> {
-            let host = this.host();
-            let artefact = host.runtime.compile(&wasm).map_err(module_error)?;
-            let module = host.runtime.load(&artefact).map_err(module_error)?;
-            this.store.put_artefact(&host.artefact_key(&hash), &artefact)?;
-            host.loaded.lock().expect("module map").insert(hash, module);
-            Ok(())
-        })
-        .await;
+        let built =
+            tokio::task::spawn_blocking(move || this.host().build(&this.store, &hash, &wasm).map(drop)).await;
         let failed = match built {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.message),

@@ -218,9 +218,9 @@ impl Broker {
                 return ready(wire_error(&e));
             }
         };
-        let (kind, topic) = match &request {
-            Request::Produce { topic, .. } => ("produce", Some(topic.clone())),
-            Request::Fetch { topic, .. } => ("fetch", Some(topic.clone())),
+        let kind = match &request {
+            Request::Produce { .. } => "produce",
+            Request::Fetch { .. } => "fetch",
             Request::DeployProcessor { .. }
             | Request::ListProcessors
             | Request::ProcessorStatus { .. }
@@ -228,28 +228,16 @@ impl Broker {
             | Request::RollbackProcessor { .. }
             | Request::PauseProcessor { .. }
             | Request::ResumeProcessor { .. }
-            | Request::UndeployProcessor { .. } => ("processor", None),
-            _ => ("admin", None),
+            | Request::UndeployProcessor { .. } => "processor",
+            _ => "admin",
         };
         self.metrics.requests.with_label_values(&[kind]).inc();
-        let started = std::time::Instant::now();
         let pending = self.dispatch(request, frame).await;
-        let metrics = self.metrics.clone();
+        let errors = self.metrics.request_errors.with_label_values(&[kind]);
         Box::pin(async move {
             let reply = pending.await;
-            match (&reply.0, topic) {
-                (Response::Error { .. }, _) => metrics.request_errors.with_label_values(&[kind]).inc(),
-                (Response::Produced { duplicate: false, .. }, _) => {
-                    metrics.ack_seconds.observe(started.elapsed().as_secs_f64())
-                }
-                (Response::Fetched { next_offset, from_offset, .. }, Some(topic)) => {
-                    metrics
-                        .records_out
-                        .with_label_values(&[&topic])
-                        .inc_by(next_offset.saturating_sub(*from_offset));
-                    metrics.bytes_out.with_label_values(&[&topic]).inc_by(reply.1.len() as u64);
-                }
-                _ => {}
+            if matches!(reply.0, Response::Error { .. }) {
+                errors.inc();
             }
             reply
         })
@@ -298,6 +286,7 @@ impl Broker {
     }
 
     async fn produce(self: &Arc<Self>, topic: &str, partition: u32, frame: Frame) -> PendingReply {
+        let started = std::time::Instant::now();
         if let Err(e) = batch::validate(frame.payload()) {
             return ready(wire_error(&e));
         }
@@ -307,7 +296,9 @@ impl Broker {
         };
         let records = batch::peek_header(frame.payload()).0;
         let bytes = frame.payload().len() as u64;
-        let (metrics, topic) = (self.metrics.clone(), topic.to_string());
+        let records_in = self.metrics.records_in.with_label_values(&[topic]);
+        let bytes_in = self.metrics.bytes_in.with_label_values(&[topic]);
+        let ack_seconds = self.metrics.ack_seconds.clone();
         let (done, appended) = oneshot::channel();
         if handle.appends.send(AppendJob { frame, done }).await.is_err() {
             return ready(error(ErrorCode::Storage, "the partition's appender stopped"));
@@ -319,8 +310,8 @@ impl Broker {
             };
             let (response, next) = match result {
                 Ok(Appended::New { base_offset }) => {
-                    metrics.records_in.with_label_values(&[&topic]).inc_by(u64::from(records));
-                    metrics.bytes_in.with_label_values(&[&topic]).inc_by(bytes);
+                    records_in.inc_by(u64::from(records));
+                    bytes_in.inc_by(bytes);
                     (
                         Response::Produced { base_offset, duplicate: false },
                         Some(base_offset + u64::from(records)),
@@ -341,6 +332,7 @@ impl Broker {
             }
             if let Some(next) = next {
                 handle.publish(next);
+                ack_seconds.observe(started.elapsed().as_secs_f64());
             }
             (response, Bytes::new())
         })
@@ -418,6 +410,8 @@ impl Broker {
                 }
             }
         };
+        self.metrics.records_out.with_label_values(&[topic]).inc_by(next_offset.saturating_sub(start));
+        self.metrics.bytes_out.with_label_values(&[topic]).inc_by(out.len() as u64);
         let response = Response::Fetched {
             log_start: handle.log.log_start(),
             high_watermark: limit,
