@@ -16,27 +16,11 @@ CARGO_TARGET_DIR=$target/wasm-bench cargo build --release --quiet --target wasm3
 bin=$target/release
 wasm=$target/wasm-bench/wasm32-unknown-unknown/release
 work=$(mktemp -d /tmp/silt-bench-processors.XXXXXX)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+. scripts/bench-broker.sh
 
 if [ -z "${SKIP_CRITERION:-}" ]; then
   cargo bench -p silt-runtime --bench examples 2>&1 | grep -E '^[a-z_0-9]+/|time:|bytes' | grep -v '%' >&2
 fi
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-quic=127.0.0.1:$(free_port)
-admin=127.0.0.1:$(free_port)
-
-start() {
-  "$bin/silt-broker" --data-dir "$work/data" --listen "$quic" --admin-listen "$admin" >>"$work/broker.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do curl -fs "http://$admin/health" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "broker did not start: $(tail -3 "$work/broker.log")" >&2; exit 1
-}
-stop() { kill "$pid"; wait "$pid" || true; pid=; }
-
-label() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['run']='$1'; print(json.dumps(d))"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), count=$count"
 one() { # one LABEL MODULE ARGS... : fresh broker, pipeline run, stop

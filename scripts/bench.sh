@@ -9,24 +9,9 @@ count=${COUNT:-5000000}
 cargo build --release --quiet -p silt-broker -p silt-loadtest
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/silt-bench.XXXXXX)
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-quic=127.0.0.1:$(free_port)
-admin=127.0.0.1:$(free_port)
-
-start() {
-  "$bin/silt-broker" --data-dir "$work/data" --listen "$quic" --admin-listen "$admin" >>"$work/broker.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do curl -fs "http://$admin/health" >/dev/null 2>&1 && return; sleep 0.1; done
-  echo "broker did not start: $(tail -3 "$work/broker.log")" >&2; exit 1
-}
-stop() { kill "$pid"; wait "$pid" || true; pid=; }
+. scripts/bench-broker.sh
 
 lt() { "$bin/silt-loadtest" "$@" --broker "$quic" --ca-cert "$work/data/tls/cert.pem" --json; }
-label() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['run']='$1'; print(json.dumps(d))"; }
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), count=$count"
 # Each measurement gets a fresh data directory, so runs see the same conditions; replay runs
