@@ -669,14 +669,22 @@ impl Broker {
     }
 
     /// Stops a processor's tasks and waits until none can commit any more.
+    ///
+    /// The entry stays in `running` until its tasks have ended, so a status read meanwhile
+    /// shows the tasks' progress (durable commits only) rather than the stored checkpoint,
+    /// which may hold a commit not yet flushed.
     async fn stop_pipeline(&self, name: &str) {
-        let pipeline = self.host().running.lock().expect("pipelines").remove(name);
-        if let Some(p) = pipeline {
-            let _ = p.stop.send(true);
-            for t in p.tasks {
-                let _ = t.await;
+        let tasks = match self.host().running.lock().expect("pipelines").get_mut(name) {
+            Some(p) => {
+                let _ = p.stop.send(true);
+                std::mem::take(&mut p.tasks)
             }
+            None => return,
+        };
+        for t in tasks {
+            let _ = t.await;
         }
+        self.host().running.lock().expect("pipelines").remove(name);
     }
 
     /// Marks a processor failed and stops its other tasks (they notice at their next chunk).
