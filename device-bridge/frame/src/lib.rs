@@ -1,0 +1,433 @@
+//! Silt device frames: the codec an MCU and the bridge share (`docs/device-frames.md`).
+//!
+//! A frame is a fixed 10-byte header (version, kind, sequence, cumulative ack), a postcard body
+//! whose shape the kind fixes, and a 16-byte tag: HMAC-SHA256 over header and body with the
+//! device's key, truncated. On a byte stream (UART, TCP) each frame is COBS-stuffed and ends
+//! with a 0x00 byte; [`Deframer`] finds frames in arbitrary chunks of such a stream.
+//!
+//! The crate is `no_std` and never allocates: bodies borrow from the frame's bytes and
+//! readings go into a fixed-capacity vector, so a firmware sizes every buffer at compile time.
+//! It does no I/O and reads no clock. It does not track sequences or retransmissions either:
+//! the device (firmware) and the bridge each keep their own state machine on top of it.
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod deframer;
+
+pub use deframer::{DeframeError, Deframer};
+
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+
+/// The only frame format version this crate reads and writes.
+pub const VERSION: u8 = 1;
+/// Header bytes: version (1), kind (1), sequence (4, LE), cumulative ack (4, LE).
+pub const HEADER_BYTES: usize = 10;
+/// Tag bytes: HMAC-SHA256 truncated to its first 16 bytes (128 bits, as RFC 4868 allows).
+pub const TAG_BYTES: usize = 16;
+/// Bytes of a device key.
+pub const KEY_BYTES: usize = 32;
+/// Largest frame, header and tag included, before stuffing. Chosen so that a frame fits a
+/// small MCU's stack twice over and a 64-byte-ish sensor record with 16 readings fits easily.
+pub const FRAME_BYTES_MAX: usize = 512;
+/// Largest frame on a byte stream: COBS adds one byte per 254, plus the 0x00 delimiter.
+pub const STUFFED_BYTES_MAX: usize = cobs::max_encoding_length(FRAME_BYTES_MAX) + 1;
+/// Most readings one data frame carries.
+pub const READINGS_MAX: usize = 16;
+/// Longest device id, in bytes (UTF-8).
+pub const DEVICE_ID_BYTES_MAX: usize = 64;
+
+/// A per-device secret key.
+pub type Key = [u8; KEY_BYTES];
+
+/// What a frame is for; the byte after the version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Device to bridge: readings.
+    Data = 1,
+    /// Bridge to device: every sequence up to the header's ack is durable.
+    Ack = 2,
+    /// Bridge to device: a frame was refused; the body says why.
+    Nack = 3,
+    /// Device to bridge: who I am; the bridge answers with an ack carrying my last durable
+    /// sequence, so a device that lost its counter (a reboot) continues after it.
+    Hello = 4,
+    /// Either way: keep-alive; the bridge answers with its own, carrying the cumulative ack.
+    Heartbeat = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Data,
+            2 => Kind::Ack,
+            3 => Kind::Nack,
+            4 => Kind::Hello,
+            5 => Kind::Heartbeat,
+            _ => return None,
+        })
+    }
+}
+
+/// Event time of a data frame.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub enum Time {
+    /// Milliseconds since the Unix epoch, from a device with a real-time clock.
+    UnixMs(i64),
+    /// Milliseconds since the device booted; the bridge maps it to wall time using the tick
+    /// the device's hello carried.
+    TickMs(u64),
+}
+
+/// One typed reading.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub enum Reading<'a> {
+    /// Degrees Celsius.
+    Temperature(f32),
+    /// Relative humidity, percent.
+    Humidity(f32),
+    /// A numbered generic channel (pressure, voltage, counts...).
+    Numeric { channel: u16, value: f64 },
+    /// Opaque bytes, stored as they are.
+    Raw(#[serde(borrow)] &'a [u8]),
+}
+
+impl Reading<'_> {
+    /// The reading's kind as a short lowercase name, used in topic names (`sensors.<kind>`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Reading::Temperature(_) => "temperature",
+            Reading::Humidity(_) => "humidity",
+            Reading::Numeric { .. } => "numeric",
+            Reading::Raw(_) => "raw",
+        }
+    }
+}
+
+/// Body of a data frame.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Data<'a> {
+    pub device: &'a str,
+    pub time: Time,
+    #[serde(borrow)]
+    pub readings: heapless::Vec<Reading<'a>, READINGS_MAX>,
+}
+
+/// Body of a hello frame.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Hello<'a> {
+    pub device: &'a str,
+    /// The device's tick (ms since boot) when it sent this frame.
+    pub tick_ms: u64,
+    /// Free text such as a firmware name and version, for the bridge's logs.
+    pub firmware: &'a str,
+}
+
+/// Why the bridge refused a frame.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NackReason {
+    /// The tag does not match the device's key.
+    BadTag,
+    /// No device with this id is registered.
+    UnknownDevice,
+    /// The device was revoked.
+    Revoked,
+    /// The bytes are not a frame (stuffing, header, body or limits).
+    Decode,
+    /// The sequence is not the next one; resend from the header's ack + 1.
+    OutOfOrder,
+    /// The frame names another device than the connection's hello.
+    WrongDevice,
+    /// The bridge could not make the readings durable (broker down, storage error); retry.
+    Unavailable,
+    /// A data frame came before any hello on this connection.
+    NoHello,
+}
+
+impl NackReason {
+    /// Short snake_case name, for logs and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NackReason::BadTag => "bad_tag",
+            NackReason::UnknownDevice => "unknown_device",
+            NackReason::Revoked => "revoked",
+            NackReason::Decode => "decode",
+            NackReason::OutOfOrder => "out_of_order",
+            NackReason::WrongDevice => "wrong_device",
+            NackReason::Unavailable => "unavailable",
+            NackReason::NoHello => "no_hello",
+        }
+    }
+}
+
+/// Body of a nack frame: the refused frame's sequence and the reason.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nack {
+    pub seq: u32,
+    pub reason: NackReason,
+}
+
+/// A frame's kind-specific body.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body<'a> {
+    Data(Data<'a>),
+    Ack,
+    Nack(Nack),
+    Hello(Hello<'a>),
+    Heartbeat,
+}
+
+impl Body<'_> {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Body::Data(_) => Kind::Data,
+            Body::Ack => Kind::Ack,
+            Body::Nack(_) => Kind::Nack,
+            Body::Hello(_) => Kind::Hello,
+            Body::Heartbeat => Kind::Heartbeat,
+        }
+    }
+
+    /// The device a device-to-bridge frame names, if its kind names one.
+    pub fn device(&self) -> Option<&str> {
+        match self {
+            Body::Data(d) => Some(d.device),
+            Body::Hello(h) => Some(h.device),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame<'a> {
+    /// Sender's sequence number: per device for data frames, 0 where unused.
+    pub seq: u32,
+    /// Cumulative ack: every sequence up to this one is durable (bridge to device); 0 = none.
+    pub ack: u32,
+    pub body: Body<'a>,
+}
+
+/// Why bytes are not a valid frame, or a frame does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Shorter than a header and a tag.
+    Truncated,
+    /// Longer than [`FRAME_BYTES_MAX`], or an output buffer is too small.
+    TooLarge,
+    /// The version byte is not [`VERSION`].
+    Version(u8),
+    /// The kind byte names no kind.
+    Kind(u8),
+    /// The body does not decode as the kind's body, or has bytes left over.
+    Body,
+    /// A device id is empty or longer than [`DEVICE_ID_BYTES_MAX`].
+    DeviceId,
+    /// The tag does not match the key.
+    BadTag,
+    /// COBS stuffing is broken.
+    Stuffing,
+}
+
+impl core::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FrameError::Truncated => write!(f, "frame shorter than header and tag"),
+            FrameError::TooLarge => {
+                write!(f, "frame larger than {FRAME_BYTES_MAX} bytes or buffer too small")
+            }
+            FrameError::Version(v) => write!(f, "frame version {v}, expected {VERSION}"),
+            FrameError::Kind(k) => write!(f, "unknown frame kind {k}"),
+            FrameError::Body => write!(f, "frame body does not decode"),
+            FrameError::DeviceId => write!(f, "device id empty or longer than {DEVICE_ID_BYTES_MAX} bytes"),
+            FrameError::BadTag => write!(f, "frame tag does not match the device key"),
+            FrameError::Stuffing => write!(f, "broken COBS stuffing"),
+        }
+    }
+}
+
+impl core::error::Error for FrameError {}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn tag_of(key: &Key, signed: &[u8]) -> [u8; TAG_BYTES] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(signed);
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; TAG_BYTES];
+    tag.copy_from_slice(&full[..TAG_BYTES]);
+    tag
+}
+
+fn check_device(id: &str) -> Result<(), FrameError> {
+    if id.is_empty() || id.len() > DEVICE_ID_BYTES_MAX {
+        return Err(FrameError::DeviceId);
+    }
+    Ok(())
+}
+
+/// Writes `frame` (header, body, tag keyed by `key`) into `out`, unstuffed, and returns its
+/// length. Use [`encode_stuffed`] for byte streams.
+pub fn encode(frame: &Frame<'_>, key: &Key, out: &mut [u8]) -> Result<usize, FrameError> {
+    let limit = out.len().min(FRAME_BYTES_MAX);
+    if limit < HEADER_BYTES + TAG_BYTES {
+        return Err(FrameError::TooLarge);
+    }
+    if let Some(device) = frame.body.device() {
+        check_device(device)?;
+    }
+    out[0] = VERSION;
+    out[1] = frame.body.kind() as u8;
+    out[2..6].copy_from_slice(&frame.seq.to_le_bytes());
+    out[6..10].copy_from_slice(&frame.ack.to_le_bytes());
+    let body_room = &mut out[HEADER_BYTES..limit - TAG_BYTES];
+    let body_len = match &frame.body {
+        Body::Data(d) => postcard::to_slice(d, body_room).map(|s| s.len()),
+        Body::Nack(n) => postcard::to_slice(n, body_room).map(|s| s.len()),
+        Body::Hello(h) => postcard::to_slice(h, body_room).map(|s| s.len()),
+        Body::Ack | Body::Heartbeat => Ok(0),
+    }
+    .map_err(|_| FrameError::TooLarge)?;
+    let signed = HEADER_BYTES + body_len;
+    let tag = tag_of(key, &out[..signed]);
+    out[signed..signed + TAG_BYTES].copy_from_slice(&tag);
+    Ok(signed + TAG_BYTES)
+}
+
+/// Encodes `frame`, COBS-stuffs it and appends the 0x00 delimiter: the bytes to write to a
+/// UART or TCP stream. `out` needs [`STUFFED_BYTES_MAX`] bytes to fit any frame.
+pub fn encode_stuffed(frame: &Frame<'_>, key: &Key, out: &mut [u8]) -> Result<usize, FrameError> {
+    let mut raw = [0u8; FRAME_BYTES_MAX];
+    let n = encode(frame, key, &mut raw)?;
+    if out.len() < cobs::max_encoding_length(n) + 1 {
+        return Err(FrameError::TooLarge);
+    }
+    let m = cobs::encode(&raw[..n], out);
+    out[m] = 0;
+    Ok(m + 1)
+}
+
+/// A frame whose structure decoded but whose tag is not yet checked: the receiver first
+/// looks up the key of [`Unverified::device`] (or of the connection), then calls
+/// [`Unverified::verify`].
+#[derive(Debug)]
+pub struct Unverified<'a> {
+    bytes: &'a [u8],
+    frame: Frame<'a>,
+}
+
+impl<'a> Unverified<'a> {
+    /// The decoded frame, not yet authenticated: use it only to find the key.
+    pub fn frame(&self) -> &Frame<'a> {
+        &self.frame
+    }
+
+    /// The device the frame names, if its kind names one.
+    pub fn device(&self) -> Option<&'a str> {
+        match &self.frame.body {
+            Body::Data(d) => Some(d.device),
+            Body::Hello(h) => Some(h.device),
+            _ => None,
+        }
+    }
+
+    /// Checks the tag in constant time and gives the frame if it matches `key`.
+    pub fn verify(self, key: &Key) -> Result<Frame<'a>, FrameError> {
+        let signed = self.bytes.len() - TAG_BYTES;
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(&self.bytes[..signed]);
+        mac.verify_truncated_left(&self.bytes[signed..]).map_err(|_| FrameError::BadTag)?;
+        Ok(self.frame)
+    }
+}
+
+/// Decodes an unstuffed frame's structure. Never panics, whatever the bytes.
+pub fn decode(bytes: &[u8]) -> Result<Unverified<'_>, FrameError> {
+    if bytes.len() > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge);
+    }
+    if bytes.len() < HEADER_BYTES + TAG_BYTES {
+        return Err(FrameError::Truncated);
+    }
+    if bytes[0] != VERSION {
+        return Err(FrameError::Version(bytes[0]));
+    }
+    let kind = Kind::from_u8(bytes[1]).ok_or(FrameError::Kind(bytes[1]))?;
+    let seq = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
+    let ack = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+    let body = &bytes[HEADER_BYTES..bytes.len() - TAG_BYTES];
+    let body = match kind {
+        Kind::Data => Body::Data(exact(body)?),
+        Kind::Nack => Body::Nack(exact(body)?),
+        Kind::Hello => Body::Hello(exact(body)?),
+        Kind::Ack | Kind::Heartbeat if body.is_empty() => {
+            if kind == Kind::Ack {
+                Body::Ack
+            } else {
+                Body::Heartbeat
+            }
+        }
+        Kind::Ack | Kind::Heartbeat => return Err(FrameError::Body),
+    };
+    if let Some(device) = body.device() {
+        check_device(device)?;
+    }
+    Ok(Unverified { bytes, frame: Frame { seq, ack, body } })
+}
+
+/// Decodes and verifies in one step, for a receiver that knows the key up front (a device
+/// reading the bridge's replies).
+pub fn decode_verified<'a>(bytes: &'a [u8], key: &Key) -> Result<Frame<'a>, FrameError> {
+    decode(bytes)?.verify(key)
+}
+
+fn exact<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    match postcard::take_from_bytes(body) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(FrameError::Body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: Key = [7; KEY_BYTES];
+
+    #[test]
+    fn a_data_frame_round_trips_and_a_wrong_key_fails() {
+        let mut readings = heapless::Vec::new();
+        readings.push(Reading::Temperature(21.5)).unwrap();
+        readings.push(Reading::Raw(b"\x00\x01")).unwrap();
+        let frame = Frame {
+            seq: 9,
+            ack: 0,
+            body: Body::Data(Data { device: "dev-1", time: Time::TickMs(1234), readings }),
+        };
+        let mut buf = [0u8; FRAME_BYTES_MAX];
+        let n = encode(&frame, &KEY, &mut buf).unwrap();
+        assert_eq!(decode_verified(&buf[..n], &KEY).unwrap(), frame);
+        assert_eq!(decode(&buf[..n]).unwrap().verify(&[8; KEY_BYTES]), Err(FrameError::BadTag));
+    }
+
+    #[test]
+    fn ack_and_heartbeat_bodies_must_be_empty() {
+        let mut buf = [0u8; 64];
+        let n = encode(&Frame { seq: 0, ack: 5, body: Body::Ack }, &KEY, &mut buf).unwrap();
+        assert_eq!(n, HEADER_BYTES + TAG_BYTES);
+        let mut longer = [0u8; 64];
+        longer[..HEADER_BYTES].copy_from_slice(&buf[..HEADER_BYTES]);
+        assert_eq!(decode(&longer[..HEADER_BYTES + 1 + TAG_BYTES]).unwrap_err(), FrameError::Body);
+    }
+
+    #[test]
+    fn device_ids_are_bounded() {
+        // 65 bytes: one over the limit.
+        let long = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+        let frame =
+            Frame { seq: 1, ack: 0, body: Body::Hello(Hello { device: long, tick_ms: 0, firmware: "" }) };
+        let mut buf = [0u8; FRAME_BYTES_MAX];
+        assert_eq!(encode(&frame, &KEY, &mut buf), Err(FrameError::DeviceId));
+    }
+}
