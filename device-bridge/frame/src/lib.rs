@@ -169,6 +169,9 @@ pub struct Nack {
 }
 
 /// A frame's kind-specific body.
+// Data is large (its readings live inline, about 400 bytes) and the rest small; boxing is not
+// an option without an allocator, and a frame lives once on the stack per receive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Body<'a> {
     Data(Data<'a>),
