@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod devices;
 pub mod durability;
 pub mod groups;
 pub mod metrics;

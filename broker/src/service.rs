@@ -23,6 +23,7 @@ use silt_wire::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Limits, ProcessorConfig};
+use crate::devices;
 use crate::durability::Durability;
 use crate::groups::{Coordinator, GroupError, Join};
 use crate::metrics::Metrics;
@@ -229,6 +230,10 @@ impl Broker {
             | Request::PauseProcessor { .. }
             | Request::ResumeProcessor { .. }
             | Request::UndeployProcessor { .. } => "processor",
+            Request::AddDevice { .. }
+            | Request::ListDevices
+            | Request::RevokeDevice { .. }
+            | Request::GetDevice { .. } => "device",
             _ => "admin",
         };
         self.metrics.requests.with_label_values(&[kind]).inc();
@@ -538,6 +543,12 @@ impl Broker {
                 Err(e) => storage_error(e),
             },
             Request::ListProcessors => host_reply(self.list_processors().map(Response::Processors)),
+            Request::AddDevice { id } => registry_reply(devices::add(&self.store, &id, now_ms()).map(Response::Device)),
+            Request::ListDevices => registry_reply(devices::list(&self.store).map(Response::Devices)),
+            Request::RevokeDevice { id } => {
+                registry_reply(devices::revoke(&self.store, &id, now_ms()).map(Response::Device))
+            }
+            Request::GetDevice { id } => registry_reply(devices::get(&self.store, &id).map(Response::Device)),
             Request::ProcessorStatus { name } => {
                 host_reply(self.processor_status(&name).map(Response::Processor))
             }
@@ -637,6 +648,13 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+fn registry_reply(result: Result<Response, devices::RegistryError>) -> Reply {
+    match result {
+        Ok(r) => (r, Bytes::new()),
+        Err(e) => error(e.code, e.message),
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) const ARTEFACTS_TREE: &[u8] = b"silt/artefacts";
 /// [`checkpoint_key`] -> a pipeline processor's checkpoint for one input partition (opaque
 /// here: the broker encodes input offset, module version and state snapshot).
 pub(crate) const CHECKPOINTS_TREE: &[u8] = b"silt/checkpoints";
+/// Device id -> the broker's encoded device entry (key, created, revoked; opaque here).
+pub(crate) const DEVICES_TREE: &[u8] = b"silt/devices";
 /// The one key of a partition's stats tree.
 pub(crate) const STATS_KEY: &[u8] = b"stats";
 

@@ -71,6 +71,7 @@
 //! flushed). `delete_topic` waits for a running append or retention step of each partition,
 //! then fails every later call on handles still held.
 
+mod devices;
 mod error;
 mod layout;
 mod partition;

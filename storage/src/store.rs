@@ -11,7 +11,7 @@ use sled::transaction::{TransactionError, Transactional};
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
     group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
-    StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE,
+    StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE,
     MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
@@ -25,6 +25,7 @@ pub struct Store {
     pub(crate) modules: sled::Tree,
     pub(crate) artefacts: sled::Tree,
     pub(crate) checkpoints: sled::Tree,
+    pub(crate) devices: sled::Tree,
     /// Every topic with its open partitions, so `partition()` is a map lookup and an `Arc`
     /// clone. Written only by `create_topic` and `delete_topic`; `commit_offset` holds it for
     /// reading so that no offset is committed for a topic while it is being deleted.
@@ -62,6 +63,7 @@ impl Store {
         let modules = db.open_tree(MODULES_TREE)?;
         let artefacts = db.open_tree(ARTEFACTS_TREE)?;
         let checkpoints = db.open_tree(CHECKPOINTS_TREE)?;
+        let devices = db.open_tree(DEVICES_TREE)?;
         let mut topics = BTreeMap::new();
         for item in topics_tree.iter() {
             let (key, value) = item?;
@@ -87,6 +89,7 @@ impl Store {
             modules,
             artefacts,
             checkpoints,
+            devices,
             topics: RwLock::new(topics),
             dir,
         })

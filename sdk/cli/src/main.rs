@@ -1,6 +1,7 @@
 //! `silt`: the command-line client of the Silt broker. Glue only: argument parsing, output
 //! formats and progress; everything that talks to the broker is `silt-client`.
 
+mod device;
 mod output;
 mod processor;
 mod records;
@@ -65,6 +66,9 @@ enum Command {
     /// Deploy and manage WebAssembly processors; sign modules.
     #[command(subcommand)]
     Processor(processor::ProcessorCommand),
+    /// Register, list and revoke devices (keys for bridge frames and MQTT logins).
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => consume(&client, args, json).await,
         Command::Replay(args) => replay(&client, args, json).await,
         Command::Processor(cmd) => processor::run(&client, cmd, json).await,
+        Command::Device(cmd) => device::run(&client, cmd, json).await,
     };
     client.close().await;
     result

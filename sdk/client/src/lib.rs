@@ -52,6 +52,7 @@
 
 mod connection;
 mod consumer;
+mod devices;
 mod error;
 mod processors;
 mod producer;
@@ -62,6 +63,6 @@ pub use error::ClientError;
 pub use processors::Deployment;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
 pub use silt_wire::{
-    Compression, ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState,
+    Compression, DeviceInfo, ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState,
     ProcessorVersion, TopicInfo,
 };

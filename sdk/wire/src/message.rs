@@ -113,6 +113,21 @@ pub enum Request {
         group: String,
         topic: String,
     },
+    /// Registers a device; the broker makes its key and answers `Device` with it.
+    AddDevice {
+        id: String,
+    },
+    /// Every registered device, revoked ones included, without keys.
+    ListDevices,
+    /// Marks a device revoked: bridges refuse its frames from then on (within their cache
+    /// time). The entry stays, so the id cannot be registered again by mistake.
+    RevokeDevice {
+        id: String,
+    },
+    /// One device with its key, for a bridge authenticating it.
+    GetDevice {
+        id: String,
+    },
 }
 
 /// A deployed processor to apply at consume time.
@@ -229,6 +244,16 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
 }
 
+/// A registered device.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub id: String,
+    /// The 32-byte key frames are tagged with; only in answers to `AddDevice` and `GetDevice`.
+    pub key: Option<Vec<u8>>,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
 /// Why a request failed. Clients map these to errors a user can act on.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -249,6 +274,8 @@ pub enum ErrorCode {
     Untrusted,
     Storage,
     ShuttingDown,
+    UnknownDevice,
+    DeviceExists,
 }
 
 /// A response, one per request, in request order on a stream.
@@ -289,6 +316,8 @@ pub enum Response {
     Processor(ProcessorInfo),
     Processors(Vec<ProcessorInfo>),
     ProcessorVersions(Vec<ProcessorVersion>),
+    Device(DeviceInfo),
+    Devices(Vec<DeviceInfo>),
 }
 
 macro_rules! codec {
@@ -317,6 +346,21 @@ codec!(encode_response, decode_response, Response);
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     assert!(partitions > 0);
     crc32c::crc32c(key) % partitions
+}
+
+/// Longest device id, in bytes; the same limit as the device frame codec's.
+pub const DEVICE_ID_BYTES_MAX: usize = 64;
+
+/// Checks a device id: 1 to 64 bytes of `[A-Za-z0-9._:-]`, so that it is safe as an MQTT
+/// username, a record key and a log field.
+pub fn check_device_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > DEVICE_ID_BYTES_MAX {
+        return Err(format!("device id must be 1 to {DEVICE_ID_BYTES_MAX} bytes long"));
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
+        return Err(format!("device id {id:?} contains {c:?}; use letters, digits, '.', '_', ':' and '-'"));
+    }
+    Ok(())
 }
 
 /// Checks a topic name: 1 to 200 bytes of `[A-Za-z0-9._-]`.

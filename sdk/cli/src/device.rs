@@ -1,0 +1,72 @@
+//! `silt device`: the registry of devices allowed to send frames and MQTT publishes through a
+//! bridge.
+
+use clap::Subcommand;
+use silt_client::{Client, DeviceInfo};
+use silt_wire::signature::hex;
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register a device and print its new key (64 hex digits). The key is the HMAC key of the
+    /// device's frames and its MQTT password; keep it, `list` never shows it again.
+    Add {
+        /// 1 to 64 characters of letters, digits, '.', '_', ':' and '-'; also its MQTT username.
+        id: String,
+    },
+    /// List registered devices, revoked ones included.
+    List,
+    /// Revoke a device: bridges refuse its frames and MQTT logins from then on (within the
+    /// bridge's key cache time, 5 s by default). The id stays taken.
+    Revoke { id: String },
+}
+
+pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        DeviceCommand::Add { id } => {
+            let d = client.add_device(&id).await?;
+            let key = hex(d.key.as_deref().unwrap_or_default());
+            if json {
+                println!("{}", serde_json::json!({ "id": d.id, "key": key, "created_ms": d.created_ms }));
+            } else {
+                println!("{key}");
+                eprintln!("device {} registered; the line above is its key (shown only now)", d.id);
+            }
+        }
+        DeviceCommand::List => {
+            let devices = client.list_devices().await?;
+            if json {
+                println!("{}", serde_json::Value::Array(devices.iter().map(device_json).collect()));
+            } else if devices.is_empty() {
+                println!("no devices");
+            } else {
+                for d in &devices {
+                    let state = if d.revoked_ms.is_some() { "revoked" } else { "active" };
+                    println!("{}\t{state}\tcreated {}", d.id, format_ms(d.created_ms));
+                }
+            }
+        }
+        DeviceCommand::Revoke { id } => {
+            let d = client.revoke_device(&id).await?;
+            if json {
+                println!("{}", device_json(&d));
+            } else {
+                println!("device {} revoked", d.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn device_json(d: &DeviceInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id,
+        "state": if d.revoked_ms.is_some() { "revoked" } else { "active" },
+        "created_ms": d.created_ms,
+        "revoked_ms": d.revoked_ms,
+    })
+}
+
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

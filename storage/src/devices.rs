@@ -1,0 +1,33 @@
+//! The device registry's tree: device id -> the broker's encoded entry (opaque here).
+//!
+//! Writes here are not flushed; the broker flushes before it answers a registry change.
+
+use crate::{StorageError, Store};
+
+impl Store {
+    /// Every registered device, as `(id, entry)` sorted by id.
+    pub fn devices(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.devices.iter() {
+            let (key, value) = item?;
+            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// One device's entry.
+    pub fn device(&self, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.devices.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Stores `entry` for `id` only if `id` has none yet; returns whether it did.
+    pub fn insert_device(&self, id: &str, entry: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.devices.compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(entry))?.is_ok())
+    }
+
+    /// Replaces a device's entry.
+    pub fn put_device(&self, id: &str, entry: &[u8]) -> Result<(), StorageError> {
+        self.devices.insert(id.as_bytes(), entry)?;
+        Ok(())
+    }
+}
