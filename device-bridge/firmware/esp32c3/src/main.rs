@@ -1,0 +1,395 @@
+//! Silt firmware for the ESP32-C3: joins WiFi, connects to the Silt bridge over TCP and sends
+//! one data frame a second (the chip's temperature and its free heap), with the exchange of
+//! `docs/device-frames.md`.
+//!
+//! Tasks: `wifi_task` keeps the station joined; `net_task` runs the IP stack (embassy-net);
+//! `sample_task` takes a sample every second and queues it; the main task owns the [`Link`] and
+//! the TCP connection and moves bytes between them. The protocol rules (numbering, window,
+//! retransmission, what a nack means) live in the library's `link` module, which is tested on
+//! the host; this file is glue and deliberately holds no protocol decisions.
+
+#![no_std]
+#![no_main]
+
+use core::future::Future;
+use core::net::Ipv4Addr;
+
+use embassy_executor::Spawner;
+use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_net::{Runner, Stack, StackResources, tcp::TcpSocket};
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::channel::{Channel, TrySendError};
+use embassy_time::{Duration, Ticker, Timer, with_timeout};
+use esp_backtrace as _;
+use esp_hal::clock::CpuClock;
+use esp_hal::rng::Rng;
+use esp_hal::time::Instant;
+use esp_hal::timer::timg::TimerGroup;
+use esp_hal::tsens::{self, TemperatureSensor};
+use esp_radio::wifi::WifiController;
+use esp_radio::wifi::sta::StationConfig;
+use esp_radio::wifi::{AuthenticationMethodConfig, Config as WifiConfig, ControllerConfig, Interface};
+use log::{error, info, warn};
+use silt_frame::Deframer;
+use silt_fw_esp32c3::link::{Link, Sample, TRANSMIT_BYTES_MAX, Verdict};
+use silt_fw_esp32c3::settings;
+use static_cell::StaticCell;
+
+esp_bootloader_esp_idf::esp_app_desc!();
+
+/// Sent in the hello, for the bridge's logs.
+const FIRMWARE: &str = concat!("silt-fw-esp32c3 ", env!("CARGO_PKG_VERSION"));
+
+/// One sample, so one data frame, per second.
+const SAMPLE_PERIOD_MS: u64 = 1_000;
+/// Samples between the sampler and the main task. The main task takes them whenever it waits,
+/// so the queue only has to bridge a TCP write stalled on a full send buffer; when it is full the
+/// sampler drops the oldest.
+const SAMPLE_QUEUE_MAX: usize = 8;
+static SAMPLES: Channel<CriticalSectionRawMutex, Sample, SAMPLE_QUEUE_MAX> = Channel::new();
+
+/// Backoff between failed bridge connections: doubled from the minimum after each failure.
+const RECONNECT_BACKOFF_MIN_MS: u64 = 1_000;
+const RECONNECT_BACKOFF_MAX_MS: u64 = 30_000;
+/// Wait after the bridge refused the device itself (bad tag, unknown device, revoked): only an
+/// operator can fix that (`silt device add`, or a rebuild with the right key), so the device
+/// asks again once a minute rather than hammering the bridge.
+const REFUSED_BACKOFF_MS: u64 = 60_000;
+/// Backoff between failed WiFi joins.
+const WIFI_BACKOFF_MIN_MS: u64 = 1_000;
+const WIFI_BACKOFF_MAX_MS: u64 = 30_000;
+/// Bound on a TCP connect (SYN retries included).
+const TCP_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// TCP keep-alive, and the silence after which the socket counts the peer as gone. The bridge
+/// answers every data frame, one a second, so 30 s of silence means it is not there.
+const TCP_KEEP_ALIVE_MS: u64 = 10_000;
+const TCP_TIMEOUT_MS: u64 = 30_000;
+/// Socket buffers. Replies are 26 to 40 bytes stuffed; the send side holds the in-flight window
+/// (8 data frames of about 60 bytes) several times over.
+const TCP_RX_BYTES: usize = 1024;
+const TCP_TX_BYTES: usize = 2048;
+/// Longest wait for the next event when the link has no deadline (it always has one while
+/// frames are in flight).
+const IDLE_WAIT_MS: u64 = 60_000;
+/// Pause between printing a panic and resetting.
+const PANIC_RESET_DELAY_MS: u32 = 1_000;
+/// Sockets: DHCP and the bridge connection, plus one spare.
+const SOCKETS_MAX: usize = 3;
+
+#[esp_rtos::main]
+async fn main(spawner: Spawner) -> ! {
+    esp_println::logger::init_logger(log::LevelFilter::Info);
+    let peripherals = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
+
+    // The WiFi driver allocates its buffers (about 50 KB for a station) from the heap: the RAM
+    // the second-stage bootloader used, reclaimed, plus a regular region.
+    esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: 64 * 1024);
+    esp_alloc::heap_allocator!(size: 36 * 1024);
+
+    // The scheduler must run before the radio starts; it also drives embassy-time.
+    let timg0 = TimerGroup::new(peripherals.TIMG0);
+    esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
+
+    info!("{FIRMWARE}: device {:?}, bridge {}", settings::DEVICE, settings::BRIDGE_ADDR.value);
+    for s in settings::ALL {
+        if !s.from_env {
+            // Defaults are no secrets: an empty password, an all-zero key.
+            warn!("{} was not set at build time: using the default {:?}", s.name, s.value);
+        }
+    }
+    if !settings::WIFI_SSID.from_env {
+        error!(
+            "built without SILT_WIFI_SSID: the placeholder network {:?} does not exist, so WiFi \
+             will not connect. Rebuild with SILT_WIFI_SSID and SILT_WIFI_PASSWORD set.",
+            settings::SSID
+        );
+    }
+    if !settings::DEVICE_KEY.from_env {
+        error!(
+            "built without SILT_DEVICE_KEY: the bridge will refuse this device (bad tag). Rebuild \
+             with the key `silt device add {}` printed.",
+            settings::DEVICE
+        );
+    }
+
+    let sensor = match TemperatureSensor::new(peripherals.TSENS, tsens::Config::default()) {
+        Ok(sensor) => sensor,
+        Err(e) => panic!("temperature sensor: {e:?}"),
+    };
+
+    let station = Interface::station();
+    let controller = match WifiController::new(
+        peripherals.WIFI,
+        ControllerConfig::default().with_initial_config(station_config()),
+    ) {
+        Ok(controller) => controller,
+        Err(e) => panic!("WiFi driver: {e:?}"),
+    };
+
+    // Seeds TCP sequence numbers and local ports. After the radio is up, which makes the RNG a
+    // true random source.
+    let rng = Rng::new();
+    let seed = u64::from(rng.random()) << 32 | u64::from(rng.random());
+    static RESOURCES: StaticCell<StackResources<SOCKETS_MAX>> = StaticCell::new();
+    let (stack, runner) = embassy_net::new(
+        station,
+        embassy_net::Config::dhcpv4(Default::default()),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    );
+
+    spawner.spawn(net_task(runner).expect("net_task is spawned once"));
+    spawner.spawn(wifi_task(controller).expect("wifi_task is spawned once"));
+    spawner.spawn(sample_task(sensor).expect("sample_task is spawned once"));
+
+    run_link(stack).await
+}
+
+/// esp-backtrace calls this once it has printed a panic's backtrace (feature `custom-halt`).
+/// A device in the field should come back rather than hang: wait a second so a connected
+/// monitor gets the whole backtrace, then reset. Unacked samples are lost; the next hello's ack
+/// tells the device where to continue.
+#[unsafe(no_mangle)]
+pub extern "Rust" fn custom_halt() -> ! {
+    esp_hal::delay::Delay::new().delay_millis(PANIC_RESET_DELAY_MS);
+    esp_hal::system::software_reset()
+}
+
+fn station_config() -> WifiConfig {
+    let ssid = settings::SSID.try_into().expect("the SSID length is checked at build time");
+    let authentication = if settings::PASSWORD.is_empty() {
+        AuthenticationMethodConfig::Open
+    } else {
+        AuthenticationMethodConfig::Wpa2Personal(
+            settings::PASSWORD.try_into().expect("the password length is checked at build time"),
+        )
+    };
+    WifiConfig::Station(StationConfig::default().with_ssid(ssid).with_authentication(authentication))
+}
+
+/// Milliseconds since boot: the device's tick for frames and the link's clock.
+fn now_ms() -> u64 {
+    Instant::now().duration_since_epoch().as_millis()
+}
+
+#[embassy_executor::task]
+async fn net_task(mut runner: Runner<'static, Interface>) -> ! {
+    runner.run().await
+}
+
+/// Joins the configured network and rejoins whenever the station is dropped.
+#[embassy_executor::task]
+async fn wifi_task(mut controller: WifiController<'static>) -> ! {
+    let mut backoff_ms = WIFI_BACKOFF_MIN_MS;
+    loop {
+        info!("joining WiFi {:?}", settings::SSID);
+        match controller.connect_async().await {
+            Ok(joined) => {
+                info!("joined WiFi {:?} on channel {}", settings::SSID, joined.channel);
+                backoff_ms = WIFI_BACKOFF_MIN_MS;
+                match controller.wait_for_disconnect_async().await {
+                    Ok(left) => warn!("WiFi dropped: {:?}", left.reason),
+                    Err(e) => warn!("WiFi dropped: {e:?}"),
+                }
+            }
+            Err(e) => {
+                warn!("WiFi join failed ({e:?}); retrying in {backoff_ms} ms");
+                Timer::after_millis(backoff_ms).await;
+                backoff_ms = (backoff_ms * 2).min(WIFI_BACKOFF_MAX_MS);
+            }
+        }
+    }
+}
+
+/// Takes a sample every [`SAMPLE_PERIOD_MS`], connected or not.
+#[embassy_executor::task]
+async fn sample_task(sensor: TemperatureSensor<'static>) -> ! {
+    let mut ticker = Ticker::every(Duration::from_millis(SAMPLE_PERIOD_MS));
+    let mut dropped: u64 = 0;
+    loop {
+        ticker.next().await;
+        let sample = Sample {
+            tick_ms: now_ms(),
+            temperature_c: sensor.get_temperature().to_celsius(),
+            free_heap_bytes: u32::try_from(esp_alloc::HEAP.free()).unwrap_or(u32::MAX),
+        };
+        if let Err(TrySendError::Full(sample)) = SAMPLES.try_send(sample) {
+            // The main task is stuck in a write: keep the newest samples.
+            let _ = SAMPLES.try_receive();
+            let _ = SAMPLES.try_send(sample);
+            dropped += 1;
+            warn!("sample queue full: {dropped} sample(s) dropped since boot");
+        }
+    }
+}
+
+/// Queues samples into the link while `fut` runs (waiting for WiFi, connecting, backing off),
+/// so that sampling never stops.
+async fn while_sampling<F: Future>(link: &mut Link<'_>, fut: F) -> F::Output {
+    let take_samples = async {
+        loop {
+            push_sample(link, SAMPLES.receive().await);
+        }
+    };
+    match select(fut, take_samples).await {
+        Either::First(output) => output,
+        Either::Second(_) => unreachable!("taking samples never ends"),
+    }
+}
+
+fn push_sample(link: &mut Link<'_>, sample: Sample) {
+    if !link.push_sample(sample) {
+        let dropped = link.dropped();
+        // Once a minute while it lasts: the backlog holds five minutes of samples.
+        if dropped == 1 || dropped % 60 == 0 {
+            warn!("backlog full: {dropped} unacked sample(s) dropped since boot");
+        }
+    }
+}
+
+/// How a connection ended.
+enum Ended {
+    /// Lost, or given up by the link: reconnect after the backoff.
+    Lost(&'static str),
+    /// The bridge refused the device: wait [`REFUSED_BACKOFF_MS`].
+    Refused,
+}
+
+/// Connects to the bridge and runs the link over the connection, forever.
+async fn run_link(stack: Stack<'static>) -> ! {
+    let mut link = Link::new(settings::DEVICE, settings::KEY, FIRMWARE);
+    let endpoint = (Ipv4Addr::from(settings::BRIDGE.ip), settings::BRIDGE.port);
+    let mut rx_buffer = [0u8; TCP_RX_BYTES];
+    let mut tx_buffer = [0u8; TCP_TX_BYTES];
+    let mut backoff_ms = RECONNECT_BACKOFF_MIN_MS;
+    loop {
+        if !stack.is_config_up() {
+            info!("waiting for WiFi and an IP address");
+            while_sampling(&mut link, stack.wait_config_up()).await;
+            if let Some(config) = stack.config_v4() {
+                info!("IP address {}", config.address);
+            }
+        }
+
+        let mut socket = TcpSocket::new(stack, &mut rx_buffer, &mut tx_buffer);
+        socket.set_timeout(Some(Duration::from_millis(TCP_TIMEOUT_MS)));
+        socket.set_keep_alive(Some(Duration::from_millis(TCP_KEEP_ALIVE_MS)));
+        // Frames are small and latency matters more than segment count.
+        socket.set_nagle_enabled(false);
+        info!("connecting to the bridge at {}", settings::BRIDGE_ADDR.value);
+        let connect = with_timeout(Duration::from_millis(TCP_CONNECT_TIMEOUT_MS), socket.connect(endpoint));
+        let ended = match while_sampling(&mut link, connect).await {
+            Ok(Ok(())) => {
+                info!("connected; {} sample(s) waiting", link.backlog_len());
+                let ended = run_connection(&mut socket, &mut link).await;
+                if link.is_streaming() {
+                    backoff_ms = RECONNECT_BACKOFF_MIN_MS;
+                }
+                link.on_disconnected();
+                ended
+            }
+            Ok(Err(e)) => Ended::Lost(connect_error(e)),
+            Err(_) => Ended::Lost("connect timed out"),
+        };
+        socket.abort();
+        // Let the RST go out before the socket is dropped; bounded, the peer may be gone.
+        let _ = while_sampling(&mut link, with_timeout(Duration::from_secs(1), socket.flush())).await;
+        drop(socket);
+
+        let wait_ms = match ended {
+            Ended::Lost(why) => {
+                warn!("bridge connection ended: {why}; reconnecting in {backoff_ms} ms");
+                let wait = backoff_ms;
+                backoff_ms = (backoff_ms * 2).min(RECONNECT_BACKOFF_MAX_MS);
+                wait
+            }
+            Ended::Refused => REFUSED_BACKOFF_MS,
+        };
+        while_sampling(&mut link, Timer::after_millis(wait_ms)).await;
+    }
+}
+
+fn connect_error(e: embassy_net::tcp::ConnectError) -> &'static str {
+    match e {
+        embassy_net::tcp::ConnectError::ConnectionReset => "connection refused",
+        embassy_net::tcp::ConnectError::TimedOut => "connect timed out",
+        embassy_net::tcp::ConnectError::NoRoute => "no route to the bridge",
+        embassy_net::tcp::ConnectError::InvalidState => "socket in an invalid state",
+    }
+}
+
+/// Moves bytes between the link and the socket until the connection ends.
+async fn run_connection(socket: &mut TcpSocket<'_>, link: &mut Link<'_>) -> Ended {
+    let mut deframer = Deframer::new();
+    let mut out = [0u8; TRANSMIT_BYTES_MAX];
+    let mut rx = [0u8; 256];
+    link.on_connected();
+    loop {
+        let verdict = link.handle_timeout(now_ms());
+        if let Some(ended) = act(link, verdict) {
+            return ended;
+        }
+        while let Some(n) = link.poll_transmit(now_ms(), &mut out) {
+            if let Err(why) = write_all(socket, &out[..n]).await {
+                return Ended::Lost(why);
+            }
+        }
+
+        let wait_ms = link.poll_timeout().map_or(IDLE_WAIT_MS, |t| t.saturating_sub(now_ms()));
+        match select3(socket.read(&mut rx), SAMPLES.receive(), Timer::after_millis(wait_ms)).await {
+            Either3::First(Ok(0)) => return Ended::Lost("the bridge closed the connection"),
+            Either3::First(Err(_)) => return Ended::Lost("connection reset"),
+            Either3::First(Ok(n)) => {
+                let mut input = &rx[..n];
+                while !input.is_empty() {
+                    let (used, frame) = deframer.push(input);
+                    input = &input[used..];
+                    match frame {
+                        Some(Ok(bytes)) => {
+                            let verdict = link.handle_frame(bytes, now_ms());
+                            if let Some(ended) = act(link, verdict) {
+                                return ended;
+                            }
+                        }
+                        Some(Err(e)) => warn!("dropping bytes from the bridge: {e:?}"),
+                        None => {}
+                    }
+                }
+            }
+            Either3::Second(sample) => push_sample(link, sample),
+            Either3::Third(()) => {}
+        }
+    }
+}
+
+/// Logs a verdict that ends the connection, and says how it ended.
+fn act(link: &Link<'_>, verdict: Verdict) -> Option<Ended> {
+    match verdict {
+        Verdict::Continue => None,
+        Verdict::Reconnect(why) => Some(Ended::Lost(why)),
+        Verdict::Stop { reason, verified } => {
+            error!(
+                "the bridge refused device {:?}: {}{}. Check `silt device list`, and that \
+                 SILT_DEVICE_KEY is the key `silt device add` printed; retrying in {} s. {} \
+                 sample(s) kept.",
+                settings::DEVICE,
+                reason.as_str(),
+                if verified { "" } else { " (unverified nack, a hint only)" },
+                REFUSED_BACKOFF_MS / 1_000,
+                link.backlog_len(),
+            );
+            Some(Ended::Refused)
+        }
+    }
+}
+
+async fn write_all(socket: &mut TcpSocket<'_>, mut bytes: &[u8]) -> Result<(), &'static str> {
+    while !bytes.is_empty() {
+        match socket.write(bytes).await {
+            Ok(0) => return Err("the connection no longer accepts data"),
+            Ok(n) => bytes = &bytes[n..],
+            Err(_) => return Err("connection reset while writing"),
+        }
+    }
+    Ok(())
+}
