@@ -82,7 +82,7 @@ pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 pub use partition::Partition;
 pub use processors::MODULE_BYTES_MAX;
-pub use store::Store;
+pub use store::{flush_durably, Store};
 
 /// Topic metadata as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

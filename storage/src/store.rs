@@ -11,8 +11,8 @@ use sled::transaction::{TransactionError, Transactional};
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
     group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
-    StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE, FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE,
-    MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
+    StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE, FORMAT_KEY, FORMAT_VERSION,
+    GROUP_OFFSETS_TREE, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
 
@@ -215,13 +215,7 @@ impl Store {
     /// 1000-event-batch ingest it took 0.4 ms (median) per flush. A killed process loses
     /// nothing either way: its writes are in the page cache.
     pub fn flush(&self) -> Result<usize, StorageError> {
-        let bytes = self.db.flush()?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs only reads the descriptor, which `self.dir` keeps open.
-        if unsafe { libc::syncfs(self.dir.as_raw_fd()) } != 0 {
-            return Err(StorageError::Sled(sled::Error::Io(std::io::Error::last_os_error())));
-        }
-        Ok(bytes)
+        flush_durably(&self.db, &self.dir)
     }
 
     /// Stores a consumer group's committed offset.
@@ -357,6 +351,20 @@ fn check_group(group: &str) -> Result<(), StorageError> {
 const OPEN_LOCK_WAIT_MS_MAX: u64 = 2_000;
 /// Pause between attempts to take the lock.
 const OPEN_LOCK_RETRY_MS: u64 = 5;
+
+/// Flushes a sled database so that what it holds survives a power cut: sled's flush, then
+/// one `syncfs` of the filesystem of `dir` (the database's directory, kept open by the caller).
+/// See [`Store::flush`] for why sled's flush alone is not enough. Other sled users of the
+/// project (the device bridge's journal) flush through this too.
+pub fn flush_durably(db: &sled::Db, dir: &std::fs::File) -> Result<usize, StorageError> {
+    let bytes = db.flush()?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which the caller keeps open.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(StorageError::Sled(sled::Error::Io(std::io::Error::last_os_error())));
+    }
+    Ok(bytes)
+}
 
 fn open_db(dir: &Path, config: &StoreConfig) -> Result<sled::Db, StorageError> {
     // HighThroughput cleans segments less eagerly than the default LowSpace. Measured with

@@ -205,7 +205,8 @@ impl Body<'_> {
 /// A decoded frame.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frame<'a> {
-    /// Sender's sequence number: per device for data frames, 0 where unused.
+    /// Sender's sequence number: per device for data frames; for a hello, the next data
+    /// sequence the device will send (0: it keeps no counter); 0 where unused.
     pub seq: u32,
     /// Cumulative ack: every sequence up to this one is durable (bridge to device); 0 = none.
     pub ack: u32,

@@ -10,7 +10,7 @@ pub enum DeviceCommand {
     /// Register a device and print its new key (64 hex digits). The key is the HMAC key of the
     /// device's frames and its MQTT password; keep it, `list` never shows it again.
     Add {
-        /// 1 to 64 characters of letters, digits, '.', '_', ':' and '-'; also its MQTT username.
+        /// 1 to 64 characters of letters, digits, '.', '_' and '-'; also its MQTT username.
         id: String,
     },
     /// List registered devices, revoked ones included.

@@ -16,7 +16,7 @@ pub mod varint;
 pub use batch::{BatchBuilder, BatchView, Compression, Record};
 pub use error::WireError;
 pub use message::{
-    check_device_id, partition_for_key, DeviceInfo, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorInfo, ProcessorLimits,
-    ProcessorPartition, ProcessorRef, ProcessorState, ProcessorVersion, Request, Response, TopicInfo,
-    TopicPartition,
+    check_device_id, partition_for_key, DeviceInfo, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset,
+    ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef, ProcessorState, ProcessorVersion,
+    Request, Response, TopicInfo, TopicPartition,
 };

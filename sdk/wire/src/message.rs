@@ -351,14 +351,14 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 /// Longest device id, in bytes; the same limit as the device frame codec's.
 pub const DEVICE_ID_BYTES_MAX: usize = 64;
 
-/// Checks a device id: 1 to 64 bytes of `[A-Za-z0-9._:-]`, so that it is safe as an MQTT
-/// username, a record key and a log field.
+/// Checks a device id: 1 to 64 bytes of `[A-Za-z0-9._-]`, so that it is safe as an MQTT
+/// username, a record key, a log field and part of a topic name.
 pub fn check_device_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > DEVICE_ID_BYTES_MAX {
         return Err(format!("device id must be 1 to {DEVICE_ID_BYTES_MAX} bytes long"));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
-        return Err(format!("device id {id:?} contains {c:?}; use letters, digits, '.', '_', ':' and '-'"));
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("device id {id:?} contains {c:?}; use letters, digits, '.', '_' and '-'"));
     }
     Ok(())
 }

@@ -1,0 +1,305 @@
+//! The appender: one task that turns submitted readings into record batches and makes them
+//! durable in the broker, in rounds.
+//!
+//! A round takes whatever is queued (up to `round_records_max` records), builds one batch per
+//! topic partition under the bridge's producer id with the next producer sequence of that
+//! partition, journals the round (one durable flush, see `journal`), sends every batch to the
+//! broker at once, and completes each submission when all are confirmed. Rounds run one
+//! after another, so a partition's sequences reach the broker in order; while one round is
+//! out, the next one's submissions gather, which is what makes rounds grow under load.
+//!
+//! Broker failures are retried until they succeed: a journaled round must reach the broker
+//! before anything after it, and nothing is acked before. The queue in front is bounded, so
+//! a slow or absent broker makes connections wait, and their devices with them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use silt_client::{Client, ClientError, Compression, ErrorCode};
+use silt_wire::{partition_for_key, BatchBuilder, Request, Response};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::journal::{Journal, JournalError, Round, RoundBatch};
+use crate::metrics::Metrics;
+use crate::sequences::Sequences;
+
+/// One record to append.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    pub topic: Arc<str>,
+    /// Partition key (the device id); also the record key.
+    pub key: Arc<str>,
+    pub timestamp_ms: i64,
+    pub value: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Readings of one frame (or one MQTT publish), appended all together or not at all.
+#[derive(Debug)]
+pub struct Submission {
+    /// The device sequence this makes durable, for frames.
+    pub device: Option<(Arc<str>, u32)>,
+    pub records: Vec<OutRecord>,
+    /// Told once the records are durable; dropped unsent only when the bridge stops.
+    pub done: Option<oneshot::Sender<()>>,
+    pub submitted: Instant,
+}
+
+/// Where connections hand in submissions.
+#[derive(Clone)]
+pub struct AppenderHandle {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl AppenderHandle {
+    /// Queues a submission, waiting while the queue is full. Returns a receiver that resolves
+    /// when it is durable (or errs when the bridge is stopping).
+    pub async fn submit(
+        &self,
+        device: Option<(Arc<str>, u32)>,
+        records: Vec<OutRecord>,
+    ) -> Result<oneshot::Receiver<()>, Stopping> {
+        let (done, rx) = oneshot::channel();
+        let s = Submission { device, records, done: Some(done), submitted: Instant::now() };
+        self.tx.send(s).await.map_err(|_| Stopping)?;
+        Ok(rx)
+    }
+}
+
+/// The appender is gone: the bridge is stopping.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the bridge is stopping")]
+pub struct Stopping;
+
+/// Settings of the appender.
+#[derive(Debug, Clone)]
+pub struct AppenderConfig {
+    pub queue_max: usize,
+    pub round_records_max: usize,
+    pub create_topics: bool,
+    pub partitions: u32,
+}
+
+pub struct Appender {
+    client: Client,
+    journal: Arc<Journal>,
+    sequences: Arc<Sequences>,
+    metrics: Arc<Metrics>,
+    config: AppenderConfig,
+    /// Partition count of each topic seen.
+    topics: HashMap<Arc<str>, u32>,
+    /// Last producer sequence per topic partition.
+    last_sequence: HashMap<(String, u32), u64>,
+    next_round: u64,
+}
+
+/// Retry pause after a failed broker request: doubles from the first to the last value.
+const RETRY_FIRST_MS: u64 = 50;
+const RETRY_MAX_MS: u64 = 2_000;
+
+impl Appender {
+    /// Sets up the appender and its queue. Call [`Appender::run`] to start it.
+    pub fn new(
+        client: Client,
+        journal: Arc<Journal>,
+        sequences: Arc<Sequences>,
+        metrics: Arc<Metrics>,
+        config: AppenderConfig,
+    ) -> Result<(Appender, AppenderHandle, mpsc::Receiver<Submission>), JournalError> {
+        let (tx, rx) = mpsc::channel(config.queue_max);
+        let last_sequence = journal.sequences()?;
+        let next_round = journal.pending_rounds()?.last().map_or(1, |r| r.id + 1);
+        let appender = Appender {
+            client,
+            journal,
+            sequences,
+            metrics,
+            config,
+            topics: HashMap::new(),
+            last_sequence,
+            next_round,
+        };
+        Ok((appender, AppenderHandle { tx }, rx))
+    }
+
+    /// Sends the rounds a previous run journaled and did not complete, then serves the queue
+    /// until every handle is dropped. Errs only when the journal fails: the bridge must stop
+    /// then, since it can no longer promise anything.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Submission>) -> Result<(), JournalError> {
+        let pending = self.journal.pending_rounds()?;
+        if !pending.is_empty() {
+            tracing::info!(rounds = pending.len(), "sending journaled rounds of the previous run again");
+        }
+        for round in pending {
+            self.send_round(&round).await;
+            self.finish_round(&round)?;
+        }
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || journal.flush()).await.expect("journal flush panicked")?;
+        while let Some(first) = rx.recv().await {
+            let mut records = first.records.len();
+            let mut subs = vec![first];
+            while records < self.config.round_records_max {
+                match rx.try_recv() {
+                    Ok(s) => {
+                        records += s.records.len();
+                        subs.push(s);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.round(subs).await?;
+        }
+        Ok(())
+    }
+
+    async fn round(&mut self, mut subs: Vec<Submission>) -> Result<(), JournalError> {
+        let started = Instant::now();
+        let mut groups: BTreeMap<(Arc<str>, u32), Vec<&OutRecord>> = BTreeMap::new();
+        for s in &subs {
+            for r in &s.records {
+                let partitions = self.partitions(&r.topic).await;
+                let p = partition_for_key(r.key.as_bytes(), partitions);
+                groups.entry((r.topic.clone(), p)).or_default().push(r);
+            }
+        }
+        let mut round = Round { id: self.next_round, ..Round::default() };
+        for ((topic, partition), records) in groups {
+            for bytes in build_batches(&records) {
+                let seq = self.last_sequence.entry((topic.to_string(), partition)).or_insert(0);
+                *seq += 1;
+                round.batches.push(RoundBatch {
+                    topic: topic.to_string(),
+                    partition,
+                    sequence: *seq,
+                    bytes: bytes.finish_with(self.journal.producer_id(), *seq, Compression::Lz4),
+                });
+            }
+        }
+        round.devices =
+            subs.iter().filter_map(|s| s.device.as_ref().map(|(d, seq)| (d.to_string(), *seq))).collect();
+        self.next_round += 1;
+
+        let flush_started = Instant::now();
+        let journal = self.journal.clone();
+        let round = tokio::task::spawn_blocking(move || journal.begin(&round).map(|()| round))
+            .await
+            .expect("journal write panicked")?;
+        self.metrics.journal_flush_seconds.observe(flush_started.elapsed().as_secs_f64());
+
+        self.send_round(&round).await;
+        self.finish_round(&round)?;
+        let records: usize = subs.iter().map(|s| s.records.len()).sum();
+        self.metrics.records_appended.inc_by(records as u64);
+        for s in &mut subs {
+            self.metrics.ack_seconds.observe(s.submitted.elapsed().as_secs_f64());
+            if let Some(done) = s.done.take() {
+                let _ = done.send(());
+            }
+        }
+        self.metrics.round_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Records the round's device sequences in the journal and in the shared table.
+    fn finish_round(&self, round: &Round) -> Result<(), JournalError> {
+        self.journal.complete(round)?;
+        for (device, seq) in &round.devices {
+            self.sequences.complete(device, *seq);
+        }
+        Ok(())
+    }
+
+    /// Sends every batch of the round at once and returns when the broker confirmed each
+    /// durable, retrying failures.
+    async fn send_round(&mut self, round: &Round) {
+        let sends = round.batches.iter().map(|b| self.send_batch(b));
+        futures::future::join_all(sends).await;
+    }
+
+    async fn send_batch(&self, b: &RoundBatch) {
+        let request = Request::Produce { topic: b.topic.clone(), partition: b.partition };
+        let payload = Bytes::from(b.bytes.clone());
+        let mut pause = Duration::from_millis(RETRY_FIRST_MS);
+        loop {
+            match self.client.request(&request, payload.clone()).await {
+                Ok((Response::Produced { .. }, _)) => return,
+                Err(ClientError::Broker { code: ErrorCode::OutOfOrderSequence, message }) => {
+                    // Only possible when the broker lost this producer's state (its data was
+                    // replaced): the batch cannot be placed, and retrying would block forever.
+                    tracing::error!(topic = %b.topic, partition = b.partition, sequence = b.sequence, %message,
+                        "the broker refused a journaled batch as out of order; it is dropped");
+                    return;
+                }
+                Err(ClientError::UnknownTopic(_)) if self.config.create_topics => {
+                    tracing::warn!(topic = %b.topic, "topic vanished; creating it again");
+                    let _ = self
+                        .client
+                        .create_topic(&b.topic, self.config.partitions.max(b.partition + 1), None, None)
+                        .await;
+                }
+                Ok((other, _)) => {
+                    tracing::warn!(topic = %b.topic, response = ?other, "unexpected answer to a produce; retrying")
+                }
+                Err(e) => tracing::warn!(topic = %b.topic, error = %e, "append failed; retrying"),
+            }
+            self.metrics.broker_retries.inc();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(RETRY_MAX_MS));
+        }
+    }
+
+    /// A topic's partition count, creating the topic when allowed; retries until it can tell.
+    async fn partitions(&mut self, topic: &Arc<str>) -> u32 {
+        if let Some(&n) = self.topics.get(topic) {
+            return n;
+        }
+        let mut pause = Duration::from_millis(RETRY_FIRST_MS);
+        loop {
+            match self.client.describe_topic(topic).await {
+                Ok(info) if !info.partitions.is_empty() => {
+                    let n = info.partitions.len() as u32;
+                    self.topics.insert(topic.clone(), n);
+                    return n;
+                }
+                Ok(_) => tracing::warn!(%topic, "topic has no partitions"),
+                Err(ClientError::UnknownTopic(_)) if self.config.create_topics => {
+                    match self.client.create_topic(topic, self.config.partitions, None, None).await {
+                        Ok(_) => tracing::info!(%topic, partitions = self.config.partitions, "created topic"),
+                        Err(ClientError::Broker { code: ErrorCode::TopicExists, .. }) => {}
+                        Err(e) => tracing::warn!(%topic, error = %e, "cannot create topic; retrying"),
+                    }
+                    continue;
+                }
+                Err(ClientError::UnknownTopic(_)) => {
+                    tracing::warn!(%topic, "topic does not exist and topic creation is off; waiting for it")
+                }
+                Err(e) => tracing::warn!(%topic, error = %e, "cannot describe topic; retrying"),
+            }
+            self.metrics.broker_retries.inc();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(RETRY_MAX_MS));
+        }
+    }
+}
+
+/// Packs records into as few batches as the batch limits allow, in order.
+fn build_batches(records: &[&OutRecord]) -> Vec<BatchBuilder> {
+    let mut out = vec![BatchBuilder::with_capacity(records.len() * 96)];
+    for r in records {
+        let headers: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let builder = out.last_mut().expect("never empty");
+        if builder.push(r.timestamp_ms, r.key.as_bytes(), &r.value, &headers).is_err() {
+            let mut fresh = BatchBuilder::with_capacity(4096);
+            // A single record that does not fit an empty batch was refused at the edge
+            // (payload limits are far below the batch limit), so this push succeeds.
+            fresh
+                .push(r.timestamp_ms, r.key.as_bytes(), &r.value, &headers)
+                .expect("a record fits an empty batch");
+            out.push(fresh);
+        }
+    }
+    out
+}

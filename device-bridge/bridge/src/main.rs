@@ -1,0 +1,130 @@
+//! `silt-bridge`: see `silt-bridge --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use silt_bridge::config::{Config, LogFormat, SerialConfig};
+
+/// The Silt device bridge: MCU frames over TCP and serial lines, and MQTT 3.1.1, into the
+/// broker's log, exactly once.
+///
+/// Devices are registered with `silt device add <id>` (the registry lives in the broker). A
+/// frame is acknowledged only after its readings are durable in the broker; MQTT QoS 1
+/// publishes get their PUBACK then too. With no arguments it listens for frames on
+/// 127.0.0.1:7410, MQTT on 127.0.0.1:1883 and admin HTTP on 127.0.0.1:7411, and talks to the
+/// broker at 127.0.0.1:7400 (trusting ./silt-data/tls/cert.pem when it exists).
+///
+/// Settings: embedded defaults, then --config FILE (TOML, see the README), then environment
+/// variables and flags. A listener address of `off` turns that listener off.
+///
+/// Exit codes: 0 after SIGINT or SIGTERM; 1 when startup fails (the message says why) or the
+/// bridge's journal fails; 2 for bad command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "silt-bridge", version)]
+struct Args {
+    /// Broker QUIC address.
+    #[arg(long, env = "SILT_BROKER", value_name = "HOST:PORT")]
+    broker: Option<String>,
+    /// PEM certificate to trust (the broker's DATA_DIR/tls/cert.pem).
+    #[arg(long, env = "SILT_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// The bridge's own state (producer id, device sequences, append journal).
+    #[arg(long, env = "SILT_BRIDGE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where devices connect with frames over TCP (`off` to disable).
+    #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
+    listen_tcp: Option<Listen>,
+    /// MQTT 3.1.1 listener (`off` to disable).
+    #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
+    listen_mqtt: Option<Listen>,
+    /// HTTP admin: GET /health and GET /metrics (`off` to disable).
+    #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
+    admin_listen: Option<Listen>,
+    /// Connect out to a listening frame endpoint, such as a QEMU serial socket; repeatable.
+    /// Reconnects after every loss.
+    #[arg(long, value_name = "HOST:PORT")]
+    connect_tcp: Vec<String>,
+    /// Read frames from a serial device (e.g. /dev/ttyUSB0 or a pty) at 115200 baud;
+    /// repeatable. Use the config file for other baud rates.
+    #[arg(long, value_name = "PATH")]
+    serial: Vec<PathBuf>,
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "SILT_BRIDGE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "SILT_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{e}: expected HOST:PORT or off"))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("silt-bridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.broker {
+        config.broker = v;
+    }
+    if let Some(v) = args.ca_cert {
+        config.ca_cert = Some(v);
+    }
+    if config.ca_cert.is_none() {
+        let default = PathBuf::from("silt-data/tls/cert.pem");
+        config.ca_cert = default.exists().then_some(default);
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(Listen(v)) = args.listen_tcp {
+        config.listen_tcp = v;
+    }
+    if let Some(Listen(v)) = args.listen_mqtt {
+        config.listen_mqtt = v;
+    }
+    if let Some(Listen(v)) = args.admin_listen {
+        config.admin_listen = v;
+    }
+    config.connect_tcp.extend(args.connect_tcp);
+    config.serial.extend(args.serial.into_iter().map(|path| SerialConfig { path, baud: 115_200 }));
+    if let Some(v) = args.log_format {
+        config.log_format = v;
+    }
+    init_logging(config.log_format);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(silt_bridge::run(config))
+}
+
+fn init_logging(format: LogFormat) {
+    // RUST_LOG (e.g. `silt_bridge=debug`) refines the default of `info`.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

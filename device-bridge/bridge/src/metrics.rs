@@ -1,0 +1,134 @@
+//! Prometheus metrics of the bridge, served on the admin port's `GET /metrics`. Names follow
+//! the broker's conventions: `silt_bridge_` prefix, base units in the name, `_total` on
+//! counters.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets from 100 µs to 10 s: a durable ack takes one journal flush and one broker
+/// append, about 1-5 ms on this machine kind, more under load.
+const LATENCY_BUCKETS: [f64; 15] =
+    [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Frame connections bound to a device by a valid hello.
+    pub devices_connected: IntGauge,
+    /// Open connections by transport (`tcp`, `serial`, `mqtt`).
+    pub connections: IntGaugeVec,
+    pub frames_accepted: IntCounter,
+    /// Frames refused with a nack, by reason (the nack reasons of docs/device-frames.md).
+    pub frames_rejected: IntCounterVec,
+    /// Data frames whose sequence was already durable: acked again, not stored again.
+    pub duplicates_dropped: IntCounter,
+    pub mqtt_sessions: IntGauge,
+    /// MQTT PUBLISH packets, `in` from clients and `out` to subscribers.
+    pub mqtt_messages: IntCounterVec,
+    /// MQTT connections refused at CONNECT, by reason.
+    pub mqtt_refused: IntCounterVec,
+    pub records_appended: IntCounter,
+    /// From a frame's or publish's submission to its durable confirmation.
+    pub ack_seconds: Histogram,
+    /// One appender round: journal, broker appends, completion.
+    pub round_seconds: Histogram,
+    /// One durable journal flush.
+    pub journal_flush_seconds: Histogram,
+    /// Broker requests of the appender that failed and were retried.
+    pub broker_retries: IntCounter,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    r.register(Box::new(m.clone())).expect("unique metric");
+    m
+}
+
+fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+            .expect("valid metric"),
+    )
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let c = |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid metric"));
+        let cv = |name: &str, help: &str, label: &str| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+        };
+        Metrics {
+            devices_connected: register(
+                &r,
+                IntGauge::new("silt_bridge_devices_connected", "Frame connections bound to a device.")
+                    .expect("valid metric"),
+            ),
+            connections: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("silt_bridge_connections_open", "Open connections by transport."),
+                    &["transport"],
+                )
+                .expect("valid metric"),
+            ),
+            frames_accepted: c(
+                "silt_bridge_frames_accepted_total",
+                "Data frames accepted and submitted for append.",
+            ),
+            frames_rejected: cv(
+                "silt_bridge_frames_rejected_total",
+                "Frames refused, by nack reason.",
+                "reason",
+            ),
+            duplicates_dropped: c(
+                "silt_bridge_duplicates_dropped_total",
+                "Retransmitted data frames already durable, acked again and not stored.",
+            ),
+            mqtt_sessions: register(
+                &r,
+                IntGauge::new("silt_bridge_mqtt_sessions", "Connected MQTT sessions.").expect("valid metric"),
+            ),
+            mqtt_messages: cv(
+                "silt_bridge_mqtt_messages_total",
+                "MQTT PUBLISH packets by direction.",
+                "direction",
+            ),
+            mqtt_refused: cv(
+                "silt_bridge_mqtt_refused_total",
+                "MQTT connections refused, by reason.",
+                "reason",
+            ),
+            records_appended: c(
+                "silt_bridge_records_appended_total",
+                "Records the broker confirmed durable.",
+            ),
+            ack_seconds: histogram(
+                &r,
+                "silt_bridge_ack_duration_seconds",
+                "Submission to durable confirmation.",
+            ),
+            round_seconds: histogram(&r, "silt_bridge_round_duration_seconds", "One appender round."),
+            journal_flush_seconds: histogram(
+                &r,
+                "silt_bridge_journal_flush_duration_seconds",
+                "One journal flush.",
+            ),
+            broker_retries: c("silt_bridge_broker_retries_total", "Broker requests retried after a failure."),
+            registry: r,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,389 @@
+//! MQTT 3.1.1 listener: devices publish into the log and subscribe to its tail.
+//!
+//! Packets are read and written with rumqttc's MQTT codec (`mqttbytes::v4`); this module
+//! holds only the session logic. CONNECT needs a registered device: username = device id,
+//! password = its key in hex. PUBLISH QoS 0 and 1 appends the payload as one record (key =
+//! device id, time = arrival); QoS 1 is acknowledged only once the record is durable.
+//! SUBSCRIBE QoS 0 and 1 follows matching Silt topics from their tail (topics created later
+//! from their start) and delivers each record's value.
+//!
+//! Deliberately absent: QoS 2 (refused by closing the connection), persistent sessions and
+//! retained messages (every session is clean; the log itself is the history), and
+//! redelivery of QoS 1 messages a subscriber did not acknowledge.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{matches, valid_filter, valid_topic, QoS};
+use silt_client::{Consumer, ConsumerConfig, FetchFrom};
+use silt_wire::message::check_topic_name;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::appender::OutRecord;
+use crate::config::MqttMap;
+use crate::registry::Lookup;
+use crate::stream::{now_ms, ConnectionSlot};
+use crate::Shared;
+
+/// A client must send CONNECT within this long after connecting.
+const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// Records waiting to be written to one subscriber; its topic followers wait when it is full.
+const DELIVERIES_MAX: usize = 1024;
+/// QoS 1 publishes of one session not yet durable; the session is not read further until one
+/// completes.
+const PUBLISHES_IN_FLIGHT_MAX: usize = 64;
+/// How often a subscription looks for new topics matching its filter.
+const TOPIC_POLL_MS: u64 = 1_000;
+/// Subscriptions of one session.
+const SUBSCRIPTIONS_MAX: usize = 64;
+
+/// The Silt topic of an MQTT topic name: the first prefix rule of `map` that matches
+/// rewrites the prefix, then `/` becomes `.`. `None` if the result is not a valid topic name.
+pub fn silt_topic(map: &[MqttMap], mqtt: &str) -> Option<String> {
+    let (prefix, rest) = map
+        .iter()
+        .find_map(|m| mqtt.strip_prefix(m.mqtt.as_str()).map(|rest| (m.silt.as_str(), rest)))
+        .unwrap_or(("", mqtt));
+    let name = format!("{prefix}{}", rest.replace('/', "."));
+    check_topic_name(&name).ok().map(|()| name)
+}
+
+/// The MQTT topic name of a Silt topic: the reverse of [`silt_topic`].
+pub fn mqtt_topic(map: &[MqttMap], silt: &str) -> String {
+    let (prefix, rest) = map
+        .iter()
+        .find_map(|m| silt.strip_prefix(m.silt.as_str()).map(|rest| (m.mqtt.as_str(), rest)))
+        .unwrap_or(("", silt));
+    format!("{prefix}{}", rest.replace('.', "/"))
+}
+
+/// Accepts MQTT connections until the listener fails.
+pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an MQTT connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = ConnectionSlot::take(&shared, "mqtt") else {
+            tracing::warn!(%peer, "refusing an MQTT connection: limits.connections_max reached");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session(socket, &shared).await {
+                tracing::debug!(%peer, error = %e, "MQTT session ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connection closed")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("MQTT: {0}")]
+    Mqtt(rumqttc::mqttbytes::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+struct Conn {
+    socket: TcpStream,
+    input: BytesMut,
+    output: BytesMut,
+    packet_bytes_max: usize,
+}
+
+impl Conn {
+    /// The next packet, reading as needed.
+    async fn next(&mut self) -> Result<Packet, SessionError> {
+        loop {
+            match Packet::read(&mut self.input, self.packet_bytes_max) {
+                Ok(p) => return Ok(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => return Err(SessionError::Mqtt(e)),
+            }
+            self.input.reserve(4096);
+            if self.socket.read_buf(&mut self.input).await? == 0 {
+                return Err(SessionError::Closed);
+            }
+        }
+    }
+
+    fn queue(&mut self, p: Packet) -> Result<(), SessionError> {
+        p.write(&mut self.output, usize::MAX).map_err(SessionError::Mqtt)?;
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SessionError> {
+        if !self.output.is_empty() {
+            self.socket.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn session(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), SessionError> {
+    let mut conn = Conn {
+        socket,
+        input: BytesMut::with_capacity(4096),
+        output: BytesMut::with_capacity(4096),
+        // A publish carries its topic (up to 64 KiB) and payload besides the fixed header.
+        packet_bytes_max: shared.config.mqtt.payload_bytes_max + 70_000,
+    };
+    let first = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), conn.next())
+        .await
+        .map_err(|_| SessionError::Protocol("no CONNECT in time".into()))??;
+    let Packet::Connect(connect) = first else {
+        return Err(SessionError::Protocol("first packet is not CONNECT".into()));
+    };
+    let refuse = |conn: &mut Conn, code, reason: &str| {
+        shared.metrics.mqtt_refused.with_label_values(&[reason]).inc();
+        conn.queue(Packet::ConnAck(ConnAck::new(code, false)))
+    };
+    let device: Arc<str> = match &connect.login {
+        None => {
+            refuse(&mut conn, ConnectReturnCode::NotAuthorized, "no_login")?;
+            conn.flush().await?;
+            return Err(SessionError::Protocol("CONNECT without username and password".into()));
+        }
+        Some(login) => match shared.registry.lookup(&login.username).await {
+            Ok(Lookup::Active(key))
+                if constant_time_eq(
+                    silt_wire::signature::hex(&key).as_bytes(),
+                    login.password.to_ascii_lowercase().as_bytes(),
+                ) =>
+            {
+                Arc::from(login.username.as_str())
+            }
+            Ok(Lookup::Active(_)) | Ok(Lookup::Unknown) => {
+                refuse(&mut conn, ConnectReturnCode::BadUserNamePassword, "bad_login")?;
+                conn.flush().await?;
+                return Err(SessionError::Protocol(format!(
+                    "bad username or password for {:?}",
+                    login.username
+                )));
+            }
+            Ok(Lookup::Revoked) => {
+                refuse(&mut conn, ConnectReturnCode::NotAuthorized, "revoked")?;
+                conn.flush().await?;
+                return Err(SessionError::Protocol(format!("device {:?} is revoked", login.username)));
+            }
+            Err(e) => {
+                refuse(&mut conn, ConnectReturnCode::ServiceUnavailable, "unavailable")?;
+                conn.flush().await?;
+                return Err(SessionError::Protocol(format!("device registry unreachable: {e}")));
+            }
+        },
+    };
+    conn.queue(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))?;
+    conn.flush().await?;
+    shared.metrics.mqtt_sessions.inc();
+    let result = serve(&mut conn, shared, &device, connect.keep_alive).await;
+    shared.metrics.mqtt_sessions.dec();
+    result
+}
+
+async fn serve(
+    conn: &mut Conn,
+    shared: &Arc<Shared>,
+    device: &Arc<str>,
+    keep_alive_s: u16,
+) -> Result<(), SessionError> {
+    // MQTT 3.1.1 section 3.1.2.10: the server may close after one and a half keep-alives.
+    let idle = match keep_alive_s {
+        0 => Duration::from_millis(shared.config.limits.idle_timeout_ms),
+        s => Duration::from_millis(u64::from(s) * 1500),
+    };
+    let mut acks = FuturesOrdered::new();
+    let (deliver_tx, mut deliveries) = mpsc::channel::<(Arc<str>, Bytes, QoS)>(DELIVERIES_MAX);
+    let mut subscriptions: HashMap<String, JoinSet<()>> = HashMap::new();
+    let mut next_pkid: u16 = 0;
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    loop {
+        tokio::select! {
+            packet = tokio::time::timeout(idle, conn.next()), if acks.len() < PUBLISHES_IN_FLIGHT_MAX => {
+                let packet = packet.map_err(|_| SessionError::Protocol("keep-alive expired".into()))??;
+                match packet {
+                    Packet::Publish(p) => {
+                        shared.metrics.mqtt_messages.with_label_values(&["in"]).inc();
+                        if p.qos == QoS::ExactlyOnce {
+                            return Err(SessionError::Protocol("QoS 2 is not supported".into()));
+                        }
+                        if p.payload.len() > shared.config.mqtt.payload_bytes_max {
+                            return Err(SessionError::Protocol(format!("payload of {} bytes over mqtt.payload_bytes_max", p.payload.len())));
+                        }
+                        let topic = match topics.get(&p.topic) {
+                            Some(t) => t.clone(),
+                            None => {
+                                let Some(t) = valid_topic(&p.topic).then(|| silt_topic(&shared.config.mqtt.map, &p.topic)).flatten() else {
+                                    return Err(SessionError::Protocol(format!("topic {:?} maps to no valid Silt topic", p.topic)));
+                                };
+                                let t: Arc<str> = Arc::from(t);
+                                if topics.len() < SUBSCRIPTIONS_MAX * 16 {
+                                    topics.insert(p.topic.clone(), t.clone());
+                                }
+                                t
+                            }
+                        };
+                        let record = OutRecord { topic, key: device.clone(), timestamp_ms: now_ms(), value: p.payload.to_vec(), headers: Vec::new() };
+                        let done = shared.appender.submit(None, vec![record]).await.map_err(|_| SessionError::Closed)?;
+                        if p.qos == QoS::AtLeastOnce {
+                            let pkid = p.pkid;
+                            acks.push_back(async move { done.await.map(|()| pkid) });
+                        }
+                    }
+                    Packet::Subscribe(s) => {
+                        let mut codes = Vec::with_capacity(s.filters.len());
+                        for f in s.filters {
+                            if !valid_filter(&f.path) || subscriptions.len() >= SUBSCRIPTIONS_MAX {
+                                codes.push(SubscribeReasonCode::Failure);
+                                continue;
+                            }
+                            let qos = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                            let mut set = JoinSet::new();
+                            set.spawn(follow_filter(shared.clone(), f.path.clone(), qos, deliver_tx.clone()));
+                            subscriptions.insert(f.path, set);
+                            codes.push(SubscribeReasonCode::Success(qos));
+                        }
+                        conn.queue(Packet::SubAck(SubAck::new(s.pkid, codes)))?;
+                    }
+                    Packet::Unsubscribe(u) => {
+                        for t in &u.topics {
+                            subscriptions.remove(t);
+                        }
+                        conn.queue(Packet::UnsubAck(UnsubAck::new(u.pkid)))?;
+                    }
+                    Packet::PingReq => conn.queue(Packet::PingResp)?,
+                    Packet::Disconnect => return Ok(()),
+                    // Acks of our QoS 1 deliveries: nothing is redelivered, so nothing to do.
+                    Packet::PubAck(_) => {}
+                    other => return Err(SessionError::Protocol(format!("unexpected packet {other:?}"))),
+                }
+            }
+            Some(acked) = acks.next(), if !acks.is_empty() => {
+                let pkid = acked.map_err(|_| SessionError::Closed)?;
+                conn.queue(Packet::PubAck(PubAck::new(pkid)))?;
+            }
+            Some((topic, payload, qos)) = deliveries.recv() => {
+                let mut p = Publish::new(&*topic, qos, payload.to_vec());
+                if qos == QoS::AtLeastOnce {
+                    next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                    p.pkid = next_pkid;
+                }
+                shared.metrics.mqtt_messages.with_label_values(&["out"]).inc();
+                conn.queue(Packet::Publish(p))?;
+            }
+        }
+        conn.flush().await?;
+    }
+}
+
+/// Follows every Silt topic whose MQTT name matches `filter`: topics that exist now from
+/// their tail, topics that appear later from their start.
+async fn follow_filter(
+    shared: Arc<Shared>,
+    filter: String,
+    qos: QoS,
+    tx: mpsc::Sender<(Arc<str>, Bytes, QoS)>,
+) {
+    let mut followed = HashSet::new();
+    let mut followers = JoinSet::new();
+    let mut first = true;
+    loop {
+        match shared.client.list_topics().await {
+            Ok(topics) => {
+                for t in topics {
+                    let name = mqtt_topic(&shared.config.mqtt.map, &t.name);
+                    if matches(&name, &filter) && followed.insert(t.name.clone()) {
+                        let from = if first { FetchFrom::Latest } else { FetchFrom::Earliest };
+                        followers.spawn(follow_topic(
+                            shared.clone(),
+                            t.name,
+                            Arc::from(name),
+                            from,
+                            qos,
+                            tx.clone(),
+                        ));
+                    }
+                }
+                first = false;
+            }
+            Err(e) => tracing::warn!(error = %e, "listing topics for an MQTT subscription failed"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(TOPIC_POLL_MS)).await;
+    }
+}
+
+async fn follow_topic(
+    shared: Arc<Shared>,
+    topic: String,
+    mqtt_name: Arc<str>,
+    from: FetchFrom,
+    qos: QoS,
+    tx: mpsc::Sender<(Arc<str>, Bytes, QoS)>,
+) {
+    let config = ConsumerConfig { from, follow: true, ..ConsumerConfig::default() };
+    let mut consumer = match Consumer::new(&shared.client, &topic, config).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "cannot follow topic for an MQTT subscription");
+            return;
+        }
+    };
+    while let Some(record) = consumer.next_record().await {
+        match record {
+            Ok(r) => {
+                if tx.send((mqtt_name.clone(), r.value, qos)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "MQTT subscription stopped following topic");
+                break;
+            }
+        }
+    }
+    consumer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_map_both_ways() {
+        let map = vec![MqttMap { mqtt: "devices/".into(), silt: "raw.".into() }];
+        assert_eq!(silt_topic(&[], "sensors/bar").as_deref(), Some("sensors.bar"));
+        assert_eq!(silt_topic(&map, "devices/a/b").as_deref(), Some("raw.a.b"));
+        assert_eq!(mqtt_topic(&map, "raw.a.b"), "devices/a/b");
+        assert_eq!(mqtt_topic(&map, "alerts.temp"), "alerts/temp");
+        assert_eq!(silt_topic(&[], "bad topic"), None);
+        assert_eq!(silt_topic(&[], ""), None);
+    }
+}

@@ -1,0 +1,296 @@
+//! One frame connection's protocol state, without I/O (docs/device-frames.md, "Exchange").
+//!
+//! The driver (`stream`) deframes bytes, decodes a frame's structure, looks up the key of the
+//! device it names and hands both here; the session verifies the tag, keeps the connection's
+//! device and clock offset, consults the shared sequence table and says what to do: reply, or
+//! submit readings and ack once they are durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use silt_frame::{Body, Data, Frame, FrameError, Key, NackReason, Reading, Time, Unverified};
+
+use crate::appender::OutRecord;
+use crate::config::TopicConfig;
+use crate::registry::Lookup;
+use crate::sequences::{Decision, Sequences};
+
+/// Replies about devices the bridge cannot name a key for are tagged with this key.
+pub const ZERO_KEY: Key = [0; silt_frame::KEY_BYTES];
+
+/// A frame the bridge sends: the header's cumulative ack and one of the bridge's kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub ack: u32,
+    pub body: ReplyBody,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyBody {
+    Ack,
+    Heartbeat,
+    Nack(silt_frame::Nack),
+}
+
+impl Reply {
+    pub fn frame(&self) -> Frame<'static> {
+        let body = match self.body {
+            ReplyBody::Ack => Body::Ack,
+            ReplyBody::Heartbeat => Body::Heartbeat,
+            ReplyBody::Nack(n) => Body::Nack(n),
+        };
+        Frame { seq: 0, ack: self.ack, body }
+    }
+}
+
+/// What the driver does with one frame.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this reply, tagged with `key`.
+    Reply { reply: Reply, key: Key },
+    /// Append these readings; once durable, ack the device's cumulative sequence.
+    Submit { device: Arc<str>, seq: u32, records: Vec<OutRecord> },
+    /// Nothing to send (a frame already in flight, or a reply from a device).
+    Nothing,
+}
+
+/// How a frame counted, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Rejected(NackReason),
+    Other,
+}
+
+struct Bound {
+    device: Arc<str>,
+    key: Key,
+    /// Wall clock minus the device's tick at its hello: maps `Time::TickMs` to wall time.
+    tick_offset_ms: i64,
+    /// Topic of each reading kind, built once.
+    topics: HashMap<&'static str, Arc<str>>,
+}
+
+#[derive(Default)]
+pub struct Session {
+    bound: Option<Bound>,
+}
+
+fn nack(seq: u32, ack: u32, reason: NackReason, key: Key) -> (Step, Outcome) {
+    let reply = Reply { ack, body: ReplyBody::Nack(silt_frame::Nack { seq, reason }) };
+    (Step::Reply { reply, key }, Outcome::Rejected(reason))
+}
+
+impl Session {
+    /// The device this connection's hello named, if any.
+    pub fn device(&self) -> Option<&Arc<str>> {
+        self.bound.as_ref().map(|b| &b.device)
+    }
+
+    /// The key to tag replies with: the bound device's, or the zero key.
+    pub fn reply_key(&self) -> Key {
+        self.bound.as_ref().map_or(ZERO_KEY, |b| b.key)
+    }
+
+    /// The reply to bytes that are not a frame.
+    pub fn undecodable(&self, _error: FrameError) -> (Step, Outcome) {
+        nack(0, 0, NackReason::Decode, ZERO_KEY)
+    }
+
+    /// Which device's key the driver must look up for `frame`.
+    pub fn key_owner<'a>(&'a self, frame: &Unverified<'a>) -> Option<&'a str> {
+        frame.device().or(self.bound.as_ref().map(|b| &*b.device))
+    }
+
+    /// Handles one decoded frame whose owner's registry entry is `lookup`.
+    pub fn handle(
+        &mut self,
+        frame: Unverified<'_>,
+        lookup: Lookup,
+        now_ms: i64,
+        sequences: &Sequences,
+        topics: &TopicConfig,
+    ) -> (Step, Outcome) {
+        let seq = frame.frame().seq;
+        let key = match lookup {
+            Lookup::Active(key) => key,
+            Lookup::Unknown => return nack(seq, 0, NackReason::UnknownDevice, ZERO_KEY),
+            Lookup::Revoked => return nack(seq, 0, NackReason::Revoked, ZERO_KEY),
+        };
+        let frame = match frame.verify(&key) {
+            Ok(f) => f,
+            Err(_) => return nack(seq, 0, NackReason::BadTag, ZERO_KEY),
+        };
+        match frame.body {
+            Body::Hello(h) => {
+                if let Some(b) = &self.bound {
+                    if *b.device != *h.device {
+                        return nack(seq, 0, NackReason::WrongDevice, b.key);
+                    }
+                }
+                let device: Arc<str> = Arc::from(h.device);
+                let ack = sequences.hello(&device, seq);
+                self.bound = Some(Bound {
+                    tick_offset_ms: now_ms.saturating_sub(i64::try_from(h.tick_ms).unwrap_or(i64::MAX)),
+                    topics: ["temperature", "humidity", "numeric", "raw"]
+                        .into_iter()
+                        .map(|k| (k, Arc::from(topics.topic(k, &device))))
+                        .collect(),
+                    device,
+                    key,
+                });
+                (Step::Reply { reply: Reply { ack, body: ReplyBody::Ack }, key }, Outcome::Other)
+            }
+            Body::Data(data) => {
+                let Some(b) = &self.bound else {
+                    return nack(seq, 0, NackReason::NoHello, key);
+                };
+                if *b.device != *data.device {
+                    return nack(seq, sequences.durable(&b.device), NackReason::WrongDevice, b.key);
+                }
+                match sequences.decide(&b.device, seq) {
+                    Decision::Next => {
+                        let records = records_of(b, seq, &data);
+                        (Step::Submit { device: b.device.clone(), seq, records }, Outcome::Accepted)
+                    }
+                    Decision::Duplicate { durable } => (
+                        Step::Reply { reply: Reply { ack: durable, body: ReplyBody::Ack }, key },
+                        Outcome::Duplicate,
+                    ),
+                    Decision::InFlight => (Step::Nothing, Outcome::Other),
+                    Decision::OutOfOrder { durable } => nack(seq, durable, NackReason::OutOfOrder, key),
+                }
+            }
+            Body::Heartbeat => match &self.bound {
+                Some(b) => {
+                    let ack = sequences.durable(&b.device);
+                    (Step::Reply { reply: Reply { ack, body: ReplyBody::Heartbeat }, key }, Outcome::Other)
+                }
+                None => nack(seq, 0, NackReason::NoHello, key),
+            },
+            // Acks and nacks go the other way; a device has no business sending them.
+            Body::Ack | Body::Nack(_) => (Step::Nothing, Outcome::Other),
+        }
+    }
+}
+
+/// One record per reading: key = device id, time = the frame's event time, value = JSON for
+/// numbers, the bytes themselves for raw readings.
+fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
+    let timestamp_ms = match data.time {
+        Time::UnixMs(ms) => ms,
+        Time::TickMs(t) => b.tick_offset_ms.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)),
+    };
+    data.readings
+        .iter()
+        .map(|r| {
+            let value = match r {
+                Reading::Temperature(v) | Reading::Humidity(v) => {
+                    json_value(&b.device, seq, None, f64::from(*v))
+                }
+                Reading::Numeric { channel, value } => json_value(&b.device, seq, Some(*channel), *value),
+                Reading::Raw(bytes) => bytes.to_vec(),
+            };
+            OutRecord {
+                topic: b.topics[r.kind_name()].clone(),
+                key: b.device.clone(),
+                timestamp_ms,
+                value,
+                headers: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+fn json_value(device: &str, seq: u32, channel: Option<u16>, value: f64) -> Vec<u8> {
+    // Device ids are `[A-Za-z0-9._-]`, so they need no JSON escaping. JSON has no NaN or
+    // infinity: such readings are stored as null.
+    let value = if value.is_finite() { format!("{value}") } else { "null".to_string() };
+    match channel {
+        Some(c) => format!(r#"{{"device":"{device}","seq":{seq},"channel":{c},"value":{value}}}"#),
+        None => format!(r#"{{"device":"{device}","seq":{seq},"value":{value}}}"#),
+    }
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use silt_frame::{decode, encode, Hello, FRAME_BYTES_MAX};
+
+    const KEY: Key = [5; 32];
+
+    fn run(
+        session: &mut Session,
+        frame: &Frame<'_>,
+        key: &Key,
+        lookup: Lookup,
+        seqs: &Sequences,
+    ) -> (Step, Outcome) {
+        let mut buf = [0u8; FRAME_BYTES_MAX];
+        let n = encode(frame, key, &mut buf).unwrap();
+        session.handle(decode(&buf[..n]).unwrap(), lookup, 1_000_000, seqs, &TopicConfig::default())
+    }
+
+    fn data(seq: u32, device: &str) -> Frame<'_> {
+        let mut readings = heapless::Vec::new();
+        readings.push(Reading::Temperature(21.5)).unwrap();
+        readings.push(Reading::Numeric { channel: 3, value: f64::NAN }).unwrap();
+        Frame { seq, ack: 0, body: Body::Data(Data { device, time: Time::TickMs(500), readings }) }
+    }
+
+    #[test]
+    fn hello_then_data_submits_records_and_retransmits_are_acked_not_stored() {
+        let seqs = Sequences::default();
+        let mut s = Session::default();
+        let active = Lookup::Active(KEY);
+        let (step, _) = run(&mut s, &data(1, "d1"), &KEY, active, &seqs);
+        assert!(
+            matches!(step, Step::Reply { reply: Reply { body: ReplyBody::Nack(n), .. }, .. } if n.reason == NackReason::NoHello)
+        );
+        let hello =
+            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t" }) };
+        let (step, _) = run(&mut s, &hello, &KEY, active, &seqs);
+        assert!(matches!(step, Step::Reply { reply: Reply { ack: 0, body: ReplyBody::Ack }, .. }));
+        let (step, outcome) = run(&mut s, &data(1, "d1"), &KEY, active, &seqs);
+        assert_eq!(outcome, Outcome::Accepted);
+        let Step::Submit { records, .. } = step else { panic!("{step:?}") };
+        assert_eq!(&*records[0].topic, "sensors.temperature");
+        assert_eq!(records[0].timestamp_ms, 1_000_000 - 100 + 500);
+        assert_eq!(records[0].value, br#"{"device":"d1","seq":1,"value":21.5}"#);
+        assert_eq!(records[1].value, br#"{"device":"d1","seq":1,"channel":3,"value":null}"#);
+        assert!(matches!(run(&mut s, &data(1, "d1"), &KEY, active, &seqs).0, Step::Nothing));
+        seqs.complete("d1", 1);
+        assert_eq!(run(&mut s, &data(1, "d1"), &KEY, active, &seqs).1, Outcome::Duplicate);
+        assert_eq!(
+            run(&mut s, &data(3, "d1"), &KEY, active, &seqs).1,
+            Outcome::Rejected(NackReason::OutOfOrder)
+        );
+        assert_eq!(
+            run(&mut s, &data(2, "d2"), &KEY, active, &seqs).1,
+            Outcome::Rejected(NackReason::WrongDevice)
+        );
+    }
+
+    #[test]
+    fn bad_tags_unknown_and_revoked_devices_are_refused() {
+        let seqs = Sequences::default();
+        let mut s = Session::default();
+        let hello =
+            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "" }) };
+        assert_eq!(
+            run(&mut s, &hello, &[9; 32], Lookup::Active(KEY), &seqs).1,
+            Outcome::Rejected(NackReason::BadTag)
+        );
+        assert_eq!(
+            run(&mut s, &hello, &KEY, Lookup::Unknown, &seqs).1,
+            Outcome::Rejected(NackReason::UnknownDevice)
+        );
+        assert_eq!(
+            run(&mut s, &hello, &KEY, Lookup::Revoked, &seqs).1,
+            Outcome::Rejected(NackReason::Revoked)
+        );
+        assert!(s.device().is_none());
+    }
+}

@@ -1,0 +1,224 @@
+//! Frame connections over byte streams: TCP (devices connecting in, or the bridge connecting
+//! out to a listening endpoint such as a QEMU serial socket) and serial lines. Thin: bytes go
+//! through the deframer and the session; replies and acks come back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use silt_frame::{Body, Deframer, Frame, Key, Nack, NackReason, STUFFED_BYTES_MAX};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::registry::Lookup;
+use crate::session::{Outcome, Reply, ReplyBody, Session, Step};
+use crate::Shared;
+
+/// Bytes read from a stream at a time; frames are at most 516 bytes stuffed.
+const READ_BYTES: usize = 4096;
+/// Pause before the bridge connects out again after a loss.
+const RECONNECT_MS: u64 = 250;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Counts a connection while it lives, within `connections_max`.
+pub struct ConnectionSlot {
+    shared: Arc<Shared>,
+    transport: &'static str,
+}
+
+impl ConnectionSlot {
+    pub fn take(shared: &Arc<Shared>, transport: &'static str) -> Option<ConnectionSlot> {
+        let n = shared.connections.fetch_add(1, Ordering::AcqRel);
+        if n >= shared.config.limits.connections_max {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        shared.metrics.connections.with_label_values(&[transport]).inc();
+        Some(ConnectionSlot { shared: shared.clone(), transport })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.connections.with_label_values(&[self.transport]).dec();
+    }
+}
+
+/// Accepts device connections until the listener fails.
+pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accepting a frame connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = ConnectionSlot::take(&shared, "tcp") else {
+            tracing::warn!(%peer, "refusing a frame connection: limits.connections_max reached");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve(socket, &peer.to_string(), &shared).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Connects to `addr` and serves frames from it; reconnects after every loss, forever.
+pub async fn connect_out(addr: String, shared: Arc<Shared>) {
+    let mut logged = false;
+    loop {
+        match TcpStream::connect(&addr).await {
+            Ok(socket) => {
+                logged = false;
+                tracing::info!(%addr, "connected out to a frame endpoint");
+                let _ = socket.set_nodelay(true);
+                if let Some(slot) = ConnectionSlot::take(&shared, "tcp") {
+                    serve(socket, &addr, &shared).await;
+                    drop(slot);
+                }
+                tracing::info!(%addr, "frame endpoint closed; reconnecting");
+            }
+            Err(e) if !logged => {
+                tracing::warn!(%addr, error = %e, "cannot connect to a frame endpoint; retrying");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
+
+/// Opens a serial line and serves frames from it; reopens after every loss, forever.
+pub async fn serial(config: crate::config::SerialConfig, shared: Arc<Shared>) {
+    let path = config.path.display().to_string();
+    let mut logged = false;
+    loop {
+        let opened = tokio_serial::SerialStream::open(&tokio_serial::new(&path, config.baud));
+        match opened {
+            Ok(port) => {
+                logged = false;
+                tracing::info!(%path, baud = config.baud, "serial line open");
+                if let Some(slot) = ConnectionSlot::take(&shared, "serial") {
+                    serve(port, &path, &shared).await;
+                    drop(slot);
+                }
+            }
+            Err(e) if !logged => {
+                tracing::warn!(%path, error = %e, "cannot open serial line; retrying");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(RECONNECT_MS)).await;
+    }
+}
+
+fn encode_into(out: &mut Vec<u8>, frame: &Frame<'_>, key: &Key) {
+    let mut buf = [0u8; STUFFED_BYTES_MAX];
+    // Replies are header-sized plus at most a nack body: they always fit.
+    let n = silt_frame::encode_stuffed(frame, key, &mut buf).expect("replies fit a frame");
+    out.extend_from_slice(&buf[..n]);
+}
+
+/// Serves one frame connection until it closes, fails or idles out.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, shared: &Arc<Shared>) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut deframer = Box::new(Deframer::new());
+    let mut session = Session::default();
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut out = Vec::with_capacity(READ_BYTES);
+    let mut in_flight = FuturesUnordered::new();
+    let limits = &shared.config.limits;
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let mut bound = false;
+    loop {
+        tokio::select! {
+            read = tokio::time::timeout(idle, rd.read(&mut buf)), if in_flight.len() < limits.in_flight_per_connection_max => {
+                let n = match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) => {
+                        tracing::info!(%peer, "closing an idle frame connection");
+                        break;
+                    }
+                };
+                let mut input = &buf[..n];
+                while !input.is_empty() {
+                    let (used, frame) = deframer.push(input);
+                    input = &input[used..];
+                    let Some(frame) = frame else { continue };
+                    let (step, outcome) = match frame.map_err(silt_frame::FrameError::from).and_then(silt_frame::decode) {
+                        Err(e) => session.undecodable(e),
+                        Ok(unverified) => {
+                            let lookup = match session.key_owner(&unverified) {
+                                None => Ok(Lookup::Unknown),
+                                Some(owner) => shared.registry.lookup(owner).await,
+                            };
+                            match lookup {
+                                Ok(lookup) => session.handle(unverified, lookup, now_ms(), &shared.sequences, &shared.config.topics),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "device registry unreachable");
+                                    let seq = unverified.frame().seq;
+                                    let reason = NackReason::Unavailable;
+                                    let reply = Reply { ack: 0, body: ReplyBody::Nack(Nack { seq, reason }) };
+                                    (Step::Reply { reply, key: session.reply_key() }, Outcome::Rejected(reason))
+                                }
+                            }
+                        }
+                    };
+                    count(shared, outcome);
+                    match step {
+                        Step::Reply { reply, key } => encode_into(&mut out, &reply.frame(), &key),
+                        Step::Nothing => {}
+                        Step::Submit { device, seq, records } => match shared.appender.submit(Some((device.clone(), seq)), records).await {
+                            Ok(done) => in_flight.push(async move { (device, done.await.is_ok()) }),
+                            Err(_) => return,
+                        },
+                    }
+                }
+                if !bound && session.device().is_some() {
+                    bound = true;
+                    shared.metrics.devices_connected.inc();
+                }
+            }
+            Some((device, durable)) = in_flight.next(), if !in_flight.is_empty() => {
+                if !durable {
+                    // The appender stopped: the bridge is shutting down.
+                    break;
+                }
+                let ack = shared.sequences.durable(&device);
+                encode_into(&mut out, &Frame { seq: 0, ack, body: Body::Ack }, &session.reply_key());
+            }
+        }
+        if !out.is_empty() {
+            if wr.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+    }
+    if bound {
+        shared.metrics.devices_connected.dec();
+    }
+}
+
+fn count(shared: &Shared, outcome: Outcome) {
+    let m = &shared.metrics;
+    match outcome {
+        Outcome::Accepted => m.frames_accepted.inc(),
+        Outcome::Duplicate => m.duplicates_dropped.inc(),
+        Outcome::Rejected(reason) => m.frames_rejected.with_label_values(&[reason.as_str()]).inc(),
+        Outcome::Other => {}
+    }
+}
