@@ -54,7 +54,10 @@ impl Entry {
     fn decode(id: &str, bytes: &[u8]) -> Result<Entry, RegistryError> {
         let bytes: &[u8; ENTRY_BYTES] = bytes.try_into().map_err(|_| RegistryError {
             code: ErrorCode::Storage,
-            message: format!("stored entry of device {id:?} is {} bytes, expected {ENTRY_BYTES}", bytes.len()),
+            message: format!(
+                "stored entry of device {id:?} is {} bytes, expected {ENTRY_BYTES}",
+                bytes.len()
+            ),
         })?;
         let mut key = [0u8; DEVICE_KEY_BYTES];
         key.copy_from_slice(&bytes[..DEVICE_KEY_BYTES]);

@@ -543,7 +543,9 @@ impl Broker {
                 Err(e) => storage_error(e),
             },
             Request::ListProcessors => host_reply(self.list_processors().map(Response::Processors)),
-            Request::AddDevice { id } => registry_reply(devices::add(&self.store, &id, now_ms()).map(Response::Device)),
+            Request::AddDevice { id } => {
+                registry_reply(devices::add(&self.store, &id, now_ms()).map(Response::Device))
+            }
             Request::ListDevices => registry_reply(devices::list(&self.store).map(Response::Devices)),
             Request::RevokeDevice { id } => {
                 registry_reply(devices::revoke(&self.store, &id, now_ms()).map(Response::Device))

@@ -63,6 +63,6 @@ pub use error::ClientError;
 pub use processors::Deployment;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
 pub use silt_wire::{
-    Compression, DeviceInfo, ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState,
-    ProcessorVersion, TopicInfo,
+    Compression, DeviceInfo, ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorRef,
+    ProcessorState, ProcessorVersion, TopicInfo,
 };
