@@ -1,0 +1,333 @@
+//! What the bridge's integration tests share: a real broker in this process (QUIC on an
+//! ephemeral loopback port, sled in a temp dir), the real `silt-bridge` binary as a child
+//! process, and a test device speaking frames over TCP.
+//!
+//! Each test crate uses a different part of this module, so items unused by one are expected.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use silt_client::{Client, ClientConfig, ConsumedRecord, Consumer, ConsumerConfig, FetchFrom};
+use silt_frame::{Body, Data, Deframer, Frame, Hello, Key, Reading, Time, FRAME_BYTES_MAX, STUFFED_BYTES_MAX};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound for a bridge or broker to start serving.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound for one expected reply or record.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral TCP port");
+    s.local_addr().expect("local address").port()
+}
+
+/// The real broker, in this process.
+pub struct Broker {
+    pub dir: TempDir,
+    running: Option<silt_broker::Running>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca_cert: PathBuf,
+    pub client: Client,
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = silt_broker::config::Config {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..silt_broker::config::Config::default()
+        };
+        let running = silt_broker::start(config).await.expect("starting the broker");
+        let client = Client::connect(ClientConfig::new(running.listen.to_string(), &running.ca_cert).unwrap())
+            .await
+            .expect("connecting to the broker");
+        Broker {
+            listen: running.listen,
+            admin: running.admin_listen,
+            ca_cert: running.ca_cert.clone(),
+            running: Some(running),
+            dir,
+            client,
+        }
+    }
+
+    /// Registers a device and returns its key.
+    pub async fn add_device(&self, id: &str) -> Key {
+        let d = self.client.add_device(id).await.expect("adding a device");
+        d.key.expect("a new device has a key").try_into().expect("32-byte key")
+    }
+
+    pub async fn stop(mut self) {
+        self.client.close().await;
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("broker shutdown");
+        }
+    }
+}
+
+/// A `silt-bridge` child process on loopback ports, killed when dropped; its log is printed
+/// when the test fails.
+pub struct BridgeProcess {
+    pub dir: TempDir,
+    pub tcp: SocketAddr,
+    pub mqtt: SocketAddr,
+    pub admin: SocketAddr,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl BridgeProcess {
+    /// Starts a bridge for `broker`; `config` is the TOML of `--config` (may be empty), `extra`
+    /// more flags.
+    pub async fn start(broker: &Broker, config: &str, extra: &[&str]) -> BridgeProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let (tcp, mqtt, admin) = (port(0), port(1), port(2));
+        std::fs::write(dir.path().join("bridge.toml"), config).unwrap();
+        let mut args: Vec<String> = vec![
+            "--broker".into(),
+            broker.listen.to_string(),
+            "--ca-cert".into(),
+            broker.ca_cert.display().to_string(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--listen-tcp".into(),
+            tcp.to_string(),
+            "--listen-mqtt".into(),
+            mqtt.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--config".into(),
+            dir.path().join("bridge.toml").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut bridge = BridgeProcess { dir, tcp, mqtt, admin, args, child: None };
+        bridge.spawn();
+        bridge.wait_ready().await;
+        bridge
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("bridge.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_silt-bridge"))
+            .args(&self.args)
+            .env_remove("SILT_BROKER")
+            .env_remove("SILT_CA_CERT")
+            .env_remove("SILT_BRIDGE_CONFIG")
+            .env_remove("SILT_BRIDGE_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting silt-bridge");
+        self.child = Some(child);
+    }
+
+    /// Waits until the admin port answers `GET /health`.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("silt-bridge exited with {status}:\n{}", self.log());
+            }
+            if http_get(self.admin, "/health").await.is_some_and(|b| b.contains("ok")) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("silt-bridge did not answer /health within {READY_TIMEOUT:?}:\n{}", self.log());
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").await.expect("GET /metrics")
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- silt-bridge log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET; `None` when nothing answers.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await.ok()?.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await.ok()?.ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// A reply the bridge sent, decoded and verified with the device's key (or the zero key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ack(u32),
+    Heartbeat(u32),
+    Nack { seq: u32, ack: u32, reason: silt_frame::NackReason, verified: bool },
+}
+
+/// A test device on a TCP connection to the bridge.
+pub struct TestDevice {
+    pub id: String,
+    pub key: Key,
+    stream: TcpStream,
+    deframer: Box<Deframer>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl TestDevice {
+    pub async fn connect(addr: SocketAddr, id: &str, key: Key) -> TestDevice {
+        let stream = TcpStream::connect(addr).await.expect("connecting to the bridge");
+        stream.set_nodelay(true).unwrap();
+        TestDevice { id: id.into(), key, stream, deframer: Box::new(Deframer::new()), buf: vec![0; 4096], start: 0, end: 0 }
+    }
+
+    pub async fn send(&mut self, frame: &Frame<'_>) {
+        let mut out = [0u8; STUFFED_BYTES_MAX];
+        let n = silt_frame::encode_stuffed(frame, &self.key, &mut out).unwrap();
+        self.stream.write_all(&out[..n]).await.expect("writing a frame");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("writing bytes");
+    }
+
+    /// Sends hello (`next` = the next data sequence, 0 = no counter) and returns the ack.
+    pub async fn hello(&mut self, next: u32) -> Reply {
+        let id = self.id.clone();
+        self.send(&Frame { seq: next, ack: 0, body: Body::Hello(Hello { device: &id, tick_ms: 1_000, firmware: "test" }) })
+            .await;
+        self.recv().await
+    }
+
+    /// Sends data frame `seq` with a temperature and a humidity reading derived from it.
+    pub async fn data(&mut self, seq: u32) {
+        let id = self.id.clone();
+        let mut readings = heapless::Vec::new();
+        readings.push(Reading::Temperature(20.0 + seq as f32 / 100.0)).unwrap();
+        readings.push(Reading::Humidity(40.0)).unwrap();
+        let body = Body::Data(Data { device: &id, time: Time::TickMs(1_000 + u64::from(seq)), readings });
+        self.send(&Frame { seq, ack: 0, body }).await;
+    }
+
+    /// The next reply, within [`WAIT`].
+    pub async fn recv(&mut self) -> Reply {
+        tokio::time::timeout(WAIT, self.recv_unbounded()).await.expect("no reply from the bridge in time")
+    }
+
+    /// The next reply, or `None` if none comes within `within`.
+    pub async fn try_recv(&mut self, within: Duration) -> Option<Reply> {
+        tokio::time::timeout(within, self.recv_unbounded()).await.ok()
+    }
+
+    async fn recv_unbounded(&mut self) -> Reply {
+        loop {
+            while self.start < self.end {
+                let (used, frame) = self.deframer.push(&self.buf[self.start..self.end]);
+                self.start += used;
+                if let Some(frame) = frame {
+                    let raw = frame.expect("bridge frames are well stuffed");
+                    assert!(raw.len() <= FRAME_BYTES_MAX);
+                    let decoded = || silt_frame::decode(raw).expect("bridge frames decode");
+                    let (frame, verified) = match decoded().verify(&self.key) {
+                        Ok(f) => (f, true),
+                        Err(_) => (decoded().verify(&[0; 32]).expect("tagged with the device or the zero key"), false),
+                    };
+                    return match frame.body {
+                        Body::Ack => {
+                            assert!(verified, "acks are tagged with the device key");
+                            Reply::Ack(frame.ack)
+                        }
+                        Body::Heartbeat => Reply::Heartbeat(frame.ack),
+                        Body::Nack(n) => Reply::Nack { seq: n.seq, ack: frame.ack, reason: n.reason, verified },
+                        other => panic!("the bridge sent {other:?}"),
+                    };
+                }
+            }
+            let n = self.stream.read(&mut self.buf).await.expect("reading from the bridge");
+            assert!(n > 0, "the bridge closed the connection");
+            self.start = 0;
+            self.end = n;
+        }
+    }
+
+    /// Reads replies until the cumulative ack reaches `seq`.
+    pub async fn wait_ack(&mut self, seq: u32) {
+        loop {
+            match self.recv().await {
+                Reply::Ack(a) if a >= seq => return,
+                Reply::Ack(_) | Reply::Heartbeat(_) => {}
+                other => panic!("waiting for ack {seq}, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Reads records of `topic` until `count` arrived (or [`WAIT`] passes without progress), then
+/// waits a moment for any record beyond `count`, so a caller comparing against `count` also
+/// sees duplicates.
+pub async fn read_records(client: &Client, topic: &str, count: usize) -> Vec<ConsumedRecord> {
+    let config = ConsumerConfig { from: FetchFrom::Earliest, follow: true, ..ConsumerConfig::default() };
+    let mut consumer = loop {
+        match Consumer::new(client, topic, config.clone()).await {
+            Ok(c) => break c,
+            Err(silt_client::ClientError::UnknownTopic(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("consuming {topic}: {e}"),
+        }
+    };
+    let mut out = Vec::new();
+    while out.len() < count {
+        match tokio::time::timeout(WAIT, consumer.next_record()).await {
+            Ok(Some(Ok(r))) => out.push(r),
+            Ok(other) => panic!("reading {topic}: {other:?}"),
+            Err(_) => break,
+        }
+    }
+    if let Ok(Some(Ok(extra))) = tokio::time::timeout(Duration::from_millis(300), consumer.next_record()).await {
+        out.push(extra);
+    }
+    consumer.close().await;
+    out
+}
+
+/// The `seq` field of a reading record's JSON value.
+pub fn seq_of(r: &ConsumedRecord) -> u32 {
+    let v: serde_json::Value = serde_json::from_slice(&r.value).expect("JSON reading");
+    v["seq"].as_u64().expect("seq field") as u32
+}
