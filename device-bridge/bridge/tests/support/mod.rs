@@ -331,3 +331,38 @@ pub fn seq_of(r: &ConsumedRecord) -> u32 {
     let v: serde_json::Value = serde_json::from_slice(&r.value).expect("JSON reading");
     v["seq"].as_u64().expect("seq field") as u32
 }
+
+/// Every record of `topic` from the earliest offset up to the end the log has when the reader
+/// gets there: for checks after every writer finished. Each read is bounded by [`WAIT`].
+pub async fn read_to_end(client: &Client, topic: &str) -> Vec<ConsumedRecord> {
+    let config = ConsumerConfig { from: FetchFrom::Earliest, follow: false, ..ConsumerConfig::default() };
+    let mut consumer =
+        Consumer::new(client, topic, config).await.unwrap_or_else(|e| panic!("consuming {topic}: {e}"));
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, consumer.next_record()).await {
+            Ok(Some(Ok(r))) => out.push(r),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => panic!("reading {topic}: {e}"),
+            Err(_) => panic!("reading {topic}: no record or end within {WAIT:?}"),
+        }
+    }
+    consumer.close().await;
+    out
+}
+
+/// The `device` and `seq` fields of a reading record's JSON value.
+pub fn device_seq_of(r: &ConsumedRecord) -> (String, u32) {
+    let v: serde_json::Value = serde_json::from_slice(&r.value).expect("JSON reading");
+    let device = v["device"].as_str().expect("device field").to_string();
+    (device, v["seq"].as_u64().expect("seq field") as u32)
+}
+
+/// How often each (device, seq) occurs in `records`.
+pub fn count_readings(records: &[ConsumedRecord]) -> std::collections::HashMap<(String, u32), usize> {
+    let mut counts = std::collections::HashMap::new();
+    for r in records {
+        *counts.entry(device_seq_of(r)).or_insert(0) += 1;
+    }
+    counts
+}
