@@ -1,5 +1,6 @@
 //! `silt-loadtest`: load-test harness for the Silt broker. See `silt-loadtest --help`.
 
+mod devices;
 mod pipeline;
 mod stats;
 
@@ -20,8 +21,9 @@ use silt_client::{
 use crate::stats::Report;
 
 /// Load-test harness for the Silt broker: drives producers or consumers at full speed
-/// (closed loop) and reports events/s, MB/s and latency percentiles, or measures a processor
-/// pipeline (deploy to first processed event, events/s through a deployed module).
+/// (closed loop) and reports events/s, MB/s and latency percentiles, measures a processor
+/// pipeline (deploy to first processed event, events/s through a deployed module), or drives a
+/// fleet of simulated devices through the device bridge (frames/s, frame to durable ack).
 ///
 /// Exit codes: 0 the run completed; 1 it failed (the message says why); 2 bad arguments.
 #[derive(Debug, Parser)]
@@ -43,6 +45,11 @@ enum Command {
     /// broker compiles the module; warm: it has it already), once from the earliest to time
     /// the pipeline over everything in the topic. All are undeployed afterwards.
     Pipeline(pipeline::PipelineArgs),
+    /// Simulated devices (silt_bridge::sim) send readings through a running silt-bridge over
+    /// TCP frames or MQTT QoS 1, at --rate per device (0: as fast as --window allows), with
+    /// optional faults; reports acked frames/s and frame to durable ack latency. Fails unless
+    /// every generated reading was acked within --timeout.
+    Devices(devices::DevicesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +116,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("{}", report.to_text());
             }
+            return Ok(());
+        }
+        Command::Devices(d) => {
+            let report = devices::run(&d).await?;
+            devices::print(&report, d.json);
             return Ok(());
         }
     };

@@ -1400,6 +1400,26 @@ pub async fn run(config: SimConfig, progress: Arc<Progress>) -> Result<SimReport
     Ok(report)
 }
 
+/// Raises this process's soft limit of open files to its hard limit and returns the limit in
+/// force (`None` if it cannot be read): each simulated device holds a socket, so 10,000 devices
+/// need more than the usual soft limit of 1024.
+pub fn raise_open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Pause before connection attempt `attempt` (0-based): doubling, with jitter from the
 /// device's generator so a fleet does not reconnect in lockstep.
 fn backoff(attempt: u32, rng: &mut Rng) -> Duration {

@@ -139,27 +139,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Raises the soft limit of open files to the hard limit: 10,000 devices need 10,000 sockets.
-fn raise_open_files_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
-    let files = raise_open_files_limit();
-    if files > 0 && files < u64::from(args.devices) + 64 {
+    let files = sim::raise_open_files_limit();
+    if files.is_some_and(|files| files < u64::from(args.devices) + 64) {
+        let files = files.unwrap_or_default();
         eprintln!(
             "silt-devsim: warning: {} devices need more than the {files} open files this process may have \
              (raise the hard limit: ulimit -Hn)",
