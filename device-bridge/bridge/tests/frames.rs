@@ -59,7 +59,10 @@ async fn bad_frames_get_nacks_with_reasons_and_nothing_is_stored() {
     assert_eq!(dev.hello(0).await, Reply::Ack(0));
     // A gap in the sequence.
     dev.data(3).await;
-    assert_eq!(dev.recv().await, Reply::Nack { seq: 3, ack: 0, reason: NackReason::OutOfOrder, verified: true });
+    assert_eq!(
+        dev.recv().await,
+        Reply::Nack { seq: 3, ack: 0, reason: NackReason::OutOfOrder, verified: true }
+    );
     // Another device's frame on this connection.
     let other = broker.add_device("dev-3").await;
     let mut impostor = TestDevice::connect(bridge.tcp, "dev-3", other).await;
@@ -77,11 +80,15 @@ async fn bad_frames_get_nacks_with_reasons_and_nothing_is_stored() {
     let mut revoked = TestDevice::connect(bridge.tcp, "dev-3", other).await;
     assert!(matches!(revoked.hello(0).await, Reply::Nack { reason: NackReason::Revoked, .. }));
 
-    let topics: Vec<String> = broker.client.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    let topics: Vec<String> =
+        broker.client.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
     assert!(topics.is_empty(), "nothing was accepted, so nothing was created: {topics:?}");
     let metrics = bridge.metrics().await;
     for reason in ["no_hello", "decode", "out_of_order", "bad_tag", "unknown_device", "revoked"] {
-        assert!(metrics.contains(&format!("silt_bridge_frames_rejected_total{{reason=\"{reason}\"}} 1")), "{reason}: {metrics}");
+        assert!(
+            metrics.contains(&format!("silt_bridge_frames_rejected_total{{reason=\"{reason}\"}} 1")),
+            "{reason}: {metrics}"
+        );
     }
     drop(bridge);
     broker.stop().await;
@@ -97,7 +104,10 @@ async fn a_bridge_killed_mid_stream_loses_and_duplicates_nothing() {
     for round in 0..3 {
         let mut dev = TestDevice::connect(bridge.tcp, "dev-k", key).await;
         let Reply::Ack(durable) = dev.hello(0).await else { panic!("hello refused") };
-        assert!(durable + 1 >= next.min(FRAMES), "the bridge forgot acked frames: durable {durable}, next {next}");
+        assert!(
+            durable + 1 >= next.min(FRAMES),
+            "the bridge forgot acked frames: durable {durable}, next {next}"
+        );
         // Resend everything after the cumulative ack, as a device without storage would.
         next = durable + 1;
         let stop = (next + 100).min(FRAMES);

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use silt_client::{Client, ClientConfig, ConsumedRecord, Consumer, ConsumerConfig, FetchFrom};
-use silt_frame::{Body, Data, Deframer, Frame, Hello, Key, Reading, Time, FRAME_BYTES_MAX, STUFFED_BYTES_MAX};
+use silt_frame::{
+    Body, Data, Deframer, Frame, Hello, Key, Reading, Time, FRAME_BYTES_MAX, STUFFED_BYTES_MAX,
+};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,9 +49,10 @@ impl Broker {
             ..silt_broker::config::Config::default()
         };
         let running = silt_broker::start(config).await.expect("starting the broker");
-        let client = Client::connect(ClientConfig::new(running.listen.to_string(), &running.ca_cert).unwrap())
-            .await
-            .expect("connecting to the broker");
+        let client =
+            Client::connect(ClientConfig::new(running.listen.to_string(), &running.ca_cert).unwrap())
+                .await
+                .expect("connecting to the broker");
         Broker {
             listen: running.listen,
             admin: running.admin_listen,
@@ -215,7 +218,15 @@ impl TestDevice {
     pub async fn connect(addr: SocketAddr, id: &str, key: Key) -> TestDevice {
         let stream = TcpStream::connect(addr).await.expect("connecting to the bridge");
         stream.set_nodelay(true).unwrap();
-        TestDevice { id: id.into(), key, stream, deframer: Box::new(Deframer::new()), buf: vec![0; 4096], start: 0, end: 0 }
+        TestDevice {
+            id: id.into(),
+            key,
+            stream,
+            deframer: Box::new(Deframer::new()),
+            buf: vec![0; 4096],
+            start: 0,
+            end: 0,
+        }
     }
 
     pub async fn send(&mut self, frame: &Frame<'_>) {
@@ -231,8 +242,12 @@ impl TestDevice {
     /// Sends hello (`next` = the next data sequence, 0 = no counter) and returns the ack.
     pub async fn hello(&mut self, next: u32) -> Reply {
         let id = self.id.clone();
-        self.send(&Frame { seq: next, ack: 0, body: Body::Hello(Hello { device: &id, tick_ms: 1_000, firmware: "test" }) })
-            .await;
+        self.send(&Frame {
+            seq: next,
+            ack: 0,
+            body: Body::Hello(Hello { device: &id, tick_ms: 1_000, firmware: "test" }),
+        })
+        .await;
         self.recv().await
     }
 
@@ -267,7 +282,10 @@ impl TestDevice {
                     let decoded = || silt_frame::decode(raw).expect("bridge frames decode");
                     let (frame, verified) = match decoded().verify(&self.key) {
                         Ok(f) => (f, true),
-                        Err(_) => (decoded().verify(&[0; 32]).expect("tagged with the device or the zero key"), false),
+                        Err(_) => (
+                            decoded().verify(&[0; 32]).expect("tagged with the device or the zero key"),
+                            false,
+                        ),
                     };
                     return match frame.body {
                         Body::Ack => {
@@ -275,7 +293,9 @@ impl TestDevice {
                             Reply::Ack(frame.ack)
                         }
                         Body::Heartbeat => Reply::Heartbeat(frame.ack),
-                        Body::Nack(n) => Reply::Nack { seq: n.seq, ack: frame.ack, reason: n.reason, verified },
+                        Body::Nack(n) => {
+                            Reply::Nack { seq: n.seq, ack: frame.ack, reason: n.reason, verified }
+                        }
                         other => panic!("the bridge sent {other:?}"),
                     };
                 }
@@ -307,7 +327,9 @@ pub async fn read_records(client: &Client, topic: &str, count: usize) -> Vec<Con
     let mut consumer = loop {
         match Consumer::new(client, topic, config.clone()).await {
             Ok(c) => break c,
-            Err(silt_client::ClientError::UnknownTopic(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(silt_client::ClientError::UnknownTopic(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("consuming {topic}: {e}"),
         }
     };
@@ -319,7 +341,9 @@ pub async fn read_records(client: &Client, topic: &str, count: usize) -> Vec<Con
             Err(_) => break,
         }
     }
-    if let Ok(Some(Ok(extra))) = tokio::time::timeout(Duration::from_millis(300), consumer.next_record()).await {
+    if let Ok(Some(Ok(extra))) =
+        tokio::time::timeout(Duration::from_millis(300), consumer.next_record()).await
+    {
         out.push(extra);
     }
     consumer.close().await;

@@ -1,0 +1,267 @@
+//! MQTT 3.1.1 through the real bridge: a real client library (rumqttc) and Debian's
+//! mosquitto clients publish into the log with QoS 0 and 1 and subscribe to its tail; bad
+//! logins are refused.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+use silt_client::{Producer, ProducerConfig, ProducerRecord};
+use support::*;
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn client(bridge: &BridgeProcess, id: &str, password: &str) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(format!("{id}-client"), "127.0.0.1", bridge.mqtt.port());
+    options.set_credentials(id, password);
+    options.set_keep_alive(Duration::from_secs(30));
+    AsyncClient::new(options, 64)
+}
+
+/// Polls the event loop until `want` matches an incoming packet; fails on errors or time out.
+async fn until<T>(events: &mut EventLoop, mut want: impl FnMut(&Packet) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(p)) => {
+                    if let Some(t) = want(&p) {
+                        return t;
+                    }
+                }
+                Ok(Event::Outgoing(_)) => {}
+                Err(e) => panic!("MQTT event loop: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("MQTT packet in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_publishes_are_acked_after_append_and_land_once() {
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = broker.add_device("mqtt-1").await;
+    let (client, mut events) = client(&bridge, "mqtt-1", &hex(&key));
+    until(&mut events, |p| {
+        matches!(p, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success).then_some(())
+    })
+    .await;
+    // The client queues at most 64 requests until its event loop runs: publish from a task.
+    let publisher = client.clone();
+    tokio::spawn(async move {
+        for i in 0..100 {
+            publisher
+                .publish("plant/line1/temp", QoS::AtLeastOnce, false, format!("reading-{i}"))
+                .await
+                .unwrap();
+        }
+    });
+    let mut acked = 0;
+    until(&mut events, |p| {
+        acked += matches!(p, Packet::PubAck(_)) as usize;
+        (acked == 100).then_some(())
+    })
+    .await;
+    // Every PUBACK came after the append was durable, so the records are there now.
+    let records = read_records(&broker.client, "plant.line1.temp", 100).await;
+    let values: Vec<String> = records.iter().map(|r| String::from_utf8(r.value.to_vec()).unwrap()).collect();
+    assert_eq!(values, (0..100).map(|i| format!("reading-{i}")).collect::<Vec<_>>());
+    assert!(records.iter().all(|r| &r.key[..] == b"mqtt-1"));
+    // QoS 0 lands too (nothing to wait for but the log); the event loop sends it.
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    client.publish("plant/line1/temp", QoS::AtMostOnce, false, "qos0").await.unwrap();
+    let records = read_records(&broker.client, "plant.line1.temp", 101).await;
+    assert_eq!(&records[100].value[..], b"qos0");
+    let metrics = bridge.metrics().await;
+    assert!(metrics.contains("silt_bridge_mqtt_sessions 1"), "{metrics}");
+    drop(bridge);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_logins_are_refused() {
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "[limits]\nkey_cache_ms = 100\n", &[]).await;
+    let key = broker.add_device("mqtt-2").await;
+    for (user, password, want) in [
+        ("mqtt-2", "00".repeat(32), ConnectReturnCode::BadUserNamePassword),
+        ("nobody", hex(&key), ConnectReturnCode::BadUserNamePassword),
+    ] {
+        let (_c, mut events) = client(&bridge, user, &password);
+        let got = tokio::time::timeout(WAIT, events.poll()).await.expect("an answer in time");
+        assert!(
+            matches!(&got, Err(rumqttc::ConnectionError::ConnectionRefused(code)) if *code == want),
+            "{user}: {got:?}"
+        );
+    }
+    broker.client.revoke_device("mqtt-2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_c, mut events) = client(&bridge, "mqtt-2", &hex(&key));
+    let got = tokio::time::timeout(WAIT, events.poll()).await.expect("an answer in time");
+    assert!(
+        matches!(got, Err(rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized))),
+        "{got:?}"
+    );
+    drop(bridge);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_receive_the_tail_of_matching_topics() {
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = broker.add_device("watcher").await;
+    broker.client.create_topic("alerts.temp", 1, None, None).await.unwrap();
+    let old = Producer::new(&broker.client, "alerts.temp", ProducerConfig::default()).await.unwrap();
+    old.send(ProducerRecord { value: b"before-subscribe", ..Default::default() }).await.unwrap();
+    old.flush().await.unwrap();
+
+    let (client, mut events) = client(&bridge, "watcher", &hex(&key));
+    client.subscribe("alerts/#", QoS::AtLeastOnce).await.unwrap();
+    until(&mut events, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
+    // The subscription follows from the tail: poll until the follower is in place, by
+    // producing markers until one arrives.
+    let mut got = Vec::new();
+    for i in 0..200 {
+        old.send(ProducerRecord { value: format!("alert-{i}").as_bytes(), ..Default::default() })
+            .await
+            .unwrap();
+        old.flush().await.unwrap();
+        if let Ok(Ok(Event::Incoming(Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_millis(100), events.poll()).await
+        {
+            assert_eq!(p.topic, "alerts/temp");
+            got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            break;
+        }
+    }
+    assert!(!got.is_empty(), "no record reached the MQTT subscriber");
+    assert!(!got.contains(&"before-subscribe".to_string()));
+    // A topic created after the subscription is followed from its start.
+    let late = Producer::new(
+        &{
+            broker.client.create_topic("alerts.humidity", 1, None, None).await.unwrap();
+            broker.client.clone()
+        },
+        "alerts.humidity",
+        ProducerConfig::default(),
+    )
+    .await
+    .unwrap();
+    late.send(ProducerRecord { value: b"late-1", ..Default::default() }).await.unwrap();
+    late.flush().await.unwrap();
+    let p = until(&mut events, |p| match p {
+        Packet::Publish(p) if p.topic == "alerts/humidity" => Some(p.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&p.payload[..], b"late-1");
+    drop(bridge);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_publish_and_subscribe() {
+    let (pub_bin, sub_bin) = ("mosquitto_pub", "mosquitto_sub");
+    if std::process::Command::new(pub_bin).arg("--help").output().is_err() {
+        panic!("mosquitto_pub is missing: install Debian's mosquitto-clients (scripts/test-all.sh does)");
+    }
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = hex(&broker.add_device("mosq").await);
+    let port = bridge.mqtt.port().to_string();
+    let sub = tokio::process::Command::new(sub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "mosq",
+            "-P",
+            &key,
+            "-q",
+            "1",
+            "-t",
+            "lab/#",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting mosquitto_sub");
+    // The subscriber follows topics that exist at subscribe time from their tail, and later
+    // ones from their start; `lab.bench` does not exist yet, so the first publish reaches it.
+    let publish = |msg: &str| {
+        std::process::Command::new(pub_bin)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "mosq",
+                "-P",
+                &key,
+                "-q",
+                "1",
+                "-t",
+                "lab/bench",
+                "-m",
+                msg,
+            ])
+            .status()
+            .expect("running mosquitto_pub")
+    };
+    // Give mosquitto_sub its connection before the topic appears: wait for its session.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !bridge.metrics().await.contains("silt_bridge_mqtt_sessions 1") {
+        assert!(std::time::Instant::now() < deadline, "mosquitto_sub never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(publish("hello from mosquitto").success());
+    let out =
+        tokio::time::timeout(WAIT + Duration::from_secs(10), sub.wait_with_output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "lab/bench hello from mosquitto",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = read_records(&broker.client, "lab.bench", 1).await;
+    assert_eq!(&records[0].value[..], b"hello from mosquitto");
+    // A wrong password is refused: mosquitto_pub exits non-zero.
+    let status = std::process::Command::new(pub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "mosq",
+            "-P",
+            "wrong",
+            "-q",
+            "1",
+            "-t",
+            "lab/bench",
+            "-m",
+            "x",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    drop(bridge);
+    broker.stop().await;
+}

@@ -1,0 +1,103 @@
+//! The Cortex-M firmware (device-bridge/firmware/qemu-mps2) booted in qemu-system-arm sends
+//! its readings over an emulated UART to the real bridge, which connects out to QEMU's serial
+//! socket: every reading lands in the log exactly once, also when the bridge is killed and
+//! restarted mid-run.
+//!
+//! Needs `qemu-system-arm` and the firmware ELF, which `scripts/firmware-qemu.sh` builds (and
+//! `scripts/test-all.sh` runs first). Found through `SILT_FW_QEMU_ELF`, else in this target dir.
+//! Without them the test says so and passes outside CI; under `CI=true` it fails.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const SAMPLES: u32 = 300;
+/// Upper bound for the whole run: QEMU's UART moves a few hundred frames a second.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn firmware() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SILT_FW_QEMU_ELF") {
+        return Some(PathBuf::from(p));
+    }
+    // target/<profile>/silt-bridge -> target/thumbv7em-none-eabihf/release/silt-fw-qemu-mps2
+    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_silt-bridge"));
+    let target = bridge.parent()?.parent()?;
+    let elf = target.join("thumbv7em-none-eabihf/release/silt-fw-qemu-mps2");
+    elf.exists().then_some(elf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_readings_land_exactly_once_across_a_bridge_restart() {
+    let qemu_found = std::process::Command::new("qemu-system-arm").arg("--version").output().is_ok();
+    let (Some(elf), true) = (firmware(), qemu_found) else {
+        let why = "needs qemu-system-arm and the firmware ELF: run scripts/firmware-qemu.sh";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    };
+    let broker = Broker::start().await;
+    let key = broker.add_device("qemu-1").await;
+    let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let serial = free_tcp_port();
+    let mut qemu = tokio::process::Command::new("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-serial", &format!("tcp:127.0.0.1:{serial},server=on,wait=on")])
+        .arg("-kernel")
+        .arg(&elf)
+        .args(["-append", &format!("qemu-1 {key_hex} {SAMPLES}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting qemu-system-arm");
+    // QEMU listens before it starts the guest; wait for the socket.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", serial)).await.is_err() {
+        assert!(Instant::now() < deadline, "QEMU never listened on its serial port");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // That probe connection was QEMU's first client and is gone: QEMU waits for the next.
+    let connect = format!("127.0.0.1:{serial}");
+    let mut bridge = BridgeProcess::start(&broker, "", &["--connect-tcp", &connect]).await;
+
+    // Kill the bridge once part of the readings is durable.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let stored = match broker.client.describe_topic("sensors.temperature").await {
+            Ok(t) => t.partitions.iter().map(|p| p.high_watermark).sum::<u64>(),
+            Err(_) => 0,
+        };
+        if stored >= u64::from(SAMPLES) / 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {stored} readings after {RUN_TIMEOUT:?}:\n{}", bridge.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bridge.restart().await;
+
+    let status =
+        tokio::time::timeout(RUN_TIMEOUT, qemu.wait()).await.expect("the firmware finished in time").unwrap();
+    let mut out = String::new();
+    if let Some(mut s) = qemu.stdout.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = s.read_to_string(&mut out).await;
+    }
+    assert!(status.success(), "firmware exited with {status}; its output:\n{out}");
+    assert!(out.contains(&format!("done {SAMPLES} frames")), "{out}");
+    for topic in ["sensors.temperature", "sensors.humidity", "sensors.numeric"] {
+        let records = read_records(&broker.client, topic, SAMPLES as usize).await;
+        let seqs: Vec<u32> = records.iter().map(seq_of).collect();
+        let unique: BTreeSet<u32> = seqs.iter().copied().collect();
+        assert_eq!(seqs.len(), unique.len(), "{topic}: duplicates");
+        assert_eq!(unique, (1..=SAMPLES).collect(), "{topic}: missing readings");
+    }
+    drop(bridge);
+    broker.stop().await;
+}
