@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, and every unit, property and integration test.
-# Installs what it needs first (rustup components, the wasm32 target, Debian's prometheus
-# package for promtool), so it works on a fresh machine with only cargo, rustup and apt.
+# Installs what it needs first (rustup components and targets, Debian's prometheus package for
+# promtool, mosquitto-clients, and qemu-system-arm from backports), so it works on a fresh
+# machine with only cargo, rustup and apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +20,19 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PROPTEST_CASES="${PROPTEST_CASES:-128}"
 
 step "Debian packages"
-# promtool (package prometheus) checks the broker's /metrics in broker/tests/metrics.rs.
-if ! command -v promtool >/dev/null 2>&1; then
+# promtool (package prometheus) checks the broker's /metrics in broker/tests/metrics.rs;
+# mosquitto_pub/sub (mosquitto-clients) talk to the bridge in device-bridge/bridge/tests/mqtt.rs.
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 promtool --version | head -1
+mosquitto_pub --help 2>&1 | head -1 || true
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -39,6 +45,14 @@ step "example processors for wasm32"
 EXAMPLES=(threshold-filter unit-convert ema-smooth anomaly-zscore window-aggregate)
 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-examples" cargo build --release --locked \
     --target wasm32-unknown-unknown "${EXAMPLES[@]/#/-p}"
+
+step "firmware"
+# The QEMU firmware boots in device-bridge/bridge/tests/qemu.rs; the script installs
+# qemu-system-arm (bookworm-backports) and the thumbv7em target. The ESP32-C3 firmware cannot
+# run here: it is built (and its protocol logic unit-tested on the host) only.
+SILT_FW_QEMU_ELF=$(scripts/firmware-qemu.sh)
+export SILT_FW_QEMU_ELF
+scripts/firmware-esp32c3.sh
 
 step "cargo test"
 cargo test --workspace --locked

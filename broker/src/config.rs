@@ -58,6 +58,10 @@ pub struct Config {
     /// sled page cache.
     pub cache_bytes: u64,
     pub processors: ProcessorConfig,
+    /// A device bridge to run inside the broker (the `[bridge]` table); `None`: none. Its
+    /// broker address and certificate are the broker's own; its data dir defaults to
+    /// DATA_DIR/bridge (an empty path here).
+    pub bridge: Option<silt_bridge::config::Config>,
 }
 
 /// Settings of the WebAssembly processor host.
@@ -143,6 +147,7 @@ impl Default for Config {
             retention_check_ms: 10_000,
             cache_bytes: 256 * 1024 * 1024,
             processors: ProcessorConfig::default(),
+            bridge: None,
         }
     }
 }
@@ -164,6 +169,8 @@ pub struct FileConfig {
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
     pub processors: Option<FileProcessors>,
+    /// The embedded bridge's settings: the keys of `silt-bridge --config` files.
+    pub bridge: Option<toml::Table>,
 }
 
 impl Config {
@@ -229,6 +236,17 @@ impl Config {
             if let Some(v) = p.output_bytes_max {
                 c.processors.output_bytes_max = v.clamp(1, ProcessorConfig::default().output_bytes_max);
             }
+        }
+        if let Some(table) = file.bridge {
+            let explicit_dir = table.contains_key("data_dir");
+            let mut bridge: silt_bridge::config::Config =
+                table.try_into().with_context(|| format!("in {}: the [bridge] table", path.display()))?;
+            if !explicit_dir {
+                // Resolved against the final data dir (flags may change it) by `run`.
+                bridge.data_dir = PathBuf::new();
+            }
+            bridge.validate().with_context(|| format!("in {}: the [bridge] table", path.display()))?;
+            c.bridge = Some(bridge);
         }
         Ok(c)
     }

@@ -49,9 +49,41 @@ impl Running {
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then flushes and closes.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+///
+/// With a `[bridge]` table in the configuration, a device bridge runs in this process too, as
+/// a QUIC client of this broker; it stops on the same signal, before the broker.
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let bridge = config.bridge.take();
+    let bridge_dir = config.data_dir.join("bridge");
     let running = start(config).await?;
-    shutdown_signal().await;
+    let bridge = bridge.map(|mut b| {
+        // An unspecified listen address (0.0.0.0) is reachable on loopback.
+        let mut addr = running.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        b.broker = addr.to_string();
+        b.ca_cert = Some(running.ca_cert.clone());
+        if b.data_dir.as_os_str().is_empty() {
+            b.data_dir = bridge_dir;
+        }
+        tracing::info!(data_dir = %b.data_dir.display(), "starting the embedded device bridge");
+        tokio::spawn(silt_bridge::run(b))
+    });
+    match bridge {
+        Some(mut task) => tokio::select! {
+            () = shutdown_signal() => {
+                // The bridge heard the same signal; let it flush its journal first.
+                let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            }
+            r = &mut task => {
+                let e = r.map_err(anyhow::Error::from).and_then(|r| r).err();
+                let _ = running.shutdown().await;
+                return Err(e.unwrap_or_else(|| anyhow::anyhow!("the embedded bridge stopped")).context("embedded device bridge"));
+            }
+        },
+        None => shutdown_signal().await,
+    }
     running.shutdown().await
 }
 
