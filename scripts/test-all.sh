@@ -57,5 +57,9 @@ scripts/firmware-esp32c3.sh
 step "cargo test"
 cargo test --workspace --locked
 
+step "fuzz the device frame decoder"
+# 20 s of libFuzzer on every decoder of untrusted device bytes (installs cargo-fuzz once).
+scripts/fuzz-frame.sh 20
+
 echo
 echo "all tests passed"
