@@ -186,10 +186,13 @@ fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
         .iter()
         .map(|r| {
             let value = match r {
+                // Each float in its own width's shortest form: 21.5f32 stays "21.5".
                 Reading::Temperature(v) | Reading::Humidity(v) => {
-                    json_value(&b.device, seq, None, f64::from(*v))
+                    json_value(&b.device, seq, None, v.is_finite().then(|| v.to_string()))
                 }
-                Reading::Numeric { channel, value } => json_value(&b.device, seq, Some(*channel), *value),
+                Reading::Numeric { channel, value } => {
+                    json_value(&b.device, seq, Some(*channel), value.is_finite().then(|| value.to_string()))
+                }
                 Reading::Raw(bytes) => bytes.to_vec(),
             };
             OutRecord {
@@ -203,10 +206,10 @@ fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
         .collect()
 }
 
-fn json_value(device: &str, seq: u32, channel: Option<u16>, value: f64) -> Vec<u8> {
-    // Device ids are `[A-Za-z0-9._-]`, so they need no JSON escaping. JSON has no NaN or
-    // infinity: such readings are stored as null.
-    let value = if value.is_finite() { format!("{value}") } else { "null".to_string() };
+/// `value` is the number's text, `None` for NaN and infinities, which JSON lacks (stored as
+/// null). Device ids are `[A-Za-z0-9._-]`, so they need no JSON escaping.
+fn json_value(device: &str, seq: u32, channel: Option<u16>, value: Option<String>) -> Vec<u8> {
+    let value = value.as_deref().unwrap_or("null");
     match channel {
         Some(c) => format!(r#"{{"device":"{device}","seq":{seq},"channel":{c},"value":{value}}}"#),
         None => format!(r#"{{"device":"{device}","seq":{seq},"value":{value}}}"#),
