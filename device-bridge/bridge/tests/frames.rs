@@ -38,8 +38,27 @@ async fn acked_frames_are_stored_once_even_when_retransmitted() {
     let metrics = bridge.metrics().await;
     assert!(metrics.contains("silt_bridge_frames_accepted_total 51"), "{metrics}");
     assert!(metrics.contains("silt_bridge_duplicates_dropped_total 11"), "{metrics}");
+    assert!(metrics.contains("silt_bridge_devices_connected 1"), "{metrics}");
+    promtool_check(&metrics);
     drop(bridge);
     broker.stop().await;
+}
+
+/// `promtool check metrics` (Debian's prometheus package, installed by scripts/test-all.sh)
+/// accepts the scrape: names, types, units and help follow Prometheus conventions.
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: install Debian's prometheus package (scripts/test-all.sh does)");
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.trim().is_empty(), "promtool: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
