@@ -12,12 +12,13 @@
 #   fleet             10,000 devices over TCP at 1 frame/s each for $DURATION (default 60s)
 #   fleet-mqtt        the same over MQTT
 # With no arguments it runs all four. DEVICES, RATE, DURATION and FRAMES override the sizes;
-# BRIDGE_TOML is the bridge's --config file (for A/B runs of its limits).
+# BRIDGE_TOML is the bridge's --config file (for A/B runs of its limits); TMPDIR=/dev/shm puts both
+# data dirs on tmpfs, where a durable flush costs nothing (to tell flush time from the rest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p silt-broker -p silt-bridge -p silt-loadtest -p silt-cli
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
-work=$(mktemp -d /tmp/silt-bench-bridge.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/silt-bench-bridge.XXXXXX")
 . scripts/bench-broker.sh
 
 # 10,000 devices hold 10,000 sockets on each side: the simulator raises its own soft limit,
@@ -44,8 +45,9 @@ start_bridge() {
 # CPU seconds (user + system) a process has used so far.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 
-# Summarises a /metrics page (ADDR, metric name PREFIX): each histogram's count, mean and the
-# bucket bounds under which half and 99% of its observations fall, and the counters.
+# Summarises a /metrics page (ADDR, metric name PREFIX): each histogram's count, mean, the
+# bucket bounds under which half and 99% of its observations fall and how many took over 10 ms
+# and over 100 ms, and the counters.
 metrics() {
   curl -fs "http://$1/metrics" | python3 -c '
 import json, re, sys
@@ -72,7 +74,9 @@ for name, d in h.items():
         return None
     out[name.replace(prefix, "").replace("_duration_seconds", "")] = {
         "count": int(n), "mean_ms": round(d.get("sum", 0) / n * 1000, 3) if n else None,
-        "p50_le_ms": q(0.5), "p99_le_ms": q(0.99)}
+        "p50_le_ms": q(0.5), "p99_le_ms": q(0.99),
+        "over_10ms": int(n - dict(d["buckets"]).get(0.01, n)),
+        "over_100ms": int(n - dict(d["buckets"]).get(0.1, n))}
 print(json.dumps(out))' "$2"
 }
 
@@ -112,7 +116,7 @@ print(json.dumps(r))' "$report" "$label" "$load" "$broker_cpu" "$bridge_cpu" "$s
   stop
 }
 
-echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%FT%TZ) $(git describe --always --dirty) $(nproc) cores, $(uname -r), load $(cut -d" " -f1-3 /proc/loadavg)"
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(throughput throughput-mqtt fleet fleet-mqtt)
 for s in "${scenarios[@]}"; do
