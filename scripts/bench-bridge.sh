@@ -13,7 +13,8 @@
 #   fleet-mqtt        the same over MQTT
 # With no arguments it runs all four. DEVICES, RATE, DURATION and FRAMES override the sizes;
 # BRIDGE_TOML is the bridge's --config file (for A/B runs of its limits); TMPDIR=/dev/shm puts both
-# data dirs on tmpfs, where a durable flush costs nothing (to tell flush time from the rest).
+# data dirs on tmpfs, where a durable flush costs nothing (to tell flush time from the rest);
+# BRIDGE_BIN runs another build of silt-bridge (to compare a change against this tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p silt-broker -p silt-bridge -p silt-loadtest -p silt-cli
@@ -34,7 +35,7 @@ bridge_admin=127.0.0.1:$(free_port)
 
 start_bridge() {
   printf '%b' "${BRIDGE_TOML:-}" >"$work/bridge.toml"
-  "$bin/silt-bridge" --broker "$quic" --ca-cert "$work/data/tls/cert.pem" --data-dir "$work/bridge" \
+  "${BRIDGE_BIN:-$bin/silt-bridge}" --broker "$quic" --ca-cert "$work/data/tls/cert.pem" --data-dir "$work/bridge" \
     --listen-tcp "$tcp" --listen-mqtt "$mqtt" --admin-listen "$bridge_admin" --config "$work/bridge.toml" \
     >>"$work/bridge.log" 2>&1 &
   bridge_pid=$!
@@ -107,11 +108,11 @@ print(json.dumps({k: v for k, v in d.items() if k in ("flush", "append", "produc
   python3 -c '
 import json, sys
 r = json.loads(sys.argv[1]); r["run"] = sys.argv[2]; r["loadavg_before"] = sys.argv[3]
-r["bridge_toml"] = sys.argv[8]
+r["bridge_toml"] = sys.argv[8]; r["bridge_bin"] = sys.argv[10]; r["work_dir"] = sys.argv[11]
 r["cpu_seconds"] = {"broker": float(sys.argv[4]), "bridge": float(sys.argv[5]), "simulator (incl. provisioning)": float(sys.argv[6])}
 r["bridge_metrics"] = json.loads(sys.argv[7])
 r["broker_metrics"] = json.loads(sys.argv[9])
-print(json.dumps(r))' "$report" "$label" "$load" "$broker_cpu" "$bridge_cpu" "$sim_cpu" "$bridge_metrics" "${BRIDGE_TOML:-}" "$broker_metrics"
+print(json.dumps(r))' "$report" "$label" "$load" "$broker_cpu" "$bridge_cpu" "$sim_cpu" "$bridge_metrics" "${BRIDGE_TOML:-}" "$broker_metrics" "${BRIDGE_BIN:-}" "$work"
   stop_bridge
   stop
 }
