@@ -62,6 +62,8 @@ pub struct Config {
     /// broker address and certificate are the broker's own; its data dir defaults to
     /// DATA_DIR/bridge (an empty path here).
     pub bridge: Option<silt_bridge::config::Config>,
+    /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) traces are exported to; `None`: none.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Settings of the WebAssembly processor host.
@@ -148,6 +150,7 @@ impl Default for Config {
             cache_bytes: 256 * 1024 * 1024,
             processors: ProcessorConfig::default(),
             bridge: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -171,6 +174,7 @@ pub struct FileConfig {
     pub processors: Option<FileProcessors>,
     /// The embedded bridge's settings: the keys of `silt-bridge --config` files.
     pub bridge: Option<toml::Table>,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -236,6 +240,9 @@ impl Config {
             if let Some(v) = p.output_bytes_max {
                 c.processors.output_bytes_max = v.clamp(1, ProcessorConfig::default().output_bytes_max);
             }
+        }
+        if let Some(v) = file.otlp_endpoint {
+            c.otlp_endpoint = Some(v);
         }
         if let Some(table) = file.bridge {
             let explicit_dir = table.contains_key("data_dir");

@@ -17,6 +17,7 @@ pub mod processors;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod trace_context;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -40,6 +40,11 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SILT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Export OpenTelemetry traces over OTLP/HTTP to this endpoint (e.g.
+    /// http://127.0.0.1:4318): spans of appends and processor calls, children of the trace
+    /// context that records carry in their `traceparent` header.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -73,20 +78,16 @@ fn run() -> anyhow::Result<()> {
     if let Some(v) = args.log_format {
         config.log_format = v;
     }
-    init_logging(config.log_format);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(silt_broker::run(config))
-}
-
-fn init_logging(format: LogFormat) {
-    // RUST_LOG (e.g. `silt_broker=debug`) refines the default of `info`.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if let Some(v) = args.otlp_endpoint {
+        config.otlp_endpoint = Some(v);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The OTLP exporter's batch processor needs no runtime, but its guard flushes on drop,
+    // after the broker stopped.
+    let _telemetry = silt_telemetry::init(
+        "silt-broker",
+        config.log_format == LogFormat::Json,
+        config.otlp_endpoint.as_deref(),
+    )?;
+    runtime.block_on(silt_broker::run(config))
 }

@@ -1122,6 +1122,12 @@ fn process_chunk(
         };
         let records = view.next_offset() - view.base_offset().max(checkpoint.next_offset);
         let timer = broker.metrics.processor_batch_seconds.with_label_values(&[name]).start_timer();
+        let _spans = if silt_telemetry::enabled() {
+            let traceparents = crate::trace_context::traceparents(batch_bytes);
+            silt_telemetry::child_spans!(traceparents, "silt.process", processor = %name, partition)
+        } else {
+            Vec::new()
+        };
         let produced = instance
             .process(batch_bytes)
             .map_err(|e| format!("partition {partition}, input offset {}: {e}", view.base_offset()))?;

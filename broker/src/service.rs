@@ -304,12 +304,20 @@ impl Broker {
         let records_in = self.metrics.records_in.with_label_values(&[topic]);
         let bytes_in = self.metrics.bytes_in.with_label_values(&[topic]);
         let ack_seconds = self.metrics.ack_seconds.clone();
+        // One span per traced reading in the batch, from here to its durable ack.
+        let spans = if silt_telemetry::enabled() {
+            let traceparents = crate::trace_context::traceparents(frame.payload());
+            silt_telemetry::child_spans!(traceparents, "silt.append", topic = %topic, partition)
+        } else {
+            Vec::new()
+        };
         let (done, appended) = oneshot::channel();
         if handle.appends.send(AppendJob { frame, done }).await.is_err() {
             return ready(error(ErrorCode::Storage, "the partition's appender stopped"));
         }
         let durability = self.durability.clone();
         Box::pin(async move {
+            let _spans = spans;
             let Ok((result, ticket)) = appended.await else {
                 return error(ErrorCode::Storage, "the partition's appender stopped");
             };

@@ -36,6 +36,15 @@ pub struct OutRecord {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Adds the `traceparent` of `span` to every record (when OpenTelemetry records the span).
+pub fn add_traceparent(records: &mut [OutRecord], span: &tracing::Span) {
+    if let Some(tp) = silt_telemetry::traceparent_of(span) {
+        for r in records {
+            r.headers.push((silt_telemetry::TRACEPARENT.as_bytes().to_vec(), tp.clone().into_bytes()));
+        }
+    }
+}
+
 /// Readings of one frame (or one MQTT publish), appended all together or not at all.
 #[derive(Debug)]
 pub struct Submission {

@@ -41,6 +41,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub limits: Limits,
     pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint traces are exported to (e.g. `http://127.0.0.1:4318`); `None`: none.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             limits: Limits::default(),
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
         }
     }
 }

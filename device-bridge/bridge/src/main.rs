@@ -56,6 +56,11 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SILT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Export OpenTelemetry traces over OTLP/HTTP to this endpoint (e.g.
+    /// http://127.0.0.1:4318): a span per frame or publish until it is durable, whose context
+    /// its records carry in a `traceparent` header to the broker, processors and consumers.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,20 +116,14 @@ fn run() -> anyhow::Result<()> {
     if let Some(v) = args.log_format {
         config.log_format = v;
     }
-    init_logging(config.log_format);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(silt_bridge::run(config))
-}
-
-fn init_logging(format: LogFormat) {
-    // RUST_LOG (e.g. `silt_bridge=debug`) refines the default of `info`.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    if let Some(v) = args.otlp_endpoint {
+        config.otlp_endpoint = Some(v);
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let _telemetry = silt_telemetry::init(
+        "silt-bridge",
+        config.log_format == LogFormat::Json,
+        config.otlp_endpoint.as_deref(),
+    )?;
+    runtime.block_on(silt_bridge::run(config))
 }

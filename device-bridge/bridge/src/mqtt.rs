@@ -248,11 +248,20 @@ async fn serve(
                                 t
                             }
                         };
-                        let record = OutRecord { topic, key: device.clone(), timestamp_ms: now_ms(), value: p.payload.to_vec(), headers: Vec::new() };
-                        let done = shared.appender.submit(None, vec![record]).await.map_err(|_| SessionError::Closed)?;
+                        let mut records = vec![OutRecord { topic, key: device.clone(), timestamp_ms: now_ms(), value: p.payload.to_vec(), headers: Vec::new() }];
+                        let span = silt_telemetry::enabled().then(|| {
+                            let span = tracing::info_span!("silt.mqtt.publish", device = %device, topic = %p.topic);
+                            crate::appender::add_traceparent(&mut records, &span);
+                            span
+                        });
+                        let done = shared.appender.submit(None, records).await.map_err(|_| SessionError::Closed)?;
                         if p.qos == QoS::AtLeastOnce {
                             let pkid = p.pkid;
-                            acks.push_back(async move { done.await.map(|()| pkid) });
+                            acks.push_back(async move {
+                                let r = done.await.map(|()| pkid);
+                                drop(span);
+                                r
+                            });
                         }
                     }
                     Packet::Subscribe(s) => {

@@ -181,10 +181,23 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
                     match step {
                         Step::Reply { reply, key } => encode_into(&mut out, &reply.frame(), &key),
                         Step::Nothing => {}
-                        Step::Submit { device, seq, records } => match shared.appender.submit(Some((device.clone(), seq)), records).await {
-                            Ok(done) => in_flight.push(async move { (device, done.await.is_ok()) }),
-                            Err(_) => return,
-                        },
+                        Step::Submit { device, seq, mut records } => {
+                            // With tracing on, a span per frame until it is durable; its
+                            // context rides along in every record.
+                            let span = silt_telemetry::enabled().then(|| {
+                                let span = tracing::info_span!("silt.frame", device = %device, seq);
+                                crate::appender::add_traceparent(&mut records, &span);
+                                span
+                            });
+                            match shared.appender.submit(Some((device.clone(), seq)), records).await {
+                                Ok(done) => in_flight.push(async move {
+                                    let durable = done.await.is_ok();
+                                    drop(span);
+                                    (device, durable)
+                                }),
+                                Err(_) => return,
+                            }
+                        }
                     }
                 }
                 if !bound && session.device().is_some() {

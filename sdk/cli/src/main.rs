@@ -49,6 +49,11 @@ struct Connection {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Export OpenTelemetry traces over OTLP/HTTP to this endpoint (e.g.
+    /// http://127.0.0.1:4318): `consume` opens a span for each record that carries a
+    /// `traceparent` header, as a child of the reading's trace.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +181,16 @@ enum ReplayFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Without an endpoint the CLI installs no subscriber at all: its output is its own.
+    let _telemetry =
+        match cli.conn.otlp_endpoint.as_deref().map(|e| silt_telemetry::init("silt", false, Some(e))) {
+            Some(Err(e)) => {
+                eprintln!("silt: {}", one_line(&e));
+                return ExitCode::FAILURE;
+            }
+            Some(Ok(guard)) => Some(guard),
+            None => None,
+        };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): not an error of ours.
@@ -387,6 +402,9 @@ async fn consume(client: &Client, args: ConsumeArgs, json: bool) -> anyhow::Resu
         };
         for r in fetched.records() {
             let r = r?;
+            let _span = silt_telemetry::enabled()
+                .then(|| silt_telemetry::consume_span(&args.topic, fetched.partition, r.offset, r.headers()))
+                .flatten();
             out.write(fetched.partition, &r)?;
             printed_to.insert(fetched.partition, r.offset + 1);
             printed += 1;
