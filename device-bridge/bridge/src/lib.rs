@@ -57,7 +57,9 @@ pub struct Shared {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let journal = Arc::new(Journal::open(&config.data_dir)?);
-    let sequences = Arc::new(Sequences::load(journal.devices()?));
+    let in_flight: Vec<(String, u32)> =
+        journal.pending_rounds()?.into_iter().flat_map(|r| r.devices).collect();
+    let sequences = Arc::new(Sequences::load(journal.devices()?, in_flight));
     let ca_cert =
         config.ca_cert.clone().context("--ca-cert is required: the broker's DATA_DIR/tls/cert.pem")?;
     let client = Client::connect(ClientConfig::new(config.broker.clone(), &ca_cert)?)

@@ -32,10 +32,21 @@ pub struct Sequences {
 }
 
 impl Sequences {
-    pub fn load(durable: impl IntoIterator<Item = (String, u32)>) -> Sequences {
-        let devices = DashMap::new();
+    /// The state at startup: each device's durable sequence from the journal, and the device
+    /// sequences of journaled rounds not yet confirmed, which count as in flight: the
+    /// appender sends those rounds again before anything else, so a retransmission of one of
+    /// their frames must wait for that, not be submitted a second time.
+    pub fn load(
+        durable: impl IntoIterator<Item = (String, u32)>,
+        in_flight: impl IntoIterator<Item = (String, u32)>,
+    ) -> Sequences {
+        let devices: DashMap<String, State> = DashMap::new();
         for (id, seq) in durable {
             devices.insert(id, State { durable: seq, submitted: seq });
+        }
+        for (id, seq) in in_flight {
+            let mut s = devices.entry(id).or_default();
+            s.submitted = s.submitted.max(seq);
         }
         Sequences { devices }
     }
@@ -94,7 +105,7 @@ mod tests {
 
     #[test]
     fn sequences_go_next_in_flight_durable_and_refuse_gaps() {
-        let s = Sequences::load([("a".to_string(), 4)]);
+        let s = Sequences::load([("a".to_string(), 4)], []);
         assert_eq!(s.decide("a", 3), Decision::Duplicate { durable: 4 });
         assert_eq!(s.decide("a", 6), Decision::OutOfOrder { durable: 4 });
         assert_eq!(s.decide("a", 5), Decision::Next);
@@ -115,5 +126,16 @@ mod tests {
         assert_eq!(s.hello("a", 20), 19);
         assert_eq!(s.decide("a", 20), Decision::Next);
         assert_eq!(s.hello("a", 30), 19);
+    }
+
+    #[test]
+    fn journaled_rounds_count_as_in_flight_after_a_restart() {
+        let s = Sequences::load([("a".to_string(), 4)], [("a".to_string(), 6), ("b".to_string(), 2)]);
+        assert_eq!(s.decide("a", 5), Decision::InFlight);
+        assert_eq!(s.decide("a", 6), Decision::InFlight);
+        assert_eq!(s.decide("a", 7), Decision::Next);
+        assert_eq!(s.decide("b", 1), Decision::InFlight);
+        assert_eq!(s.hello("b", 9), 0, "a device with rounds in flight does not skip ahead");
+        assert_eq!(s.complete("a", 6), 6);
     }
 }
