@@ -1172,6 +1172,8 @@ struct MqttDevice {
     unacked: BTreeMap<u32, MqttPending>,
     /// Readings to (re)publish, in order.
     queue: VecDeque<u32>,
+    /// A reading with the reorder fault, held back until the next reading's first copy is out.
+    held: Option<u32>,
     counters: Counters,
     latencies_us: Vec<u64>,
 }
@@ -1191,6 +1193,7 @@ impl MqttDevice {
             generated: 0,
             unacked: BTreeMap::new(),
             queue: VecDeque::new(),
+            held: None,
             counters: Counters::default(),
             latencies_us: Vec::new(),
         }
@@ -1203,6 +1206,7 @@ impl MqttDevice {
     /// A session opened: every unacked reading is published again (sessions are clean).
     fn connected(&mut self) {
         self.queue = self.unacked.keys().copied().collect();
+        self.held = None;
     }
 
     /// Sequences to publish now, in order (a sequence twice for a duplicate); true when the
@@ -1235,43 +1239,51 @@ impl MqttDevice {
                 continue;
             }
             p.first_sent = Some(now);
-            match p.fault {
+            let fault = p.fault;
+            if fault == Fault::Reorder && self.held.is_none() {
+                // Held until the next reading has gone first (it may not be generated yet).
+                self.held = Some(seq);
+                continue;
+            }
+            match fault {
                 Fault::Drop => self.counters.dropped += 1,
                 Fault::Duplicate => {
                     out.extend([seq, seq]);
                     self.counters.sent += 2;
                     self.counters.duplicated += 1;
                 }
-                Fault::Reorder => match self.queue.front().copied() {
-                    Some(next) if self.unacked.get(&next).is_some_and(|n| n.first_sent.is_none()) => {
-                        self.queue.pop_front();
-                        let n = self.unacked.get_mut(&next).expect("just checked");
-                        n.first_sent = Some(now);
-                        n.last_sent = Some(now);
-                        out.extend([next, seq]);
-                        self.counters.sent += 2;
-                        self.counters.reordered += 1;
-                    }
-                    _ => {
-                        out.push(seq);
-                        self.counters.sent += 1;
-                    }
-                },
-                Fault::Reconnect => {
-                    out.push(seq);
-                    self.counters.sent += 1;
-                    self.counters.reconnects += 1;
-                    reconnect = true;
-                    break;
-                }
-                // Refused by `SimConfig::validate` for MQTT.
-                Fault::None | Fault::BadTag => {
+                // Refused by `SimConfig::validate` for MQTT; a second reorder while one is held
+                // goes out as it is.
+                Fault::None | Fault::BadTag | Fault::Reorder | Fault::Reconnect => {
                     out.push(seq);
                     self.counters.sent += 1;
                 }
             }
+            self.release_held(out, true);
+            if fault == Fault::Reconnect {
+                self.counters.reconnects += 1;
+                reconnect = true;
+                break;
+            }
+        }
+        if self.schedule.over && self.queue.is_empty() {
+            // The held reading was the last one: no next reading will come.
+            self.release_held(out, false);
         }
         reconnect
+    }
+
+    /// Publishes the held reading (`reordered`: after a later one), if it is still unacked.
+    fn release_held(&mut self, out: &mut Vec<u32>, reordered: bool) {
+        if let Some(h) = self.held.take() {
+            if self.unacked.contains_key(&h) {
+                out.push(h);
+                self.counters.sent += 1;
+                if reordered {
+                    self.counters.reordered += 1;
+                }
+            }
+        }
     }
 
     fn acked(&mut self, seq: u32, now: Instant) {
@@ -1292,6 +1304,10 @@ impl MqttDevice {
             if p.last_sent.is_some_and(|t| now >= t + timeout) && !self.queue.contains(seq) {
                 self.queue.push_back(*seq);
                 expired = true;
+                if self.held == Some(*seq) {
+                    // It goes out with the retransmissions instead.
+                    self.held = None;
+                }
             }
         }
         if expired {
@@ -1921,6 +1937,25 @@ mod tests {
         let drops = draws(42).iter().filter(|f| **f == Fault::Drop).count();
         assert!((50..150).contains(&drops), "{drops} drops of 1000 at p = 0.1");
         assert!(FaultPlan { drop: 0.6, duplicate: 0.6, ..FaultPlan::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn mqtt_reorders_swap_each_reading_with_the_next_and_the_last_goes_alone() {
+        let mut s = settings(FaultPlan { reorder: 1.0, ..FaultPlan::default() }, 5, 1);
+        s.window = 16;
+        let t0 = Instant::now();
+        let mut dev = MqttDevice::new(s, t0);
+        dev.connected();
+        dev.schedule.start(&mut dev.s, t0);
+        let mut out = Vec::new();
+        dev.poll_publish(t0, &mut out);
+        assert_eq!(out, [2, 1, 4, 3, 5]);
+        assert_eq!(dev.counters.reordered, 2);
+        for seq in [1, 2, 3, 4, 5, 5] {
+            dev.acked(seq, t0 + Duration::from_millis(1));
+        }
+        assert!(dev.is_done());
+        assert_eq!(dev.counters.duplicate_acks, 1);
     }
 
     #[test]
