@@ -1073,6 +1073,15 @@ impl FrameDevice {
                         self.write_data(out, s, false);
                         self.next_tx += 1;
                         self.counters.reordered += 1;
+                    } else if !next_ready && !self.schedule.over && s < window_end {
+                        // The next frame is not generated yet and will fit the window: hold this
+                        // one back until it is, so the swap happens whatever the rate.
+                        self.pending[i].first_sent = None;
+                        self.next_tx -= 1;
+                        if self.next_tx == self.acked + 1 {
+                            self.timer = None;
+                        }
+                        break;
                     } else {
                         self.write_data(out, s, false);
                     }
@@ -1853,10 +1862,14 @@ mod tests {
     /// Runs one device against the model bridge on virtual time (1 ms steps) and returns the
     /// device, the stored sequences and the virtual time taken.
     fn simulate(faults: FaultPlan, frames: u64, seed: u64) -> (FrameDevice, Vec<u32>, Duration) {
+        simulate_with(settings(faults, frames, seed), seed)
+    }
+
+    fn simulate_with(settings: DeviceSettings, seed: u64) -> (FrameDevice, Vec<u32>, Duration) {
         let t0 = Instant::now();
         let mut now = t0;
         let mut bridge = ModelBridge::new(seed);
-        let mut dev = FrameDevice::new(settings(faults, frames, seed), now);
+        let mut dev = FrameDevice::new(settings, now);
         let mut replies: Vec<u8> = Vec::new();
         let mut deframer = Box::new(Deframer::new());
         dev.connected(now);
@@ -1898,6 +1911,7 @@ mod tests {
         panic!("seed {seed}: not done after 200 s of virtual time: {dev:?}");
     }
 
+    /// Without faults the device sends each frame once and the bridge stores each once, in order.
     #[test]
     fn without_faults_every_frame_is_stored_once_and_nothing_is_resent() {
         let (dev, stored, _) = simulate(FaultPlan::default(), 500, 1);
@@ -1908,6 +1922,7 @@ mod tests {
         assert_eq!(dev.counters.nacks, [0; 8]);
     }
 
+    /// With every fault on, go-back-N recovers every frame and the bridge stores each exactly once.
     #[test]
     fn with_every_fault_every_frame_is_still_stored_exactly_once_for_many_seeds() {
         let faults = FaultPlan { drop: 0.03, duplicate: 0.03, reorder: 0.03, bad_tag: 0.03, reconnect: 0.02 };
@@ -1925,6 +1940,17 @@ mod tests {
         }
     }
 
+    /// The reorder fault is applied at any rate: the frame waits for the next one to go first.
+    #[test]
+    fn a_rate_limited_device_holds_a_reordered_frame_until_the_next_one_exists() {
+        let mut s = settings(FaultPlan { reorder: 0.2, bad_tag: 0.05, ..FaultPlan::default() }, 200, 5);
+        s.interval = Some(Duration::from_millis(10));
+        let (dev, stored, _) = simulate_with(s, 5);
+        assert_eq!(stored, (1..=200).collect::<Vec<_>>());
+        assert!(dev.counters.reordered >= 25, "{:?}", dev.counters);
+    }
+
+    /// The same seed gives the same faults; another seed other faults; the rates are as asked.
     #[test]
     fn the_fault_plan_replays_from_its_seed() {
         let faults = FaultPlan { drop: 0.1, duplicate: 0.1, reorder: 0.1, bad_tag: 0.1, reconnect: 0.1 };
@@ -1939,6 +1965,7 @@ mod tests {
         assert!(FaultPlan { drop: 0.6, duplicate: 0.6, ..FaultPlan::default() }.validate().is_err());
     }
 
+    /// MQTT readings with the reorder fault go out after the next reading, the last one alone.
     #[test]
     fn mqtt_reorders_swap_each_reading_with_the_next_and_the_last_goes_alone() {
         let mut s = settings(FaultPlan { reorder: 1.0, ..FaultPlan::default() }, 5, 1);
@@ -1958,6 +1985,7 @@ mod tests {
         assert_eq!(dev.counters.duplicate_acks, 1);
     }
 
+    /// A rate-limited device generates one frame per interval and counts those it generated late.
     #[test]
     fn a_rate_limited_device_sends_on_schedule_and_counts_late_frames() {
         let mut s = settings(FaultPlan::default(), 10, 1);
