@@ -55,17 +55,8 @@ pub(crate) struct DevicesArgs {
     /// Readings per frame (1 to 16).
     #[arg(long, default_value_t = 2)]
     readings: u8,
-    /// Fault probabilities per frame (see silt-devsim --help).
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    drop: f64,
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    duplicate: f64,
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    reorder: f64,
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    bad_tag: f64,
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    reconnect: f64,
+    #[command(flatten)]
+    faults: FaultPlan,
     /// Seed of the fault plan and jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -79,10 +70,7 @@ pub(crate) struct DevicesArgs {
 
 impl DevicesArgs {
     fn config(&self, devices: Vec<sim::SimDevice>) -> SimConfig {
-        let bridge = self.bridge.clone().unwrap_or_else(|| match self.transport {
-            Transport::Tcp => "127.0.0.1:7410".to_string(),
-            Transport::Mqtt => "127.0.0.1:1883".to_string(),
-        });
+        let bridge = self.bridge.clone().unwrap_or_else(|| self.transport.default_bridge().to_string());
         let mut config = SimConfig::new(bridge, self.transport, devices);
         config.rate_per_s = self.rate;
         config.frames = match (self.frames, self.duration) {
@@ -93,13 +81,7 @@ impl DevicesArgs {
         config.window = self.window;
         config.ack_timeout = self.ack_timeout;
         config.readings = self.readings;
-        config.faults = FaultPlan {
-            drop: self.drop,
-            duplicate: self.duplicate,
-            reorder: self.reorder,
-            bad_tag: self.bad_tag,
-            reconnect: self.reconnect,
-        };
+        config.faults = self.faults;
         config.seed = self.seed;
         config.timeout = self.timeout;
         config

@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use silt_client::{Client, ClientError, Compression, ErrorCode};
 use silt_wire::{partition_for_key, BatchBuilder, Request, Response};
 use tokio::sync::{mpsc, oneshot};
@@ -183,7 +182,7 @@ impl Appender {
                     topic: topic.to_string(),
                     partition,
                     sequence: *seq,
-                    bytes: bytes.finish_with(self.journal.producer_id(), *seq, Compression::Lz4),
+                    bytes: bytes.finish_with(self.journal.producer_id(), *seq, Compression::Lz4).into(),
                 });
             }
         }
@@ -230,10 +229,9 @@ impl Appender {
 
     async fn send_batch(&self, b: &RoundBatch) {
         let request = Request::Produce { topic: b.topic.clone(), partition: b.partition };
-        let payload = Bytes::from(b.bytes.clone());
         let mut pause = Duration::from_millis(RETRY_FIRST_MS);
         loop {
-            match self.client.request(&request, payload.clone()).await {
+            match self.client.request(&request, b.bytes.clone()).await {
                 Ok((Response::Produced { .. }, _)) => return,
                 Err(ClientError::Broker { code: ErrorCode::OutOfOrderSequence, message }) => {
                     // Only possible when the broker lost this producer's state (its data was

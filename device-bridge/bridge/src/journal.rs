@@ -39,7 +39,8 @@ pub struct RoundBatch {
     pub topic: String,
     pub partition: u32,
     pub sequence: u64,
-    pub bytes: Vec<u8>,
+    /// Shared with the produce requests that send it (and resend it on failure).
+    pub bytes: bytes::Bytes,
 }
 
 /// What one appender round sends: batches, and the device sequences they make durable.
@@ -263,7 +264,7 @@ fn decode_round(id: u64, bytes: &[u8]) -> Result<Round, JournalError> {
             let topic = r.string()?;
             let partition = r.u32()?;
             let sequence = r.u64()?;
-            let bytes = r.bytes()?.to_vec();
+            let bytes = bytes::Bytes::copy_from_slice(r.bytes()?);
             batches.push(RoundBatch { topic, partition, sequence, bytes });
         }
         let n = r.u32()? as usize;
@@ -290,7 +291,7 @@ mod tests {
                 topic: "sensors.temperature".into(),
                 partition: 2,
                 sequence: 9,
-                bytes: vec![1, 2, 3],
+                bytes: vec![1, 2, 3].into(),
             }],
             devices: vec![("dev-1".into(), 4), ("dev-1".into(), 5), ("dev-2".into(), 1)],
         };
@@ -312,7 +313,12 @@ mod tests {
     fn truncated_rounds_are_reported_not_panicked_on() {
         let round = Round {
             id: 1,
-            batches: vec![RoundBatch { topic: "t".into(), partition: 0, sequence: 1, bytes: vec![9; 10] }],
+            batches: vec![RoundBatch {
+                topic: "t".into(),
+                partition: 0,
+                sequence: 1,
+                bytes: vec![9; 10].into(),
+            }],
             devices: vec![],
         };
         let bytes = encode_round(&round);

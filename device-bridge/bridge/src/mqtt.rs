@@ -45,6 +45,9 @@ const PUBLISHES_IN_FLIGHT_MAX: usize = 64;
 const TOPIC_POLL_MS: u64 = 1_000;
 /// Subscriptions of one session.
 const SUBSCRIPTIONS_MAX: usize = 64;
+/// MQTT topic names whose Silt topic one session remembers; beyond this each publish maps its
+/// name again (a device publishes to a handful of topics).
+const TOPIC_NAMES_CACHED_MAX: usize = 1024;
 
 /// The Silt topic of an MQTT topic name: the first prefix rule of `map` that matches
 /// rewrites the prefix, then `/` becomes `.`. `None` if the result is not a valid topic name.
@@ -242,7 +245,7 @@ async fn serve(
                                     return Err(SessionError::Protocol(format!("topic {:?} maps to no valid Silt topic", p.topic)));
                                 };
                                 let t: Arc<str> = Arc::from(t);
-                                if topics.len() < SUBSCRIPTIONS_MAX * 16 {
+                                if topics.len() < TOPIC_NAMES_CACHED_MAX {
                                     topics.insert(p.topic.clone(), t.clone());
                                 }
                                 t

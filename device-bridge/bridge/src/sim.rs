@@ -95,6 +95,14 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The bridge's default listener for this transport.
+    pub fn default_bridge(&self) -> &'static str {
+        match self {
+            Transport::Tcp => "127.0.0.1:7410",
+            Transport::Mqtt => "127.0.0.1:1883",
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
@@ -162,13 +170,24 @@ pub enum Fault {
     Reconnect,
 }
 
-/// Probability of each fault per generated frame; at most one fault per frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Probability of each fault per generated frame; at most one fault per frame. Also the
+/// fault flags of `silt-devsim` and `silt-loadtest devices` (flattened into both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, clap::Args)]
 pub struct FaultPlan {
+    /// Probability that a frame's first copy is not sent.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub drop: f64,
+    /// Probability that a frame is sent twice.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub duplicate: f64,
+    /// Probability that a frame is swapped with the next one.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub reorder: f64,
+    /// Probability that a frame's tag is corrupted (TCP only).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub bad_tag: f64,
+    /// Probability that the connection is closed and opened again after a frame.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub reconnect: f64,
 }
 

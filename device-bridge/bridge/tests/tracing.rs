@@ -83,28 +83,6 @@ async fn collector() -> (std::net::SocketAddr, Received) {
     (addr, received)
 }
 
-/// A processor module that outputs its input records unchanged, headers included.
-fn passthrough() -> Vec<u8> {
-    wat::parse_str(
-        r#"(module
-  (memory (export "memory") 2)
-  (global $bump (mut i32) (i32.const 1024))
-  (func (export "silt_abi_version") (result i32) (i32.const 1))
-  (func (export "silt_alloc") (param $n i32) (result i32) (local $p i32)
-    (local.set $p (global.get $bump))
-    (global.set $bump (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
-    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
-      (then (drop (memory.grow (i32.add (i32.shr_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1))))))
-    (local.get $p))
-  (func (export "silt_init") (param i32 i32 i32) (result i32) (i32.const 0))
-  (func (export "silt_process") (param $ptr i32) (param $len i32) (param $res i32) (result i32)
-    (i32.store (local.get $res) (i32.add (local.get $ptr) (i32.const 68)))
-    (i32.store offset=4 (local.get $res) (i32.sub (local.get $len) (i32.const 68)))
-    (i32.const 0)))"#,
-    )
-    .expect("valid WAT")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reading_is_followed_from_frame_to_consumer() {
     let (otlp, received) = collector().await;
@@ -123,7 +101,8 @@ async fn a_reading_is_followed_from_frame_to_consumer() {
         from: Some(FetchFrom::Earliest),
         limits: Default::default(),
     };
-    broker.client.deploy_processor(deployment, passthrough()).await.expect("deploy");
+    // The passthrough module outputs its input records unchanged, headers included.
+    broker.client.deploy_processor(deployment, abi_module(PASSTHROUGH)).await.expect("deploy");
 
     let key = broker.add_device("traced-1").await;
     let mut dev = TestDevice::connect(bridge.tcp, "traced-1", key).await;

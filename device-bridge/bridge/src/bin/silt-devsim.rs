@@ -75,21 +75,8 @@ struct Args {
     /// publishes carry one temperature each.
     #[arg(long, default_value_t = 2)]
     readings: u8,
-    /// Probability that a frame's first copy is not sent.
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    drop: f64,
-    /// Probability that a frame is sent twice.
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    duplicate: f64,
-    /// Probability that a frame is swapped with the next one.
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    reorder: f64,
-    /// Probability that a frame's tag is corrupted (TCP only).
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    bad_tag: f64,
-    /// Probability that the connection is closed and opened again after a frame.
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
-    reconnect: f64,
+    #[command(flatten)]
+    faults: FaultPlan,
     /// Seed of the fault plan and the devices' jitter (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -161,10 +148,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("registering the devices took longer than --timeout")??;
     client.close().await;
-    let bridge = args.bridge.clone().unwrap_or_else(|| match args.transport {
-        Transport::Tcp => "127.0.0.1:7410".to_string(),
-        Transport::Mqtt => "127.0.0.1:1883".to_string(),
-    });
+    let bridge = args.bridge.clone().unwrap_or_else(|| args.transport.default_bridge().to_string());
     let mut config = SimConfig::new(bridge, args.transport, devices);
     config.rate_per_s = args.rate;
     config.frames = match (args.frames, args.duration) {
@@ -175,13 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.window = args.window;
     config.ack_timeout = args.ack_timeout;
     config.readings = args.readings;
-    config.faults = FaultPlan {
-        drop: args.drop,
-        duplicate: args.duplicate,
-        reorder: args.reorder,
-        bad_tag: args.bad_tag,
-        reconnect: args.reconnect,
-    };
+    config.faults = args.faults;
     config.seed = seed;
     config.timeout = args.timeout;
     config.connect_concurrency = args.connect_concurrency;
