@@ -29,8 +29,9 @@ use silt_client::{
 };
 use silt_wire::{Request, Response};
 
+use crate::payload::{Shape, OBJECT_BYTES_MIN};
 use crate::stats::Report;
-use crate::{connect, ensure_topic, produce, progress, Common, Shape, OBJECT_BYTES_MIN};
+use crate::{connect, ensure_topic, produce, progress, Common};
 
 /// The probe of phase 2: a reading any sensor processor keeps (a filter on temperature with a
 /// threshold below 45, a smoother, a converter).
@@ -60,7 +61,7 @@ pub(crate) struct PipelineArgs {
     keep: bool,
 }
 
-fn parse_param(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_param(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
