@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, and every unit, property and integration test.
 # Installs what it needs first (rustup components and targets, Debian's prometheus package for
-# promtool, mosquitto-clients, and qemu-system-arm from backports), so it works on a fresh
+# promtool, mosquitto-clients, nats-server and mosquitto, and qemu-system-arm from backports), so it works on a fresh
 # machine with only cargo, rustup and apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +21,13 @@ export PROPTEST_CASES="${PROPTEST_CASES:-128}"
 
 step "Debian packages"
 # promtool (package prometheus) checks the broker's /metrics in broker/tests/metrics.rs;
-# mosquitto_pub/sub (mosquitto-clients) talk to the bridge in device-bridge/bridge/tests/mqtt.rs.
+# mosquitto_pub/sub (mosquitto-clients) talk to the bridge in device-bridge/bridge/tests/mqtt.rs;
+# silt-loadtest's peers (loadtest/tests/peers.rs) start nats-server and mosquitto themselves.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -33,6 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 promtool --version | head -1
 mosquitto_pub --help 2>&1 | head -1 || true
+nats-server --version
 
 step "cargo fmt --check"
 cargo fmt --all --check

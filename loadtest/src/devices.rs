@@ -15,9 +15,15 @@ use clap::Args;
 use silt_bridge::sim::{self, FaultPlan, Progress, SimConfig, SimError, SimReport, Transport};
 
 use crate::progress;
+use crate::targets::Kind;
 
 #[derive(Debug, Args)]
 pub(crate) struct DevicesArgs {
+    /// `silt`: devices go through a Silt device bridge (registered in the broker's device
+    /// registry first). `mqtt`: they publish to a plain MQTT broker instead (--transport mqtt,
+    /// no registration; credentials are sent and may be ignored), to compare the two.
+    #[arg(long, default_value = "silt", value_name = "silt|mqtt")]
+    target: crate::targets::Kind,
     /// Broker QUIC address, for registering the devices.
     #[arg(long, env = "SILT_BROKER", default_value = "127.0.0.1:7400")]
     broker: String,
@@ -91,12 +97,22 @@ impl DevicesArgs {
 /// Runs the fleet; an incomplete run is an error (after its report is printed).
 pub(crate) async fn run(args: &DevicesArgs) -> anyhow::Result<SimReport> {
     sim::raise_open_files_limit();
-    let client =
-        silt_client::Client::connect(silt_client::ClientConfig::new(args.broker.clone(), &args.ca_cert)?)
-            .await
-            .with_context(|| format!("connecting to the broker at {}", args.broker))?;
-    let devices = sim::provision(&client, args.first, args.devices, 64).await?;
-    client.close().await;
+    let devices = match args.target {
+        Kind::Silt => {
+            let config = silt_client::ClientConfig::new(args.broker.clone(), &args.ca_cert)?;
+            let client = silt_client::Client::connect(config)
+                .await
+                .with_context(|| format!("connecting to the broker at {}", args.broker))?;
+            let devices = sim::provision(&client, args.first, args.devices, 64).await?;
+            client.close().await;
+            devices
+        }
+        Kind::Mqtt if args.transport == Transport::Mqtt => (args.first..args.first + args.devices)
+            .map(|i| sim::SimDevice { id: sim::device_id(i), key: [0; 32] })
+            .collect(),
+        Kind::Mqtt => anyhow::bail!("--target mqtt needs --transport mqtt"),
+        Kind::Nats => anyhow::bail!("device fleets run against a Silt bridge or an MQTT broker, not NATS"),
+    };
     let config = args.config(devices);
     config.validate()?;
     let progress_state = Arc::new(Progress::default());

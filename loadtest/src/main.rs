@@ -144,6 +144,10 @@ pub(crate) struct Common {
     /// Longest wait for the acknowledgements or deliveries after the last send.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// How long a Silt producer waits for a batch to fill before sending it anyway (open-loop
+    /// runs at modest rates want it short).
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    linger: Duration,
     /// Compression of the produced batches (Silt).
     /// `lz4` or `none`.
     #[arg(long, default_value = "lz4", value_name = "CODEC")]
@@ -166,6 +170,7 @@ impl Common {
             batch_size: self.batch_size.max(1),
             window: self.window.max(1),
             compression: self.compression,
+            linger: self.linger,
         }
     }
 }

@@ -192,7 +192,12 @@ pub(crate) async fn produce(
 
 /// Reads up to `count` stored records from the start with `c.consumers` readers, each taking
 /// a share of the partitions.
-async fn read_back(target: &Target, c: &Common, count: u64, scenario: &str) -> anyhow::Result<Report> {
+pub(crate) async fn read_back(
+    target: &Target,
+    c: &Common,
+    count: u64,
+    scenario: &str,
+) -> anyhow::Result<Report> {
     let load = c.load();
     let stored = target.stored(&load).await?.unwrap_or(0);
     let count = count.min(stored);

@@ -24,6 +24,8 @@ pub struct Server {
     /// A port to wait for before the server counts as up.
     ready: String,
     child: Option<Child>,
+    /// The embedded bridge's frame (TCP) and MQTT listeners, when started with one.
+    bridge: Option<(String, String)>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -71,14 +73,26 @@ impl Server {
     /// Starts a server of `kind` and waits until it accepts connections. `silt_fsync` is the
     /// `--fsync` policy of a Silt broker.
     pub async fn start(kind: Kind, label: &str, silt_fsync: &str) -> anyhow::Result<Server> {
+        Server::start_with(kind, label, silt_fsync, false).await
+    }
+
+    /// As [`Server::start`]; with `bridge`, a Silt broker embeds a device bridge (its `[bridge]`
+    /// config table) listening for frames and MQTT on free ports ([`Server::bridge`]).
+    pub async fn start_with(
+        kind: Kind,
+        label: &str,
+        silt_fsync: &str,
+        bridge: bool,
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new().prefix(&format!("silt-loadtest-{kind}-")).tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let d = dir.path().display().to_string();
+        let mut bridge_addrs = None;
         let (program, args, ready, ca_cert) = match kind {
             Kind::Silt => {
                 let admin = format!("127.0.0.1:{}", free_port()?);
-                let args = vec![
+                let mut args = vec![
                     "--data-dir".into(),
                     format!("{d}/data"),
                     "--listen".into(),
@@ -88,6 +102,20 @@ impl Server {
                     "--fsync".into(),
                     silt_fsync.into(),
                 ];
+                if bridge {
+                    let (tcp, mqtt) =
+                        (format!("127.0.0.1:{}", free_port()?), format!("127.0.0.1:{}", free_port()?));
+                    let conf = dir.path().join("silt-broker.toml");
+                    std::fs::write(
+                        &conf,
+                        format!(
+                            "[bridge]\nlisten_tcp = \"{tcp}\"\nlisten_mqtt = \"{mqtt}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+                            free_port()?
+                        ),
+                    )?;
+                    args.extend(["--config".into(), conf.display().to_string()]);
+                    bridge_addrs = Some((tcp, mqtt));
+                }
                 (program("silt-broker")?, args, admin, Some(dir.path().join("data/tls/cert.pem")))
             }
             Kind::Nats => {
@@ -114,7 +142,7 @@ impl Server {
             }
         };
         let target = Target { kind, label: label.to_string(), addr, ca_cert };
-        let mut server = Server { target, program, args, dir, ready, child: None };
+        let mut server = Server { target, program, args, dir, ready, child: None, bridge: bridge_addrs };
         server.spawn().await?;
         Ok(server)
     }
@@ -155,6 +183,11 @@ impl Server {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().rev().take(3).collect();
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// The embedded bridge's frame and MQTT listeners (see [`Server::start_with`]).
+    pub fn bridge(&self) -> Option<&(String, String)> {
+        self.bridge.as_ref()
     }
 
     pub fn target(&self) -> &Target {

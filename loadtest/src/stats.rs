@@ -189,12 +189,13 @@ impl Report {
     }
 
     pub fn to_text(&self) -> String {
-        let mode = match self.rate {
-            Some(r) => format!("open loop at {r:.0} events/s"),
-            None => "closed loop".to_string(),
+        let mode = match (self.rate, self.samples) {
+            (Some(r), _) => format!(", open loop at {r:.0} events/s"),
+            (None, 0) => String::new(),
+            (None, _) => ", closed loop".to_string(),
         };
         let mut text = format!(
-            "{} [{}, {mode}]: {} events in {:.2} s: {:.0} events/s, {:.1} MB/s",
+            "{} [{}{mode}]: {} events in {:.2} s: {:.0} events/s, {:.1} MB/s",
             self.scenario, self.target, self.events, self.seconds, self.events_per_sec, self.mb_per_sec,
         );
         if self.samples > 0 {

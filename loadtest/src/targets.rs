@@ -93,6 +93,8 @@ pub struct Load {
     pub batch_size: u32,
     pub window: usize,
     pub compression: silt_client::Compression,
+    /// Longest wait for a Silt batch to fill.
+    pub linger: std::time::Duration,
 }
 
 impl Load {

@@ -72,6 +72,7 @@ impl Publisher {
             batch_bytes_max: silt_wire::batch::BATCH_BYTES_MAX - 1024,
             window: load.window.max(1),
             compression: load.compression,
+            linger: load.linger,
             on_ack: Some(Arc::new(on_ack)),
             ..Default::default()
         };
