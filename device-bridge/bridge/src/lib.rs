@@ -9,7 +9,7 @@
 //! drivers); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
 //! `journal` (the bridge's durable state) and `sequences` (per-device dedup); `registry`
 //! (cached device keys); `metrics` and the admin HTTP port; `sim` (simulated devices for
-//! tests and load tests).
+//! tests and load tests) and `series` (realistic readings for them).
 //!
 //! Deliberately absent: any buffering without a bound (every queue has a limit in
 //! `config::Limits`), persistent MQTT sessions (clean sessions only), QoS 2, and TLS on the
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod registry;
 pub mod sequences;
+pub mod series;
 pub mod session;
 pub mod sim;
 pub mod stream;

@@ -43,6 +43,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, Semaphore};
 
+use crate::series::ReadingSource;
+
 /// Most devices one run simulates; a run holds one task and one connection per device.
 pub const DEVICES_MAX: usize = 100_000;
 /// Largest window of frames in flight per device.
@@ -370,6 +372,8 @@ pub struct SimConfig {
     /// Readings per frame (1..=16): temperature, humidity, then numeric channels 2, 3, ...
     /// MQTT publishes carry one temperature each.
     pub readings: u8,
+    /// What frames carry instead of those readings (e.g. `series::Sensors`); TCP only.
+    pub source: Option<Arc<dyn ReadingSource>>,
     pub faults: FaultPlan,
     pub seed: u64,
     /// Bound on the whole run: connecting, sending and waiting for the last ack.
@@ -392,6 +396,7 @@ impl SimConfig {
             window: 8,
             ack_timeout: Duration::from_secs(1),
             readings: 2,
+            source: None,
             faults: FaultPlan::default(),
             seed: 1,
             timeout: Duration::from_secs(120),
@@ -418,6 +423,9 @@ impl SimConfig {
         }
         if self.ack_timeout.is_zero() {
             return bad("the ack timeout must be above zero");
+        }
+        if self.transport == Transport::Mqtt && self.source.is_some() {
+            return bad("a reading source applies to TCP frames only");
         }
         if self.transport == Transport::Mqtt && self.faults.bad_tag > 0.0 {
             return bad("MQTT publishes carry no tag: the bad-tag fault applies to TCP frames only");
@@ -628,6 +636,7 @@ pub struct DeviceSettings {
     pub frames: Option<u64>,
     pub duration: Option<Duration>,
     pub readings: u8,
+    pub source: Option<Arc<dyn ReadingSource>>,
 }
 
 impl DeviceSettings {
@@ -644,6 +653,7 @@ impl DeviceSettings {
             frames: config.frames,
             duration: config.duration,
             readings: config.readings,
+            source: config.source.clone(),
         }
     }
 }
@@ -1150,9 +1160,14 @@ impl FrameDevice {
     fn write_data(&mut self, out: &mut Vec<u8>, seq: u32, bad_tag: bool) {
         let p = &self.pending[(seq - self.acked - 1) as usize];
         let mut readings = heapless::Vec::new();
-        for i in 0..self.s.readings {
-            let r = reading(i, seq);
-            readings.push(r).expect("readings are at most READINGS_MAX");
+        match &self.s.source {
+            Some(source) => source.readings(&self.s.id, seq, &mut readings),
+            None => {
+                for i in 0..self.s.readings {
+                    let r = reading(i, seq);
+                    readings.push(r).expect("readings are at most READINGS_MAX");
+                }
+            }
         }
         let body = Body::Data(Data { device: &self.s.id, time: Time::TickMs(p.tick_ms), readings });
         let frame = Frame { seq, ack: 0, body };
@@ -1797,6 +1812,7 @@ mod tests {
             frames: Some(frames),
             duration: None,
             readings: 2,
+            source: None,
         }
     }
 

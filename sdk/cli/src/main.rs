@@ -1,6 +1,8 @@
 //! `silt`: the command-line client of the Silt broker. Glue only: argument parsing, output
-//! formats and progress; everything that talks to the broker is `silt-client`.
+//! formats and progress; everything that talks to the broker is `silt-client`. The one
+//! exception is `silt demo`, which runs a broker and a bridge in this process (`demo`).
 
+mod demo;
 mod device;
 mod output;
 mod processor;
@@ -74,6 +76,8 @@ enum Command {
     /// Register, list and revoke devices (keys for bridge frames and MQTT logins).
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    // Its help is `DemoArgs`'s doc comment (a variant's would replace the long help).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +240,9 @@ async fn connect(conn: &Connection) -> anyhow::Result<Client> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args, cli.conn.json).await;
+    }
     if let Command::Processor(cmd) = &cli.command {
         if let Some(result) = processor::run_offline(cmd, cli.conn.json) {
             return result;
@@ -250,6 +257,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(&client, args, json).await,
         Command::Processor(cmd) => processor::run(&client, cmd, json).await,
         Command::Device(cmd) => device::run(&client, cmd, json).await,
+        Command::Demo(_) => unreachable!("handled before connecting"),
     };
     client.close().await;
     result
