@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use silt_wire::{partition_for_key, BatchBuilder, Compression, Request, Response};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::connection::{unexpected, ChannelSender};
@@ -140,8 +140,8 @@ impl Shared {
 
 /// Produces to one topic. See the crate docs for an example.
 ///
-/// Batches are sent when full, when their linger expires (a background task checks every
-/// `linger`), and on [`Producer::flush`].
+/// Batches are sent when full, when their linger expires (a background task sleeps until the
+/// oldest open batch's deadline), and on [`Producer::flush`].
 pub struct Producer {
     inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
@@ -165,6 +165,9 @@ struct Inner {
     /// an earlier sequence would be refused as out of order).
     draining: Vec<tokio::sync::Mutex<()>>,
     senders: Vec<mpsc::Sender<Sealed>>,
+    /// Woken when a record opens a batch, so the linger task sleeps until its deadline. The
+    /// task holds its own reference (it only holds `Inner` weakly).
+    opened: Arc<Notify>,
 }
 
 fn now_ms() -> i64 {
@@ -207,6 +210,7 @@ impl Producer {
             senders.push(tx);
         }
         let open = (0..partitions).map(|_| None).collect();
+        let opened = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             topic: topic.to_string(),
             partitions,
@@ -217,8 +221,9 @@ impl Producer {
             pending: (0..partitions).map(|_| Mutex::default()).collect(),
             draining: (0..partitions).map(|_| tokio::sync::Mutex::new(())).collect(),
             senders,
+            opened: opened.clone(),
         });
-        let linger = tokio::spawn(linger_loop(Arc::downgrade(&inner)));
+        let linger = tokio::spawn(linger_loop(Arc::downgrade(&inner), opened));
         Ok(Producer { inner, tasks, linger })
     }
 
@@ -261,18 +266,37 @@ impl Producer {
 
 /// Seals batches whose linger expired, until the producer is gone (it holds only a weak
 /// reference, so dropping the `Producer` ends it at the next tick).
-async fn linger_loop(inner: std::sync::Weak<Inner>) {
-    let Some(every) = inner.upgrade().map(|i| i.config.linger.max(Duration::from_millis(1))) else { return };
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+async fn linger_loop(inner: std::sync::Weak<Inner>, opened: Arc<Notify>) {
     loop {
-        tick.tick().await;
+        // Registered before looking at the open batches, so a batch opened in between wakes
+        // this loop rather than waiting for the next check.
+        let notified = opened.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let deadline = {
+            let Some(inner) = inner.upgrade() else { return };
+            inner.next_deadline()
+        };
+        match deadline {
+            Some(at) if at <= Instant::now() => {}
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), notified).await;
+            }
+            // Nothing open: wait for a batch to open, looking now and then whether the
+            // producer is still there.
+            None => {
+                let _ = tokio::time::timeout(LINGER_IDLE_CHECK, notified).await;
+            }
+        }
         let Some(inner) = inner.upgrade() else { return };
         if inner.poll_linger().await.is_err() {
             return; // the error is kept in `Shared` and reported by the next send or flush
         }
     }
 }
+
+/// How often an idle linger task checks whether its producer was dropped without `close`.
+const LINGER_IDLE_CHECK: Duration = Duration::from_millis(100);
 
 impl Inner {
     async fn send(&self, record: ProducerRecord<'_>) -> Result<(), ClientError> {
@@ -320,6 +344,7 @@ impl Inner {
         });
         if o.builder.is_empty() {
             o.first_record_at = Instant::now();
+            self.opened.notify_one();
         }
         o.builder
             .push(ts, key, record.value, record.headers)
@@ -363,6 +388,18 @@ impl Inner {
                     .unwrap_or_else(|| ClientError::ConnectionLost("producer stopped".into())));
             }
         }
+    }
+
+    /// When the oldest open batch's linger expires.
+    fn next_deadline(&self) -> Option<Instant> {
+        let guard = self.open.lock().expect("producer lock");
+        guard
+            .0
+            .iter()
+            .flatten()
+            .filter(|o| !o.builder.is_empty())
+            .map(|o| o.first_record_at + self.config.linger)
+            .min()
     }
 
     async fn poll_linger(&self) -> Result<(), ClientError> {
