@@ -21,8 +21,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use silt_client::{Client, ClientConfig, ClientError, ErrorCode};
 
 use crate::payload::Shape;
-#[cfg(test)]
-use crate::payload::OBJECT_BYTES_MIN;
 use crate::stats::Report;
 use crate::targets::Kind;
 
@@ -295,6 +293,5 @@ mod tests {
         };
         assert_eq!(d.target, vec![Kind::Silt]);
         assert_eq!(d.rate, None);
-        assert!(OBJECT_BYTES_MIN < 100);
     }
 }

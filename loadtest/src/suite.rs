@@ -467,8 +467,7 @@ async fn render(
     ] {
         let _ = writeln!(out, "- [{what}]({})", plots.join(file).display());
     }
-    let _ =
-        writeln!(out, "- every report as JSON: [{}]({})\n", "suite.json", plots.join("suite.json").display());
+    let _ = writeln!(out, "- every report as JSON: [suite.json]({})\n", plots.join("suite.json").display());
     out.push_str(END);
     out.push('\n');
     out

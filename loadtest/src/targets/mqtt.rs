@@ -161,15 +161,13 @@ pub(super) async fn subscribe(
         let mut seen = 0;
         while seen < expected.load(Ordering::Relaxed) {
             let Ok(event) = tokio::time::timeout(super::RECHECK, events.poll()).await else { continue };
-            match event.map_err(|e| anyhow::anyhow!("MQTT subscription: {e}"))? {
-                Event::Incoming(Packet::Publish(p)) => {
-                    let now = Instant::now();
-                    let latency =
-                        payload::sent_at(&p.payload).map(|sent| now.saturating_duration_since(sent));
-                    recorder.complete(now, 1, p.payload.len() as u64, latency);
-                    seen += 1;
-                }
-                _ => {}
+            if let Event::Incoming(Packet::Publish(p)) =
+                event.map_err(|e| anyhow::anyhow!("MQTT subscription: {e}"))?
+            {
+                let now = Instant::now();
+                let latency = payload::sent_at(&p.payload).map(|sent| now.saturating_duration_since(sent));
+                recorder.complete(now, 1, p.payload.len() as u64, latency);
+                seen += 1;
             }
         }
         let _ = client.disconnect().await;
