@@ -269,7 +269,7 @@ impl Cause {
     pub fn as_str(&self) -> &'static str {
         match self {
             Cause::Spike => "spike",
-            Cause::StuckEnded => "stuck sensor recovered",
+            Cause::StuckEnded => "stuck sensor",
             Cause::DropoutEnded => "after dropout",
         }
     }

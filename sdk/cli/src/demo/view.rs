@@ -359,7 +359,7 @@ impl View {
                 // Cut to the terminal, so that a redraw never wraps or scrolls.
                 let (rows, cols) = console::Term::stdout().size();
                 let mut out = String::from("\x1b[H");
-                for line in self.screen(now).iter().take(usize::from(rows.max(2)) - 1) {
+                for line in self.screen(now, usize::from(rows)).iter().take(usize::from(rows.max(2)) - 1) {
                     out.extend(line.chars().take(usize::from(cols.max(1))));
                     out.push_str("\x1b[K\n");
                 }
@@ -377,40 +377,39 @@ impl View {
     }
 
     /// The screen's lines, without escape codes.
-    pub fn screen(&self, now: Instant) -> Vec<String> {
+    /// The screen's lines, without escape codes, at most `rows - 1` of them (fits 80x24): the
+    /// alerts and the smoothed values share the rows the fixed part leaves.
+    pub fn screen(&self, now: Instant, rows: usize) -> Vec<String> {
         let h = &self.header;
         let mut l = Vec::new();
-        l.push(format!("Silt demo: {}{:>12}", self.fleet_text(), clock(self.elapsed(now))));
         l.push(format!(
-            "broker {} (QUIC)   metrics http://{}/metrics   frames {} (TCP)",
-            h.broker, h.admin, h.frames
+            "Silt demo {}: {} devices, {} reading/s each, day {}, seed {} (Ctrl-C stops)",
+            clock(self.elapsed(now)),
+            h.devices,
+            h.rate,
+            humantime::format_duration(h.day),
+            h.seed
         ));
-        l.push(format!(
-            "try: silt --broker {} --ca-cert {} consume sensors.temperature.alerts --follow",
-            h.broker,
-            h.ca_cert.display()
-        ));
+        l.push(format!("broker {} (QUIC)  metrics {}  frames {}", h.broker, h.admin, h.frames));
         l.push(String::new());
-        l.push(format!("{:<26}{:>10}{:>14}", "INGEST", "events/s", "total"));
         l.push(format!(
-            "  {:<24}{:>10.0}{:>14}   {}/{} devices connected",
-            "frames acked",
+            "INGEST  frames {:.0}/s, {} acked, {}/{} devices connected",
             self.frames.per_s,
             count(self.frames.total),
             self.connected,
             h.devices
         ));
-        for (topic, c) in &self.topics {
-            l.push(format!("  {:<24}{:>10.0}{:>14}", topic, c.per_s, count(c.total)));
-        }
+        let topics: Vec<String> =
+            self.topics.iter().map(|(t, c)| format!("{t} {:.0}/s ({})", c.per_s, count(c.total))).collect();
+        l.push(format!("        {}", topics.join("  ")));
         l.push(String::new());
         l.push(format!(
-            "{:<26}{:<10}{:>8}{:>14}{:>14}{:>8}",
-            "PROCESSORS", "state", "in/s", "events in", "events out", "lag"
+            "{:<22}{:<9}{:>7}{:>12}{:>12}{:>8}",
+            "PROCESSORS", "state", "in/s", "in", "out", "lag"
         ));
         for (p, c) in &self.processors {
             l.push(format!(
-                "  {:<24}{:<10}{:>8.0}{:>14}{:>14}{:>8}",
+                "  {:<20}{:<9}{:>7.0}{:>12}{:>12}{:>8}",
                 p.name,
                 state(p.state),
                 c.per_s,
@@ -423,31 +422,9 @@ impl View {
             }
         }
         l.push(String::new());
-        l.push(format!("{:<26}{:<22}{:<22}", "SMOOTHED (last reading)", "temperature", "humidity"));
-        let mut rows: Vec<(String, Option<&'static str>)> =
-            self.watched.iter().map(|d| (d.clone(), None)).collect();
-        if let Some((id, c)) = self.in_trouble() {
-            rows.push((id, Some(c)));
-        }
-        for (device, now_note) in rows {
-            let cell = |kind: Kind| match self.smoothed.get(&(kind, device.clone())) {
-                Some((ema, v)) => format!("{ema:.1} {} ({})", kind.unit(), reading(*v)),
-                None => "-".to_string(),
-            };
-            let note = now_note.map(str::to_string).unwrap_or_else(|| self.note(&device));
-            l.push(format!(
-                "  {:<24}{:<22}{:<22}{}",
-                device,
-                cell(Kind::Temperature),
-                cell(Kind::Humidity),
-                note
-            ));
-        }
-        l.push(String::new());
         let f = &self.faults;
         l.push(format!(
-            "FAULTS INJECTED   spikes {} (temperature {}, humidity {})   stuck sensors {}   dropouts {}   drifting devices {}",
-            f.temperature_spikes + f.humidity_spikes,
+            "FAULTS  spikes: {} temperature, {} humidity; stuck {}; dropouts {}; drifting {}",
             f.temperature_spikes,
             f.humidity_spikes,
             f.stuck,
@@ -455,13 +432,51 @@ impl View {
             self.sensors.drifting().len()
         ));
         l.push(String::new());
+
+        // What is left (one row stays free for the cursor) goes to the alerts first, then to
+        // the smoothed values; two headers and a blank line between them are fixed.
+        let mut devices: Vec<(String, Option<&'static str>)> =
+            self.watched.iter().map(|d| (d.clone(), None)).collect();
+        if let Some((id, c)) = self.in_trouble() {
+            devices.push((id, Some(c)));
+        }
+        let left = rows.saturating_sub(l.len() + 4);
+        let alert_rows = self
+            .recent
+            .len()
+            .min(RECENT_ALERTS)
+            .min(left.div_ceil(2).max(left.saturating_sub(devices.len())));
+        let device_rows = devices.len().min(left - alert_rows);
         let causes: Vec<String> = self.by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        l.push(format!("ALERTS {}   {}", count(self.alerts), causes.join("   ")));
-        for s in &self.recent {
+        l.push(format!("ALERTS {}  {}", count(self.alerts), causes.join(", ")));
+        for s in self.recent.iter().take(alert_rows) {
             l.push(format!("  {}", alert_text(s)));
         }
         l.push(String::new());
-        l.push("Ctrl-C stops the demo (the broker shuts down and its data is removed).".to_string());
+        l.push(format!("{:<13}{:<19}{:<18}{}", "SMOOTHED", "temperature", "humidity", "(last reading)"));
+        for (device, now_note) in devices.into_iter().take(device_rows) {
+            let cell = |kind: Kind| match self.smoothed.get(&(kind, device.clone())) {
+                Some((ema, v)) => format!("{ema:.1} {} ({})", kind.unit(), reading(*v)),
+                None => "-".to_string(),
+            };
+            let note = now_note.map(str::to_string).unwrap_or_else(|| self.note(&device));
+            l.push(format!(
+                "  {:<11}{:<19}{:<18}{}",
+                device,
+                cell(Kind::Temperature),
+                cell(Kind::Humidity),
+                note
+            ));
+        }
+        // Room to spare: how to watch this broker with `silt`.
+        if l.len() + 3 <= rows {
+            l.push(String::new());
+            l.push(format!(
+                "try: silt --broker {} --ca-cert {} consume sensors.temperature.alerts --follow",
+                h.broker,
+                h.ca_cert.display()
+            ));
+        }
         l
     }
 
@@ -469,10 +484,10 @@ impl View {
     fn note(&self, device: &str) -> String {
         let mut notes = Vec::new();
         if self.sensors.early_spike_device() == Some(device) {
-            notes.push("spike at its 20th reading".to_string());
+            notes.push("spike at reading 20".to_string());
         }
         if let Some(m) = self.sensors.model(device).filter(|m| m.is_drifting()) {
-            notes.push(format!("drifting {:+.1} °C/day", m.temperature_drift));
+            notes.push(format!("drift {:+.1} °C/day", m.temperature_drift));
         }
         match self.sensors.condition_now(device) {
             Some(Condition::Stuck { .. }) => notes.push("stuck now".into()),
@@ -742,7 +757,7 @@ fn reading(v: f64) -> String {
 fn alert_text(s: &Seen) -> String {
     let a = &s.alert;
     format!(
-        "{:>7}  {:<10} {:<12}{:>8.1} {:<3} mean {:>6.1}  z {:>6}  {}",
+        "{:>6} {:<10}{:<12}{:>6.1} {:<2} mean {:>5.1} z {:>6} {}",
         clock(s.at),
         a.device,
         a.kind.as_str(),
@@ -834,9 +849,9 @@ mod tests {
             rate: 1.0,
             day: Duration::from_secs(120),
             seed: 3,
-            broker: "127.0.0.1:7400".parse().unwrap(),
-            admin: "127.0.0.1:7401".parse().unwrap(),
-            frames: "127.0.0.1:7410".parse().unwrap(),
+            broker: "127.0.0.1:40001".parse().unwrap(),
+            admin: "127.0.0.1:40002".parse().unwrap(),
+            frames: "127.0.0.1:40003".parse().unwrap(),
             ca_cert: "/tmp/x/cert.pem".into(),
             data_dir: "/tmp/x".into(),
         };
@@ -951,12 +966,20 @@ mod tests {
         );
         assert!(v.caught_up());
 
-        let screen = v.screen(t0 + Duration::from_secs(65)).join("\n");
+        let screen = v.screen(t0 + Duration::from_secs(65), 100).join("\n");
         assert!(screen.contains("1m05s"), "{screen}");
         assert!(screen.contains("temperature-anomaly"), "{screen}");
         assert!(screen.contains("20.0 °C (20.5)"), "{screen}");
         assert!(screen.contains("ALERTS 3"), "{screen}");
         assert!(screen.contains(" inf "), "{screen}");
+        // An 80x24 terminal: 23 lines at most, none wider than 80 columns but the hint on
+        // how to connect (cut by the terminal), and the alerts still there.
+        let small = v.screen(t0 + Duration::from_secs(65), 24);
+        assert!(small.len() <= 23, "{}", small.join("\n"));
+        for l in small.iter().filter(|l| !l.starts_with("try:")) {
+            assert!(l.chars().count() <= 80, "{} columns: {l}", l.chars().count());
+        }
+        assert!(small.iter().any(|l| l.contains(" spike")), "{}", small.join("\n"));
         let line = v.status_line(t0 + Duration::from_secs(5));
         assert!(line.starts_with("[   5.0s] frames 0/s"), "{line}");
         assert!(line.contains("sensors.humidity 100/s (300)"), "{line}");
