@@ -71,6 +71,23 @@ fn common(args: &[String]) -> anyhow::Result<Common> {
     }
 }
 
+/// An open-loop step: 100-byte events at `rate` for `step`, Silt's producer with linger 0.
+fn paced(topic: &str, rate: u32, step: &str) -> anyhow::Result<Common> {
+    let rate = rate.to_string();
+    common(&strings(&[
+        "--topic",
+        topic,
+        "--rate",
+        &rate,
+        "--duration",
+        step,
+        "--count",
+        "100000000",
+        "--linger",
+        "0ms",
+    ]))
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
@@ -168,18 +185,7 @@ pub(crate) async fn run(a: &SuiteArgs) -> anyhow::Result<()> {
 
     // 2. Open loop at a fixed rate: latency without coordinated omission.
     let rate = if a.quick { 2_000 } else { 20_000 };
-    let c = common(&strings(&[
-        "--topic",
-        "suite-open",
-        "--rate",
-        &rate.to_string(),
-        "--duration",
-        &step_arg,
-        "--count",
-        "100000000",
-        "--linger",
-        "0ms",
-    ]))?;
+    let c = paced("suite-open", rate, &step_arg)?;
     let mut cells = Vec::new();
     for (kind, label, fsync) in systems {
         eprintln!("silt-loadtest suite: open loop {rate}/s, {label}");
@@ -203,18 +209,7 @@ pub(crate) async fn run(a: &SuiteArgs) -> anyhow::Result<()> {
 
     // 3. End to end: produce -> processor -> subscriber (peers: produce -> subscriber).
     let rate = if a.quick { 1_000 } else { 10_000 };
-    let c = common(&strings(&[
-        "--topic",
-        "suite-e2e",
-        "--rate",
-        &rate.to_string(),
-        "--duration",
-        &step_arg,
-        "--count",
-        "100000000",
-        "--linger",
-        "0ms",
-    ]))?;
+    let c = paced("suite-e2e", rate, &step_arg)?;
     let e2e = EndToEndArgs::new(c.clone(), Some(a.module.clone()), vec![("min".into(), "0".into())]);
     let mut cells = Vec::new();
     for (kind, label, fsync) in systems {

@@ -20,21 +20,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// the test builds' own target dir (shared with the other wasm tests; usually built already).
 fn modules_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let outer =
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let target = outer.join("wasm-examples");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--quiet", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
-            .args(["-p", "ema-smooth", "-p", "anomaly-zscore"])
-            .status()
-            .expect("running cargo");
-        assert!(status.success(), "building the example processors for wasm32 failed");
-        target.join("wasm32-unknown-unknown/release")
-    })
+    DIR.get_or_init(|| support::build_examples(&["ema-smooth", "anomaly-zscore"]))
 }
 
 /// A running `silt demo`, its stdout lines arriving on a channel; killed if dropped early.

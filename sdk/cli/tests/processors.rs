@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,22 +15,9 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
 }
 
-/// The threshold-filter example built for wasm32, as the README says to build it (into the
-/// test's own target dir, shared with the other wasm tests; usually built already).
+/// The threshold-filter example built for wasm32.
 fn threshold_filter_wasm() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let outer =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let target = outer.join("wasm-examples");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--quiet", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
-        .args(["-p", "threshold-filter"])
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building threshold-filter for wasm32 failed");
-    target.join("wasm32-unknown-unknown/release/threshold_filter.wasm")
+    support::build_examples(&["threshold-filter"]).join("threshold_filter.wasm")
 }
 
 /// Sensor readings as JSON lines for `silt produce --format jsonl`: temperatures 20.0, 20.5,

@@ -195,3 +195,22 @@ pub fn closed_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
     s.local_addr().expect("local address").port()
 }
+
+/// Builds example processor crates for wasm32 (as the README says to build them) into the test
+/// builds' own target dir, shared with the other wasm tests (usually built already); the
+/// directory holding the `.wasm` files.
+pub fn build_examples(packages: &[&str]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let outer =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = outer.join("wasm-examples");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["build", "--quiet", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
+        .args(packages.iter().flat_map(|p| ["-p", p]))
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building {packages:?} for wasm32 failed");
+    target.join("wasm32-unknown-unknown/release")
+}
