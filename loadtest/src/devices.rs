@@ -15,6 +15,7 @@ use clap::Args;
 use silt_bridge::sim::{self, FaultPlan, Progress, SimConfig, SimError, SimReport, Transport};
 
 use crate::progress;
+use crate::stats::{histogram, Report};
 use crate::targets::Kind;
 
 #[derive(Debug, Args)]
@@ -23,7 +24,7 @@ pub(crate) struct DevicesArgs {
     /// registry first). `mqtt`: they publish to a plain MQTT broker instead (--transport mqtt,
     /// no registration; credentials are sent and may be ignored), to compare the two.
     #[arg(long, default_value = "silt", value_name = "silt|mqtt")]
-    target: crate::targets::Kind,
+    pub(crate) target: crate::targets::Kind,
     /// Broker QUIC address, for registering the devices.
     #[arg(long, env = "SILT_BROKER", default_value = "127.0.0.1:7400")]
     broker: String,
@@ -72,6 +73,9 @@ pub(crate) struct DevicesArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Write an SVG plot of the frame-to-ack latency percentiles to this file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<PathBuf>,
 }
 
 impl DevicesArgs {
@@ -147,6 +151,23 @@ pub(crate) fn to_json(report: &SimReport) -> serde_json::Value {
     json["events"] = report.counters.acked.into();
     json["events_per_sec"] = report.frames_per_s.into();
     json
+}
+
+/// A fleet run in the shape of the other scenarios' reports (for tables and plots): acked
+/// frames, and the latency percentiles the simulator measured (no timeline).
+pub(crate) fn report(sim: &SimReport, label: &str) -> Report {
+    let mut r =
+        Report::new("devices", sim.counters.acked, 0.0, Duration::from_secs_f64(sim.seconds), &histogram());
+    r.target = label.to_string();
+    r.events_per_sec = sim.frames_per_s;
+    (r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.samples) =
+        (sim.p50_us, sim.p90_us, sim.p99_us, sim.p999_us, sim.max_us, sim.samples);
+    let quantiles = [(0.5, sim.p50_us), (0.9, sim.p90_us), (0.99, sim.p99_us), (0.999, sim.p999_us)];
+    r.spectrum = quantiles.into_iter().filter(|(q, _)| (sim.samples as f64) * (1.0 - q) >= 1.0).collect();
+    if sim.samples > 0 {
+        r.spectrum.push((1.0, sim.max_us));
+    }
+    r
 }
 
 pub(crate) fn print(report: &SimReport, json: bool) {

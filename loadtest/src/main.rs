@@ -207,6 +207,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(d) => {
             let report = devices::run(&d).await?;
             devices::print(&report, d.json);
+            if let Some(path) = &d.plot {
+                let label = format!("{} {}", d.target, report.transport.as_str());
+                plot::write(path, "silt-loadtest devices", &[devices::report(&report, &label)])?;
+                eprintln!("silt-loadtest: wrote {}", path.display());
+            }
             return Ok(());
         }
         Command::Suite(s) => return suite::run(&s).await,

@@ -266,8 +266,13 @@ pub(crate) async fn run(a: &SuiteArgs) -> anyhow::Result<()> {
         let outcome = crate::devices::run(&d).await;
         server.stop().await;
         let sim = outcome.with_context(|| format!("device fleet on {label}"))?;
-        cells.push((label.to_string(), fleet_report(&sim, label)));
+        cells.push((label.to_string(), crate::devices::report(&sim, label)));
     }
+    plot::write(
+        &plots.join("devices.svg"),
+        &format!("device fleet, {devices} devices at {per_device} frames/s each: frame to ack"),
+        &reports(&cells),
+    )?;
     all.extend(reports(&cells));
     tables.push((
         format!("Device fleet: {devices} devices at {per_device} frames/s each"),
@@ -318,22 +323,6 @@ async fn on_started(
             (label.to_string(), r)
         })
         .collect())
-}
-
-/// A fleet run in the shape of the other reports.
-fn fleet_report(sim: &silt_bridge::sim::SimReport, label: &str) -> Report {
-    let mut r = Report::new(
-        "devices",
-        sim.counters.acked,
-        0.0,
-        Duration::from_secs_f64(sim.seconds),
-        &crate::stats::histogram(),
-    );
-    r.target = label.to_string();
-    r.events_per_sec = sim.frames_per_s;
-    (r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.samples) =
-        (sim.p50_us, sim.p90_us, sim.p99_us, sim.p999_us, sim.max_us, sim.samples);
-    r
 }
 
 fn ms(us: u64) -> String {
@@ -467,6 +456,7 @@ async fn render(
         ("replay-1024.svg", "replay, 1 KiB"),
         ("open-loop.svg", "open loop"),
         ("end-to-end.svg", "end to end"),
+        ("devices.svg", "device fleet"),
     ] {
         let _ = writeln!(out, "- [{what}]({})", plots.join(file).display());
     }

@@ -224,7 +224,9 @@ fn suite_writes_the_comparison() {
         assert!(text.contains(needle), "no {needle:?} in\n{text}");
     }
     assert!(text.matches('x').count() > 10, "ratios");
-    for plot in ["ingest-100.svg", "replay-1024.svg", "open-loop.svg", "end-to-end.svg", "suite.json"] {
+    for plot in
+        ["ingest-100.svg", "replay-1024.svg", "open-loop.svg", "end-to-end.svg", "devices.svg", "suite.json"]
+    {
         assert!(dir.path().join("docs/benchmarks").join(plot).is_file(), "{plot}");
     }
 }
