@@ -71,7 +71,7 @@ enum Command {
     /// Simulated devices (silt_bridge::sim) send readings through a running silt-bridge over
     /// TCP frames or MQTT QoS 1 (or to a plain MQTT broker with --target mqtt), at --rate per
     /// device (0: as fast as --window allows), with optional faults; reports acked frames/s and
-    /// frame to durable ack latency. Fails unless every generated reading was acked within
+    /// frame-to-ack latency (durable acks from a bridge). Fails unless every generated reading was acked within
     /// --timeout.
     Devices(devices::DevicesArgs),
     /// Run the standard comparison (100-byte and 1 KiB events: durable ingest closed and open

@@ -586,7 +586,7 @@ impl SimReport {
              {} frames generated, {} acked in {:.2} s: {:.0} frames/s\n\
              sent {} (retransmits {}), nacks: {}; ack timeouts {}, reconnects {}, connection losses {}, stale acks {}\n\
              faults applied: dropped {}, duplicated {}, reordered {}, bad tags {}\n\
-             frame to durable ack (us): p50 {} p90 {} p99 {} p99.9 {} max {} ({} samples)\n\
+             frame to ack (us): p50 {} p90 {} p99 {} p99.9 {} max {} ({} samples)\n\
              {}",
             self.transport.as_str(),
             self.devices,
