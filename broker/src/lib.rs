@@ -42,6 +42,24 @@ pub struct Running {
 }
 
 impl Running {
+    /// The address a client in this process connects to: the QUIC listener, with an
+    /// unspecified IP (0.0.0.0) replaced by loopback.
+    pub fn connect_addr(&self) -> std::net::SocketAddr {
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        addr
+    }
+
+    /// `bridge` set up to run in this process as a client of this broker: this broker's
+    /// address and certificate.
+    pub fn embed_bridge(&self, mut bridge: silt_bridge::config::Config) -> silt_bridge::config::Config {
+        bridge.broker = self.connect_addr().to_string();
+        bridge.ca_cert = Some(self.ca_cert.clone());
+        bridge
+    }
+
     /// Closes connections, flushes the log and waits for the broker to stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
@@ -57,14 +75,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let bridge = config.bridge.take();
     let bridge_dir = config.data_dir.join("bridge");
     let running = start(config).await?;
-    let bridge = bridge.map(|mut b| {
-        // An unspecified listen address (0.0.0.0) is reachable on loopback.
-        let mut addr = running.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        b.broker = addr.to_string();
-        b.ca_cert = Some(running.ca_cert.clone());
+    let bridge = bridge.map(|b| {
+        let mut b = running.embed_bridge(b);
         if b.data_dir.as_os_str().is_empty() {
             b.data_dir = bridge_dir;
         }

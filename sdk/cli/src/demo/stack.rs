@@ -93,7 +93,7 @@ impl Stack {
             .context("the broker's start panicked")?
             .context("starting the broker")?;
         let mut stack = Stack {
-            broker: loopback(running.listen),
+            broker: running.connect_addr(),
             admin: loopback(running.admin_listen),
             frames: config.frames_listen,
             ca_cert: running.ca_cert.clone(),
@@ -109,14 +109,14 @@ impl Stack {
             .with_context(|| format!("binding the bridge's frame listener {}", config.frames_listen))?;
         stack.frames = loopback(frames_listen);
         let bridge = silt_bridge::config::Config {
-            broker: stack.broker.to_string(),
-            ca_cert: Some(stack.ca_cert.clone()),
             data_dir: stack.data_dir.join("bridge"),
             listen_tcp: Some(frames_listen),
             listen_mqtt: None,
             admin_listen: None,
             ..silt_bridge::config::Config::default()
         };
+        let running = stack.running.as_ref().expect("started above");
+        let bridge = running.embed_bridge(bridge);
         stack.bridge = Some(stack.runtime.handle().spawn(silt_bridge::run(bridge)));
         stack.wait_for_bridge().await?;
         Ok(stack)
