@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use silt_client::{Client, ClientConfig, ClientError, ErrorCode};
 
 use crate::payload::Shape;
 use crate::stats::Report;
@@ -139,7 +138,8 @@ pub(crate) struct Common {
     /// Stop sending after this long instead (e.g. 30s), whichever comes first.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Longest wait for the acknowledgements or deliveries after the last send.
+    /// Longest wait for the acknowledgements or deliveries after the last send (pipeline: for
+    /// the probe's output, and for the processor to catch up).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// How long a Silt producer waits for a batch to fill before sending it anyway (open-loop
@@ -235,19 +235,6 @@ fn print_reports(reports: &[Report], json: bool) {
     }
 }
 
-async fn connect(c: &Common) -> anyhow::Result<Client> {
-    let config = ClientConfig::new(c.broker.clone(), &c.ca_cert)?;
-    Ok(Client::connect(config).await?)
-}
-
-async fn ensure_topic(client: &Client, c: &Common) -> anyhow::Result<()> {
-    match client.create_topic(&c.topic, c.partitions, None, None).await {
-        Ok(_) => Ok(()),
-        Err(ClientError::Broker { code: ErrorCode::TopicExists, .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// A progress bar on stderr when it is a terminal (hidden otherwise, e.g. in CI and pipes).
 fn progress(total: u64) -> ProgressBar {
     let visible = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -262,18 +249,20 @@ fn progress(total: u64) -> ProgressBar {
 
 /// Produces `c.count` records to the Silt broker of `c` (what `pipeline` loads its input with).
 async fn produce(c: &Common, shape: Shape) -> anyhow::Result<Report> {
-    let target = targets::Target {
-        kind: Kind::Silt,
-        label: "silt".into(),
-        addr: c.broker.clone(),
-        ca_cert: Some(c.ca_cert.clone()),
-    };
-    scenarios::produce(&target, c, shape, false, "produce").await
+    scenarios::produce(&scenarios::target_from_flags(Kind::Silt, c), c, shape, false, "produce").await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every subcommand's flags are well formed (no two flags with one name: pipeline once
+    /// had its own --timeout beside the common one and refused to run).
+    #[test]
+    fn flags_are_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     /// The peer flags parse: a target list in order, open loop with --rate, --start.
     #[test]

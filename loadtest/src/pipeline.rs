@@ -31,7 +31,8 @@ use silt_wire::{Request, Response};
 
 use crate::payload::{Shape, OBJECT_BYTES_MIN};
 use crate::stats::Report;
-use crate::{connect, ensure_topic, produce, progress, Common};
+use crate::targets::{self, Kind};
+use crate::{produce, progress, scenarios, Common};
 
 /// The probe of phase 2: a reading any sensor processor keeps (a filter on temperature with a
 /// threshold below 45, a smoother, a converter).
@@ -53,9 +54,6 @@ pub(crate) struct PipelineArgs {
     /// A module parameter; repeat for more.
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
-    /// Longest wait for the probe's output, and for the throughput run to finish.
-    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
     /// Leave the processors and their output topics in place.
     #[arg(long)]
     keep: bool,
@@ -151,8 +149,8 @@ pub(crate) async fn run(a: &PipelineArgs) -> anyhow::Result<PipelineReport> {
         bail!("--message-size must be at least {OBJECT_BYTES_MIN} bytes for sensor reading objects");
     }
     let wasm = std::fs::read(&a.module).with_context(|| format!("reading {}", a.module.display()))?;
-    let client = connect(c).await?;
-    ensure_topic(&client, c).await?;
+    // produce creates the topic when it does not exist.
+    let client = targets::silt_client(&scenarios::target_from_flags(Kind::Silt, c)).await?;
     let produced = produce(c, Shape::Object).await?;
     let partitions = client.describe_topic(&c.topic).await?.partitions.len() as u32;
 
@@ -174,7 +172,7 @@ pub(crate) async fn run(a: &PipelineArgs) -> anyhow::Result<PipelineReport> {
     let probe_config =
         ProducerConfig { linger: Duration::ZERO, compression: Compression::None, ..Default::default() };
     let probe = Producer::new(&client, &c.topic, probe_config).await?;
-    let deadline = Instant::now() + a.timeout;
+    let deadline = Instant::now() + c.timeout;
     let cold_run =
         first_event(&client, &probe, deployment(&cold, FetchFrom::Latest), wasm.clone(), deadline).await?;
     let warm_run =
@@ -197,8 +195,8 @@ pub(crate) async fn run(a: &PipelineArgs) -> anyhow::Result<PipelineReport> {
         if info.lag == 0 && info.events_in >= target {
             break info;
         }
-        if t0.elapsed() > a.timeout {
-            bail!("{all} did not catch up within {:?}: {} of {target} events", a.timeout, info.events_in);
+        if t0.elapsed() > c.timeout {
+            bail!("{all} did not catch up within {:?}: {} of {target} events", c.timeout, info.events_in);
         }
         tokio::time::sleep(STATUS_POLL).await;
     };
