@@ -63,7 +63,8 @@ pub(super) async fn stored(t: &Target, load: &Load) -> anyhow::Result<u64> {
 
 pub struct Publisher {
     js: Context,
-    subjects: Vec<String>,
+    /// One per partition; a `Subject` clones without copying its bytes.
+    subjects: Vec<async_nats::Subject>,
     acks: mpsc::Sender<(jetstream::context::PublishAckFuture, Instant)>,
     collector: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -83,7 +84,7 @@ impl Publisher {
             }
             anyhow::Ok(())
         });
-        let subjects = (0..load.partitions.max(1)).map(|p| subject(&load.topic, p)).collect();
+        let subjects = (0..load.partitions.max(1)).map(|p| subject(&load.topic, p).into()).collect();
         Ok(Publisher { js, subjects, acks, collector })
     }
 
