@@ -2,11 +2,13 @@
 //! durable in the broker, in rounds.
 //!
 //! A round takes whatever is queued (up to `round_records_max` records), builds one batch per
-//! topic partition under the bridge's producer id with the next producer sequence of that
-//! partition, journals the round (one durable flush, see `journal`), sends every batch to the
-//! broker at once, and completes each submission when all are confirmed. Rounds run one
-//! after another, so a partition's sequences reach the broker in order; while one round is
-//! out, the next one's submissions gather, which is what makes rounds grow under load.
+//! topic partition (more when its records pass a batch's size limit) under the bridge's
+//! producer id with the next producer sequences of that partition, journals the round (one
+//! durable flush, see `journal`), sends the batches to the broker, and completes each
+//! submission when all are confirmed. Partitions go at once and a partition's batches one
+//! after another; rounds run one after another too, so a partition's sequences reach the
+//! broker in order. While one round is out, the next one's submissions gather, which is what
+//! makes rounds grow under load.
 //!
 //! Broker failures are retried until they succeed: a journaled round must reach the broker
 //! before anything after it, and nothing is acked before. The queue in front is bounded, so
@@ -220,10 +222,20 @@ impl Appender {
         Ok(())
     }
 
-    /// Sends every batch of the round at once and returns when the broker confirmed each
-    /// durable, retrying failures.
-    async fn send_round(&mut self, round: &Round) {
-        let sends = round.batches.iter().map(|b| self.send_batch(b));
+    /// Sends the round's batches and returns when the broker confirmed each durable, retrying
+    /// failures. Partitions go at once; a partition's batches (more than one when its records
+    /// pass a batch's size limit) go one after another, in sequence order: the broker refuses
+    /// a sequence that skips ahead, and requests on separate streams may arrive in any order.
+    async fn send_round(&self, round: &Round) {
+        let mut chains: BTreeMap<(&str, u32), Vec<&RoundBatch>> = BTreeMap::new();
+        for b in &round.batches {
+            chains.entry((&b.topic, b.partition)).or_default().push(b);
+        }
+        let sends = chains.into_values().map(|chain| async move {
+            for b in chain {
+                self.send_batch(b).await;
+            }
+        });
         futures::future::join_all(sends).await;
     }
 

@@ -83,6 +83,46 @@ async fn qos1_publishes_are_acked_after_append_and_land_once() {
     broker.stop().await;
 }
 
+/// Publishes large enough that one appender round holds more than one batch (8 MiB) for
+/// their partition: the batches carry consecutive producer sequences, and the broker refuses
+/// one that arrives before its predecessor, so they must reach it in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_of_several_batches_per_partition_land_whole_and_in_order() {
+    const PUBLISHES: usize = 120;
+    const PAYLOAD_BYTES: usize = 200 * 1024;
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = broker.add_device("mqtt-big").await;
+    let mut options = MqttOptions::new("mqtt-big-client", "127.0.0.1", bridge.mqtt.port());
+    options.set_credentials("mqtt-big", hex(&key));
+    options.set_max_packet_size(PAYLOAD_BYTES + 1024, PAYLOAD_BYTES + 1024);
+    options.set_inflight(PUBLISHES as u16);
+    let (client, mut events) = AsyncClient::new(options, PUBLISHES);
+    until(&mut events, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
+    let payload = |i: usize| {
+        let mut v = vec![b'x'; PAYLOAD_BYTES];
+        v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        v
+    };
+    for i in 0..PUBLISHES {
+        client.publish("plant/big", QoS::AtLeastOnce, false, payload(i)).await.unwrap();
+    }
+    let mut acked = 0;
+    until(&mut events, |p| {
+        acked += matches!(p, Packet::PubAck(_)) as usize;
+        (acked == PUBLISHES).then_some(())
+    })
+    .await;
+    let records = read_records(&broker.client, "plant.big", PUBLISHES).await;
+    let order: Vec<u64> =
+        records.iter().map(|r| u64::from_le_bytes(r.value[..8].try_into().unwrap())).collect();
+    assert_eq!(order, (0..PUBLISHES as u64).collect::<Vec<_>>(), "{}", bridge.log());
+    assert!(records.iter().all(|r| r.value.len() == PAYLOAD_BYTES));
+    assert!(!bridge.log().contains("out of order"), "{}", bridge.log());
+    drop(bridge);
+    broker.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_logins_are_refused() {
     let broker = Broker::start().await;
