@@ -20,9 +20,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PROPTEST_CASES="${PROPTEST_CASES:-128}"
 
 step "Debian packages"
-# promtool (package prometheus) checks the broker's /metrics in broker/tests/metrics.rs;
+# promtool (package prometheus) checks the broker's /metrics in server/broker/tests/metrics.rs;
 # mosquitto_pub/sub (mosquitto-clients) talk to the bridge in device-bridge/bridge/tests/mqtt.rs;
-# silt-loadtest's peers (loadtest/tests/peers.rs) start nats-server and mosquitto themselves.
+# silt-loadtest's peers (tools/loadtest/tests/peers.rs) start nats-server and mosquitto themselves.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)

@@ -392,7 +392,7 @@ pub fn count_readings(records: &[ConsumedRecord]) -> std::collections::HashMap<(
 }
 
 // Processor ABI test modules: the broker tests' own.
-#[path = "../../../../broker/tests/support/abi.rs"]
+#[path = "../../../../server/broker/tests/support/abi.rs"]
 mod abi;
 #[allow(unused_imports)]
 pub use abi::{abi_module, PASSTHROUGH};

@@ -1,6 +1,6 @@
 //! Starting the real `silt-broker` binary for integration tests, and reaching it over real QUIC.
 //!
-//! Each test crate under `broker/tests/` uses a different part of this module, so items unused
+//! Each test crate under `server/broker/tests/` uses a different part of this module, so items unused
 //! by one crate are expected.
 #![allow(dead_code)]
 
@@ -453,7 +453,7 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub fn example_wasm(package: &str) -> Vec<u8> {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         // The same directory as silt-processor's module tests and scripts/test-all.sh, which
         // builds it before the tests run, so this is usually a no-op.
         let outer = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));

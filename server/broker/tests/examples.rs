@@ -528,7 +528,7 @@ async fn wat_threshold_keeps_one_keys_long_values() {
     records.push(Input { key: None, ..Input::new("", T0_MS, "x".repeat(200)) });
     let (_broker, client) = broker_with("readings", &records).await;
     let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../processors/examples/wat-threshold/threshold.wat");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors/examples/wat-threshold/threshold.wat");
     let module = wat::parse_file(&path).expect("threshold.wat assembles");
     let min_len = 90;
     let params = [("key", "dev-0002"), ("min_len", "90")];

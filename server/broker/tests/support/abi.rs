@@ -1,5 +1,5 @@
 //! Minimal WebAssembly modules of the processor ABI for tests, written in WebAssembly text.
-//! Included by broker/tests/support and device-bridge/bridge/tests/support.
+//! Included by server/broker/tests/support and device-bridge/bridge/tests/support.
 #![allow(dead_code)]
 
 /// A minimal module of the processor ABI in WebAssembly text, with `process` as the body of

@@ -41,7 +41,7 @@ const FALSE_ALARMS_MAX: usize = 110;
 
 /// The sample's directory, or `None` when it is not there.
 fn nab_dir() -> Option<PathBuf> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let candidates = [
         std::env::var_os("SILT_NAB_DIR").map(PathBuf::from),
         Some(workspace.join("processors/examples/anomaly-zscore/nab")),

@@ -217,7 +217,7 @@ fn compile(c: &mut Criterion) {
         });
     }
     let wat = wat::parse_file(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wat-threshold/threshold.wat"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors/examples/wat-threshold/threshold.wat"),
     )
     .expect("threshold.wat parses");
     g.bench_with_input(BenchmarkId::from_parameter("wat-threshold"), &wat, |b, bytes| {
