@@ -13,7 +13,7 @@ pub const BATCH_VERSION: u8 = 1;
 /// Bytes before the first record.
 pub const HEADER_LEN: usize = 68;
 /// Largest batch accepted anywhere. Values above a few hundred KB stop paying in sled
-/// (DESIGN.md decision 2 measured 100 KB as the sweet spot), and 8 MiB bounds the memory a
+/// (docs/design.md, decision 2, measured 100 KB as the sweet spot), and 8 MiB bounds the memory a
 /// single request can pin.
 pub const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Most records one batch may carry; bounds per-batch work in validation and processors.

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use crate::connection::{unexpected, ChannelSender};
 use crate::{Client, ClientError};
 
-/// Producer tuning. The defaults suit sensor data: 1000-record batches (DESIGN.md decision
-/// 2 measured sled at 2.0M events/s with 1000-event batches and a flush per batch).
+/// Producer tuning. The defaults suit sensor data: 1000-record batches (docs/design.md,
+/// decision 2, measured sled at 2.0M events/s with 1000-event batches and a flush per batch).
 #[derive(Clone)]
 pub struct ProducerConfig {
     /// Seal a batch at this many records.
