@@ -2,10 +2,8 @@
 //! the broker's conventions: `silt_bridge_` prefix, base units in the name, `_total` on
 //! counters.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use silt_telemetry::MetricsRegistry;
 
 /// Latency buckets from 100 µs to 10 s: a durable ack takes one journal flush and one broker
 /// append, about 1-5 ms on this machine kind, more under load.
@@ -13,7 +11,7 @@ const LATENCY_BUCKETS: [f64; 15] =
     [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Frame connections bound to a device by a valid hello.
     pub devices_connected: IntGauge,
     /// Open connections by transport (`tcp`, `serial`, `mqtt`).
@@ -39,39 +37,19 @@ pub struct Metrics {
     pub broker_retries: IntCounter,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
-    r.register(Box::new(m.clone())).expect("unique metric");
-    m
-}
-
-fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
-    register(
-        r,
-        Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
-            .expect("valid metric"),
-    )
-}
-
 impl Metrics {
     pub fn new() -> Metrics {
-        let r = Registry::new();
-        let c = |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid metric"));
-        let cv = |name: &str, help: &str, label: &str| {
-            register(&r, IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
-        };
+        let r = MetricsRegistry::new();
+        let c = |name: &str, help: &str| r.counter(name, help);
+        let cv = |name: &str, help: &str, label: &str| r.counter_vec(name, help, &[label]);
+        let histogram = |name: &str, help: &str| r.histogram(name, help, &LATENCY_BUCKETS);
         Metrics {
-            devices_connected: register(
-                &r,
-                IntGauge::new("silt_bridge_devices_connected", "Frame connections bound to a device.")
-                    .expect("valid metric"),
-            ),
-            connections: register(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("silt_bridge_connections_open", "Open connections by transport."),
-                    &["transport"],
-                )
-                .expect("valid metric"),
+            devices_connected: r
+                .gauge("silt_bridge_devices_connected", "Frame connections bound to a device."),
+            connections: r.gauge_vec(
+                "silt_bridge_connections_open",
+                "Open connections by transport.",
+                &["transport"],
             ),
             frames_accepted: c(
                 "silt_bridge_frames_accepted_total",
@@ -86,10 +64,7 @@ impl Metrics {
                 "silt_bridge_duplicates_dropped_total",
                 "Retransmitted data frames already durable, acked again and not stored.",
             ),
-            mqtt_sessions: register(
-                &r,
-                IntGauge::new("silt_bridge_mqtt_sessions", "Connected MQTT sessions.").expect("valid metric"),
-            ),
+            mqtt_sessions: r.gauge("silt_bridge_mqtt_sessions", "Connected MQTT sessions."),
             mqtt_messages: cv(
                 "silt_bridge_mqtt_messages_total",
                 "MQTT PUBLISH packets by direction.",
@@ -104,14 +79,9 @@ impl Metrics {
                 "silt_bridge_records_appended_total",
                 "Records the broker confirmed durable.",
             ),
-            ack_seconds: histogram(
-                &r,
-                "silt_bridge_ack_duration_seconds",
-                "Submission to durable confirmation.",
-            ),
-            round_seconds: histogram(&r, "silt_bridge_round_duration_seconds", "One appender round."),
+            ack_seconds: histogram("silt_bridge_ack_duration_seconds", "Submission to durable confirmation."),
+            round_seconds: histogram("silt_bridge_round_duration_seconds", "One appender round."),
             journal_flush_seconds: histogram(
-                &r,
                 "silt_bridge_journal_flush_duration_seconds",
                 "One journal flush.",
             ),
@@ -121,9 +91,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to memory");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        self.registry.render()
     }
 }
 

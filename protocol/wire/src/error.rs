@@ -1,3 +1,5 @@
+use alloc::string::String;
+
 use thiserror::Error;
 
 /// Everything that can be wrong with bytes handed to this crate.
@@ -15,4 +17,19 @@ pub enum WireError {
     TooLarge { what: &'static str, size: usize, max: usize },
     #[error("malformed control message: {0}")]
     Control(String),
+}
+
+impl WireError {
+    /// What the error is about, as a static string, for callers whose own errors carry one (the
+    /// guest SDK's `Error::MalformedBatch`).
+    pub fn what(&self) -> &'static str {
+        match self {
+            WireError::Truncated { what }
+            | WireError::Invalid { what }
+            | WireError::Checksum { what }
+            | WireError::UnsupportedVersion { what, .. }
+            | WireError::TooLarge { what, .. } => what,
+            WireError::Control(_) => "control message",
+        }
+    }
 }

@@ -5,18 +5,34 @@
 //! ([`message`]). It deliberately knows nothing of sockets, async runtimes or clocks: callers
 //! pass bytes in and get bytes or typed values out, so every path here is unit-tested and
 //! property-tested without a network.
+//!
+//! Without its default `std` feature the crate is `no_std` (it needs `alloc`) and holds only
+//! its core: [`varint`], the batch layout constants and header, [`batch::BatchView`] and its
+//! records read in place. The guest SDK (`silt-processor`) reads its input batches with that
+//! core, so there is one decoder of records. Checksums, validation, building, compression,
+//! framing, control messages and signatures need `std`: the checksum and compression crates
+//! they use do.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
 
 pub mod batch;
 mod error;
+#[cfg(feature = "std")]
 pub mod frame;
+#[cfg(feature = "std")]
 pub mod message;
+#[cfg(feature = "std")]
 pub mod signature;
 pub mod varint;
 
-pub use batch::{BatchBuilder, BatchView, Compression, Record};
+#[cfg(feature = "std")]
+pub use batch::{BatchBuilder, Compression};
+pub use batch::{BatchView, Record};
 pub use error::WireError;
+#[cfg(feature = "std")]
 pub use message::{
-    check_device_id, partition_for_key, DeviceInfo, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset,
-    ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef, ProcessorState, ProcessorVersion,
-    Request, Response, TopicInfo, TopicPartition,
+    check_device_id, partition_for_key, Deployment, DeviceInfo, ErrorCode, FetchFrom, PartitionInfo,
+    PartitionOffset, ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef, ProcessorState,
+    ProcessorVersion, Request, Response, TopicInfo, TopicPartition,
 };

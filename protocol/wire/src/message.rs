@@ -189,6 +189,43 @@ pub struct ProcessorInfo {
     pub partitions: Vec<ProcessorPartition>,
 }
 
+/// What a deploy asks for, the module aside (its bytes travel as the frame payload): the
+/// fields of [`Request::DeployProcessor`] as one value, so that the client that builds the
+/// request and the broker that takes it apart name them once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub name: String,
+    pub input: String,
+    pub output: String,
+    pub params: Vec<(String, String)>,
+    /// Where the new version starts reading; `None`: earliest for a new processor, the
+    /// current checkpoints for a new version of an existing one.
+    pub from: Option<FetchFrom>,
+    /// Limits of this version; unset ones take the broker's configured values.
+    pub limits: ProcessorLimits,
+}
+
+impl From<Deployment> for Request {
+    fn from(d: Deployment) -> Request {
+        let Deployment { name, input, output, params, from, limits } = d;
+        Request::DeployProcessor { name, input, output, params, from, limits }
+    }
+}
+
+impl TryFrom<Request> for Deployment {
+    /// Any other request, given back unchanged.
+    type Error = Request;
+
+    fn try_from(request: Request) -> Result<Deployment, Request> {
+        match request {
+            Request::DeployProcessor { name, input, output, params, from, limits } => {
+                Ok(Deployment { name, input, output, params, from, limits })
+            }
+            other => Err(other),
+        }
+    }
+}
+
 /// One deployed version of a processor.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorVersion {
@@ -411,5 +448,27 @@ mod tests {
             assert!(check_topic_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_topic_name(&"a".repeat(TOPIC_NAME_BYTES_MAX + 1)).is_err());
+    }
+
+    /// A deployment becomes a `DeployProcessor` request and comes back from it unchanged;
+    /// any other request is handed back as it was.
+    #[test]
+    fn deployment_round_trips_through_its_request() {
+        let d = Deployment {
+            name: "hot".into(),
+            input: "readings".into(),
+            output: "hot-readings".into(),
+            params: vec![("min".into(), "30".into())],
+            from: Some(FetchFrom::Offset(5)),
+            limits: ProcessorLimits {
+                memory_bytes_max: Some(1 << 20),
+                call_time_ms_max: None,
+                output_bytes_max: None,
+            },
+        };
+        let request = Request::from(d.clone());
+        assert!(matches!(request, Request::DeployProcessor { .. }));
+        assert_eq!(Deployment::try_from(request), Ok(d));
+        assert_eq!(Deployment::try_from(Request::ListProcessors), Err(Request::ListProcessors));
     }
 }

@@ -2,39 +2,19 @@
 //! undeploy (docs/processor-abi.md for the modules themselves).
 
 use bytes::Bytes;
-use silt_wire::{FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorVersion, Request, Response};
+/// What to deploy: silt-wire's, the fields of the deploy request.
+pub use silt_wire::Deployment;
+use silt_wire::{ProcessorInfo, ProcessorVersion, Request, Response};
 
 use crate::connection::{unexpected, Client};
 use crate::ClientError;
-
-/// What to deploy.
-#[derive(Debug, Clone)]
-pub struct Deployment {
-    pub name: String,
-    pub input: String,
-    pub output: String,
-    pub params: Vec<(String, String)>,
-    /// Where the new version starts reading; `None`: earliest for a new processor, the
-    /// current checkpoints for a new version of an existing one.
-    pub from: Option<FetchFrom>,
-    /// Limits of this version; unset ones take the broker's configured values.
-    pub limits: ProcessorLimits,
-}
 
 impl Client {
     /// Deploys a module (WebAssembly bytes, signed or not) as a new processor or a new
     /// version of one. Returns once the module compiled, its `silt_init` accepted the
     /// parameters and the pipeline started.
     pub async fn deploy_processor(&self, d: Deployment, wasm: Vec<u8>) -> Result<ProcessorInfo, ClientError> {
-        let req = Request::DeployProcessor {
-            name: d.name,
-            input: d.input,
-            output: d.output,
-            params: d.params,
-            from: d.from,
-            limits: d.limits,
-        };
-        self.processor_call(req, Bytes::from(wasm)).await
+        self.processor_call(Request::from(d), Bytes::from(wasm)).await
     }
 
     pub async fn list_processors(&self) -> Result<Vec<ProcessorInfo>, ClientError> {

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use crate::connection::{unexpected, ChannelSender};
 use crate::{Client, ClientError};
 
-/// Producer tuning. The defaults suit sensor data: 1000-record batches (DESIGN.md decision
-/// 2 measured sled at 2.0M events/s with 1000-event batches and a flush per batch).
+/// Producer tuning. The defaults suit sensor data: 1000-record batches (docs/design.md,
+/// decision 2, measured sled at 2.0M events/s with 1000-event batches and a flush per batch).
 #[derive(Clone)]
 pub struct ProducerConfig {
     /// Seal a batch at this many records.
@@ -110,7 +110,9 @@ struct Open {
     next_seq: u64,
 }
 
-struct Shared {
+/// How far delivery has got, for the producer's callers and its sender tasks alike: batches
+/// sealed and acknowledged, and the first fatal error, which ends the producer.
+struct Delivery {
     acked: watch::Sender<u64>,
     sealed: AtomicU64,
     /// Set once `error` holds the producer's first fatal error; lets `send` check for failure
@@ -119,7 +121,7 @@ struct Shared {
     error: Mutex<Option<ClientError>>,
 }
 
-impl Shared {
+impl Delivery {
     fn fail(&self, e: ClientError) {
         let mut slot = self.error.lock().expect("error lock");
         if slot.is_none() {
@@ -154,7 +156,7 @@ struct Inner {
     partitions: u32,
     config: ProducerConfig,
     producer_id: u64,
-    shared: Arc<Shared>,
+    delivery: Arc<Delivery>,
     open: Mutex<(Vec<Option<Open>>, u32)>,
     /// Sealed batches per partition in sequence order, waiting to be queued to the sender.
     /// Batches are pushed here while the `open` lock is held, so their order is their
@@ -189,7 +191,7 @@ impl Producer {
         let info = client.describe_topic(topic).await?;
         let partitions = info.partitions.len() as u32;
         let (acked, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
+        let delivery = Arc::new(Delivery {
             acked,
             sealed: AtomicU64::new(0),
             failed: std::sync::atomic::AtomicBool::new(false),
@@ -204,7 +206,7 @@ impl Producer {
                 topic: topic.to_string(),
                 partition: p,
                 config: config.clone(),
-                shared: shared.clone(),
+                delivery: delivery.clone(),
             };
             tasks.push(tokio::spawn(task.run(rx)));
             senders.push(tx);
@@ -216,7 +218,7 @@ impl Producer {
             partitions,
             config,
             producer_id: new_producer_id(),
-            shared,
+            delivery,
             open: Mutex::new((open, 0)),
             pending: (0..partitions).map(|_| Mutex::default()).collect(),
             draining: (0..partitions).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -290,7 +292,7 @@ async fn linger_loop(inner: std::sync::Weak<Inner>, opened: Arc<Notify>) {
         }
         let Some(inner) = inner.upgrade() else { return };
         if inner.poll_linger().await.is_err() {
-            return; // the error is kept in `Shared` and reported by the next send or flush
+            return; // the error is kept in `Delivery` and reported by the next send or flush
         }
     }
 }
@@ -300,7 +302,7 @@ const LINGER_IDLE_CHECK: Duration = Duration::from_millis(100);
 
 impl Inner {
     async fn send(&self, record: ProducerRecord<'_>) -> Result<(), ClientError> {
-        if let Some(e) = self.shared.error() {
+        if let Some(e) = self.delivery.error() {
             return Err(e);
         }
         if let Some(p) = self.append(record)? {
@@ -368,7 +370,7 @@ impl Inner {
         if p == *sticky {
             *sticky = (*sticky + 1) % self.partitions;
         }
-        self.shared.sealed.fetch_add(1, Ordering::AcqRel);
+        self.delivery.sealed.fetch_add(1, Ordering::AcqRel);
         let sealed =
             Sealed { seq, bytes, records, first_record_at: o.first_record_at, sealed_at: Instant::now() };
         self.pending[p as usize].lock().expect("pending lock").push_back(sealed);
@@ -383,7 +385,7 @@ impl Inner {
             let Some(s) = next else { return Ok(()) };
             if self.senders[p as usize].send(s).await.is_err() {
                 return Err(self
-                    .shared
+                    .delivery
                     .error()
                     .unwrap_or_else(|| ClientError::ConnectionLost("producer stopped".into())));
             }
@@ -428,10 +430,10 @@ impl Inner {
 
     async fn flush(&self) -> Result<(), ClientError> {
         self.seal_where(|_| true).await?;
-        let target = self.shared.sealed.load(Ordering::Acquire);
-        let mut rx = self.shared.acked.subscribe();
+        let target = self.delivery.sealed.load(Ordering::Acquire);
+        let mut rx = self.delivery.acked.subscribe();
         loop {
-            if let Some(e) = self.shared.error() {
+            if let Some(e) = self.delivery.error() {
                 return Err(e);
             }
             if *rx.borrow_and_update() >= target {
@@ -449,7 +451,7 @@ struct PartitionSender {
     topic: String,
     partition: u32,
     config: ProducerConfig,
-    shared: Arc<Shared>,
+    delivery: Arc<Delivery>,
 }
 
 enum Event {
@@ -470,7 +472,7 @@ impl PartitionSender {
                 match self.reconnect(&inflight).await {
                     Ok(l) => link = Some(l),
                     Err(e) => {
-                        self.shared.fail(e);
+                        self.delivery.fail(e);
                         return;
                     }
                 }
@@ -493,7 +495,7 @@ impl PartitionSender {
                 }
                 Event::Response(Ok(Response::Produced { base_offset, duplicate })) => {
                     let Some(s) = inflight.pop_front() else {
-                        self.shared
+                        self.delivery
                             .fail(ClientError::Protocol("acknowledgement without a batch in flight".into()));
                         return;
                     };
@@ -507,10 +509,10 @@ impl PartitionSender {
                             duplicate,
                         });
                     }
-                    self.shared.acked.send_modify(|n| *n += 1);
+                    self.delivery.acked.send_modify(|n| *n += 1);
                 }
                 Event::Response(Ok(other)) => {
-                    self.shared.fail(unexpected(&other));
+                    self.delivery.fail(unexpected(&other));
                     return;
                 }
                 Event::Response(Err(e)) if e.is_retriable() => {
@@ -520,7 +522,7 @@ impl PartitionSender {
                 Event::Response(Err(e)) => {
                     let seq = inflight.front().map_or(0, |s| s.seq);
                     tracing::debug!(error = %e, seq, "produce refused");
-                    self.shared.fail(e);
+                    self.delivery.fail(e);
                     return;
                 }
             }

@@ -10,6 +10,8 @@
 use alloc::format;
 use alloc::vec::Vec;
 
+use silt_wire::batch::record::{body_len, headers_len, put_headers, put_record};
+
 use crate::batch::{Record, RECORD_HEADERS_MAX};
 use crate::{varint, Error};
 
@@ -60,21 +62,13 @@ impl Output {
             self.fail(format!("a record with {} headers (at most 64)", headers.len()));
             return;
         }
-        let headers_len = headers.iter().fold(0usize, |sum, (name, value)| {
-            sum.saturating_add(field_len(name)).saturating_add(field_len(value))
-        });
         self.encode(
             timestamp_ms,
             key,
             value,
             headers.len() as u64,
-            |buf| {
-                for (name, value) in headers {
-                    put_field(buf, name);
-                    put_field(buf, value);
-                }
-            },
-            headers_len,
+            |buf| put_headers(buf, headers),
+            headers_len(headers),
         );
     }
 
@@ -82,8 +76,8 @@ impl Output {
     /// byte; one from an earlier batch (kept in state) is re-encoded with the same fields.
     pub fn pass(&mut self, record: &Record<'_>) {
         if record.batch_first_timestamp_ms() == self.first_timestamp_ms {
-            if self.admit(record.raw().len()) {
-                self.buf.extend_from_slice(record.raw());
+            if self.admit(record.encoded().len()) {
+                self.buf.extend_from_slice(record.encoded());
                 self.count += 1;
             }
         } else {
@@ -93,7 +87,7 @@ impl Output {
 
     /// Emits `record`'s time, key and headers with a new value: what a map produces.
     pub fn pass_with_value(&mut self, record: &Record<'_>, value: &[u8]) {
-        let raw_headers = record.raw_headers();
+        let raw_headers = record.encoded_headers();
         self.encode(
             record.timestamp_ms,
             record.key,
@@ -165,35 +159,15 @@ impl Output {
             return;
         };
         let delta = varint::zigzag(delta);
-        let body_len = varint::len(delta)
-            .saturating_add(field_len(key))
-            .saturating_add(field_len(value))
-            .saturating_add(varint::len(header_count))
-            .saturating_add(headers_len);
+        let body_len = body_len(delta, key, value, header_count, headers_len);
         let record_len = varint::len(body_len as u64).saturating_add(body_len);
         if !self.admit(record_len) {
             return;
         }
-        let start = self.buf.len();
         self.buf.reserve(record_len);
-        varint::encode(body_len as u64, &mut self.buf);
-        varint::encode(delta, &mut self.buf);
-        put_field(&mut self.buf, key);
-        put_field(&mut self.buf, value);
-        varint::encode(header_count, &mut self.buf);
-        write_headers(&mut self.buf);
-        assert_eq!(self.buf.len() - start, record_len, "record length computed before writing");
+        put_record(&mut self.buf, body_len, delta, key, value, header_count, write_headers);
         self.count += 1;
     }
-}
-
-fn field_len(bytes: &[u8]) -> usize {
-    varint::len(bytes.len() as u64).saturating_add(bytes.len())
-}
-
-fn put_field(buf: &mut Vec<u8>, bytes: &[u8]) {
-    varint::encode(bytes.len() as u64, buf);
-    buf.extend_from_slice(bytes);
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::batch::{malformed, Cursor, HEADER_LEN};
+use silt_wire::batch::record::{self, RecordIter};
+
+use crate::batch::{malformed, HEADER_LEN};
 use crate::output::{OUTPUT_BYTES_MAX, OUTPUT_RECORDS_MAX};
 use crate::{json, params, Batch, Error, Guest, Output, Processor, Stateful};
 
@@ -209,28 +211,17 @@ pub fn decode_output(bytes: &[u8], first_timestamp_ms: i64) -> Result<Vec<Output
     if bytes.len() > OUTPUT_BYTES_MAX {
         return Err(Error::Output(alloc::format!("{} bytes is over the limit", bytes.len())));
     }
-    let mut out = Vec::new();
-    let mut cur = Cursor { rest: bytes };
-    while !cur.rest.is_empty() {
-        if out.len() as u32 >= OUTPUT_RECORDS_MAX {
-            return Err(Error::Output(alloc::format!("more than {OUTPUT_RECORDS_MAX} records")));
-        }
-        let len = cur.varint().map_err(malformed)?;
-        let body = cur.take(len).map_err(malformed)?;
-        let fields = crate::batch::decode_fields(body, first_timestamp_ms).map_err(malformed)?;
-        let mut headers = Vec::new();
-        let mut h = Cursor { rest: fields.headers };
-        while !h.rest.is_empty() {
-            headers.push((h.bytes().map_err(malformed)?.to_vec(), h.bytes().map_err(malformed)?.to_vec()));
-        }
-        out.push(OutputRecord {
-            timestamp_ms: fields.timestamp_ms,
-            key: fields.key.to_vec(),
-            value: fields.value.to_vec(),
-            headers,
-        });
+    let scan = record::scan(bytes, OUTPUT_RECORDS_MAX, first_timestamp_ms).map_err(|m| malformed(m.0))?;
+    if !scan.rest.is_empty() {
+        return Err(Error::Output(alloc::format!("more than {OUTPUT_RECORDS_MAX} records")));
     }
-    Ok(out)
+    let records = RecordIter::new(bytes, 0, scan.count, first_timestamp_ms).map(|r| OutputRecord {
+        timestamp_ms: r.timestamp_ms,
+        key: r.key.to_vec(),
+        value: r.value.to_vec(),
+        headers: r.headers().map(|(name, value)| (name.to_vec(), value.to_vec())).collect(),
+    });
+    Ok(records.collect())
 }
 
 /// Runs one processor instance the way the host does: `init` with encoded parameters, then

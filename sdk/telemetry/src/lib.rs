@@ -11,8 +11,14 @@
 //! append and the processor to whoever reads it. With no endpoint configured nothing of this
 //! runs: [`enabled`] is false and no header is written or read.
 //!
-//! Deliberately absent: metrics (those are Prometheus, on each admin port) and sampling
-//! (every traced reading is exported; the span count per batch is capped by the callers).
+//! [`MetricsRegistry`] is where the broker's and the bridge's Prometheus metrics are made and
+//! rendered for their admin ports; which metrics exist is each program's own business.
+//!
+//! Deliberately absent: the metrics themselves, a metrics server (each admin port serves its
+//! own) and sampling (every traced reading is exported; the span count per batch is capped by
+//! the callers).
+
+mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,6 +31,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
+
+pub use metrics::MetricsRegistry;
 
 /// The record header that carries a W3C `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";

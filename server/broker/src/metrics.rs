@@ -5,10 +5,8 @@
 //! scrape, so they never drift. Names follow Prometheus conventions: a `silt_` prefix, base
 //! units (seconds, bytes) in the name, `_total` on counters.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use silt_telemetry::MetricsRegistry;
 
 /// Latency buckets from 50 µs to 10 s: appends and flushes take tens of microseconds to
 /// milliseconds, acknowledgements up to tens of milliseconds under load.
@@ -19,7 +17,7 @@ const LATENCY_BUCKETS: [f64; 16] = [
 
 /// Every metric the broker exports.
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Requests by kind (`produce`, `fetch`, `admin`, `processor`).
     pub requests: IntCounterVec,
     /// Requests answered with an error, by kind.
@@ -48,138 +46,96 @@ pub struct Metrics {
     pub flush_failures: IntCounter,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
-    c
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
-    g
-}
-
-fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
-        .expect("valid metric");
-    registry.register(Box::new(h.clone())).expect("unique metric");
-    h
-}
-
 impl Metrics {
     pub fn new() -> Metrics {
-        let r = Registry::new();
-        let connections =
-            IntGauge::new("silt_connections_open", "Open QUIC connections.").expect("valid metric");
-        r.register(Box::new(connections.clone())).expect("unique metric");
-        let flush_failures = IntCounter::new("silt_flush_failures_total", "Durability flushes that failed.")
-            .expect("valid metric");
-        r.register(Box::new(flush_failures.clone())).expect("unique metric");
-        let processor_batch_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "silt_processor_batch_duration_seconds",
-                "Time of one call into a processor (one input batch).",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["processor"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(processor_batch_seconds.clone())).expect("unique metric");
+        let r = MetricsRegistry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| r.counter_vec(name, help, labels);
+        let gauge = |name: &str, help: &str, labels: &[&str]| r.gauge_vec(name, help, labels);
+        let histogram = |name: &str, help: &str| r.histogram(name, help, &LATENCY_BUCKETS);
         Metrics {
-            requests: counter(&r, "silt_requests_total", "Requests received, by kind.", &["request"]),
+            requests: counter("silt_requests_total", "Requests received, by kind.", &["request"]),
             request_errors: counter(
-                &r,
                 "silt_request_errors_total",
                 "Requests answered with an error, by kind.",
                 &["request"],
             ),
-            records_in: counter(&r, "silt_records_in_total", "Records appended by producers.", &["topic"]),
+            records_in: counter("silt_records_in_total", "Records appended by producers.", &["topic"]),
             bytes_in: counter(
-                &r,
                 "silt_bytes_in_total",
                 "Batch bytes appended by producers, as stored.",
                 &["topic"],
             ),
-            records_out: counter(&r, "silt_records_out_total", "Records served to fetches.", &["topic"]),
-            bytes_out: counter(&r, "silt_bytes_out_total", "Batch bytes served to fetches.", &["topic"]),
+            records_out: counter("silt_records_out_total", "Records served to fetches.", &["topic"]),
+            bytes_out: counter("silt_bytes_out_total", "Batch bytes served to fetches.", &["topic"]),
             append_seconds: histogram(
-                &r,
                 "silt_append_duration_seconds",
                 "One append transaction of a partition.",
             ),
-            flush_seconds: histogram(&r, "silt_flush_duration_seconds", "One durability flush of the store."),
+            flush_seconds: histogram("silt_flush_duration_seconds", "One durability flush of the store."),
             ack_seconds: histogram(
-                &r,
                 "silt_produce_ack_duration_seconds",
                 "From a produce request to its acknowledgement.",
             ),
-            connections,
+            connections: r.gauge("silt_connections_open", "Open QUIC connections."),
             partition_size_bytes: gauge(
-                &r,
                 "silt_partition_size_bytes",
                 "Bytes of stored batches.",
                 &["topic", "partition"],
             ),
             partition_high_watermark: gauge(
-                &r,
                 "silt_partition_high_watermark",
                 "Offset the next durable record gets.",
                 &["topic", "partition"],
             ),
             consumer_group_lag: gauge(
-                &r,
                 "silt_consumer_group_lag_records",
                 "Records of a partition after a consumer group's committed offset.",
                 &["group", "topic", "partition"],
             ),
             processor_events_in: counter(
-                &r,
                 "silt_processor_events_in_total",
                 "Input records a processor committed.",
                 &["processor"],
             ),
             processor_events_out: counter(
-                &r,
                 "silt_processor_events_out_total",
                 "Output records a processor committed.",
                 &["processor"],
             ),
-            processor_batch_seconds,
+            processor_batch_seconds: r.histogram_vec(
+                "silt_processor_batch_duration_seconds",
+                "Time of one call into a processor (one input batch).",
+                &LATENCY_BUCKETS,
+                &["processor"],
+            ),
             processor_errors: counter(
-                &r,
                 "silt_processor_errors_total",
                 "Times a processor failed (trap, limit, error).",
                 &["processor"],
             ),
             processor_restarts: counter(
-                &r,
                 "silt_processor_restarts_total",
                 "Starts of a processor's tasks (deploy, resume, rollback, tier switch, broker start).",
                 &["processor"],
             ),
             processor_state: gauge(
-                &r,
                 "silt_processor_state",
                 "1 for the state a processor is in (running, paused, failed).",
                 &["processor", "state"],
             ),
             processor_lag: gauge(
-                &r,
                 "silt_processor_lag_records",
                 "Input records a processor has not processed.",
                 &["processor"],
             ),
-            flush_failures,
+            flush_failures: r.counter("silt_flush_failures_total", "Durability flushes that failed."),
             registry: r,
         }
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to memory");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        self.registry.render()
     }
 }
 

@@ -13,10 +13,11 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anomaly_zscore::nab::{self, Score, Series};
 use silt_client::{
     Client, Consumer, ConsumerConfig, Deployment, FetchFrom, ProcessorState, Producer, ProducerConfig,
     ProducerRecord,
@@ -48,76 +49,6 @@ fn nab_dir() -> Option<PathBuf> {
         Some(workspace.join("../shared/data/nab")),
     ];
     candidates.into_iter().flatten().find(|d| d.join("labels/combined_windows.json").is_file())
-}
-
-/// Milliseconds since the epoch of `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC; NAB's format).
-fn parse_time(s: &str) -> i64 {
-    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap_or_else(|e| panic!("bad time {s:?}: {e}"));
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + n(11, 13)) * 60 + n(14, 16)) * 60_000 + n(17, 19) * 1000
-}
-
-/// The labelled windows per file (path under `data/`). The labels file is a JSON object of
-/// file paths to lists of `[start, end]` strings, so its quoted strings in order are file
-/// names (ending in `.csv`), each followed by its windows' bounds.
-fn windows_by_file(labels: &str) -> BTreeMap<String, Vec<(i64, i64)>> {
-    let strings: Vec<&str> = labels.split('"').skip(1).step_by(2).collect();
-    let mut out: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    let mut i = 0;
-    while i < strings.len() {
-        if strings[i].ends_with(".csv") {
-            out.entry(strings[i].to_string()).or_default();
-            current = Some(strings[i].to_string());
-            i += 1;
-        } else {
-            let file = current.as_ref().expect("a window after a file name");
-            let window = (parse_time(strings[i]), parse_time(strings[i + 1]));
-            out.get_mut(file).expect("listed").push(window);
-            i += 2;
-        }
-    }
-    out
-}
-
-/// One NAB file: its key in the topic, its rows (time, value text) and labelled windows.
-struct Series {
-    path: String,
-    key: String,
-    rows: Vec<(i64, String)>,
-    windows: Vec<(i64, i64)>,
-}
-
-fn load(dir: &Path) -> Vec<Series> {
-    let labels = std::fs::read_to_string(dir.join("labels/combined_windows.json")).expect("labels");
-    windows_by_file(&labels)
-        .into_iter()
-        .map(|(path, windows)| {
-            let csv = std::fs::read_to_string(dir.join("data").join(&path))
-                .unwrap_or_else(|e| panic!("reading {path}: {e}"));
-            let rows: Vec<(i64, String)> = csv
-                .lines()
-                .skip(1)
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    let (t, v) = l.split_once(',').unwrap_or_else(|| panic!("{path}: bad row {l:?}"));
-                    (parse_time(t), v.trim().to_string())
-                })
-                .collect();
-            // A few files repeat a time (daylight saving time in the source), none goes back.
-            assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "{path}: times never decrease");
-            let name = path.rsplit('/').next().expect("a file name");
-            let key = name.strip_suffix(".csv").expect("a .csv file").to_string();
-            Series { path, key, rows, windows }
-        })
-        .collect()
 }
 
 /// An alert as the test uses it.
@@ -192,30 +123,6 @@ async fn read_alerts(client: &Client, topic: &str) -> HashMap<String, Vec<Alert>
     tokio::time::timeout(IO_TIMEOUT, work).await.expect("reading alerts timed out").expect("read")
 }
 
-/// One file's result.
-#[derive(Default)]
-struct Score {
-    windows: usize,
-    detected: usize,
-    false_alarms: usize,
-    alerts: usize,
-}
-
-/// Scores one file's alerts as NAB does, leaving out the first 15% of the file (its
-/// probation): a window counts as flagged when an alert falls in `[start, end]`, an alert
-/// outside every window is a false alarm.
-fn score(s: &Series, alerts: &[Alert]) -> Score {
-    let probation_end = s.rows[s.rows.len() * 15 / 100].0;
-    let scored: Vec<i64> = alerts.iter().map(|a| a.timestamp_ms).filter(|&t| t >= probation_end).collect();
-    let inside = |t: i64| s.windows.iter().any(|&(a, b)| a <= t && t <= b);
-    Score {
-        windows: s.windows.len(),
-        detected: s.windows.iter().filter(|&&(a, b)| scored.iter().any(|&t| a <= t && t <= b)).count(),
-        false_alarms: scored.iter().filter(|&&t| !inside(t)).count(),
-        alerts: scored.len(),
-    }
-}
-
 /// anomaly-zscore with its defaults, fed the NAB sample through a 2-partition topic, flags at
 /// least 30 of the 50 labelled anomaly windows with at most 110 false alarms (natively: 32
 /// and 97) and no alert in the five files without anomalies; every alert names a real row of
@@ -227,7 +134,7 @@ async fn anomaly_zscore_over_nab_through_the_broker() {
         return;
     };
     let started = Instant::now();
-    let series = load(&dir);
+    let series = nab::load(&dir);
     let total: usize = series.iter().map(|s| s.rows.len()).sum();
 
     let broker = BrokerProcess::start(&[]).await;
@@ -276,7 +183,7 @@ async fn anomaly_zscore_over_nab_through_the_broker() {
                 s.path
             );
         }
-        let sc = score(s, &file_alerts);
+        let sc = s.score(file_alerts.iter().map(|a| a.timestamp_ms));
         println!(
             "{:66} {:>8} {:>12} {:>7}",
             format!("{} ({})", s.path, s.rows.len()),
@@ -288,10 +195,7 @@ async fn anomaly_zscore_over_nab_through_the_broker() {
             assert!(file_alerts.is_empty(), "{}: alerts on a series without anomalies", s.path);
             quiet_files += 1;
         }
-        totals.windows += sc.windows;
-        totals.detected += sc.detected;
-        totals.false_alarms += sc.false_alarms;
-        totals.alerts += sc.alerts;
+        totals += sc;
     }
     assert!(alerts.is_empty(), "alerts under keys that are no file: {:?}", alerts.keys());
     println!(

@@ -16,7 +16,6 @@ mod common;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::sensor_batch;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -228,10 +227,7 @@ fn compile(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::bench_config();
     targets = per_event, restart, compile
 }
 criterion_main!(benches);

@@ -11,7 +11,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use common::{keeps, processor, sensor_batch, threshold_wasm};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -108,10 +107,7 @@ fn lifecycle(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(30);
+    config = common::bench_config();
     targets = filter, lifecycle
 }
 criterion_main!(benches);

@@ -1,13 +1,14 @@
 use std::sync::Arc;
 
 use silt_wire::batch;
+use silt_wire::batch::header::{OFF_BASE_OFFSET, OFF_FIRST_TS};
 use wasmtime::{
     InstancePre, Memory, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
     Trap, TypedFunc, WasmBacktrace,
 };
 
 use crate::params::encode_params;
-use crate::runtime::{Shared, TABLE_ELEMENTS_MAX};
+use crate::runtime::{TickingEngine, TABLE_ELEMENTS_MAX};
 use crate::{Limits, RuntimeError};
 
 /// The one ABI version this runtime speaks.
@@ -20,18 +21,15 @@ pub const INPUT_BUFFER_BYTES_MIN: usize = 64 * 1024;
 const ALLOC_ALIGN: u32 = 8;
 /// The result slot: `ptr` and `len`, two u32s.
 const RESULT_SLOT_LEN: usize = 8;
-/// Batch header offsets the host reads (docs/record-batch.md, "Header").
-const OFF_BASE_OFFSET: usize = 8;
-const OFF_FIRST_TS: usize = 52;
 
-/// Store data: the memory limiter, which also remembers whether it refused growth so that
-/// a trap that follows can be explained.
-pub(crate) struct Host {
+/// Store data: the limiter of one instance's memory and tables, which also remembers whether
+/// it refused growth so that a trap that follows can be explained.
+pub(crate) struct InstanceLimiter {
     limits: StoreLimits,
     memory_refused: Option<usize>,
 }
 
-impl ResourceLimiter for Host {
+impl ResourceLimiter for InstanceLimiter {
     fn memory_growing(
         &mut self,
         current: usize,
@@ -66,14 +64,18 @@ impl ResourceLimiter for Host {
 /// A loaded processor module, ready to instantiate. Cheap to clone.
 #[derive(Clone)]
 pub struct Module {
-    shared: Arc<Shared>,
-    pre: InstancePre<Host>,
+    engine: Arc<TickingEngine>,
+    pre: InstancePre<InstanceLimiter>,
     stateful: bool,
 }
 
 impl Module {
-    pub(crate) fn new(shared: Arc<Shared>, pre: InstancePre<Host>, stateful: bool) -> Module {
-        Module { shared, pre, stateful }
+    pub(crate) fn new(
+        engine: Arc<TickingEngine>,
+        pre: InstancePre<InstanceLimiter>,
+        stateful: bool,
+    ) -> Module {
+        Module { engine, pre, stateful }
     }
 
     /// True when the module exports `silt_snapshot` and `silt_restore`.
@@ -90,7 +92,7 @@ impl Module {
     ) -> Result<Instance, RuntimeError> {
         limits.check()?;
         let encoded = encode_params(params)?;
-        let host = Host {
+        let limiter = InstanceLimiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes_max)
                 .table_elements(TABLE_ELEMENTS_MAX)
@@ -101,9 +103,9 @@ impl Module {
                 .build(),
             memory_refused: None,
         };
-        let mut store = Store::new(&self.shared.engine, host);
-        store.limiter(|host| host);
-        let deadline_ticks = limits.call_time_ms_max.div_ceil(self.shared.epoch_tick_ms).max(1);
+        let mut store = Store::new(&self.engine.wasmtime, limiter);
+        store.limiter(|limiter| limiter);
+        let deadline_ticks = limits.call_time_ms_max.div_ceil(self.engine.epoch_tick_ms).max(1);
         // A start function runs inside `instantiate`, under the same limits as any call.
         store.set_epoch_deadline(deadline_ticks);
         let instance = match self.pre.instantiate(&mut store) {
@@ -188,7 +190,7 @@ impl Module {
 pub struct Instance {
     /// Keeps the engine's epoch ticker alive while this instance can run.
     _module: Module,
-    store: Store<Host>,
+    store: Store<InstanceLimiter>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     process: TypedFunc<(i32, i32, i32), i32>,
@@ -426,7 +428,12 @@ fn input_error(e: silt_wire::WireError) -> &'static str {
 }
 
 /// Classifies an error out of a guest call.
-fn call_error(call: &'static str, e: wasmtime::Error, store: &Store<Host>, limits: &Limits) -> RuntimeError {
+fn call_error(
+    call: &'static str,
+    e: wasmtime::Error,
+    store: &Store<InstanceLimiter>,
+    limits: &Limits,
+) -> RuntimeError {
     let Some(trap) = e.downcast_ref::<Trap>() else {
         return RuntimeError::Trap { call, message: format!("{e:#}") };
     };

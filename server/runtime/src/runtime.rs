@@ -10,7 +10,7 @@ use wasmtime::{
 };
 
 use crate::config::MEMORY_BYTES_CAP;
-use crate::instance::{Host, Module};
+use crate::instance::{InstanceLimiter, Module};
 use crate::{RuntimeConfig, RuntimeError};
 
 /// First four bytes of every WebAssembly binary.
@@ -38,12 +38,13 @@ pub(crate) const TABLE_ELEMENTS_MAX: usize = 20_000;
 /// the last [`Module`] and [`crate::Instance`] made from it, are dropped.
 #[derive(Clone)]
 pub struct Runtime {
-    shared: Arc<Shared>,
+    engine: Arc<TickingEngine>,
 }
 
-/// What a runtime and everything made from it share.
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
+/// The wasmtime engine with the settings it was built with and the thread that ticks its
+/// epoch: what a runtime and every module and instance made from it hold on to.
+pub(crate) struct TickingEngine {
+    pub(crate) wasmtime: Engine,
     pub(crate) epoch_tick_ms: u64,
     pooling: bool,
     compatibility_key: [u8; 32],
@@ -159,26 +160,26 @@ impl Runtime {
         };
         let compatibility_key = compute_compatibility_key(&engine);
         let ticker = Ticker::start(engine.clone(), Duration::from_millis(config.epoch_tick_ms))?;
-        let shared = Shared {
-            engine,
+        let engine = TickingEngine {
+            wasmtime: engine,
             epoch_tick_ms: config.epoch_tick_ms,
             pooling,
             compatibility_key,
             _ticker: ticker,
         };
-        Ok(Runtime { shared: Arc::new(shared) })
+        Ok(Runtime { engine: Arc::new(engine) })
     }
 
     /// True when instances come from the pooling allocator (false after a fallback).
     pub fn is_pooling(&self) -> bool {
-        self.shared.pooling
+        self.engine.pooling
     }
 
     /// Bytes identifying the compiled-code format (wasmtime version, compiler settings and
     /// host CPU features, this crate's version and artefact framing): part of the artefact
     /// cache key. Stable across restarts of the same build on the same machine.
     pub fn compatibility_key(&self) -> [u8; 32] {
-        self.shared.compatibility_key
+        self.engine.compatibility_key
     }
 
     /// Checks the module against the ABI (no imports at all; `memory`, `silt_abi_version`,
@@ -189,13 +190,13 @@ impl Runtime {
         check_core_wasm(wasm)?;
         // `Module::new` compiles exactly as `Engine::precompile_module` does, and leaves a
         // module whose imports and exports can be checked before the artefact is handed out.
-        let module = wasmtime::Module::new(&self.shared.engine, wasm)
+        let module = wasmtime::Module::new(&self.engine.wasmtime, wasm)
             .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
         check_abi(&module)?;
         let compiled = module.serialize().map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
         let mut artefact = Vec::with_capacity(ARTEFACT_HEADER_LEN + compiled.len());
         artefact.extend_from_slice(&ARTEFACT_MAGIC);
-        artefact.extend_from_slice(&self.shared.compatibility_key);
+        artefact.extend_from_slice(&self.engine.compatibility_key);
         artefact.extend_from_slice(&crc32c::crc32c(&compiled).to_le_bytes());
         artefact.extend_from_slice(&compiled);
         Ok(artefact)
@@ -206,12 +207,12 @@ impl Runtime {
     /// tier compiled with `quick_compile`).
     pub fn compile_module(&self, wasm: &[u8]) -> Result<Module, RuntimeError> {
         check_core_wasm(wasm)?;
-        let module = wasmtime::Module::new(&self.shared.engine, wasm)
+        let module = wasmtime::Module::new(&self.engine.wasmtime, wasm)
             .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
         let stateful = check_abi(&module)?;
-        let linker: Linker<Host> = Linker::new(&self.shared.engine);
+        let linker: Linker<InstanceLimiter> = Linker::new(&self.engine.wasmtime);
         let pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
-        Ok(Module::new(self.shared.clone(), pre, stateful))
+        Ok(Module::new(self.engine.clone(), pre, stateful))
     }
 
     /// Loads an artefact made by [`Runtime::compile`]. Fails with
@@ -221,7 +222,7 @@ impl Runtime {
         if artefact.len() < ARTEFACT_HEADER_LEN || artefact[..ARTEFACT_KEY_AT] != ARTEFACT_MAGIC {
             return Err(RuntimeError::Artefact("not an artefact of silt-runtime".into()));
         }
-        if artefact[ARTEFACT_KEY_AT..ARTEFACT_CRC_AT] != self.shared.compatibility_key {
+        if artefact[ARTEFACT_KEY_AT..ARTEFACT_CRC_AT] != self.engine.compatibility_key {
             return Err(RuntimeError::Artefact(
                 "compiled by another build of the runtime or for another CPU".into(),
             ));
@@ -236,12 +237,12 @@ impl Runtime {
         // These bytes come only from `compile` above (through the broker's own sled store),
         // carry our magic and the compatibility key of this very engine, and their CRC-32C
         // matches what `compile` wrote, so they are wasmtime's own output for this engine.
-        let module = unsafe { wasmtime::Module::deserialize(&self.shared.engine, compiled) }
+        let module = unsafe { wasmtime::Module::deserialize(&self.engine.wasmtime, compiled) }
             .map_err(|e| RuntimeError::Artefact(format!("{e:#}")))?;
         let stateful = check_abi(&module)?;
-        let linker: Linker<Host> = Linker::new(&self.shared.engine);
+        let linker: Linker<InstanceLimiter> = Linker::new(&self.engine.wasmtime);
         let pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
-        Ok(Module::new(self.shared.clone(), pre, stateful))
+        Ok(Module::new(self.engine.clone(), pre, stateful))
     }
 }
 

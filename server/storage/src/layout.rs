@@ -185,7 +185,7 @@ impl Stats {
 }
 
 /// Topic metadata as stored: the public `TopicMeta` plus the incarnation that names its trees.
-/// rkyv, as for every control-plane structure (DESIGN.md decision 1), so that fields can be
+/// rkyv, as for every control-plane structure (docs/design.md, decision 1), so that fields can be
 /// added in a later layout version.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
 pub(crate) struct StoredTopic {

@@ -166,7 +166,7 @@ impl Partition {
 
     /// Appends a pipeline processor's output batches (none is fine) and, in the same sled
     /// transaction, stores its checkpoint for one input partition: after a crash either both
-    /// are there or neither (DESIGN.md decision 4). The checkpoint bytes are the caller's.
+    /// are there or neither (docs/design.md, decision 4). The checkpoint bytes are the caller's.
     ///
     /// All or nothing: if any batch would be refused or is a duplicate, nothing is written
     /// and the first such result is returned as an error.

@@ -19,15 +19,37 @@ mod silt;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
 
 use crate::stats::Recorder;
 
 /// How often a subscriber waiting for records looks at its expected count again.
 const RECHECK: Duration = Duration::from_millis(100);
+
+/// A live subscriber's loop, the same for every target: takes deliveries (a fetched batch, a
+/// message, a client event) and hands each to `record`, which records what it held and says how
+/// many records that was, until the count in `expected` is reached. `expected` can still grow
+/// while the loop runs (publishers add to it), so the loop looks at it again every [`RECHECK`]
+/// while nothing arrives. Stops early when the deliveries end.
+async fn receive_until<T>(
+    expected: &AtomicU64,
+    deliveries: impl Stream<Item = T>,
+    mut record: impl FnMut(T) -> anyhow::Result<u64>,
+) -> anyhow::Result<()> {
+    let mut deliveries = std::pin::pin!(deliveries);
+    let mut seen = 0;
+    while seen < expected.load(Ordering::Relaxed) {
+        let Ok(next) = tokio::time::timeout(RECHECK, deliveries.next()).await else { continue };
+        let Some(delivery) = next else { break };
+        seen += record(delivery)?;
+    }
+    Ok(())
+}
 
 /// A kind of system to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

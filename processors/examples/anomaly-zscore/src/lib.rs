@@ -273,5 +273,7 @@ impl Stateful for AnomalyZscore {
 
 silt_processor::export!(AnomalyZscore, stateful);
 
+#[cfg(any(test, feature = "nab"))]
+pub mod nab;
 #[cfg(test)]
 mod tests;

@@ -123,92 +123,38 @@ fn bad_params() {
 
 // ---- NAB evaluation ----
 
-/// Milliseconds since the epoch of `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC).
-fn parse_time(s: &str) -> i64 {
-    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    ((days * 24 + n(11, 13)) * 60 + n(14, 16)) * 60_000 + n(17, 19) * 1000
-}
-
-/// Every quoted string of the labels file in order: file names followed by window bounds.
-fn windows_by_file(labels: &str) -> BTreeMap<String, Vec<(i64, i64)>> {
-    let strings: Vec<&str> = labels.split('"').skip(1).step_by(2).collect();
-    let mut out: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
-    let mut current = String::new();
-    let mut i = 0;
-    while i < strings.len() {
-        if strings[i].ends_with(".csv") {
-            current = String::from(strings[i]);
-            out.entry(current.clone()).or_default();
-            i += 1;
-        } else {
-            out.get_mut(&current).unwrap().push((parse_time(strings[i]), parse_time(strings[i + 1])));
-            i += 2;
-        }
-    }
-    out
-}
-
-/// Totals of one evaluation.
+/// Totals of one evaluation: the NAB score, and the false alarms in files without anomalies.
 #[derive(Debug, Default)]
-struct Score {
-    windows: usize,
-    detected: usize,
-    false_alarms: usize,
+struct Evaluation {
+    score: nab::Score,
     false_alarms_no_anomaly_files: usize,
-    alerts: usize,
 }
 
-fn evaluate(dir: &std::path::Path, params: &[(&str, &str)], verbose: bool) -> Score {
-    let labels = std::fs::read_to_string(dir.join("labels/combined_windows.json")).unwrap();
-    let mut score = Score::default();
-    for (file, windows) in windows_by_file(&labels) {
-        let csv = std::fs::read_to_string(dir.join("data").join(&file)).unwrap();
-        let rows: Vec<(i64, String)> = csv
-            .lines()
-            .skip(1)
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (t, v) = l.split_once(',').unwrap();
-                (parse_time(t), format!(r#"{{"value":{}}}"#, v.trim()))
-            })
-            .collect();
+fn evaluate(dir: &std::path::Path, params: &[(&str, &str)], verbose: bool) -> Evaluation {
+    let mut total = Evaluation::default();
+    for series in nab::load(dir) {
+        let rows: Vec<(i64, String)> =
+            series.rows.iter().map(|(t, v)| (*t, format!(r#"{{"value":{v}}}"#))).collect();
         let mut h = Harness::<AnomalyZscore>::new(params).unwrap();
         let mut alerts = Vec::new();
         for chunk in rows.chunks(500) {
             let batch: Vec<(i64, &str, &str)> =
-                chunk.iter().map(|(t, v)| (*t, file.as_str(), v.as_str())).collect();
+                chunk.iter().map(|(t, v)| (*t, series.path.as_str(), v.as_str())).collect();
             alerts.extend(h.process(&batch).unwrap().iter().map(|a| a.timestamp_ms));
         }
-        // NAB does not score the first 15% of a file.
-        let probation_end = rows[rows.len() * 15 / 100].0;
-        let scored: Vec<i64> = alerts.into_iter().filter(|&t| t >= probation_end).collect();
-        let detected = windows.iter().filter(|(s, e)| scored.iter().any(|t| t >= s && t <= e)).count();
-        let false_alarms =
-            scored.iter().filter(|&&t| !windows.iter().any(|(s, e)| t >= *s && t <= *e)).count();
+        let score = series.score(alerts);
         if verbose {
             println!(
-                "{file:60} windows {detected}/{}  false alarms {false_alarms:3}  alerts {:3}",
-                windows.len(),
-                scored.len()
+                "{:60} windows {}/{}  false alarms {:3}  alerts {:3}",
+                series.path, score.detected, score.windows, score.false_alarms, score.alerts
             );
         }
-        score.windows += windows.len();
-        score.detected += detected;
-        score.false_alarms += false_alarms;
-        score.alerts += scored.len();
-        if windows.is_empty() {
-            score.false_alarms_no_anomaly_files += false_alarms;
+        if series.windows.is_empty() {
+            total.false_alarms_no_anomaly_files += score.false_alarms;
         }
+        total.score += score;
     }
-    score
+    total
 }
 
 /// Runs the detector with its defaults over the NAB sample (the copy in `nab/`) and prints
@@ -228,10 +174,11 @@ fn nab_evaluation() {
     );
     let overrides = std::env::var("NAB_PARAMS").unwrap_or_default();
     let params: Vec<(&str, &str)> = overrides.split(',').filter_map(|kv| kv.split_once('=')).collect();
-    let s = evaluate(dir, &params, true);
+    let e = evaluate(dir, &params, true);
+    let s = e.score;
     println!(
         "NAB {params:?}: {}/{} windows flagged, {} false alarms ({} in files without anomalies), {} alerts",
-        s.detected, s.windows, s.false_alarms, s.false_alarms_no_anomaly_files, s.alerts
+        s.detected, s.windows, s.false_alarms, e.false_alarms_no_anomaly_files, s.alerts
     );
     if params.is_empty() {
         // The defaults reach 32/50 windows with 97 false alarms (README.md).

@@ -131,3 +131,13 @@ pub fn assert_still_usable(rt: &Runtime) {
     let want: Vec<Rec> = records(&input).into_iter().filter(|r| keeps(&r.2)).collect();
     assert_eq!(records(&out), want);
 }
+
+/// The criterion settings of both benchmarks (`filter` and `examples`), so that their figures
+/// in BENCHMARKS.md are measured alike: half a second of warm-up, two seconds and 30 samples per
+/// function.
+pub fn bench_config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .sample_size(30)
+}

@@ -2,7 +2,7 @@
 //! latency from the send to its PUBACK; a QoS 1 subscriber of `<topic>/#`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,19 +158,20 @@ pub(super) async fn subscribe(
         }
     }
     Ok(tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < expected.load(Ordering::Relaxed) {
-            let Ok(event) = tokio::time::timeout(super::RECHECK, events.poll()).await else { continue };
-            if let Event::Incoming(Packet::Publish(p)) =
-                event.map_err(|e| anyhow::anyhow!("MQTT subscription: {e}"))?
-            {
-                let now = Instant::now();
-                let latency = payload::sent_at(&p.payload).map(|sent| now.saturating_duration_since(sent));
-                recorder.complete(now, 1, p.payload.len() as u64, latency);
-                seen += 1;
-            }
-        }
+        let polled = futures_util::stream::unfold(&mut events, |events| async move {
+            let event = events.poll().await;
+            Some((event, events))
+        });
+        let received = super::receive_until(&expected, polled, |event| {
+            let event = event.map_err(|e| anyhow::anyhow!("MQTT subscription: {e}"))?;
+            let Event::Incoming(Packet::Publish(p)) = event else { return Ok(0) };
+            let now = Instant::now();
+            let latency = payload::sent_at(&p.payload).map(|sent| now.saturating_duration_since(sent));
+            recorder.complete(now, 1, p.payload.len() as u64, latency);
+            Ok(1)
+        })
+        .await;
         let _ = client.disconnect().await;
-        anyhow::Ok(())
+        received
     }))
 }

@@ -1,7 +1,7 @@
 //! The NATS JetStream driver (async-nats): a file-storage stream per topic, one subject per
 //! partition, async publishes with their acks awaited in order, ordered pull consumers to read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -182,18 +182,15 @@ pub(super) async fn subscribe(
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let js = connect(t, 1).await?;
     let s = stream(&js, topic).await?;
-    let mut messages = ordered(&s, None, consumer::DeliverPolicy::New).await?;
+    let messages = ordered(&s, None, consumer::DeliverPolicy::New).await?;
     Ok(tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < expected.load(Ordering::Relaxed) {
-            let Ok(next) = tokio::time::timeout(super::RECHECK, messages.next()).await else { continue };
-            let Some(m) = next else { break };
+        super::receive_until(&expected, messages, |m| {
             let m = m.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
             let now = Instant::now();
             let latency = payload::sent_at(&m.payload).map(|sent| now.saturating_duration_since(sent));
             recorder.complete(now, 1, m.payload.len() as u64, latency);
-            seen += 1;
-        }
-        anyhow::Ok(())
+            Ok(1)
+        })
+        .await
     }))
 }

@@ -1,7 +1,7 @@
 //! The Silt driver: the client library's producer and consumer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -138,13 +138,13 @@ pub(super) async fn subscribe(
     let config = ConsumerConfig { follow: true, ..Default::default() };
     let mut consumer = Consumer::assign(&client, topic, assignment, config).await?;
     Ok(tokio::spawn(async move {
-        let mut seen = 0;
         let mut latencies = Vec::new();
-        while seen < expected.load(Ordering::Relaxed) {
-            let Ok(next) = tokio::time::timeout(super::RECHECK, consumer.next_batch()).await else {
-                continue;
-            };
-            let Some(fetched) = next else { break };
+        // The consumer is lent to the stream, and closed once the loop is done with it.
+        let batches = futures_util::stream::unfold(&mut consumer, |c| async move {
+            let batch = c.next_batch().await?;
+            Some((batch, c))
+        });
+        let received = super::receive_until(&expected, batches, |fetched| {
             let fetched = fetched?;
             let now = Instant::now();
             let (mut n, mut bytes) = (0u64, 0u64);
@@ -157,11 +157,12 @@ pub(super) async fn subscribe(
                     latencies.push(now.saturating_duration_since(sent));
                 }
             }
-            seen += n;
             recorder.complete(now, n, bytes, latencies.drain(..));
-        }
+            Ok(n)
+        })
+        .await;
         consumer.close().await;
         client.close().await;
-        Ok(())
+        received
     }))
 }
