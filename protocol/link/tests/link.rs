@@ -122,6 +122,14 @@ fn data(seqs: std::ops::RangeInclusive<u32>, first_sample: u64) -> Vec<Sent> {
     seqs.map(|seq| Sent::Data { seq, tick_ms: 1_000 * (first_sample + u64::from(seq - first_seq)) }).collect()
 }
 
+/// A device connected, its hello written and not answered yet.
+fn saying_hello() -> Device {
+    let mut dev = Device::new(ID, CONFIG);
+    dev.handle_connected();
+    assert_eq!(drain(&mut dev, 0), [Sent::Hello { next: 0 }]);
+    dev
+}
+
 /// A device connected and streaming, its hello acked with `durable`, `samples` queued.
 fn streaming(samples: u64, durable: u32) -> Device {
     let mut dev = Device::new(ID, CONFIG);
@@ -135,6 +143,8 @@ fn streaming(samples: u64, durable: u32) -> Device {
     dev
 }
 
+/// Nothing goes out before a connection; then a resync byte and a hello, and data is numbered
+/// from the hello's ack.
 #[test]
 fn a_connection_starts_with_a_zero_byte_and_a_hello_and_numbers_data_after_its_ack() {
     let mut dev = Device::new(ID, CONFIG);
@@ -154,6 +164,7 @@ fn a_connection_starts_with_a_zero_byte_and_a_hello_and_numbers_data_after_its_a
     assert_eq!(dev.link().first_unacked_seq(), Some(42));
 }
 
+/// At most the window is in flight; cumulative acks and heartbeats open it again.
 #[test]
 fn at_most_the_window_is_in_flight_and_acks_open_it() {
     let mut dev = streaming(20, 0);
@@ -171,6 +182,8 @@ fn at_most_the_window_is_in_flight_and_acks_open_it() {
     assert_eq!(dev.link().stats().retransmits, 0);
 }
 
+/// An ack timeout resends every unacked frame in order, and too many in a row end the
+/// connection.
 #[test]
 fn an_ack_timeout_resends_every_unacked_frame_in_order_then_gives_up() {
     let mut dev = streaming(3, 0);
@@ -193,6 +206,8 @@ fn an_ack_timeout_resends_every_unacked_frame_in_order_then_gives_up() {
     assert_eq!(dev.link().stats().retransmits, 2 * u64::from(ACK_TIMEOUTS_MAX));
 }
 
+/// An out-of-order nack resends from the bridge's ack, and the old window's nacks do not
+/// resend it again.
 #[test]
 fn out_of_order_resends_from_the_nack_ack_once_per_go_back() {
     let mut dev = streaming(6, 10);
@@ -209,6 +224,7 @@ fn out_of_order_resends_from_the_nack_ack_once_per_go_back() {
     assert!(dev.is_empty());
 }
 
+/// An out-of-order nack's ack counts as a cumulative ack; a lower one is a late reply.
 #[test]
 fn an_out_of_order_nack_acks_what_it_says_is_durable() {
     let mut dev = streaming(5, 0);
@@ -223,6 +239,7 @@ fn an_out_of_order_nack_acks_what_it_says_is_durable() {
     assert_eq!(drain(&mut dev, 4), []);
 }
 
+/// A nack unavailable holds data for a while, then resends from the refused frame.
 #[test]
 fn unavailable_pauses_then_resends_in_order() {
     let mut dev = streaming(4, 0);
@@ -236,6 +253,7 @@ fn unavailable_pauses_then_resends_in_order() {
     assert_eq!(drain(&mut dev, 10 + HOLD_MS), data(2..=4, 1));
 }
 
+/// A nack no hello writes a hello carrying the counter, then resends after its ack.
 #[test]
 fn no_hello_sends_a_new_hello_then_resends() {
     let mut dev = streaming(3, 5);
@@ -252,6 +270,7 @@ fn no_hello_sends_a_new_hello_then_resends() {
     assert_eq!(drain(&mut dev, 5), data(6..=8, 0));
 }
 
+/// A reconnect drops what the hello's ack covers, and a lower hello ack never renumbers.
 #[test]
 fn a_reconnect_drops_what_the_hello_ack_covers_and_keeps_its_numbering() {
     let mut dev = streaming(5, 0);
@@ -274,6 +293,7 @@ fn a_reconnect_drops_what_the_hello_ack_covers_and_keeps_its_numbering() {
     assert_eq!(drain(&mut dev, 7), data(4..=6, 3));
 }
 
+/// With no hello retries, a hello unanswered in time ends the connection.
 #[test]
 fn a_hello_that_is_not_acked_in_time_ends_the_connection() {
     let mut dev = Device::new(ID, CONFIG);
@@ -283,6 +303,8 @@ fn a_hello_that_is_not_acked_in_time_ends_the_connection() {
     assert!(matches!(dev.handle_timeout(50 + HELLO_TIMEOUT_MS), Verdict::Reconnect(_)));
 }
 
+/// Refusals under the device key stop it; unverified ones stop it as hints; other unverified
+/// replies change nothing.
 #[test]
 fn refusals_of_the_device_stop_and_unverified_ones_are_hints() {
     let mut dev = streaming(1, 0);
@@ -290,22 +312,12 @@ fn refusals_of_the_device_stop_and_unverified_ones_are_hints() {
         dev.handle_frame(&nack(1, NackReason::Revoked, 0), 0),
         Verdict::Refused { reason: NackReason::Revoked, verified: true }
     );
-    // The bridge tags what it cannot attribute with the zero key.
-    let mut dev = Device::new(ID, CONFIG);
-    dev.handle_connected();
-    drain(&mut dev, 0);
-    assert_eq!(
-        dev.handle_frame(&hint(0, NackReason::UnknownDevice, &ZERO_KEY), 0),
-        Verdict::Refused { reason: NackReason::UnknownDevice, verified: false }
-    );
-    // A bridge holding another key for this device: its bad-tag nack matches no key we know.
-    let mut dev = Device::new(ID, CONFIG);
-    dev.handle_connected();
-    drain(&mut dev, 0);
-    assert_eq!(
-        dev.handle_frame(&hint(0, NackReason::BadTag, &OTHER_KEY), 0),
-        Verdict::Refused { reason: NackReason::BadTag, verified: false }
-    );
+    // The bridge tags what it cannot attribute with the zero key; a bridge holding another key
+    // for this device sends a bad-tag nack that matches no key we know.
+    for (reason, key) in [(NackReason::UnknownDevice, ZERO_KEY), (NackReason::BadTag, OTHER_KEY)] {
+        let mut dev = saying_hello();
+        assert_eq!(dev.handle_frame(&hint(0, reason, &key), 0), Verdict::Refused { reason, verified: false });
+    }
     // Unverified acks and other nacks change nothing.
     let mut dev = streaming(2, 0);
     assert_eq!(drain(&mut dev, 0), data(1..=2, 0));
@@ -318,6 +330,7 @@ fn refusals_of_the_device_stop_and_unverified_ones_are_hints() {
     assert_eq!(dev.link().stats().bad_replies, 2);
 }
 
+/// A full backlog drops its oldest sample without breaking the numbering.
 #[test]
 fn a_full_backlog_drops_its_oldest_sample_and_keeps_numbering_consistent() {
     let mut dev = streaming(0, 0);
@@ -337,6 +350,7 @@ fn a_full_backlog_drops_its_oldest_sample_and_keeps_numbering_consistent() {
     assert_eq!(drain(&mut dev, 3), [Sent::Hello { next: 9 }]);
 }
 
+/// An ack beyond anything written ends the connection and drops nothing.
 #[test]
 fn an_ack_beyond_anything_sent_ends_the_connection() {
     let mut dev = streaming(2, 0);
@@ -345,6 +359,7 @@ fn an_ack_beyond_anything_sent_ends_the_connection() {
     assert_eq!(dev.len(), 2, "nothing is dropped on a bogus ack");
 }
 
+/// Frames split across reads are handled, and broken stuffing is counted.
 #[test]
 fn frames_arriving_in_chunks_are_handled_and_broken_ones_counted() {
     let mut dev = streaming(3, 0);
@@ -390,6 +405,7 @@ fn events(link: &mut Link) -> Vec<Event> {
     std::iter::from_fn(|| link.poll_event()).collect()
 }
 
+/// Peeking shows what polling takes, and changes nothing.
 #[test]
 fn peek_tells_what_poll_takes_without_changing_anything() {
     let mut link = link(CONFIG, 2, 0);
@@ -401,6 +417,7 @@ fn peek_tells_what_poll_takes_without_changing_anything() {
     assert_eq!(link.poll_transmit(1), None);
 }
 
+/// Cumulative acks report each acked item once; repeats and lower acks report nothing.
 #[test]
 fn cumulative_acks_report_each_acked_item_once() {
     let mut link = link(CONFIG, 5, 100);
@@ -437,6 +454,8 @@ fn a_bad_tag_on_a_data_frame_resends_from_it_and_once_only() {
     assert!(events(&mut link).iter().all(|e| matches!(e, Event::Acked { .. })));
 }
 
+/// Unknown device, revoked and wrong device under the device key end the session, streaming
+/// or in a hello; so does a verified bad tag for the hello.
 #[test]
 fn refusals_under_the_device_key_end_the_session_in_any_phase() {
     for reason in [NackReason::UnknownDevice, NackReason::Revoked, NackReason::WrongDevice] {
@@ -454,6 +473,7 @@ fn refusals_under_the_device_key_end_the_session_in_any_phase() {
     assert_eq!(events(&mut l), [Event::Refused { reason: NackReason::BadTag, verified: true }]);
 }
 
+/// A decode nack changes nothing, nor do nacks about old frames while a hello is unanswered.
 #[test]
 fn decode_nacks_and_nacks_during_a_hello_change_nothing() {
     let mut l = link(CONFIG, 3, 0);
@@ -473,6 +493,7 @@ fn decode_nacks_and_nacks_during_a_hello_change_nothing() {
     assert!(events(&mut l).iter().all(|e| matches!(e, Event::Acked { .. })));
 }
 
+/// Hints are believed only when enough come in a row with no verified frame between.
 #[test]
 fn hints_are_believed_only_when_enough_come_in_a_row() {
     let config = Config { hints_max: 3, ..CONFIG };
@@ -491,6 +512,7 @@ fn hints_are_believed_only_when_enough_come_in_a_row() {
     assert_eq!(events(&mut l), [Event::Refused { reason: NackReason::UnknownDevice, verified: false }]);
 }
 
+/// A hello is written again after each timeout up to the limit, then the connection ends.
 #[test]
 fn a_hello_is_written_again_after_its_timeout_up_to_the_limit() {
     let config = Config { hello_timeouts_max: 2, ..CONFIG };
@@ -512,6 +534,7 @@ fn a_hello_is_written_again_after_its_timeout_up_to_the_limit() {
     assert_eq!(l.poll_transmit(4 * HELLO_TIMEOUT_MS), Some(Transmit::Hello { next: 0, resync: true }));
 }
 
+/// An idle session writes a heartbeat every interval, a busy one none.
 #[test]
 fn an_idle_session_writes_heartbeats_and_a_busy_one_does_not() {
     let mut l = link(CONFIG, 0, 7);
@@ -525,6 +548,7 @@ fn an_idle_session_writes_heartbeats_and_a_busy_one_does_not() {
     assert_eq!(l.stats().heartbeats, 1);
 }
 
+/// A hello ack beyond anything written acks what was written and numbers the rest after it.
 #[test]
 fn a_hello_ack_beyond_what_was_written_numbers_unsent_items_after_it() {
     let mut l = link(Config { window: 2, ..CONFIG }, 4, 0);
@@ -540,6 +564,7 @@ fn a_hello_ack_beyond_what_was_written_numbers_unsent_items_after_it() {
     assert_eq!(l.stats().retransmits, 0);
 }
 
+/// The last data sequence is SEQ_MAX; a hello acking it leaves nothing to send and says so.
 #[test]
 fn the_sequence_space_ends_one_below_u32_max() {
     let mut l = link(CONFIG, 3, SEQ_MAX - 1);
@@ -555,6 +580,7 @@ fn the_sequence_space_ends_one_below_u32_max() {
     assert!(matches!(events(&mut l)[..], [Event::Reconnect(_)]));
 }
 
+/// Without a connection nothing is taken in or written.
 #[test]
 fn nothing_is_taken_in_or_written_without_a_connection() {
     let mut l = Link::new(CONFIG);
