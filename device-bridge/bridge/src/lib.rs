@@ -8,12 +8,13 @@
 //! Code map: `session` (frame protocol state, no I/O) and `stream` (its TCP and serial
 //! drivers); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
 //! `journal` (the bridge's durable state) and `sequences` (per-device dedup); `registry`
-//! (cached device keys); `metrics` and the admin HTTP port; `sim` (simulated devices for
-//! tests and load tests) and `series` (realistic readings for them).
+//! (cached device keys); `metrics` and the admin HTTP port. [`Ingest`] is what every device
+//! connection uses.
 //!
 //! Deliberately absent: any buffering without a bound (every queue has a limit in
-//! `config::Limits`), persistent MQTT sessions (clean sessions only), QoS 2, and TLS on the
-//! device side (devices authenticate every frame with their key instead).
+//! `config::Limits`), persistent MQTT sessions (clean sessions only), QoS 2, TLS on the device
+//! side (devices authenticate every frame with their key instead), and simulated devices: they
+//! are `silt-devsim`, a crate of their own that talks to the bridge over sockets.
 
 pub mod appender;
 pub mod config;
@@ -22,9 +23,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod registry;
 pub mod sequences;
-pub mod series;
 pub mod session;
-pub mod sim;
 pub mod stream;
 
 use std::sync::atomic::AtomicUsize;
@@ -42,8 +41,10 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sequences::Sequences;
 
-/// What every connection of the bridge shares.
-pub struct Shared {
+/// The bridge's ingest path, which every device connection (frames or MQTT) uses: settings,
+/// the broker client, the device registry, per-device sequences, the appender, metrics, and
+/// the count of open connections.
+pub struct Ingest {
     pub config: Config,
     pub client: Client,
     pub registry: Arc<Registry>,
@@ -80,7 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     )?;
     let registry = Registry::new(client.clone(), Duration::from_millis(config.limits.key_cache_ms));
-    let shared = Arc::new(Shared {
+    let ingest = Arc::new(Ingest {
         config: config.clone(),
         client,
         registry,
@@ -118,11 +119,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(l) = tcp {
         tracing::info!(addr = %l.local_addr()?, "frames over TCP");
-        tasks.spawn(stream::listen(l, shared.clone()));
+        tasks.spawn(stream::listen(l, ingest.clone()));
     }
     if let Some(l) = mqtt {
         tracing::info!(addr = %l.local_addr()?, "MQTT 3.1.1");
-        tasks.spawn(mqtt::listen(l, shared.clone()));
+        tasks.spawn(mqtt::listen(l, ingest.clone()));
     }
     if let Some(l) = admin {
         tracing::info!(addr = %l.local_addr()?, "admin HTTP (GET /health, /metrics)");
@@ -141,12 +142,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     for addr in &config.connect_tcp {
-        tasks.spawn(stream::connect_out(addr.clone(), shared.clone()));
+        tasks.spawn(stream::connect_out(addr.clone(), ingest.clone()));
     }
     for s in &config.serial {
-        tasks.spawn(stream::serial(s.clone(), shared.clone()));
+        tasks.spawn(stream::serial(s.clone(), ingest.clone()));
     }
-    drop(shared);
+    drop(ingest);
 
     let appended = tokio::spawn(appender.run(queue));
     tokio::select! {

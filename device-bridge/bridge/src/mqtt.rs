@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -31,8 +31,9 @@ use tokio::task::JoinSet;
 use crate::appender::OutRecord;
 use crate::config::MqttMap;
 use crate::registry::Lookup;
-use crate::stream::{now_ms, ConnectionSlot};
-use crate::Shared;
+use crate::stream::ConnectionSlot;
+use crate::Ingest;
+use silt_wire::time::unix_ms;
 
 /// A client must send CONNECT within this long after connecting.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -70,7 +71,7 @@ pub fn mqtt_topic(map: &[MqttMap], silt: &str) -> String {
 }
 
 /// Accepts MQTT connections until the listener fails.
-pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn listen(listener: TcpListener, ingest: Arc<Ingest>) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -80,14 +81,14 @@ pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(slot) = ConnectionSlot::take(&shared, "mqtt") else {
+        let Some(slot) = ConnectionSlot::take(&ingest, "mqtt") else {
             tracing::warn!(%peer, "refusing an MQTT connection: limits.connections_max reached");
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let shared = shared.clone();
+        let ingest = ingest.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(socket, &shared).await {
+            if let Err(e) = session(socket, &ingest).await {
                 tracing::debug!(%peer, error = %e, "MQTT session ended");
             }
             drop(slot);
@@ -148,13 +149,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn session(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), SessionError> {
+async fn session(socket: TcpStream, ingest: &Arc<Ingest>) -> Result<(), SessionError> {
     let mut conn = Conn {
         socket,
         input: BytesMut::with_capacity(4096),
         output: BytesMut::with_capacity(4096),
         // A publish carries its topic (up to 64 KiB) and payload besides the fixed header.
-        packet_bytes_max: shared.config.mqtt.payload_bytes_max + 70_000,
+        packet_bytes_max: ingest.config.mqtt.payload_bytes_max + 70_000,
     };
     let first = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), conn.next())
         .await
@@ -163,7 +164,7 @@ async fn session(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), SessionE
         return Err(SessionError::Protocol("first packet is not CONNECT".into()));
     };
     let refuse = |conn: &mut Conn, code, reason: &str| {
-        shared.metrics.mqtt_refused.with_label_values(&[reason]).inc();
+        ingest.metrics.mqtt_refused.with_label_values(&[reason]).inc();
         conn.queue(Packet::ConnAck(ConnAck::new(code, false)))
     };
     let device: Arc<str> = match &connect.login {
@@ -172,7 +173,7 @@ async fn session(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), SessionE
             conn.flush().await?;
             return Err(SessionError::Protocol("CONNECT without username and password".into()));
         }
-        Some(login) => match shared.registry.lookup(&login.username).await {
+        Some(login) => match ingest.registry.lookup(&login.username).await {
             Ok(Lookup::Active(key))
                 if constant_time_eq(
                     silt_wire::signature::hex(&key).as_bytes(),
@@ -203,21 +204,21 @@ async fn session(socket: TcpStream, shared: &Arc<Shared>) -> Result<(), SessionE
     };
     conn.queue(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))?;
     conn.flush().await?;
-    shared.metrics.mqtt_sessions.inc();
-    let result = serve(&mut conn, shared, &device, connect.keep_alive).await;
-    shared.metrics.mqtt_sessions.dec();
+    ingest.metrics.mqtt_sessions.inc();
+    let result = serve(&mut conn, ingest, &device, connect.keep_alive).await;
+    ingest.metrics.mqtt_sessions.dec();
     result
 }
 
 async fn serve(
     conn: &mut Conn,
-    shared: &Arc<Shared>,
+    ingest: &Arc<Ingest>,
     device: &Arc<str>,
     keep_alive_s: u16,
 ) -> Result<(), SessionError> {
     // MQTT 3.1.1 section 3.1.2.10: the server may close after one and a half keep-alives.
     let idle = match keep_alive_s {
-        0 => Duration::from_millis(shared.config.limits.idle_timeout_ms),
+        0 => Duration::from_millis(ingest.config.limits.idle_timeout_ms),
         s => Duration::from_millis(u64::from(s) * 1500),
     };
     let mut acks = FuturesOrdered::new();
@@ -231,17 +232,17 @@ async fn serve(
                 let packet = packet.map_err(|_| SessionError::Protocol("keep-alive expired".into()))??;
                 match packet {
                     Packet::Publish(p) => {
-                        shared.metrics.mqtt_messages.with_label_values(&["in"]).inc();
+                        ingest.metrics.mqtt_messages.with_label_values(&["in"]).inc();
                         if p.qos == QoS::ExactlyOnce {
                             return Err(SessionError::Protocol("QoS 2 is not supported".into()));
                         }
-                        if p.payload.len() > shared.config.mqtt.payload_bytes_max {
+                        if p.payload.len() > ingest.config.mqtt.payload_bytes_max {
                             return Err(SessionError::Protocol(format!("payload of {} bytes over mqtt.payload_bytes_max", p.payload.len())));
                         }
                         let topic = match topics.get(&p.topic) {
                             Some(t) => t.clone(),
                             None => {
-                                let Some(t) = valid_topic(&p.topic).then(|| silt_topic(&shared.config.mqtt.map, &p.topic)).flatten() else {
+                                let Some(t) = valid_topic(&p.topic).then(|| silt_topic(&ingest.config.mqtt.map, &p.topic)).flatten() else {
                                     return Err(SessionError::Protocol(format!("topic {:?} maps to no valid Silt topic", p.topic)));
                                 };
                                 let t: Arc<str> = Arc::from(t);
@@ -251,13 +252,13 @@ async fn serve(
                                 t
                             }
                         };
-                        let mut records = vec![OutRecord { topic, key: device.clone(), timestamp_ms: now_ms(), value: p.payload.to_vec(), headers: Vec::new() }];
+                        let mut records = vec![OutRecord { topic, key: device.clone(), timestamp_ms: unix_ms(SystemTime::now()), value: p.payload.to_vec(), headers: Vec::new() }];
                         let span = silt_telemetry::enabled().then(|| {
                             let span = tracing::info_span!("silt.mqtt.publish", device = %device, topic = %p.topic);
                             crate::appender::add_traceparent(&mut records, &span);
                             span
                         });
-                        let done = shared.appender.submit(None, records).await.map_err(|_| SessionError::Closed)?;
+                        let done = ingest.appender.submit(None, records).await.map_err(|_| SessionError::Closed)?;
                         if p.qos == QoS::AtLeastOnce {
                             let pkid = p.pkid;
                             acks.push_back(async move {
@@ -276,7 +277,7 @@ async fn serve(
                             }
                             let qos = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                             let mut set = JoinSet::new();
-                            set.spawn(follow_filter(shared.clone(), f.path.clone(), qos, deliver_tx.clone()));
+                            set.spawn(follow_filter(ingest.clone(), f.path.clone(), qos, deliver_tx.clone()));
                             subscriptions.insert(f.path, set);
                             codes.push(SubscribeReasonCode::Success(qos));
                         }
@@ -305,7 +306,7 @@ async fn serve(
                     next_pkid = next_pkid.checked_add(1).unwrap_or(1);
                     p.pkid = next_pkid;
                 }
-                shared.metrics.mqtt_messages.with_label_values(&["out"]).inc();
+                ingest.metrics.mqtt_messages.with_label_values(&["out"]).inc();
                 conn.queue(Packet::Publish(p))?;
             }
         }
@@ -316,7 +317,7 @@ async fn serve(
 /// Follows every Silt topic whose MQTT name matches `filter`: topics that exist now from
 /// their tail, topics that appear later from their start.
 async fn follow_filter(
-    shared: Arc<Shared>,
+    ingest: Arc<Ingest>,
     filter: String,
     qos: QoS,
     tx: mpsc::Sender<(Arc<str>, Bytes, QoS)>,
@@ -325,14 +326,14 @@ async fn follow_filter(
     let mut followers = JoinSet::new();
     let mut first = true;
     loop {
-        match shared.client.list_topics().await {
+        match ingest.client.list_topics().await {
             Ok(topics) => {
                 for t in topics {
-                    let name = mqtt_topic(&shared.config.mqtt.map, &t.name);
+                    let name = mqtt_topic(&ingest.config.mqtt.map, &t.name);
                     if matches(&name, &filter) && followed.insert(t.name.clone()) {
                         let from = if first { FetchFrom::Latest } else { FetchFrom::Earliest };
                         followers.spawn(follow_topic(
-                            shared.clone(),
+                            ingest.clone(),
                             t.name,
                             Arc::from(name),
                             from,
@@ -353,7 +354,7 @@ async fn follow_filter(
 }
 
 async fn follow_topic(
-    shared: Arc<Shared>,
+    ingest: Arc<Ingest>,
     topic: String,
     mqtt_name: Arc<str>,
     from: FetchFrom,
@@ -361,7 +362,7 @@ async fn follow_topic(
     tx: mpsc::Sender<(Arc<str>, Bytes, QoS)>,
 ) {
     let config = ConsumerConfig { from, follow: true, ..ConsumerConfig::default() };
-    let mut consumer = match Consumer::new(&shared.client, &topic, config).await {
+    let mut consumer = match Consumer::new(&ingest.client, &topic, config).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%topic, error = %e, "cannot follow topic for an MQTT subscription");

@@ -8,15 +8,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use silt_frame::{Body, Data, Frame, FrameError, Key, NackReason, Reading, Time, Unverified};
+// Replies about devices the bridge cannot name a key for are tagged with the zero key.
+use silt_frame::{Body, Data, Frame, FrameError, Key, NackReason, Reading, Time, Unverified, ZERO_KEY};
 
 use crate::appender::OutRecord;
 use crate::config::TopicConfig;
 use crate::registry::Lookup;
 use crate::sequences::{Decision, Sequences};
-
-/// Replies about devices the bridge cannot name a key for are tagged with this key.
-pub const ZERO_KEY: Key = [0; silt_frame::KEY_BYTES];
 
 /// A frame the bridge sends: the header's cumulative ack and one of the bridge's kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use silt_frame::{Body, Deframer, Frame, Key, Nack, NackReason, STUFFED_BYTES_MAX};
@@ -13,44 +13,41 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::registry::Lookup;
 use crate::session::{Outcome, Reply, ReplyBody, Session, Step};
-use crate::Shared;
+use crate::Ingest;
+use silt_wire::time::unix_ms;
 
 /// Bytes read from a stream at a time; frames are at most 516 bytes stuffed.
 const READ_BYTES: usize = 4096;
 /// Pause before the bridge connects out again after a loss.
 const RECONNECT_MS: u64 = 250;
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Counts a connection while it lives, within `connections_max`.
 pub struct ConnectionSlot {
-    shared: Arc<Shared>,
+    ingest: Arc<Ingest>,
     transport: &'static str,
 }
 
 impl ConnectionSlot {
-    pub fn take(shared: &Arc<Shared>, transport: &'static str) -> Option<ConnectionSlot> {
-        let n = shared.connections.fetch_add(1, Ordering::AcqRel);
-        if n >= shared.config.limits.connections_max {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
+    pub fn take(ingest: &Arc<Ingest>, transport: &'static str) -> Option<ConnectionSlot> {
+        let n = ingest.connections.fetch_add(1, Ordering::AcqRel);
+        if n >= ingest.config.limits.connections_max {
+            ingest.connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        shared.metrics.connections.with_label_values(&[transport]).inc();
-        Some(ConnectionSlot { shared: shared.clone(), transport })
+        ingest.metrics.connections.with_label_values(&[transport]).inc();
+        Some(ConnectionSlot { ingest: ingest.clone(), transport })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        self.shared.metrics.connections.with_label_values(&[self.transport]).dec();
+        self.ingest.connections.fetch_sub(1, Ordering::AcqRel);
+        self.ingest.metrics.connections.with_label_values(&[self.transport]).dec();
     }
 }
 
 /// Accepts device connections until the listener fails.
-pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn listen(listener: TcpListener, ingest: Arc<Ingest>) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -61,21 +58,21 @@ pub async fn listen(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let Some(slot) = ConnectionSlot::take(&shared, "tcp") else {
+        let Some(slot) = ConnectionSlot::take(&ingest, "tcp") else {
             tracing::warn!(%peer, "refusing a frame connection: limits.connections_max reached");
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let shared = shared.clone();
+        let ingest = ingest.clone();
         tokio::spawn(async move {
-            serve(socket, &peer.to_string(), &shared).await;
+            serve(socket, &peer.to_string(), &ingest).await;
             drop(slot);
         });
     }
 }
 
 /// Connects to `addr` and serves frames from it; reconnects after every loss, forever.
-pub async fn connect_out(addr: String, shared: Arc<Shared>) {
+pub async fn connect_out(addr: String, ingest: Arc<Ingest>) {
     let mut logged = false;
     loop {
         match TcpStream::connect(&addr).await {
@@ -83,8 +80,8 @@ pub async fn connect_out(addr: String, shared: Arc<Shared>) {
                 logged = false;
                 tracing::info!(%addr, "connected out to a frame endpoint");
                 let _ = socket.set_nodelay(true);
-                if let Some(slot) = ConnectionSlot::take(&shared, "tcp") {
-                    serve(socket, &addr, &shared).await;
+                if let Some(slot) = ConnectionSlot::take(&ingest, "tcp") {
+                    serve(socket, &addr, &ingest).await;
                     drop(slot);
                 }
                 tracing::info!(%addr, "frame endpoint closed; reconnecting");
@@ -100,7 +97,7 @@ pub async fn connect_out(addr: String, shared: Arc<Shared>) {
 }
 
 /// Opens a serial line and serves frames from it; reopens after every loss, forever.
-pub async fn serial(config: crate::config::SerialConfig, shared: Arc<Shared>) {
+pub async fn serial(config: crate::config::SerialConfig, ingest: Arc<Ingest>) {
     let path = config.path.display().to_string();
     let mut logged = false;
     loop {
@@ -109,8 +106,8 @@ pub async fn serial(config: crate::config::SerialConfig, shared: Arc<Shared>) {
             Ok(port) => {
                 logged = false;
                 tracing::info!(%path, baud = config.baud, "serial line open");
-                if let Some(slot) = ConnectionSlot::take(&shared, "serial") {
-                    serve(port, &path, &shared).await;
+                if let Some(slot) = ConnectionSlot::take(&ingest, "serial") {
+                    serve(port, &path, &ingest).await;
                     drop(slot);
                 }
             }
@@ -132,14 +129,14 @@ fn encode_into(out: &mut Vec<u8>, frame: &Frame<'_>, key: &Key) {
 }
 
 /// Serves one frame connection until it closes, fails or idles out.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, shared: &Arc<Shared>) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ingest: &Arc<Ingest>) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut deframer = Box::new(Deframer::new());
     let mut session = Session::default();
     let mut buf = vec![0u8; READ_BYTES];
     let mut out = Vec::with_capacity(READ_BYTES);
     let mut in_flight = FuturesUnordered::new();
-    let limits = &shared.config.limits;
+    let limits = &ingest.config.limits;
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let mut bound = false;
     loop {
@@ -163,10 +160,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
                         Ok(unverified) => {
                             let lookup = match session.key_owner(&unverified) {
                                 None => Ok(Lookup::Unknown),
-                                Some(owner) => shared.registry.lookup(owner).await,
+                                Some(owner) => ingest.registry.lookup(owner).await,
                             };
                             match lookup {
-                                Ok(lookup) => session.handle(unverified, lookup, now_ms(), &shared.sequences, &shared.config.topics),
+                                Ok(lookup) => session.handle(unverified, lookup, unix_ms(SystemTime::now()), &ingest.sequences, &ingest.config.topics),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "device registry unreachable");
                                     let seq = unverified.frame().seq;
@@ -177,7 +174,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
                             }
                         }
                     };
-                    count(shared, outcome);
+                    count(ingest, outcome);
                     match step {
                         Step::Reply { reply, key } => encode_into(&mut out, &reply.frame(), &key),
                         Step::Nothing => {}
@@ -189,7 +186,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
                                 crate::appender::add_traceparent(&mut records, &span);
                                 span
                             });
-                            match shared.appender.submit(Some((device.clone(), seq)), records).await {
+                            match ingest.appender.submit(Some((device.clone(), seq)), records).await {
                                 Ok(done) => in_flight.push(async move {
                                     let durable = done.await.is_ok();
                                     drop(span);
@@ -202,7 +199,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
                 }
                 if !bound && session.device().is_some() {
                     bound = true;
-                    shared.metrics.devices_connected.inc();
+                    ingest.metrics.devices_connected.inc();
                 }
             }
             Some((device, durable)) = in_flight.next(), if !in_flight.is_empty() => {
@@ -210,7 +207,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
                     // The appender stopped: the bridge is shutting down.
                     break;
                 }
-                let ack = shared.sequences.durable(&device);
+                let ack = ingest.sequences.durable(&device);
                 encode_into(&mut out, &Frame { seq: 0, ack, body: Body::Ack }, &session.reply_key());
             }
         }
@@ -222,12 +219,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, sha
         }
     }
     if bound {
-        shared.metrics.devices_connected.dec();
+        ingest.metrics.devices_connected.dec();
     }
 }
 
-fn count(shared: &Shared, outcome: Outcome) {
-    let m = &shared.metrics;
+fn count(ingest: &Ingest, outcome: Outcome) {
+    let m = &ingest.metrics;
     match outcome {
         Outcome::Accepted => m.frames_accepted.inc(),
         Outcome::Duplicate => m.duplicates_dropped.inc(),

@@ -1,7 +1,7 @@
-//! The device simulator (`silt_bridge::sim`) against the real bridge binary and an in-process
-//! broker: with every fault on and the bridge SIGKILLed twice, each frame's readings are in the
-//! log exactly once; over MQTT QoS 1 every publish is in the log at least once with faults and a
-//! restart, and exactly once without.
+//! The bridge binary, with an in-process broker, driven by a fleet of simulated devices
+//! (`silt-devsim`): with every fault on and the bridge SIGKILLed twice, each frame's readings
+//! are in the log exactly once; over MQTT QoS 1 every publish is in the log at least once with
+//! faults and a restart, and exactly once without.
 
 mod support;
 
@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use silt_bridge::sim::{self, FaultPlan, Progress, SimConfig, SimReport, Transport};
+use silt_devsim::{self as sim, FaultPlan, Progress, SimConfig, SimReport, Transport};
 use support::*;
 
 /// Bound on one simulated run; the runs below take a few seconds.

@@ -90,6 +90,18 @@ impl Deframer {
         (input.len(), None)
     }
 
+    /// Feeds all of `input` through [`Deframer::push`], calling `each` with every frame (or
+    /// frame error) that ends in it, in order. For receivers that handle frames as they come.
+    pub fn push_all(&mut self, mut input: &[u8], mut each: impl FnMut(Result<&[u8], DeframeError>)) {
+        while !input.is_empty() {
+            let (used, frame) = self.push(input);
+            input = &input[used..];
+            if let Some(frame) = frame {
+                each(frame);
+            }
+        }
+    }
+
     /// Bytes buffered towards a frame that has not ended yet.
     pub fn pending(&self) -> usize {
         self.len

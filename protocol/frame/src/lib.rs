@@ -40,6 +40,11 @@ pub const DEVICE_ID_BYTES_MAX: usize = 64;
 /// A per-device secret key.
 pub type Key = [u8; KEY_BYTES];
 
+/// The key the bridge tags a reply with when it cannot name the device's key (an unknown or
+/// revoked device, bytes it could not decode). A frame tagged with it proves nothing: a device
+/// treats such a nack as a hint only.
+pub const ZERO_KEY: Key = [0; KEY_BYTES];
+
 /// What a frame is for; the byte after the version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -111,8 +116,11 @@ pub struct Data<'a> {
     pub device: &'a str,
     pub time: Time,
     #[serde(borrow)]
-    pub readings: heapless::Vec<Reading<'a>, READINGS_MAX>,
+    pub readings: Readings<'a>,
 }
+
+/// The readings of one data frame: at most [`READINGS_MAX`], inline.
+pub type Readings<'a> = heapless::Vec<Reading<'a>, READINGS_MAX>;
 
 /// Body of a hello frame.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
@@ -146,6 +154,24 @@ pub enum NackReason {
 }
 
 impl NackReason {
+    /// Every reason, in the order of their wire values (0 to 7).
+    pub const ALL: [NackReason; 8] = [
+        NackReason::BadTag,
+        NackReason::UnknownDevice,
+        NackReason::Revoked,
+        NackReason::Decode,
+        NackReason::OutOfOrder,
+        NackReason::WrongDevice,
+        NackReason::Unavailable,
+        NackReason::NoHello,
+    ];
+
+    /// The reason's wire value, which is also its place in [`NackReason::ALL`] (for counters
+    /// kept per reason).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Short snake_case name, for logs and metric labels.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -413,6 +439,16 @@ mod tests {
         let n = encode(&frame, &KEY, &mut buf).unwrap();
         assert_eq!(decode_verified(&buf[..n], &KEY).unwrap(), frame);
         assert_eq!(decode(&buf[..n]).unwrap().verify(&[8; KEY_BYTES]), Err(FrameError::BadTag));
+    }
+
+    /// A reason's index is its wire value, and `ALL` lists each reason once, in that order.
+    #[test]
+    fn nack_reasons_are_listed_in_wire_order() {
+        for (i, reason) in NackReason::ALL.into_iter().enumerate() {
+            let mut buf = [0u8; 4];
+            assert_eq!(postcard::to_slice(&reason, &mut buf).unwrap(), [i as u8]);
+            assert_eq!(reason.index(), i);
+        }
     }
 
     #[test]

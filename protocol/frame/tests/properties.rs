@@ -55,16 +55,6 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 fn frame(s: &Spec) -> Frame<'_> {
-    let reasons = [
-        NackReason::BadTag,
-        NackReason::UnknownDevice,
-        NackReason::Revoked,
-        NackReason::Decode,
-        NackReason::OutOfOrder,
-        NackReason::WrongDevice,
-        NackReason::Unavailable,
-        NackReason::NoHello,
-    ];
     let body = match s.kind {
         0 => {
             let time = if s.unix { Time::UnixMs(s.time) } else { Time::TickMs(s.time as u64) };
@@ -72,7 +62,7 @@ fn frame(s: &Spec) -> Frame<'_> {
             Body::Data(Data { device: &s.device, time, readings })
         }
         1 => Body::Ack,
-        2 => Body::Nack(Nack { seq: s.seq, reason: reasons[s.nack as usize] }),
+        2 => Body::Nack(Nack { seq: s.seq, reason: NackReason::ALL[s.nack as usize] }),
         3 => Body::Hello(Hello { device: &s.device, tick_ms: s.time as u64, firmware: "fw 1.0" }),
         _ => Body::Heartbeat,
     };

@@ -1,17 +1,17 @@
 //! `silt-wire`: the bytes Silt speaks, with no I/O.
 //!
 //! It holds the record-batch format ([`batch`], specified in `docs/record-batch.md`), the
-//! framing of requests and responses on a stream ([`frame`]) and the control messages
-//! ([`message`]). It deliberately knows nothing of sockets, async runtimes or clocks: callers
-//! pass bytes in and get bytes or typed values out, so every path here is unit-tested and
-//! property-tested without a network.
+//! framing of requests and responses on a stream ([`frame`]), the control messages
+//! ([`message`]) and the wall-clock milliseconds they carry ([`time`]). It deliberately knows
+//! nothing of sockets, async runtimes or clocks: callers pass bytes (and the time) in and get
+//! bytes or typed values out, so every path here is unit-tested and property-tested without a
+//! network.
 //!
 //! Without its default `std` feature the crate is `no_std` (it needs `alloc`) and holds only
 //! its core: [`varint`], the batch layout constants and header, [`batch::BatchView`] and its
 //! records read in place. The guest SDK (`silt-processor`) reads its input batches with that
 //! core, so there is one decoder of records. Checksums, validation, building, compression,
-//! framing, control messages and signatures need `std`: the checksum and compression crates
-//! they use do.
+//! framing, control messages, signatures and [`time`] need `std`: the crates and types they use do.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
@@ -24,6 +24,8 @@ pub mod frame;
 pub mod message;
 #[cfg(feature = "std")]
 pub mod signature;
+#[cfg(feature = "std")]
+pub mod time;
 pub mod varint;
 
 #[cfg(feature = "std")]

@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use silt_wire::time::unix_ms;
 use silt_wire::{partition_for_key, BatchBuilder, Compression, Request, Response};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -172,13 +173,9 @@ struct Inner {
     opened: Arc<Notify>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// A fresh producer id: random, never 0 (0 means "not idempotent").
 fn new_producer_id() -> u64 {
-    let id = RandomState::new().hash_one((std::process::id(), Instant::now(), now_ms()));
+    let id = RandomState::new().hash_one((std::process::id(), Instant::now(), unix_ms(SystemTime::now())));
     id.max(1)
 }
 
@@ -314,7 +311,7 @@ impl Inner {
     /// Adds the record to its partition's open batch; returns the partition when that sealed
     /// a batch (which then waits in `pending` for [`Inner::dispatch`]).
     fn append(&self, record: ProducerRecord<'_>) -> Result<Option<u32>, ClientError> {
-        let ts = record.timestamp_ms.unwrap_or_else(now_ms);
+        let ts = record.timestamp_ms.unwrap_or_else(|| unix_ms(SystemTime::now()));
         let mut guard = self.open.lock().expect("producer lock");
         let (open, sticky) = &mut *guard;
         let p = match (record.partition, record.key) {

@@ -1,6 +1,6 @@
 //! `silt demo`: the whole system in one command. A broker and a device bridge in this process
 //! (temporary data dir, loopback ports), a fleet of simulated temperature and humidity sensors
-//! sending frames to the bridge (`silt_bridge::sim` driven by `silt_bridge::series`), the
+//! sending frames to the bridge (`silt_devsim` driven by `silt_devsim::series`), the
 //! example smoothing and anomaly processors deployed on their topics, and a live view of what
 //! flows, until Ctrl-C or `--duration`.
 //!
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use silt_bridge::series::{Kind, Sensors, SeriesConfig};
-use silt_bridge::sim::{self, Progress, SimConfig, Transport};
 use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, Deployment, FetchFrom, ProcessorLimits};
+use silt_devsim::series::{Kind, Sensors, SeriesConfig};
+use silt_devsim::{self as sim, Progress, SimConfig, Transport};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -461,7 +461,7 @@ async fn read_output(client: Client, plan: Plan, tx: mpsc::Sender<Observed>) {
 mod tests {
     use super::*;
     use anomaly_zscore::AnomalyZscore;
-    use silt_bridge::series::{Cause, Condition, FrameReadings, ReadingSource};
+    use silt_devsim::series::{Cause, Condition, FrameReadings, ReadingSource};
     use silt_processor::testing::Harness;
 
     /// The detector as the demo deploys it, over the demo's series (40 devices, for days, at

@@ -1,4 +1,4 @@
-//! `silt-loadtest devices`: a fleet of simulated devices (`silt_bridge::sim`) sending readings
+//! `silt-loadtest devices`: a fleet of simulated devices (`silt-devsim`) sending readings
 //! through a running bridge, over TCP frames or MQTT QoS 1. Reports acked frames per second and
 //! the latency from each frame's first send to its durable ack (p50, p90, p99, p99.9, max).
 //!
@@ -7,15 +7,13 @@
 //! when every generated reading is acked, and fails if that does not happen within --timeout.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use silt_bridge::sim::{self, FaultPlan, Progress, SimConfig, SimError, SimReport, Transport};
+use silt_devsim::cli::{FleetArgs, Load};
+use silt_devsim::{SimDevice, SimError, SimReport, Transport};
 
-use crate::progress;
-use crate::stats::{histogram, Report};
+use crate::stats::Report;
 use crate::targets::Kind;
 
 #[derive(Debug, Args)]
@@ -25,119 +23,53 @@ pub(crate) struct DevicesArgs {
     /// no registration; credentials are sent and may be ignored), to compare the two.
     #[arg(long, default_value = "silt", value_name = "silt|mqtt")]
     pub(crate) target: crate::targets::Kind,
-    /// Broker QUIC address, for registering the devices.
-    #[arg(long, env = "SILT_BROKER", default_value = "127.0.0.1:7400")]
-    broker: String,
-    /// The broker's certificate (DATA_DIR/tls/cert.pem).
-    #[arg(long, env = "SILT_CA_CERT", default_value = "silt-data/tls/cert.pem")]
-    ca_cert: PathBuf,
-    /// The bridge's frame listener (tcp, default 127.0.0.1:7410) or MQTT listener (mqtt,
-    /// default 127.0.0.1:1883).
-    #[arg(long, value_name = "HOST:PORT")]
-    bridge: Option<String>,
-    /// `tcp` (silt frames) or `mqtt` (MQTT 3.1.1, QoS 1).
-    #[arg(long, default_value = "tcp", value_name = "tcp|mqtt")]
-    transport: Transport,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
     /// Simulated devices, each on its own connection.
     #[arg(long, default_value_t = 100)]
     devices: u32,
-    /// Index of the first device (ids sim-00000, sim-00001, ...).
-    #[arg(long, default_value_t = 0)]
-    first: u32,
     /// Frames per second per device; 0 sends as fast as the window allows.
     #[arg(long, default_value_t = 0.0, value_name = "FRAMES_PER_S")]
     rate: f64,
     /// Frames per device (default 1000 when --duration is not given).
     #[arg(long)]
     frames: Option<u64>,
-    /// Generate frames for this long (e.g. 30s), then wait for the last acks.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
-    /// Frames in flight per device.
-    #[arg(long, default_value_t = 8)]
-    window: u32,
-    /// A device resends what is unacked when its ack has not moved for this long.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    ack_timeout: Duration,
-    /// Readings per frame (1 to 16).
-    #[arg(long, default_value_t = 2)]
-    readings: u8,
-    #[command(flatten)]
-    faults: FaultPlan,
     /// Seed of the fault plan and jitter.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Bound on the whole run.
-    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
-    timeout: Duration,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub(crate) json: bool,
     /// Write an SVG plot of the frame-to-ack latency percentiles to this file.
     #[arg(long, value_name = "FILE.svg")]
     pub(crate) plot: Option<PathBuf>,
 }
 
 impl DevicesArgs {
-    fn config(&self, devices: Vec<sim::SimDevice>) -> SimConfig {
-        let bridge = self.bridge.clone().unwrap_or_else(|| self.transport.default_bridge().to_string());
-        let mut config = SimConfig::new(bridge, self.transport, devices);
-        config.rate_per_s = self.rate;
-        config.frames = match (self.frames, self.duration) {
-            (None, None) => Some(1000),
-            (f, _) => f,
-        };
-        config.duration = self.duration;
-        config.window = self.window;
-        config.ack_timeout = self.ack_timeout;
-        config.readings = self.readings;
-        config.faults = self.faults;
-        config.seed = self.seed;
-        config.timeout = self.timeout;
-        config
+    fn load(&self) -> Load {
+        Load { rate_per_s: self.rate, frames: self.frames, frames_default: 1000, seed: self.seed }
     }
 }
 
 /// Runs the fleet; an incomplete run is an error (after its report is printed).
 pub(crate) async fn run(args: &DevicesArgs) -> anyhow::Result<SimReport> {
-    sim::raise_open_files_limit();
+    silt_devsim::raise_open_files_limit();
     let devices = match args.target {
-        Kind::Silt => {
-            let config = silt_client::ClientConfig::new(args.broker.clone(), &args.ca_cert)?;
-            let client = silt_client::Client::connect(config)
-                .await
-                .with_context(|| format!("connecting to the broker at {}", args.broker))?;
-            let devices = sim::provision(&client, args.first, args.devices, 64).await?;
-            client.close().await;
-            devices
+        Kind::Silt => args.fleet.register(args.devices).await?,
+        Kind::Mqtt if args.fleet.transport == Transport::Mqtt => {
+            let first = args.fleet.first;
+            (first..first + args.devices)
+                .map(|i| SimDevice { id: silt_devsim::device_id(i), key: [0; 32] })
+                .collect()
         }
-        Kind::Mqtt if args.transport == Transport::Mqtt => (args.first..args.first + args.devices)
-            .map(|i| sim::SimDevice { id: sim::device_id(i), key: [0; 32] })
-            .collect(),
         Kind::Mqtt => anyhow::bail!("--target mqtt needs --transport mqtt"),
         Kind::Nats => anyhow::bail!("device fleets run against a Silt bridge or an MQTT broker, not NATS"),
     };
-    let config = args.config(devices);
+    let config = args.fleet.config(devices, args.load());
     config.validate()?;
-    let progress_state = Arc::new(Progress::default());
-    let bar = progress(u64::from(args.devices));
-    let ticker = {
-        let (p, bar) = (progress_state.clone(), bar.clone());
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(p.finished.load(std::sync::atomic::Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
-    let result = sim::run(config, progress_state).await;
-    ticker.abort();
-    bar.finish_and_clear();
+    let result = silt_devsim::cli::run_with_progress(config).await;
     match result {
         Ok(report) => Ok(report),
         Err(SimError::Incomplete(report)) => {
             let message = SimError::Incomplete(report.clone()).to_string();
-            print(&report, args.json);
+            print(&report, args.fleet.json);
             anyhow::bail!("{message}")
         }
         Err(e) => Err(e.into()),
@@ -156,17 +88,10 @@ pub(crate) fn to_json(report: &SimReport) -> serde_json::Value {
 /// A fleet run in the shape of the other scenarios' reports (for tables and plots): acked
 /// frames, and the latency percentiles the simulator measured (no timeline).
 pub(crate) fn report(sim: &SimReport, label: &str) -> Report {
-    let mut r =
-        Report::new("devices", sim.counters.acked, 0.0, Duration::from_secs_f64(sim.seconds), &histogram());
+    let elapsed = Duration::from_secs_f64(sim.seconds);
+    let mut r = Report::new("devices", sim.counters.acked, 0.0, elapsed, &sim.latencies);
     r.target = label.to_string();
     r.events_per_sec = sim.frames_per_s;
-    (r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us, r.samples) =
-        (sim.p50_us, sim.p90_us, sim.p99_us, sim.p999_us, sim.max_us, sim.samples);
-    let quantiles = [(0.5, sim.p50_us), (0.9, sim.p90_us), (0.99, sim.p99_us), (0.999, sim.p999_us)];
-    r.spectrum = quantiles.into_iter().filter(|(q, _)| (sim.samples as f64) * (1.0 - q) >= 1.0).collect();
-    if sim.samples > 0 {
-        r.spectrum.push((1.0, sim.max_us));
-    }
     r
 }
 
@@ -204,8 +129,8 @@ mod tests {
         ])
         .unwrap();
         let crate::Command::Devices(args) = cli.command else { panic!("not the devices scenario") };
-        let device = sim::SimDevice { id: sim::device_id(0), key: [1; 32] };
-        let c = args.config(vec![device; 3]);
+        let device = SimDevice { id: silt_devsim::device_id(0), key: [1; 32] };
+        let c = args.fleet.config(vec![device; 3], args.load());
         assert_eq!(c.transport, Transport::Mqtt);
         assert_eq!(c.bridge, "127.0.0.1:1883");
         assert_eq!(c.rate_per_s, 2.5);

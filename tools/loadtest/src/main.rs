@@ -67,7 +67,7 @@ enum Command {
     /// broker compiles the module; warm: it has it already), once from the earliest to time
     /// the pipeline over everything in the topic. All are undeployed afterwards.
     Pipeline(pipeline::PipelineArgs),
-    /// Simulated devices (silt_bridge::sim) send readings through a running silt-bridge over
+    /// Simulated devices (silt-devsim) send readings through a running silt-bridge over
     /// TCP frames or MQTT QoS 1 (or to a plain MQTT broker with --target mqtt), at --rate per
     /// device (0: as fast as --window allows), with optional faults; reports acked frames/s and
     /// frame-to-ack latency (durable acks from a bridge). Fails unless every generated reading was acked within
@@ -206,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Devices(d) => {
             let report = devices::run(&d).await?;
-            devices::print(&report, d.json);
+            devices::print(&report, d.fleet.json);
             if let Some(path) = &d.plot {
                 let label = format!("{} {}", d.target, report.transport.as_str());
                 plot::write(path, "silt-loadtest devices", &[devices::report(&report, &label)])?;

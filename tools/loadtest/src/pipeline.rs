@@ -19,7 +19,7 @@
 //! leaves them). Names carry the start time, so runs against one broker do not collide.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -154,7 +154,7 @@ pub(crate) async fn run(a: &PipelineArgs) -> anyhow::Result<PipelineReport> {
     let produced = produce(c, Shape::Object).await?;
     let partitions = client.describe_topic(&c.topic).await?.partitions.len() as u32;
 
-    let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let run = silt_wire::time::unix_ms(SystemTime::now());
     let cold = format!("{}-cold-{run}", c.topic);
     let warm = format!("{}-warm-{run}", c.topic);
     let all = format!("{}-all-{run}", c.topic);

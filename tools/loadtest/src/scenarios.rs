@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -241,7 +241,7 @@ fn tick(bar: indicatif::ProgressBar, recorder: Arc<Recorder>) -> tokio::task::Jo
 async fn end_to_end(target: &Target, c: &Common, e2e: &EndToEndArgs) -> anyhow::Result<Report> {
     let load = c.load();
     target.prepare(&load).await?;
-    let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let run = silt_wire::time::unix_ms(SystemTime::now());
     let mut deployed = None;
     let watched = match target.kind {
         Kind::Silt => {

@@ -276,7 +276,7 @@ pub(crate) async fn run(a: &SuiteArgs) -> anyhow::Result<()> {
     all.extend(reports(&cells));
     tables.push((
         format!("Device fleet: {devices} devices at {per_device} frames/s each"),
-        "Simulated devices (silt_bridge::sim), each on its own connection, two readings per frame. \
+        "Simulated devices (silt-devsim), each on its own connection, two readings per frame. \
          Silt: authenticated frames over TCP or MQTT QoS 1 to the device bridge embedded in the \
          broker, acked once durable in the log. mqtt: the same MQTT devices publishing QoS 1 to \
          mosquitto, acked on receipt. Latency: from a frame's first send to its ack."

@@ -283,7 +283,9 @@ impl TestDevice {
                     let (frame, verified) = match decoded().verify(&self.key) {
                         Ok(f) => (f, true),
                         Err(_) => (
-                            decoded().verify(&[0; 32]).expect("tagged with the device or the zero key"),
+                            decoded()
+                                .verify(&silt_frame::ZERO_KEY)
+                                .expect("tagged with the device or the zero key"),
                             false,
                         ),
                     };

@@ -1,10 +1,11 @@
-//! The chip-independent part of the Silt ESP32-C3 firmware: build-time settings and the device's
-//! side of the frame exchange (`docs/device-frames.md`).
+//! The chip-independent part of the Silt ESP32-C3 firmware: build-time settings, and the
+//! device's side of the frame exchange (`docs/device-frames.md`) as this firmware sets it up.
 //!
-//! [`link::Link`] is sans-IO like `silt-frame`: it never touches a socket or reads a clock. The
-//! binary (`main.rs`) feeds it samples, received frames and the time, and writes out the bytes
-//! it asks for. That keeps the sequence window and the retransmission rules testable on the
-//! host, without the chip or a bridge. Nothing here depends on esp-hal.
+//! [`link::Link`] is `silt-link`'s sans-IO core (shared with the QEMU firmware and the
+//! simulator) with this firmware's settings and samples: it never touches a socket or reads a
+//! clock. The binary (`main.rs`) feeds it samples, received bytes and the time, and writes out
+//! the bytes it asks for. That keeps the protocol testable on the host, without the chip or a
+//! bridge. Nothing here depends on esp-hal.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -5,8 +5,9 @@
 //! Tasks: `wifi_task` keeps the station joined; `net_task` runs the IP stack (embassy-net);
 //! `sample_task` takes a sample every second and queues it; the main task owns the [`Link`] and
 //! the TCP connection and moves bytes between them. The protocol rules (numbering, window,
-//! retransmission, what a nack means) live in the library's `link` module, which is tested on
-//! the host; this file is glue and deliberately holds no protocol decisions.
+//! retransmission, what a nack means) live in `silt-link`, set up by the library's `link`
+//! module, and are tested on the host; this file is glue and deliberately holds no protocol
+//! decisions.
 
 #![no_std]
 #![no_main]
@@ -31,7 +32,7 @@ use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config as WifiConfig, ControllerConfig, Interface};
 use log::{error, info, warn};
 use silt_frame::Deframer;
-use silt_fw_esp32c3::link::{Link, Sample, TRANSMIT_BYTES_MAX, Verdict};
+use silt_fw_esp32c3::link::{self, Identity, Link, Sample, TRANSMIT_BYTES_MAX, Verdict};
 use silt_fw_esp32c3::settings;
 use static_cell::StaticCell;
 
@@ -238,7 +239,7 @@ async fn while_sampling<F: Future>(link: &mut Link<'_>, fut: F) -> F::Output {
 }
 
 fn push_sample(link: &mut Link<'_>, sample: Sample) {
-    if !link.push_sample(sample) {
+    if !link.push(sample) {
         let dropped = link.dropped();
         // Once a minute while it lasts: the backlog holds five minutes of samples.
         if dropped == 1 || dropped % 60 == 0 {
@@ -257,7 +258,8 @@ enum Ended {
 
 /// Connects to the bridge and runs the link over the connection, forever.
 async fn run_link(stack: Stack<'static>) -> ! {
-    let mut link = Link::new(settings::DEVICE, settings::KEY, FIRMWARE);
+    let identity = Identity { device: settings::DEVICE, key: settings::KEY, firmware: FIRMWARE };
+    let mut link = Link::new(identity, link::CONFIG);
     let endpoint = (Ipv4Addr::from(settings::BRIDGE.ip), settings::BRIDGE.port);
     let mut rx_buffer = [0u8; TCP_RX_BYTES];
     let mut tx_buffer = [0u8; TCP_TX_BYTES];
@@ -280,12 +282,12 @@ async fn run_link(stack: Stack<'static>) -> ! {
         let connect = with_timeout(Duration::from_millis(TCP_CONNECT_TIMEOUT_MS), socket.connect(endpoint));
         let ended = match while_sampling(&mut link, connect).await {
             Ok(Ok(())) => {
-                info!("connected; {} sample(s) waiting", link.backlog_len());
+                info!("connected; {} sample(s) waiting", link.len());
                 let ended = run_connection(&mut socket, &mut link).await;
                 if link.is_streaming() {
                     backoff_ms = RECONNECT_BACKOFF_MIN_MS;
                 }
-                link.on_disconnected();
+                link.handle_disconnected();
                 ended
             }
             Ok(Err(e)) => Ended::Lost(connect_error(e)),
@@ -323,9 +325,17 @@ async fn run_connection(socket: &mut TcpSocket<'_>, link: &mut Link<'_>) -> Ende
     let mut deframer = Deframer::new();
     let mut out = [0u8; TRANSMIT_BYTES_MAX];
     let mut rx = [0u8; 256];
-    link.on_connected();
+    link.handle_connected();
     loop {
+        let timeouts = link.link().stats().ack_timeouts;
         let verdict = link.handle_timeout(now_ms());
+        if link.link().stats().ack_timeouts > timeouts && verdict == Verdict::Continue {
+            warn!(
+                "no ack within {} ms: resending from seq {:?}",
+                link::ACK_TIMEOUT_MS,
+                link.link().first_unacked_seq()
+            );
+        }
         if let Some(ended) = act(link, verdict) {
             return ended;
         }
@@ -340,20 +350,9 @@ async fn run_connection(socket: &mut TcpSocket<'_>, link: &mut Link<'_>) -> Ende
             Either3::First(Ok(0)) => return Ended::Lost("the bridge closed the connection"),
             Either3::First(Err(_)) => return Ended::Lost("connection reset"),
             Either3::First(Ok(n)) => {
-                let mut input = &rx[..n];
-                while !input.is_empty() {
-                    let (used, frame) = deframer.push(input);
-                    input = &input[used..];
-                    match frame {
-                        Some(Ok(bytes)) => {
-                            let verdict = link.handle_frame(bytes, now_ms());
-                            if let Some(ended) = act(link, verdict) {
-                                return ended;
-                            }
-                        }
-                        Some(Err(e)) => warn!("dropping bytes from the bridge: {e:?}"),
-                        None => {}
-                    }
+                let verdict = link.handle_stream(&mut deframer, &rx[..n], now_ms());
+                if let Some(ended) = act(link, verdict) {
+                    return ended;
                 }
             }
             Either3::Second(sample) => push_sample(link, sample),
@@ -367,7 +366,7 @@ fn act(link: &Link<'_>, verdict: Verdict) -> Option<Ended> {
     match verdict {
         Verdict::Continue => None,
         Verdict::Reconnect(why) => Some(Ended::Lost(why)),
-        Verdict::Stop { reason, verified } => {
+        Verdict::Refused { reason, verified } => {
             error!(
                 "the bridge refused device {:?}: {}{}. Check `silt device list`, and that \
                  SILT_DEVICE_KEY is the key `silt device add` printed; retrying in {} s. {} \
@@ -376,7 +375,7 @@ fn act(link: &Link<'_>, verdict: Verdict) -> Option<Ended> {
                 reason.as_str(),
                 if verified { "" } else { " (unverified nack, a hint only)" },
                 REFUSED_BACKOFF_MS / 1_000,
-                link.backlog_len(),
+                link.len(),
             );
             Some(Ended::Refused)
         }

@@ -7,14 +7,14 @@
 //! semihosting command line (`provision`), and progress goes to the host through semihosting
 //! (QEMU's stdout and stderr), never to the UART, which carries frames only.
 //!
-//! Code map: `session` is the protocol state machine (sans-IO), `uart` the CMSDK UART driver,
-//! and this file the glue: clock, interrupts, main loop, exit.
+//! Code map: the protocol is `silt-link`'s (sans-IO, shared with the ESP32-C3 firmware and the
+//! simulator), `sensor` makes up the readings, `uart` is the CMSDK UART driver, and this file
+//! the glue: clock, interrupts, main loop, exit.
 #![no_std]
 #![no_main]
 
 mod provision;
 mod sensor;
-mod session;
 mod uart;
 
 use core::cell::Cell;
@@ -25,8 +25,9 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::{heprintln, hprintln};
 use silt_frame::Deframer;
+use silt_link::{Backlog, Config, Identity, Verdict, TRANSMIT_BYTES_MAX};
 
-use session::{Outcome, Session, TRANSMIT_BYTES_MAX};
+use sensor::Queued;
 
 /// Name and version sent in the hello, for the bridge's logs.
 const FIRMWARE: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
@@ -34,6 +35,30 @@ const FIRMWARE: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERS
 const PROGRESS_EVERY_SAMPLES: u32 = 50;
 /// Bytes taken from the receive ring per loop pass.
 const RX_CHUNK_BYTES: usize = 128;
+/// Data frames sent and not yet acked, at most; also the samples queued at once. Four keeps the
+/// line busy while an ack travels back without making a go-back resend many frames.
+const WINDOW_FRAMES: usize = 4;
+
+/// The link's settings on this machine's UART.
+const LINK: Config = Config {
+    window: WINDOW_FRAMES as u32,
+    // QEMU's clock follows the host's, but a loaded 2-core CI host can stall the bridge for a
+    // while, so a full second, far above the few ms an ack takes here.
+    ack_timeout_ms: 1_000,
+    // A serial line cannot be reopened: giving up on the "connection" means saying hello again
+    // (after a resync byte), which is what ten seconds without progress call for anyway.
+    ack_timeouts_max: 10,
+    hello_timeout_ms: 1_000,
+    hello_timeouts_max: 10,
+    // The bridge cannot store right now: a short pause, the bridge is on the same host.
+    unavailable_hold_ms: 200,
+    // Refusals under the all-zero key (which the spec makes hints only) in a row, with no frame
+    // verified under our key between them, before the device believes them and stops. Three
+    // hellos' worth, so that one stray frame cannot stop a device, yet a device the bridge does
+    // not know stops within seconds instead of retrying forever.
+    hints_max: 3,
+    heartbeat_ms: 30_000,
+};
 
 /// Milliseconds since boot, counted by SysTick.
 static MILLIS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
@@ -82,48 +107,52 @@ fn main() -> ! {
     let mut uart = uart::Uart::take();
 
     hprintln!("silt-fw: {} ({}) sending {} samples", config.device, FIRMWARE, config.count);
-    let mut session = Session::new(config.device, &config.key, FIRMWARE, config.count);
+    let identity = Identity { device: config.device, key: config.key, firmware: FIRMWARE };
+    let mut link: Backlog<'_, Queued, WINDOW_FRAMES> = Backlog::new(identity, LINK);
+    link.handle_connected();
     let mut deframer = Deframer::new();
     let mut rx = [0u8; RX_CHUNK_BYTES];
     let mut tx = [0u8; TRANSMIT_BYTES_MAX];
+    let mut queued = 0;
     let mut reported = None;
     loop {
-        let now = now_ms();
         let received = uart.read_available(&mut rx);
-        let mut input = &rx[..received];
-        while !input.is_empty() {
-            let (used, frame) = deframer.push(input);
-            input = &input[used..];
-            match frame {
-                Some(Ok(bytes)) => session.handle(bytes, now),
-                Some(Err(_)) => session.stats.frames_dropped += 1,
-                None => {}
+        let verdict = match link.handle_stream(&mut deframer, &rx[..received], now_ms()) {
+            Verdict::Continue => link.handle_timeout(now_ms()),
+            ended => ended,
+        };
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Reconnect(why) => {
+                hprintln!("silt-fw: {}; saying hello again", why);
+                link.handle_connected();
             }
-        }
-        report_progress(&session, &mut reported);
-        match session.outcome() {
-            Outcome::Running => {}
-            Outcome::Done => {
-                let s = session.stats;
-                hprintln!(
-                    "silt-fw: done {} frames, {} retransmits, {} sent, {} hellos, {} nacks, {} dropped, {} ms",
-                    config.count,
-                    s.retransmits,
-                    s.data_sent,
-                    s.hellos_sent,
-                    s.nacks,
-                    s.frames_dropped + uart.dropped(),
-                    now_ms()
-                );
-                exit(true)
-            }
-            Outcome::Refused { reason, verified } => {
+            Verdict::Refused { reason, verified } => {
                 let how = if verified { "" } else { " (unverified hints)" };
                 heprintln!("silt-fw: refused by the bridge: {}{}", reason.as_str(), how);
                 exit(false)
             }
         }
-        while let Some(n) = session.poll_transmit(now_ms(), &mut tx) {
+        report_progress(&link, config.count, &mut reported);
+        let s = *link.link().stats();
+        if s.acked == u64::from(config.count) {
+            hprintln!(
+                "silt-fw: done {} frames, {} retransmits, {} sent, {} hellos, {} nacks, {} dropped, {} ms",
+                config.count,
+                s.retransmits,
+                s.data_sent,
+                s.hellos,
+                s.nacks_total(),
+                s.bad_replies + u64::from(uart.dropped()),
+                now_ms()
+            );
+            exit(true)
+        }
+        while queued < config.count && link.len() < WINDOW_FRAMES {
+            link.push(Queued { tick_ms: now_ms() });
+            queued += 1;
+        }
+        while let Some(n) = link.poll_transmit(now_ms(), &mut tx) {
             uart.write_all(&tx[..n]);
         }
         if received == 0 {
@@ -134,28 +163,34 @@ fn main() -> ! {
 
 /// Prints the first hello's ack, and every [`PROGRESS_EVERY_SAMPLES`] acked samples one line
 /// with the readings of the last of them.
-fn report_progress(session: &Session<'_>, reported: &mut Option<u32>) {
-    let Some((acked, range)) = session.progress() else {
+fn report_progress(link: &Backlog<'_, Queued, WINDOW_FRAMES>, count: u32, reported: &mut Option<u64>) {
+    let Some(next) = link.link().first_unacked_seq() else {
         return;
     };
-    let base = range.start() - 1;
+    let acked = link.link().stats().acked;
     let Some(last) = *reported else {
-        hprintln!("silt-fw: hello acked at {}, sending seq {}..={}", acked, range.start(), range.end());
+        hprintln!(
+            "silt-fw: hello acked at {}, sending seq {}..={}",
+            next - 1,
+            next,
+            u64::from(next - 1) + u64::from(count)
+        );
         *reported = Some(acked);
         return;
     };
-    let done = acked.saturating_sub(base) / PROGRESS_EVERY_SAMPLES;
-    if acked > last && done > last.saturating_sub(base) / PROGRESS_EVERY_SAMPLES {
-        let s = sensor::sample(acked);
+    let every = u64::from(PROGRESS_EVERY_SAMPLES);
+    if acked / every > last / every {
+        let seq = next - 1;
+        let s = sensor::sample(seq);
         hprintln!(
             "silt-fw: acked {}/{} (seq {}: {:.2} C, {:.1} %, {:.3} V), {} retransmits",
-            acked - base,
-            range.end() - base,
             acked,
+            count,
+            seq,
             s.temperature_c,
             s.humidity_pct,
             s.supply_v,
-            session.stats.retransmits
+            link.link().stats().retransmits
         );
         *reported = Some(acked);
     }

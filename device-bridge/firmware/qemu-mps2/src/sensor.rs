@@ -3,6 +3,9 @@
 
 use core::f32::consts::PI;
 
+use silt_frame::{Reading, Readings, Time};
+use silt_link::Payload;
+
 /// Samples in one slow temperature and humidity cycle (a "day" of a few minutes of QEMU time).
 const CYCLE_SAMPLES: u32 = 360;
 
@@ -17,6 +20,29 @@ pub struct Sample {
 
 /// Numeric channel number of the supply voltage.
 pub const SUPPLY_CHANNEL: u16 = 1;
+
+/// A sample waiting for its ack. It is queued when the window has room for it, so the time it
+/// was queued is about when it was first sent: its event time. Its readings are those of the
+/// sequence it is sent as.
+#[derive(Clone, Copy, Debug)]
+pub struct Queued {
+    pub tick_ms: u64,
+}
+
+impl Payload for Queued {
+    fn data(&self, seq: u32) -> (Time, Readings<'_>) {
+        let s = sample(seq);
+        let mut readings = Readings::new();
+        for reading in [
+            Reading::Temperature(s.temperature_c),
+            Reading::Humidity(s.humidity_pct),
+            Reading::Numeric { channel: SUPPLY_CHANNEL, value: s.supply_v },
+        ] {
+            readings.push(reading).expect("three readings fit READINGS_MAX");
+        }
+        (Time::TickMs(self.tick_ms), readings)
+    }
+}
 
 /// The readings of sample `seq`: temperature 21 °C ± 3 over a cycle, humidity opposite it, a
 /// supply voltage that sags slowly, each with a little noise.

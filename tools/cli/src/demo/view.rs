@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use silt_bridge::series::{Cause, Condition, FaultCounts, Kind, Sensors};
-use silt_bridge::sim::{Progress, SimReport};
 use silt_client::{Fetched, ProcessorInfo, ProcessorState};
+use silt_devsim::series::{Cause, Condition, FaultCounts, Kind, Sensors};
+use silt_devsim::{Progress, SimReport};
 
 use super::{Ending, Plan};
 
@@ -191,7 +191,7 @@ impl View {
         }
         let mut index = 0;
         while watched.len() < WATCHED.min(header.devices as usize) {
-            let id = silt_bridge::sim::device_id(index);
+            let id = silt_devsim::device_id(index);
             if !watched.contains(&id) {
                 watched.push(id);
             }
@@ -499,14 +499,13 @@ impl View {
 
     /// The first device (by id) whose sensor is stuck or silent right now, not watched.
     fn in_trouble(&self) -> Option<(String, &'static str)> {
-        (0..self.header.devices)
-            .map(silt_bridge::sim::device_id)
-            .filter(|d| !self.watched.contains(d))
-            .find_map(|d| match self.sensors.condition_now(&d) {
+        (0..self.header.devices).map(silt_devsim::device_id).filter(|d| !self.watched.contains(d)).find_map(
+            |d| match self.sensors.condition_now(&d) {
                 Some(Condition::Stuck { .. }) => Some((d, "stuck now")),
                 Some(Condition::Dropout { .. }) => Some((d, "dropout now")),
                 _ => None,
-            })
+            },
+        )
     }
 
     pub fn status_line(&self, now: Instant) -> String {
@@ -828,10 +827,10 @@ fn count(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use silt_bridge::series::{FrameReadings, ReadingSource, SeriesConfig};
+    use silt_devsim::series::{FrameReadings, ReadingSource, SeriesConfig};
 
     fn view(devices: u32) -> View {
-        let ids: Vec<String> = (0..devices).map(silt_bridge::sim::device_id).collect();
+        let ids: Vec<String> = (0..devices).map(silt_devsim::device_id).collect();
         let sensors = Sensors::new(
             SeriesConfig {
                 seed: 3,

@@ -22,12 +22,12 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use silt_frame::{Reading, READINGS_MAX};
+use silt_frame::{Reading, Readings};
 
-use crate::sim::Rng;
+use crate::Rng;
 
 /// The readings of one frame.
-pub type FrameReadings = heapless::Vec<Reading<'static>, READINGS_MAX>;
+pub type FrameReadings = Readings<'static>;
 
 /// What a simulated device's frames carry, instead of the simulator's plain counters
 /// (`SimConfig::source`).
@@ -529,7 +529,7 @@ mod tests {
     }
 
     fn ids(n: u32) -> Vec<String> {
-        (0..n).map(crate::sim::device_id).collect()
+        (0..n).map(crate::device_id).collect()
     }
 
     fn values(s: &Sensors, id: &str, seqs: std::ops::RangeInclusive<u32>) -> Vec<Sample> {
