@@ -23,10 +23,10 @@ fn built() -> &'static PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(&cargo)
             .current_dir(workspace())
-            .args(["build", "--quiet", "--locked", "-p", "silt-broker"])
+            .args(["build", "--quiet", "--locked", "-p", "silt-server"])
             .status()
             .expect("cargo");
-        assert!(status.success(), "building silt-broker failed");
+        assert!(status.success(), "building silt-broker (package silt-server) failed");
         let status = Command::new(&cargo)
             .current_dir(workspace())
             .args([
