@@ -399,7 +399,7 @@ async fn demo(
         sensors.clone(),
         started,
     );
-    view.print_start(mode);
+    view.print_start(mode)?;
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set once the devices are done (after --duration): from then on the view only waits to
