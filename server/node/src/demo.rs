@@ -1,13 +1,13 @@
 //! `silt-broker demo` (and `silt demo`, which runs it): the whole system in one command. A
-//! broker and a device bridge in this process
-//! (temporary data dir, loopback ports), a fleet of simulated temperature and humidity sensors
-//! sending frames to the bridge (`silt_bridge::sim` driven by `silt_bridge::series`), the
-//! example smoothing and anomaly processors deployed on their topics, and a live view of what
-//! flows, until Ctrl-C or `--duration`.
+//! broker and a device bridge in this process (temporary data dir, loopback ports), a fleet of
+//! simulated temperature and humidity sensors sending frames to the bridge (`silt_bridge::sim`
+//! driven by `silt_bridge::series`), the example smoothing and anomaly processors deployed on
+//! their topics, and a live view of what flows, until Ctrl-C or `--duration`.
 //!
 //! Code map: `stack` (broker and bridge on a runtime of their own, and the temp dir),
 //! `modules` (finding or building the example processors' wasm), `view` (what is shown, built
-//! from status polls and the output topics; rendering only). This file is the glue.
+//! from status polls and the output topics; drawn by `view::screen` with ratatui, or printed
+//! as lines or JSON by `view::lines`). This file is the glue.
 //!
 //! Deliberately absent: anything the demo does that a user could not do with `silt`,
 //! `silt-bridge` and `silt-devsim` by hand; it only saves the typing.
