@@ -17,7 +17,7 @@
 # BRIDGE_BIN runs another build of silt-bridge (to compare a change against this tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p silt-broker -p silt-bridge -p silt-loadtest -p silt-cli
+cargo build --release --quiet -p silt-server -p silt-bridge -p silt-loadtest -p silt-cli
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/silt-bench-bridge.XXXXXX")
 . scripts/bench-broker.sh

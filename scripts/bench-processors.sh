@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 count=${COUNT:-1000000}
 target=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release --quiet -p silt-broker -p silt-loadtest
+cargo build --release --quiet -p silt-server -p silt-loadtest
 CARGO_TARGET_DIR=$target/wasm-bench cargo build --release --quiet --target wasm32-unknown-unknown \
   -p threshold-filter -p ema-smooth
 bin=$target/release

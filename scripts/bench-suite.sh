@@ -15,7 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
-cargo build --release --locked --quiet -p silt-broker -p silt-loadtest
+cargo build --release --locked --quiet -p silt-server -p silt-loadtest
 cargo build --release --locked --quiet --target wasm32-unknown-unknown -p threshold-filter
 target=${CARGO_TARGET_DIR:-$PWD/target}
 ulimit -n 65536 2>/dev/null || true

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 count=${COUNT:-5000000}
-cargo build --release --quiet -p silt-broker -p silt-loadtest
+cargo build --release --quiet -p silt-server -p silt-loadtest
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/silt-bench.XXXXXX)
 . scripts/bench-broker.sh

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+use toml::de::DeTable;
+use toml::Spanned;
 
 /// When a produce counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +60,6 @@ pub struct Config {
     /// sled page cache.
     pub cache_bytes: u64,
     pub processors: ProcessorConfig,
-    /// A device bridge to run inside the broker (the `[bridge]` table); `None`: none. Its
-    /// broker address and certificate are the broker's own; its data dir defaults to
-    /// DATA_DIR/bridge (an empty path here).
-    pub bridge: Option<silt_bridge::config::Config>,
     /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) traces are exported to; `None`: none.
     pub otlp_endpoint: Option<String>,
 }
@@ -149,7 +147,6 @@ impl Default for Config {
             retention_check_ms: 10_000,
             cache_bytes: 256 * 1024 * 1024,
             processors: ProcessorConfig::default(),
-            bridge: None,
             otlp_endpoint: None,
         }
     }
@@ -172,8 +169,6 @@ pub struct FileConfig {
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
     pub processors: Option<FileProcessors>,
-    /// The embedded bridge's settings: the keys of `silt-bridge --config` files.
-    pub bridge: Option<toml::Table>,
     pub otlp_endpoint: Option<String>,
 }
 
@@ -182,8 +177,26 @@ impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let file: FileConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let document = DeTable::parse(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        Config::from_document(document, &text, path)
+    }
+
+    /// Defaults overlaid with a parsed TOML document whose source is `text`, read from
+    /// `path`. For a binary whose configuration file holds tables of its own besides the
+    /// broker's keys: it parses the file, removes its tables and passes the rest here. Errors
+    /// point at the line in `text`.
+    pub fn from_document(document: Spanned<DeTable<'_>>, text: &str, path: &Path) -> anyhow::Result<Config> {
+        let file = FileConfig::deserialize(toml::de::Deserializer::from(document))
+            .map_err(|mut e| {
+                e.set_input(Some(text));
+                e
+            })
+            .with_context(|| format!("parsing config {}", path.display()))?;
+        Config::from_file_config(file, path)
+    }
+
+    /// Defaults overlaid with `file`, read from `path` (named in errors).
+    fn from_file_config(file: FileConfig, path: &Path) -> anyhow::Result<Config> {
         let mut c = Config::default();
         if let Some(v) = file.data_dir {
             c.data_dir = v;
@@ -244,17 +257,6 @@ impl Config {
         if let Some(v) = file.otlp_endpoint {
             c.otlp_endpoint = Some(v);
         }
-        if let Some(table) = file.bridge {
-            let explicit_dir = table.contains_key("data_dir");
-            let mut bridge: silt_bridge::config::Config =
-                table.try_into().with_context(|| format!("in {}: the [bridge] table", path.display()))?;
-            if !explicit_dir {
-                // Resolved against the final data dir (flags may change it) by `run`.
-                bridge.data_dir = PathBuf::new();
-            }
-            bridge.validate().with_context(|| format!("in {}: the [bridge] table", path.display()))?;
-            c.bridge = Some(bridge);
-        }
         Ok(c)
     }
 
@@ -289,5 +291,25 @@ mod tests {
         std::fs::write(&p, "lissen = \"x\"\n").unwrap();
         assert!(Config::from_file(&p).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A document whose caller removed a table of its own (the server binary's `[bridge]`) is
+    /// read like a file: the rest as strictly, and an error points at its line.
+    #[test]
+    fn document_without_the_callers_tables() {
+        let path = Path::new("broker.toml");
+        let text = "listen = \"127.0.0.1:9000\"\n[bridge]\nlisten_tcp = \"127.0.0.1:9001\"\n";
+        let mut document = DeTable::parse(text).unwrap();
+        assert!(document.get_mut().remove("bridge").is_some());
+        assert_eq!(Config::from_document(document, text, path).unwrap().listen.port(), 9000);
+        let text = "fsync = \"always\"\nlissen = 1\n";
+        let e = Config::from_document(DeTable::parse(text).unwrap(), text, path).unwrap_err();
+        let message = format!("{e:#}");
+        assert!(message.contains("line 2") && message.contains("lissen"), "{message}");
+        let text = "[bridge]\nlisten_tcp = 1\n";
+        assert!(
+            Config::from_document(DeTable::parse(text).unwrap(), text, path).is_err(),
+            "not the broker's key"
+        );
     }
 }

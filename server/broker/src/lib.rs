@@ -2,10 +2,13 @@
 //! partition log (`silt-storage`), with topics, idempotent produce with group commit, long-poll
 //! fetch, consumer groups, retention and an HTTP admin port.
 //!
-//! The binary is glue around [`run`]. Request semantics live in [`service`] and take typed
-//! requests; [`server`] only moves frames between QUIC streams and the service. Deliberately
-//! absent: any parsing of record values (batches are validated, stamped and stored as they
-//! came), and global locks on the produce or fetch path.
+//! A library: [`start`] runs a broker in the calling process and returns a [`Running`] handle.
+//! The `silt-broker` binary (package `silt-server`) is the composition root that starts it,
+//! with a device bridge beside it when configured. Request semantics live in [`service`] and
+//! take typed requests; [`server`] only moves frames between QUIC streams and the service.
+//! Deliberately absent: any parsing of record values (batches are validated, stamped and
+//! stored as they came), global locks on the produce or fetch path, signal handling (the
+//! binary's), and any other Silt server component: this crate embeds no bridge.
 
 pub mod admin;
 pub mod config;
@@ -52,52 +55,11 @@ impl Running {
         addr
     }
 
-    /// `bridge` set up to run in this process as a client of this broker: this broker's
-    /// address and certificate.
-    pub fn embed_bridge(&self, mut bridge: silt_bridge::config::Config) -> silt_bridge::config::Config {
-        bridge.broker = self.connect_addr().to_string();
-        bridge.ca_cert = Some(self.ca_cert.clone());
-        bridge
-    }
-
     /// Closes connections, flushes the log and waits for the broker to stop.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("broker task")?
     }
-}
-
-/// Runs the broker until SIGINT or SIGTERM, then flushes and closes.
-///
-/// With a `[bridge]` table in the configuration, a device bridge runs in this process too, as
-/// a QUIC client of this broker; it stops on the same signal, before the broker.
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let bridge = config.bridge.take();
-    let bridge_dir = config.data_dir.join("bridge");
-    let running = start(config).await?;
-    let bridge = bridge.map(|b| {
-        let mut b = running.embed_bridge(b);
-        if b.data_dir.as_os_str().is_empty() {
-            b.data_dir = bridge_dir;
-        }
-        tracing::info!(data_dir = %b.data_dir.display(), "starting the embedded device bridge");
-        tokio::spawn(silt_bridge::run(b))
-    });
-    match bridge {
-        Some(mut task) => tokio::select! {
-            () = shutdown_signal() => {
-                // The bridge heard the same signal; let it flush its journal first.
-                let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-            }
-            r = &mut task => {
-                let e = r.map_err(anyhow::Error::from).and_then(|r| r).err();
-                let _ = running.shutdown().await;
-                return Err(e.unwrap_or_else(|| anyhow::anyhow!("the embedded bridge stopped")).context("embedded device bridge"));
-            }
-        },
-        None => shutdown_signal().await,
-    }
-    running.shutdown().await
 }
 
 /// Starts a broker in this process and returns once it serves.
@@ -166,13 +128,4 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Ok(())
     });
     Ok(Running { listen, admin_listen, ca_cert: config.data_dir.join("tls").join("cert.pem"), stop, task })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

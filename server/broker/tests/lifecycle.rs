@@ -102,7 +102,7 @@ async fn config_file_sets_addresses_and_flags_override_it() {
 /// Runs the broker binary with `args` until it exits (bounded) and returns (code, stderr).
 async fn broker_exit(args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_silt-broker"))
+    let run = tokio::process::Command::new(support::broker_bin())
         .args(args)
         .current_dir(dir.path())
         .env_remove("SILT_CONFIG")

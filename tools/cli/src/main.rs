@@ -1,6 +1,6 @@
 //! `silt`: the command-line client of the Silt broker. Glue only: argument parsing, output
-//! formats and progress; everything that talks to the broker is `silt-client`. The one
-//! exception is `silt demo`, which runs a broker and a bridge in this process (`demo`).
+//! formats and progress; everything that talks to the broker is `silt-client`. It links no
+//! server code: `silt demo` runs the server binary's demo (`demo`).
 
 mod demo;
 mod device;
@@ -184,6 +184,11 @@ enum ReplayFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo(args) = cli.command {
+        let e = demo::exec(args, cli.conn.json);
+        eprintln!("silt: {}", one_line(&e));
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     // Without an endpoint the CLI installs no subscriber at all: its output is its own.
     let _telemetry =
@@ -240,9 +245,6 @@ async fn connect(conn: &Connection) -> anyhow::Result<Client> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Demo(args) = cli.command {
-        return demo::run(args, cli.conn.json).await;
-    }
     if let Command::Processor(cmd) = &cli.command {
         if let Some(result) = processor::run_offline(cmd, cli.conn.json) {
             return result;
@@ -257,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(&client, args, json).await,
         Command::Processor(cmd) => processor::run(&client, cmd, json).await,
         Command::Device(cmd) => device::run(&client, cmd, json).await,
-        Command::Demo(_) => unreachable!("handled before connecting"),
+        Command::Demo(_) => unreachable!("handled before the runtime starts"),
     };
     client.close().await;
     result

@@ -1,241 +1,80 @@
-//! `silt demo` with the real binary (issue 6, point 5): a short bounded run raises an alert
-//! and exits 0 with its data removed; Ctrl-C (SIGINT) mid-run stops it cleanly with exit 0;
-//! bad flags fail with a message and never a panic.
+//! `silt demo` runs the server binary's demo (`silt-broker demo`, found next to `silt`): the
+//! same scenarios as server/node/tests/demo.rs, through `silt`, prove that arguments (also the
+//! global --json), output, the exit code and Ctrl-C reach it as if it had been run directly;
+//! without a server binary, `silt demo` says how to build one.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+#[path = "../../../server/node/tests/demo/harness.rs"]
+mod harness;
+#[path = "../../../server/broker/tests/support/server_bin.rs"]
+mod server_bin;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-/// Bound on one demo run: a 12 s run plus start-up and shutdown takes about 15 s.
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The two example processors the demo deploys, built for wasm32 once per test process into
-/// the test builds' own target dir (shared with the other wasm tests; usually built already).
+/// The example processors the demo deploys, built for wasm32 once per test process.
 fn modules_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
     DIR.get_or_init(|| support::build_examples(&["ema-smooth", "anomaly-zscore"]))
 }
 
-/// A running `silt demo`, its stdout lines arriving on a channel; killed if dropped early.
-struct Demo {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
-    _dir: tempfile::TempDir,
+/// `silt demo ARGS` (with `--json` given as the global flag, before `demo`), with the server
+/// binary built next to `silt`.
+fn demo(args: &[&str]) -> Command {
+    let mut cmd = bare_demo(args);
+    cmd.arg("--modules").arg(modules_dir());
+    cmd
 }
 
-impl Demo {
-    fn start(args: &[&str]) -> Demo {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = support::silt_command(dir.path());
-        cmd.args(args).arg("--modules").arg(modules_dir());
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning silt demo");
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-            s
-        });
-        Demo { child, lines, seen: Vec::new(), stderr: Some(stderr), _dir: dir }
+/// `silt demo ARGS` without `--modules`, in a temporary directory.
+fn bare_demo(args: &[&str]) -> Command {
+    let server = server_bin::broker_bin();
+    let silt = Path::new(env!("CARGO_BIN_EXE_silt"));
+    assert_eq!(server.parent(), silt.parent(), "silt-broker is built next to silt");
+    let mut cmd = support::silt_command(&std::env::temp_dir());
+    let json = args.contains(&"--json");
+    if json {
+        cmd.arg("--json");
     }
-
-    /// Reads lines until one satisfies `f`, within `within`; returns it.
-    fn wait_line(&mut self, within: Duration, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if f(&line) {
-                        return line;
-                    }
-                }
-                Err(e) => {
-                    panic!("no such line within {within:?} ({e}); output so far:\n{}", self.seen.join("\n"))
-                }
-            }
-        }
-    }
-
-    /// Waits for the exit within [`RUN_TIMEOUT`]; returns the status, every stdout line and
-    /// stderr.
-    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "silt demo did not exit; output:\n{}", self.seen.join("\n"));
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader thread ends at EOF, which the exit brings.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        let stderr = self.stderr.take().expect("finished once").join().expect("stderr reader");
-        (status, std::mem::take(&mut self.seen), stderr)
-    }
+    cmd.arg("demo").args(args.iter().filter(|a| !json || **a != "--json"));
+    cmd
 }
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+harness::scenarios!(demo, bare_demo);
 
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
-}
-
-/// A bounded run: readings flow from the devices through the bridge into both topics, the
-/// smoothing processors emit a record per reading, the early spike raises an alert, the
-/// summary adds up, exit code 0, and the temporary data is gone.
+/// Without a server binary (none next to this `silt`, none on PATH, or SILT_BROKER_BIN naming
+/// nothing), `silt demo` fails with exit 1 and one line saying how to get one.
 #[test]
-fn a_short_run_flows_smooths_and_alerts() {
-    let started = Instant::now();
-    let demo = Demo::start(&["--json", "demo", "--devices", "20", "--rate", "4", "--duration", "12s"]);
-    let (status, lines, stderr) = demo.finish();
-    let out = lines.join("\n");
-    assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{stderr}");
-    assert!(stderr.is_empty(), "{stderr}");
-    let values: Vec<Value> = lines.iter().map(|l| json(l)).collect();
-    let first = &values[0];
-    assert_eq!(first["type"], "started", "{out}");
-    assert_eq!(first["devices"], 20);
-    let data_dir = PathBuf::from(first["data_dir"].as_str().expect("data_dir"));
-    assert!(values.iter().any(|v| v["type"] == "status"), "{out}");
-
-    // The seed (1) picks device 1 of 20 for the spike at its 20th reading (5 s at 4/s).
-    let alert = values
-        .iter()
-        .find(|v| v["type"] == "alert" && v["device"] == "sim-00001" && v["kind"] == "temperature")
-        .unwrap_or_else(|| panic!("no alert on the early spike:\n{out}"));
-    assert_eq!(alert["cause"], "spike", "{alert}");
-    assert!(alert["z"].as_f64().expect("z").abs() >= 6.0, "{alert}");
-
-    let summary = values.last().expect("output");
-    assert_eq!(summary["type"], "summary", "{out}");
-    assert_eq!(summary["ending"], "duration");
-    assert_eq!(summary["every_reading_acked"], true, "{summary}");
-    let acked = summary["frames_acked"].as_u64().expect("frames_acked");
-    // 20 devices at 4 readings/s for 12 s: about 960 frames.
-    assert!((700..=1100).contains(&acked), "{summary}");
-    for topic in ["sensors.temperature", "sensors.humidity"] {
-        assert_eq!(
-            summary["topics"][topic]["total"].as_u64(),
-            Some(acked),
-            "one record per frame: {summary}"
-        );
+fn a_missing_server_binary_is_explained() {
+    // A `silt` alone in a directory: a hard link (in the target dir, so on the same file
+    // system), which the process sees as its own path; a copy where linking fails.
+    let silt = Path::new(env!("CARGO_BIN_EXE_silt"));
+    let dir = tempfile::tempdir_in(silt.parent().expect("target dir")).expect("temp dir");
+    let lone = dir.path().join("silt");
+    if std::fs::hard_link(silt, &lone).is_err() {
+        std::fs::copy(silt, &lone).expect("copying silt");
     }
-    let processors = summary["processors"].as_array().expect("processors");
-    assert_eq!(processors.len(), 4, "{summary}");
-    for p in processors {
-        assert_eq!(p["state"], "running", "{p}");
-        assert_eq!(p["lag"], 0, "{p}");
-        assert_eq!(p["events_in"].as_u64(), Some(acked), "{p}");
-        assert_eq!(p["records_read"], p["events_out"], "the view read every output record: {p}");
-        if p["name"].as_str().unwrap().ends_with("-smooth") {
-            // One output per reading, except readings lost to a dropout (null).
-            let out = p["events_out"].as_u64().unwrap();
-            assert!(out > acked * 9 / 10 && out <= acked, "{p}");
-        }
-    }
-    assert!(summary["alerts"].as_u64().unwrap() >= 1, "{summary}");
-    assert!(summary["alerts_by_cause"]["spike"].as_u64().unwrap() >= 1, "{summary}");
-    assert!(!data_dir.exists(), "{} was not removed", data_dir.display());
-    assert!(started.elapsed() < RUN_TIMEOUT);
-}
-
-/// Ctrl-C mid-run: SIGINT stops the devices, the broker shuts down cleanly, the data is
-/// removed and the exit code is 0; the text output has a status line per interval.
-#[test]
-fn ctrl_c_stops_the_demo_cleanly() {
-    let mut demo = Demo::start(&["demo", "--devices", "20", "--rate", "4"]);
-    let header = demo.wait_line(RUN_TIMEOUT, |l| l.starts_with("silt demo: broker "));
-    let data_dir = PathBuf::from(header.rsplit("data in ").next().expect("data dir in the header"));
-    assert!(data_dir.is_dir(), "{header}");
-    // Readings flowing: a status line with frames acked.
-    demo.wait_line(RUN_TIMEOUT, |l| {
-        l.split(", ")
-            .nth(1)
-            .and_then(|s| s.strip_suffix(" acked"))
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-    });
-    let pid = demo.child.id().to_string();
-    let sent = Command::new("kill").args(["-INT", &pid]).status().expect("running kill");
-    assert!(sent.success());
-    let (status, lines, stderr) = demo.finish();
-    let out = lines.join("\n");
-    assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{stderr}");
-    assert!(out.contains("silt demo interrupted after"), "{out}");
-    assert!(out.contains("the broker stopped cleanly and its data was removed"), "{out}");
-    assert!(!data_dir.exists(), "{} was not removed", data_dir.display());
-}
-
-/// Bad flags: clap's errors (exit 2) and the demo's own checks (exit 1, one line), before
-/// anything starts; `--help` explains what runs.
-#[test]
-fn bad_flags_fail_with_a_message() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let run = |args: &[&str]| {
-        let out = support::silt_command(dir.path()).args(args).output().expect("running silt");
+    let run = |cmd: &mut Command| {
+        let out = cmd.stdin(Stdio::null()).output().expect("running silt");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    for (flag, value) in [
-        ("--rate", "0"),
-        ("--rate", "x"),
-        ("--devices", "0"),
-        ("--day", "0s"),
-        ("--interval", "1ms"),
-        ("--faults", "25"),
-        ("--drift", "2"),
-    ] {
-        let (code, _, stderr) = run(&["demo", flag, value]);
-        assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
-        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
-    }
-    let (code, stdout, stderr) = run(&["demo", "--day", "30s"]);
+    let (code, stdout, stderr) = run(Command::new(&lone)
+        .args(["demo", "--devices", "1"])
+        .env("PATH", "")
+        .env_remove("SILT_BROKER_BIN"));
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stdout.is_empty());
+    assert!(stdout.is_empty(), "{stdout}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("a day needs at least 60"), "{stderr}");
-    let (code, _, stderr) = run(&["demo", "--modules", "/nonexistent"]);
+    assert!(stderr.contains("cargo build --release -p silt-server"), "{stderr}");
+    let (code, _, stderr) = run(support::silt_command(dir.path())
+        .args(["demo"])
+        .env("SILT_BROKER_BIN", "/nonexistent/silt-broker"));
     assert_eq!(code, Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("ema_smooth.wasm"), "{stderr}");
-    let (code, help, _) = run(&["demo", "--help"]);
-    assert_eq!(code, Some(0));
-    for word in ["--devices", "--duration", "--seed", "--modules", "Ctrl-C", "anomaly-zscore", "Exit codes"] {
-        assert!(help.contains(word), "{word} missing from --help:\n{help}");
-    }
+    assert!(stderr.contains("SILT_BROKER_BIN") && stderr.contains("/nonexistent/silt-broker"), "{stderr}");
 }

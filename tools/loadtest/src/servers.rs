@@ -62,7 +62,7 @@ fn program(name: &str) -> anyhow::Result<PathBuf> {
         }
     }
     let hint = match name {
-        "silt-broker" => "build it: cargo build --release -p silt-broker",
+        "silt-broker" => "build it: cargo build --release -p silt-server",
         "nats-server" => "install Debian's package: apt-get install nats-server",
         _ => "install Debian's package: apt-get install mosquitto",
     };

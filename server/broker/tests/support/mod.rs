@@ -1,7 +1,7 @@
 //! Starting the real `silt-broker` binary for integration tests, and reaching it over real QUIC.
 //!
-//! Each test crate under `server/broker/tests/` uses a different part of this module, so items unused
-//! by one crate are expected.
+//! Each test crate under `server/broker/tests/` (and `server/node/tests/`, which includes this
+//! file) uses a different part of this module, so items unused by one crate are expected.
 #![allow(dead_code)]
 
 use std::ffi::OsString;
@@ -135,7 +135,7 @@ impl BrokerProcess {
         assert!(self.child.is_none(), "the previous broker process is still running");
         let log =
             OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening broker.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_silt-broker"));
+        let mut cmd = Command::new(broker_bin());
         cmd.args(&self.args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -451,8 +451,15 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Builds the example processors to wasm32 once per test process (in a target dir of their
 /// own, so the cargo running the tests is not waited on) and returns one module's bytes.
 pub fn example_wasm(package: &str) -> Vec<u8> {
+    let file = examples_dir().join(format!("{}.wasm", package.replace('-', "_")));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+}
+
+/// Builds the example processors to wasm32 once per test process (see [`example_wasm`]) and
+/// returns the directory holding the `.wasm` files.
+pub fn examples_dir() -> &'static Path {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
+    BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         // The same directory as silt-processor's module tests and scripts/test-all.sh, which
         // builds it before the tests run, so this is usually a no-op.
@@ -468,14 +475,17 @@ pub fn example_wasm(package: &str) -> Vec<u8> {
         let status = cmd.status().expect("running cargo to build the example processors");
         assert!(status.success(), "building the example processors for wasm32 failed (is the wasm32-unknown-unknown target installed?)");
         target.join("wasm32-unknown-unknown").join("release")
-    });
-    let file = dir.join(format!("{}.wasm", package.replace('-', "_")));
-    std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+    })
 }
 
 /// The example processor crates under `processors/examples/`.
 pub const EXAMPLES: [&str; 5] =
     ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
+
+// Finding (or building) the server binary, shared with the `silt` client's demo tests
+// (tools/cli/tests/demo.rs includes the same file).
+mod server_bin;
+pub use server_bin::broker_bin;
 
 // Processor ABI test modules, shared with the device bridge's tests (device-bridge/bridge/tests/
 // support includes the same file).

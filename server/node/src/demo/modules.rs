@@ -24,7 +24,7 @@ const BUILD_ARGS: [&str; 9] =
 const BUILD_HINT: &str =
     "build them in a Silt checkout with `cargo build --release --target wasm32-unknown-unknown -p ema-smooth -p anomaly-zscore` and pass --modules <checkout>/target/wasm32-unknown-unknown/release";
 
-/// Finds (or builds) the modules; see `silt demo --help` for the order.
+/// Finds (or builds) the modules; see `silt-broker demo --help` for the order.
 pub async fn load(dir: Option<&Path>) -> anyhow::Result<Modules> {
     if let Some(dir) = dir {
         return read(dir).with_context(|| format!("--modules {}", dir.display()));

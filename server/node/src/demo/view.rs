@@ -1,21 +1,26 @@
-//! What `silt demo` shows: state built from status polls and the processors' output records,
-//! rendered as a screen redrawn in place (a terminal), one status line per interval, or JSON
-//! lines. No I/O other than printing; the demo's loop feeds it.
+//! What `silt demo` shows: state built from status polls and the processors' output records
+//! (this file), drawn as a screen on a terminal (`screen`, ratatui), or printed as a status
+//! line per interval or JSON lines (`lines`). No I/O other than the terminal and stdout; the
+//! demo's loop feeds it.
+
+mod lines;
+mod screen;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use silt_client::{Fetched, ProcessorInfo, ProcessorState};
+use anyhow::Context;
+use serde_json::Value;
 use silt_devsim::series::{Cause, Condition, FaultCounts, Kind, Sensors};
 use silt_devsim::{Progress, SimReport};
+use silt_client::{Fetched, ProcessorInfo};
 
+pub use self::lines::{print_stopped, Summary};
 use super::{Ending, Plan};
 
 /// Recent alerts kept for the screen.
@@ -170,6 +175,8 @@ pub struct View {
     alerts: u64,
     by_cause: BTreeMap<&'static str, u64>,
     faults: FaultCounts,
+    /// The terminal, in [`Mode::Screen`] once started.
+    screen: Option<screen::Screen>,
 }
 
 /// Label of an alert no injected fault explains.
@@ -217,6 +224,7 @@ impl View {
             alerts: 0,
             by_cause: BTreeMap::new(),
             faults: FaultCounts::default(),
+            screen: None,
         }
     }
 
@@ -273,8 +281,8 @@ impl View {
                     *self.by_cause.entry(cause_label(cause)).or_default() += 1;
                     let seen = Seen { at, alert, cause };
                     match mode {
-                        Mode::Lines => println!("{}", alert_line(&seen)),
-                        Mode::Json => println!("{}", alert_json(&seen)),
+                        Mode::Lines => println!("{}", lines::alert_line(&seen)),
+                        Mode::Json => println!("{}", lines::alert_json(&seen)),
                         Mode::Screen => {}
                     }
                     if self.recent.len() == RECENT_ALERTS {
@@ -304,180 +312,43 @@ impl View {
                 .all(|(p, _)| p.lag == 0 && self.read.get(&p.name).copied().unwrap_or(0) >= p.events_out)
     }
 
-    pub fn print_start(&self, mode: Mode) {
-        let h = &self.header;
+    /// Starts the output: takes over the terminal, or prints where everything listens.
+    pub fn print_start(&mut self, mode: Mode) -> anyhow::Result<()> {
         match mode {
-            Mode::Screen => print!("\x1b[2J\x1b[H"),
-            Mode::Lines => println!(
-                "silt demo: broker {} (QUIC), metrics http://{}/metrics, frames {} (TCP); {}; data in {}",
-                h.broker,
-                h.admin,
-                h.frames,
-                self.fleet_text(),
-                h.data_dir.display()
-            ),
-            Mode::Json => println!(
-                "{}",
-                json!({
-                    "type": "started",
-                    "broker": h.broker.to_string(),
-                    "admin": h.admin.to_string(),
-                    "frames": h.frames.to_string(),
-                    "ca_cert": h.ca_cert,
-                    "data_dir": h.data_dir,
-                    "devices": h.devices,
-                    "rate": h.rate,
-                    "day_s": h.day.as_secs_f64(),
-                    "seed": h.seed,
-                    "processors": self.plans.iter().map(|p| json!({
-                        "name": p.name, "input": p.input, "output": p.output,
-                        "params": p.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-                    })).collect::<Vec<_>>(),
-                })
-            ),
+            Mode::Screen => self.screen = Some(screen::Screen::new().context("drawing on the terminal")?),
+            Mode::Lines | Mode::Json => lines::print_start(self, mode == Mode::Json),
         }
-        let _ = std::io::stdout().flush();
-    }
-
-    fn fleet_text(&self) -> String {
-        let h = &self.header;
-        format!(
-            "{} devices, {} reading{}/s each, a day every {}, seed {}",
-            h.devices,
-            h.rate,
-            if h.rate == 1.0 { "" } else { "s" },
-            humantime::format_duration(h.day),
-            h.seed
-        )
+        Ok(())
     }
 
     /// Draws the screen, or prints a status line.
-    pub fn render(&self, mode: Mode) {
+    pub fn render(&mut self, mode: Mode) {
         let now = self.updated.unwrap_or(self.started);
         match mode {
             Mode::Screen => {
-                // Cut to the terminal, so that a redraw never wraps or scrolls.
-                let (rows, cols) = console::Term::stdout().size();
-                let mut out = String::from("\x1b[H");
-                for line in self.screen(now, usize::from(rows)).iter().take(usize::from(rows.max(2)) - 1) {
-                    out.extend(line.chars().take(usize::from(cols.max(1))));
-                    out.push_str("\x1b[K\n");
+                if let Some(mut screen) = self.screen.take() {
+                    screen.draw(self, now);
+                    self.screen = Some(screen);
                 }
-                out.push_str("\x1b[J");
-                print!("{out}");
             }
-            Mode::Lines => println!("{}", self.status_line(now)),
-            Mode::Json => println!("{}", self.status_json(now)),
+            Mode::Lines => lines::print_line(&lines::status_line(self, now)),
+            Mode::Json => lines::print_line(&lines::status_json(self, now)),
         }
-        let _ = std::io::stdout().flush();
     }
 
     fn elapsed(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }
 
-    /// The screen's lines, without escape codes.
-    /// The screen's lines, without escape codes, at most `rows - 1` of them (fits 80x24): the
-    /// alerts and the smoothed values share the rows the fixed part leaves.
-    pub fn screen(&self, now: Instant, rows: usize) -> Vec<String> {
-        let h = &self.header;
-        let mut l = Vec::new();
-        l.push(format!(
-            "Silt demo {}: {} devices, {} reading/s each, day {}, seed {} (Ctrl-C stops)",
-            clock(self.elapsed(now)),
-            h.devices,
-            h.rate,
-            humantime::format_duration(h.day),
-            h.seed
-        ));
-        l.push(format!("broker {} (QUIC)  metrics {}  frames {}", h.broker, h.admin, h.frames));
-        l.push(String::new());
-        l.push(format!(
-            "INGEST  frames {:.0}/s, {} acked, {}/{} devices connected",
-            self.frames.per_s,
-            count(self.frames.total),
-            self.connected,
-            h.devices
-        ));
-        let topics: Vec<String> =
-            self.topics.iter().map(|(t, c)| format!("{t} {:.0}/s ({})", c.per_s, count(c.total))).collect();
-        l.push(format!("        {}", topics.join("  ")));
-        l.push(String::new());
-        l.push(format!(
-            "{:<22}{:<9}{:>7}{:>12}{:>12}{:>8}",
-            "PROCESSORS", "state", "in/s", "in", "out", "lag"
-        ));
-        for (p, c) in &self.processors {
-            l.push(format!(
-                "  {:<20}{:<9}{:>7.0}{:>12}{:>12}{:>8}",
-                p.name,
-                state(p.state),
-                c.per_s,
-                count(p.events_in),
-                count(p.events_out),
-                count(p.lag)
-            ));
-            if let Some(e) = &p.error {
-                l.push(format!("    error: {e}"));
-            }
+    /// The devices whose smoothed values are shown, each with a note: the watched ones, and
+    /// one more whose sensor is in trouble now.
+    fn shown_devices(&self) -> Vec<(String, String)> {
+        let mut devices: Vec<(String, String)> =
+            self.watched.iter().map(|d| (d.clone(), self.note(d))).collect();
+        if let Some((id, note)) = self.in_trouble() {
+            devices.push((id, note.to_string()));
         }
-        l.push(String::new());
-        let f = &self.faults;
-        l.push(format!(
-            "FAULTS  spikes: {} temperature, {} humidity; stuck {}; dropouts {}; drifting {}",
-            f.temperature_spikes,
-            f.humidity_spikes,
-            f.stuck,
-            f.dropouts,
-            self.sensors.drifting().len()
-        ));
-        l.push(String::new());
-
-        // What is left (one row stays free for the cursor) goes to the alerts first, then to
-        // the smoothed values; two headers and a blank line between them are fixed.
-        let mut devices: Vec<(String, Option<&'static str>)> =
-            self.watched.iter().map(|d| (d.clone(), None)).collect();
-        if let Some((id, c)) = self.in_trouble() {
-            devices.push((id, Some(c)));
-        }
-        let left = rows.saturating_sub(l.len() + 4);
-        let alert_rows = self
-            .recent
-            .len()
-            .min(RECENT_ALERTS)
-            .min(left.div_ceil(2).max(left.saturating_sub(devices.len())));
-        let device_rows = devices.len().min(left - alert_rows);
-        let causes: Vec<String> = self.by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        l.push(format!("ALERTS {}  {}", count(self.alerts), causes.join(", ")));
-        for s in self.recent.iter().take(alert_rows) {
-            l.push(format!("  {}", alert_text(s)));
-        }
-        l.push(String::new());
-        l.push(format!("{:<13}{:<19}{:<18}{}", "SMOOTHED", "temperature", "humidity", "(last reading)"));
-        for (device, now_note) in devices.into_iter().take(device_rows) {
-            let cell = |kind: Kind| match self.smoothed.get(&(kind, device.clone())) {
-                Some((ema, v)) => format!("{ema:.1} {} ({})", kind.unit(), reading(*v)),
-                None => "-".to_string(),
-            };
-            let note = now_note.map(str::to_string).unwrap_or_else(|| self.note(&device));
-            l.push(format!(
-                "  {:<11}{:<19}{:<18}{}",
-                device,
-                cell(Kind::Temperature),
-                cell(Kind::Humidity),
-                note
-            ));
-        }
-        // Room to spare: how to watch this broker with `silt`.
-        if l.len() + 3 <= rows {
-            l.push(String::new());
-            l.push(format!(
-                "try: silt --broker {} --ca-cert {} consume sensors.temperature.alerts --follow",
-                h.broker,
-                h.ca_cert.display()
-            ));
-        }
-        l
+        devices
     }
 
     /// A note on a watched device: what makes it interesting.
@@ -499,87 +370,14 @@ impl View {
 
     /// The first device (by id) whose sensor is stuck or silent right now, not watched.
     fn in_trouble(&self) -> Option<(String, &'static str)> {
-        (0..self.header.devices).map(silt_devsim::device_id).filter(|d| !self.watched.contains(d)).find_map(
-            |d| match self.sensors.condition_now(&d) {
+        (0..self.header.devices)
+            .map(silt_devsim::device_id)
+            .filter(|d| !self.watched.contains(d))
+            .find_map(|d| match self.sensors.condition_now(&d) {
                 Some(Condition::Stuck { .. }) => Some((d, "stuck now")),
                 Some(Condition::Dropout { .. }) => Some((d, "dropout now")),
                 _ => None,
-            },
-        )
-    }
-
-    pub fn status_line(&self, now: Instant) -> String {
-        let mut s = format!(
-            "[{:>6.1}s] frames {:.0}/s, {} acked, {}/{} devices",
-            self.elapsed(now).as_secs_f64(),
-            self.frames.per_s,
-            self.frames.total,
-            self.connected,
-            self.header.devices
-        );
-        for (topic, c) in &self.topics {
-            let _ = write!(s, " | {topic} {:.0}/s ({})", c.per_s, c.total);
-        }
-        for (p, _) in &self.processors {
-            let _ = write!(s, " | {} in {} out {} lag {}", p.name, p.events_in, p.events_out, p.lag);
-            if p.state != ProcessorState::Running {
-                let _ = write!(s, " {}", state(p.state).to_uppercase());
-            }
-        }
-        let f = &self.faults;
-        let _ = write!(
-            s,
-            " | alerts {} | faults: spikes {}, stuck {}, dropouts {}",
-            self.alerts,
-            f.temperature_spikes + f.humidity_spikes,
-            f.stuck,
-            f.dropouts
-        );
-        s
-    }
-
-    pub fn status_json(&self, now: Instant) -> Value {
-        json!({
-            "type": "status",
-            "elapsed_s": self.elapsed(now).as_secs_f64(),
-            "devices_connected": self.connected,
-            "frames_generated": self.generated,
-            "frames_acked": self.frames.total,
-            "frames_per_s": self.frames.per_s,
-            "topics": self.topics_json(),
-            "processors": self.processors_json(),
-            "alerts": self.alerts,
-            "faults": faults_json(&self.faults),
-        })
-    }
-
-    fn topics_json(&self) -> Value {
-        Value::Object(
-            self.topics
-                .iter()
-                .map(|(t, c)| (t.clone(), json!({ "total": c.total, "per_s": c.per_s })))
-                .collect(),
-        )
-    }
-
-    fn processors_json(&self) -> Value {
-        Value::Array(
-            self.processors
-                .iter()
-                .map(|(p, c)| {
-                    json!({
-                        "name": p.name,
-                        "state": state(p.state),
-                        "events_in": p.events_in,
-                        "events_out": p.events_out,
-                        "in_per_s": c.per_s,
-                        "lag": p.lag,
-                        "error": p.error,
-                        "records_read": self.read.get(&p.name).copied().unwrap_or(0),
-                    })
-                })
-                .collect(),
-        )
+            })
     }
 
     /// The numbers at the end.
@@ -599,8 +397,8 @@ impl View {
             acked: self.frames.total,
             complete: report.map(|r| r.incomplete() == 0),
             p99_us: report.map(|r| r.p99_us),
-            topics: self.topics_json(),
-            processors: self.processors_json(),
+            topics: lines::topics_json(self),
+            processors: lines::processors_json(self),
             alerts: self.alerts,
             by_cause: self.by_cause.clone(),
             faults: self.faults,
@@ -609,225 +407,11 @@ impl View {
     }
 }
 
-/// What the demo did, printed once the broker is down.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub ending: Ending,
-    pub elapsed: Duration,
-    pub devices: u32,
-    pub connected: u64,
-    pub generated: u64,
-    pub acked: u64,
-    /// Whether every generated reading was acked (known when the devices finished).
-    pub complete: Option<bool>,
-    pub p99_us: Option<u64>,
-    pub topics: Value,
-    pub processors: Value,
-    pub alerts: u64,
-    pub by_cause: BTreeMap<&'static str, u64>,
-    pub faults: FaultCounts,
-    pub drifting: usize,
-}
-
-impl Summary {
-    /// Ctrl-C before the devices started.
-    pub fn interrupted_early() -> Summary {
-        Summary {
-            ending: Ending::Interrupted,
-            elapsed: Duration::ZERO,
-            devices: 0,
-            connected: 0,
-            generated: 0,
-            acked: 0,
-            complete: None,
-            p99_us: None,
-            topics: json!({}),
-            processors: json!([]),
-            alerts: 0,
-            by_cause: BTreeMap::new(),
-            faults: FaultCounts::default(),
-            drifting: 0,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "type": "summary",
-            "ending": match self.ending { Ending::Duration => "duration", Ending::Interrupted => "interrupted" },
-            "elapsed_s": self.elapsed.as_secs_f64(),
-            "devices": self.devices,
-            "devices_connected": self.connected,
-            "frames_generated": self.generated,
-            "frames_acked": self.acked,
-            "every_reading_acked": self.complete,
-            "ack_p99_us": self.p99_us,
-            "topics": self.topics,
-            "processors": self.processors,
-            "alerts": self.alerts,
-            "alerts_by_cause": self.by_cause,
-            "faults": faults_json(&self.faults),
-            "drifting_devices": self.drifting,
-            "broker": "stopped",
-        })
-    }
-
-    pub fn to_text(&self) -> String {
-        let how = match self.ending {
-            Ending::Duration => "ran for",
-            Ending::Interrupted => "interrupted after",
-        };
-        let acked = match (self.complete, self.p99_us) {
-            (Some(true), Some(p99)) => {
-                format!(" (every reading acked; p99 frame to durable ack {:.1} ms)", p99 as f64 / 1000.0)
-            }
-            (Some(false), _) => " (some readings were not acked)".to_string(),
-            _ => String::new(),
-        };
-        let mut s = format!(
-            "silt demo {how} {}: {} devices, {} frames acked{acked}",
-            clock(self.elapsed),
-            self.devices,
-            count(self.acked)
-        );
-        if let Some(list) = self.processors.as_array() {
-            for p in list {
-                let _ = write!(
-                    s,
-                    "\n  {:<22} {} in, {} out",
-                    p["name"].as_str().unwrap_or("?"),
-                    count(p["events_in"].as_u64().unwrap_or(0)),
-                    count(p["events_out"].as_u64().unwrap_or(0))
-                );
-            }
-        }
-        let causes: Vec<String> = self.by_cause.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        let f = &self.faults;
-        let _ = write!(
-            s,
-            "\n  alerts {}{}\n  faults injected: spikes {}, stuck sensors {}, dropouts {}; drifting devices {}\nthe broker stopped cleanly and its data was removed",
-            self.alerts,
-            if causes.is_empty() { String::new() } else { format!(" ({})", causes.join(", ")) },
-            f.temperature_spikes + f.humidity_spikes,
-            f.stuck,
-            f.dropouts,
-            self.drifting
-        );
-        s
-    }
-}
-
-pub fn print_stopped(mode: Mode, summary: &Summary) {
-    match mode {
-        Mode::Json => println!("{}", summary.to_json()),
-        Mode::Screen | Mode::Lines => println!("{}", summary.to_text()),
-    }
-}
-
-fn faults_json(f: &FaultCounts) -> Value {
-    json!({
-        "temperature_spikes": f.temperature_spikes,
-        "humidity_spikes": f.humidity_spikes,
-        "stuck": f.stuck,
-        "dropouts": f.dropouts,
-        "readings": f.readings,
-    })
-}
-
-fn state(s: ProcessorState) -> &'static str {
-    match s {
-        ProcessorState::Running => "running",
-        ProcessorState::Paused => "paused",
-        ProcessorState::Failed => "failed",
-    }
-}
-
-fn z_text(z: Option<f64>) -> String {
-    match z {
-        Some(z) => format!("{z:+.1}"),
-        None => "inf".to_string(),
-    }
-}
-
-fn reading(v: f64) -> String {
-    format!("{v:.1}")
-}
-
-/// One alert for the screen: when, who, what, why.
-fn alert_text(s: &Seen) -> String {
-    let a = &s.alert;
-    format!(
-        "{:>6} {:<10}{:<12}{:>6.1} {:<2} mean {:>5.1} z {:>6} {}",
-        clock(s.at),
-        a.device,
-        a.kind.as_str(),
-        a.value,
-        a.kind.unit(),
-        a.mean,
-        z_text(a.z),
-        cause_label(s.cause)
-    )
-}
-
-fn alert_line(s: &Seen) -> String {
-    let a = &s.alert;
-    format!(
-        "[{:>6.1}s] alert {} {} {:.2} {} (mean {:.2}, std {:.2}, z {}): {}",
-        s.at.as_secs_f64(),
-        a.device,
-        a.kind.as_str(),
-        a.value,
-        a.kind.unit(),
-        a.mean,
-        a.std,
-        z_text(a.z),
-        cause_label(s.cause)
-    )
-}
-
-fn alert_json(s: &Seen) -> Value {
-    let a = &s.alert;
-    json!({
-        "type": "alert",
-        "elapsed_s": s.at.as_secs_f64(),
-        "device": a.device,
-        "kind": a.kind.as_str(),
-        "value": a.value,
-        "mean": a.mean,
-        "std": a.std,
-        "z": a.z,
-        "cause": s.cause.map(|c| c.as_str()),
-    })
-}
-
-/// `1m05s`, `12s`.
-fn clock(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 {
-        format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// `19,500`.
-fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use silt_devsim::series::{FrameReadings, ReadingSource, SeriesConfig};
+    use silt_client::ProcessorState;
 
     fn view(devices: u32) -> View {
         let ids: Vec<String> = (0..devices).map(silt_devsim::device_id).collect();
@@ -871,18 +455,6 @@ mod tests {
             events_out,
             partitions: Vec::new(),
         }
-    }
-
-    /// Numbers are grouped in thousands and times read as clocks.
-    #[test]
-    fn formats() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1000), "1,000");
-        assert_eq!(count(1_234_567), "1,234,567");
-        assert_eq!(clock(Duration::from_secs(5)), "5s");
-        assert_eq!(clock(Duration::from_secs(65)), "1m05s");
-        assert_eq!(clock(Duration::from_secs(3725)), "1h02m05s");
     }
 
     /// Watched devices: the early-spike one, drifting ones, then the first others; a fleet
@@ -965,24 +537,36 @@ mod tests {
         );
         assert!(v.caught_up());
 
-        let screen = v.screen(t0 + Duration::from_secs(65), 100).join("\n");
+        let screen = screen::text(&v, t0 + Duration::from_secs(65), 100, 100).join("\n");
         assert!(screen.contains("1m05s"), "{screen}");
         assert!(screen.contains("temperature-anomaly"), "{screen}");
         assert!(screen.contains("20.0 °C (20.5)"), "{screen}");
         assert!(screen.contains("ALERTS 3"), "{screen}");
         assert!(screen.contains(" inf "), "{screen}");
-        // An 80x24 terminal: 23 lines at most, none wider than 80 columns but the hint on
-        // how to connect (cut by the terminal), and the alerts still there.
-        let small = v.screen(t0 + Duration::from_secs(65), 24);
-        assert!(small.len() <= 23, "{}", small.join("\n"));
-        for l in small.iter().filter(|l| !l.starts_with("try:")) {
-            assert!(l.chars().count() <= 80, "{} columns: {l}", l.chars().count());
+        assert!(screen.contains("try: silt --broker 127.0.0.1:40001"), "{screen}");
+        // An 80x24 terminal: every part there and whole (only the hint on how to connect
+        // gives way), the alerts too, and the last row left to the cursor.
+        let small = screen::text(&v, t0 + Duration::from_secs(65), 80, 24);
+        let text = small.join("\n");
+        assert_eq!(small.len(), 24, "{text}");
+        assert!(small[23].trim().is_empty(), "{text}");
+        for part in [
+            "(Ctrl-C stops)",
+            "devices connected",
+            "PROCESSORS",
+            "humidity-smooth",
+            "FAULTS",
+            "drifting",
+            "SMOOTHED",
+        ] {
+            assert!(text.contains(part), "{part} missing:\n{text}");
         }
-        assert!(small.iter().any(|l| l.contains(" spike")), "{}", small.join("\n"));
-        let line = v.status_line(t0 + Duration::from_secs(5));
+        assert!(small.iter().any(|l| l.contains(" spike")), "{text}");
+        assert!(small.iter().any(|l| l.contains(&v.watched[0])), "{text}");
+        let line = lines::status_line(&v, t0 + Duration::from_secs(5));
         assert!(line.starts_with("[   5.0s] frames 0/s"), "{line}");
         assert!(line.contains("sensors.humidity 100/s (300)"), "{line}");
-        let j = v.status_json(t0);
+        let j = lines::status_json(&v, t0);
         assert_eq!(j["processors"][0]["records_read"], 300);
         let s = v.summary(Ending::Interrupted, t0 + Duration::from_secs(7), 10, None);
         assert!(s.to_text().starts_with("silt demo interrupted after 7s: 10 devices"), "{}", s.to_text());

@@ -1,6 +1,7 @@
-//! A device bridge embedded in the broker by its `[bridge]` config table takes frames and
-//! appends them to the broker it runs in.
+//! A device bridge embedded in the server by its `[bridge]` config table takes frames and
+//! appends them to the broker it runs beside.
 
+#[path = "../../broker/tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

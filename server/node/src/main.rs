@@ -1,11 +1,24 @@
-//! `silt-broker`: see `silt-broker --help`.
+//! `silt-broker` (package `silt-server`): the composition root of the Silt server. It starts
+//! the broker library (`silt_broker::start`) and, with a `[bridge]` table in its configuration
+//! file, a device bridge in the same process as a client of it (`serve`, `config`);
+//! `silt-broker demo` runs the whole system on loopback with simulated sensors (`demo`).
+//!
+//! Deliberately absent: request handling, storage, processors and the device protocol. Those
+//! are the libraries this binary joins; here are only arguments, configuration, signals and
+//! the demo's view. The `silt` client links none of this: its `silt demo` runs this binary.
+
+mod config;
+mod demo;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use silt_broker::config::{Config, FsyncPolicy, LogFormat};
+use clap::{Parser, Subcommand};
+use silt_broker::config::{FsyncPolicy, LogFormat};
+
+use crate::config::ServerConfig;
 
 /// The Silt broker: a durable, replayable event log for sensor data, served over QUIC.
 ///
@@ -14,12 +27,17 @@ use silt_broker::config::{Config, FsyncPolicy, LogFormat};
 /// self-signed certificate to DATA_DIR/tls/cert.pem; clients trust it with --ca-cert.
 ///
 /// Settings come from the embedded defaults, then --config FILE (TOML), then environment
-/// variables and flags.
+/// variables and flags. A `[bridge]` table in the file (the keys of `silt-bridge --config`
+/// files) runs a device bridge in this process too, as a client of this broker, with its
+/// journal in DATA_DIR/bridge unless the table says otherwise.
+///
+/// `silt-broker demo` runs the whole system on loopback with simulated sensors instead (see
+/// `silt-broker demo --help`; `silt demo` runs it).
 ///
 /// Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM; 1 when startup or the final
 /// flush fails (the message says why); 2 for bad command-line arguments.
 #[derive(Debug, Parser)]
-#[command(name = "silt-broker", version)]
+#[command(name = "silt-broker", version, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Directory for the log, metadata and TLS identity.
     #[arg(long, env = "SILT_DATA_DIR", value_name = "DIR")]
@@ -45,10 +63,22 @@ struct Args {
     /// context that records carry in their `traceparent` header.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    // Its help is `DemoArgs`'s doc comment (a variant's would replace the long help).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let mut args = Args::parse();
+    if let Some(Command::Demo(demo)) = args.command.take() {
+        return demo::main(demo);
+    }
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("silt-broker: {e:#}");
@@ -57,37 +87,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
     };
+    let broker = &mut config.broker;
     if let Some(v) = args.data_dir {
-        config.data_dir = v;
+        broker.data_dir = v;
     }
     if let Some(v) = args.listen {
-        config.listen = v;
+        broker.listen = v;
     }
     if let Some(v) = args.admin_listen {
-        config.admin_listen = v;
+        broker.admin_listen = v;
     }
     if let Some(v) = args.fsync {
-        config.fsync = v;
+        broker.fsync = v;
     }
     if let Some(v) = args.log_format {
-        config.log_format = v;
+        broker.log_format = v;
     }
     if let Some(v) = args.otlp_endpoint {
-        config.otlp_endpoint = Some(v);
+        broker.otlp_endpoint = Some(v);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // The OTLP exporter's batch processor needs no runtime, but its guard flushes on drop,
     // after the broker stopped.
     let _telemetry = silt_telemetry::init(
         "silt-broker",
-        config.log_format == LogFormat::Json,
-        config.otlp_endpoint.as_deref(),
+        broker.log_format == LogFormat::Json,
+        broker.otlp_endpoint.as_deref(),
     )?;
-    runtime.block_on(silt_broker::run(config))
+    runtime.block_on(serve::run(config))
 }

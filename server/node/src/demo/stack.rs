@@ -1,5 +1,5 @@
 //! The server side of the demo: a broker (`silt_broker::start`) and a device bridge
-//! (`silt_bridge::run`, as the broker's `[bridge]` table would run it) on a tokio runtime of
+//! (`silt_bridge::run`, embedded as the server's `[bridge]` table runs it) on a tokio runtime of
 //! their own, with their data in a temporary directory.
 //!
 //! A runtime of their own, so that stopping is complete: once the broker has shut down, the
@@ -115,8 +115,7 @@ impl Stack {
             admin_listen: None,
             ..silt_bridge::config::Config::default()
         };
-        let running = stack.running.as_ref().expect("started above");
-        let bridge = running.embed_bridge(bridge);
+        let bridge = crate::serve::embed_bridge(stack.running.as_ref().expect("started above"), bridge);
         stack.bridge = Some(stack.runtime.handle().spawn(silt_bridge::run(bridge)));
         stack.wait_for_bridge().await?;
         Ok(stack)

@@ -1,0 +1,64 @@
+//! The server: a broker and, when configured, a device bridge in this process as a QUIC client
+//! of it, until SIGINT or SIGTERM. The demo's stack embeds its bridge the same way.
+
+use std::time::Duration;
+
+use silt_broker::Running;
+
+use crate::config::ServerConfig;
+
+/// Bound on the embedded bridge flushing its journal after the stop signal.
+const BRIDGE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `bridge` set up to run in this process as a client of `broker`: the broker's address and
+/// certificate.
+pub fn embed_bridge(
+    broker: &Running,
+    mut bridge: silt_bridge::config::Config,
+) -> silt_bridge::config::Config {
+    bridge.broker = broker.connect_addr().to_string();
+    bridge.ca_cert = Some(broker.ca_cert.clone());
+    bridge
+}
+
+/// Runs the broker until SIGINT or SIGTERM, then flushes and closes.
+///
+/// With a bridge configured, it runs in this process too, as a QUIC client of this broker; it
+/// stops on the same signal, before the broker.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let ServerConfig { broker, bridge } = config;
+    let bridge_dir = broker.data_dir.join("bridge");
+    let running = silt_broker::start(broker).await?;
+    let bridge = bridge.map(|b| {
+        let mut b = embed_bridge(&running, b);
+        if b.data_dir.as_os_str().is_empty() {
+            b.data_dir = bridge_dir;
+        }
+        tracing::info!(data_dir = %b.data_dir.display(), "starting the embedded device bridge");
+        tokio::spawn(silt_bridge::run(b))
+    });
+    match bridge {
+        Some(mut task) => tokio::select! {
+            () = shutdown_signal() => {
+                // The bridge heard the same signal; let it flush its journal first.
+                let _ = tokio::time::timeout(BRIDGE_STOP_TIMEOUT, task).await;
+            }
+            r = &mut task => {
+                let e = r.map_err(anyhow::Error::from).and_then(|r| r).err();
+                let _ = running.shutdown().await;
+                return Err(e.unwrap_or_else(|| anyhow::anyhow!("the embedded bridge stopped")).context("embedded device bridge"));
+            }
+        },
+        None => shutdown_signal().await,
+    }
+    running.shutdown().await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
