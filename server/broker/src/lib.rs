@@ -8,11 +8,13 @@
 //! came), and global locks on the produce or fetch path.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod devices;
 pub mod durability;
 pub mod groups;
 pub mod metrics;
+pub mod partitions;
 pub mod processors;
 pub mod server;
 pub mod service;
