@@ -11,11 +11,13 @@
 //! binary's), and any other Silt server component: this crate embeds no bridge.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod devices;
 pub mod durability;
 pub mod groups;
 pub mod metrics;
+pub mod partitions;
 pub mod processors;
 pub mod server;
 pub mod service;

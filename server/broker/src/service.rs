@@ -8,11 +8,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
-use silt_storage::{Appended, Partition, StorageError, Store, TopicMeta};
+use silt_storage::{Appended, StorageError, Store, TopicMeta};
 use silt_wire::batch::{self, BatchView};
 use silt_wire::frame::Frame;
 use silt_wire::message;
@@ -20,103 +19,31 @@ use silt_wire::{
     ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorRef, Request, Response, TopicInfo,
     WireError,
 };
-use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Limits, ProcessorConfig};
 use crate::devices;
 use crate::durability::Durability;
 use crate::groups::{Coordinator, GroupError, Join};
 use crate::metrics::Metrics;
-use crate::processors::{Deploy, Host, HostError};
+use crate::processors::{Deploy, HostError, ProcessorHost};
+use crate::partitions::{PartitionHandle, Partitions};
+use crate::clock::now_ms;
+use silt_core::watermarks::FetchRefused;
 
 /// A response and the batch bytes that follow it.
 pub type Reply = (Response, Bytes);
 /// A reply that may still wait (for durability or a long poll).
 pub type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
-/// The broker's side of one partition.
-pub struct PartitionHandle {
-    pub log: Arc<Partition>,
-    /// Offset up to which records are durable and may be served to consumers.
-    visible: watch::Sender<u64>,
-    /// Validated batches waiting for the partition's appender task.
-    appends: mpsc::Sender<AppendJob>,
-}
-
-/// A validated produce request waiting to be appended.
-struct AppendJob {
-    frame: Frame,
-    done: oneshot::Sender<(Result<Appended, StorageError>, u64)>,
-}
-
-/// Batches queued for one partition's appender, across all streams. Stream readers wait
-/// (backpressure) when it is full.
-const APPEND_QUEUE_MAX: usize = 256;
-/// Most batches one sled transaction takes. Eight is the default producer window; more
-/// would only lengthen the wait of the first batch in the group.
-const APPEND_GROUP_MAX: usize = 16;
-
-/// Appends queued batches of one partition, several per sled transaction when several are
-/// waiting: a transaction costs about 70 µs more than a plain insert whatever it carries
-/// (silt-storage's `measure_append_cost`). Ends when the partition's handle is dropped.
-async fn appender(
-    log: Arc<Partition>,
-    durability: Arc<Durability>,
-    metrics: Arc<Metrics>,
-    mut queue: mpsc::Receiver<AppendJob>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < APPEND_GROUP_MAX {
-            match queue.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut payloads: Vec<&mut [u8]> = jobs.iter_mut().map(|j| j.frame.payload_mut()).collect();
-        let timer = metrics.append_seconds.start_timer();
-        let results = log.append_many(&mut payloads, now_ms());
-        timer.observe_duration();
-        drop(payloads);
-        // One registration after the write covers every batch of the group.
-        let ticket = durability.register();
-        for (job, result) in jobs.into_iter().zip(results) {
-            let _ = job.done.send((result, ticket));
-        }
-    }
-}
-
-impl PartitionHandle {
-    pub(crate) fn subscribe_visible(&self) -> watch::Receiver<u64> {
-        self.visible.subscribe()
-    }
-    pub(crate) fn publish(&self, next_offset: u64) {
-        self.visible.send_if_modified(|v| {
-            let grew = next_offset > *v;
-            if grew {
-                *v = next_offset;
-            }
-            grew
-        });
-    }
-    pub fn visible(&self) -> u64 {
-        *self.visible.borrow()
-    }
-}
-
 /// Everything a request handler needs; shared by all connections.
 pub struct Broker {
     pub(crate) store: Arc<Store>,
-    partitions: DashMap<(String, u32), Arc<PartitionHandle>>,
+    partitions: Arc<Partitions>,
     durability: Arc<Durability>,
-    groups: Mutex<Coordinator>,
+    groups: Arc<Mutex<Coordinator>>,
     limits: Limits,
-    pub(crate) processors: Host,
+    processors: Arc<ProcessorHost>,
     pub(crate) metrics: Arc<Metrics>,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -162,24 +89,30 @@ impl Broker {
         processors: ProcessorConfig,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Broker>> {
-        Ok(Arc::new(Broker {
-            store,
-            partitions: DashMap::new(),
-            durability,
-            groups: Mutex::new(Coordinator::new(limits.group_members_max)),
-            limits,
-            processors: Host::new(processors)?,
-            metrics,
-        }))
+        let partitions = Arc::new(Partitions::new(store.clone(), durability.clone(), metrics.clone()));
+        let groups = Arc::new(Mutex::new(Coordinator::new(limits.group_members_max)));
+        // A processor's output topic, created by the host, is a topic consumer groups see.
+        let topic_created = {
+            let (groups, store) = (groups.clone(), store.clone());
+            Box::new(move |name: &str| {
+                let partitions_of = |t: &str| store.topic(t).map_or(0, |m| m.partitions);
+                groups.lock().expect("group lock").topic_changed(name, partitions_of);
+            })
+        };
+        let processors = Arc::new(ProcessorHost::new(
+            processors,
+            store.clone(),
+            partitions.clone(),
+            durability.clone(),
+            metrics.clone(),
+            topic_created,
+        )?);
+        Ok(Arc::new(Broker { store, partitions, durability, groups, limits, processors, metrics }))
     }
 
-    pub(crate) fn durability(&self) -> &Arc<Durability> {
-        &self.durability
-    }
-
-    /// Lets consumer groups see a topic created by the broker itself (a processor's output).
-    pub(crate) fn topic_created(&self, name: &str) {
-        self.groups.lock().expect("group lock").topic_changed(name, self.partitions_of());
+    /// Starts the pipelines of every stored processor that is neither paused nor failed.
+    pub fn start_processors(&self) {
+        self.processors.start_all();
     }
 
     pub(crate) fn partition(
@@ -187,21 +120,7 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<Arc<PartitionHandle>, StorageError> {
-        if let Some(h) = self.partitions.get(&(topic.to_string(), partition)) {
-            return Ok(h.clone());
-        }
-        let entry = self.partitions.entry((topic.to_string(), partition));
-        let handle = match entry {
-            dashmap::mapref::entry::Entry::Occupied(e) => e.get().clone(),
-            dashmap::mapref::entry::Entry::Vacant(e) => {
-                let log = self.store.partition(topic, partition)?;
-                let hw = log.high_watermark();
-                let (appends, queue) = mpsc::channel(APPEND_QUEUE_MAX);
-                tokio::spawn(appender(log.clone(), self.durability.clone(), self.metrics.clone(), queue));
-                e.insert(Arc::new(PartitionHandle { log, visible: watch::Sender::new(hw), appends })).clone()
-            }
-        };
-        Ok(handle)
+        self.partitions.get(topic, partition)
     }
 
     fn partitions_of(&self) -> impl Fn(&str) -> u32 + '_ {
@@ -262,24 +181,24 @@ impl Broker {
                 let wasm = frame.into_payload();
                 Box::pin(async move {
                     let deploy = Deploy { name, input, output, params, from, limits, wasm };
-                    host_reply(this.deploy(deploy).await.map(Response::Processor))
+                    host_reply(this.processors.deploy(deploy).await.map(Response::Processor))
                 })
             }
             Request::RollbackProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.rollback(&name).await.map(Response::Processor)) })
+                Box::pin(async move { host_reply(this.processors.rollback(&name).await.map(Response::Processor)) })
             }
             Request::PauseProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.pause(&name).await.map(Response::Processor)) })
+                Box::pin(async move { host_reply(this.processors.pause(&name).await.map(Response::Processor)) })
             }
             Request::ResumeProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.resume(&name).await.map(Response::Processor)) })
+                Box::pin(async move { host_reply(this.processors.resume(&name).await.map(Response::Processor)) })
             }
             Request::UndeployProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.undeploy(&name).await.map(|()| Response::Done)) })
+                Box::pin(async move { host_reply(this.processors.undeploy(&name).await.map(|()| Response::Done)) })
             }
             other => {
                 if !frame.payload().is_empty() {
@@ -311,10 +230,9 @@ impl Broker {
         } else {
             Vec::new()
         };
-        let (done, appended) = oneshot::channel();
-        if handle.appends.send(AppendJob { frame, done }).await.is_err() {
+        let Some(appended) = handle.append(frame).await else {
             return ready(error(ErrorCode::Storage, "the partition's appender stopped"));
-        }
+        };
         let durability = self.durability.clone();
         Box::pin(async move {
             let _spans = spans;
@@ -344,7 +262,7 @@ impl Broker {
                 }
             }
             if let Some(next) = next {
-                handle.publish(next);
+                handle.durable(next);
                 ack_seconds.observe(started.elapsed().as_secs_f64());
             }
             (response, Bytes::new())
@@ -364,27 +282,27 @@ impl Broker {
             Ok(h) => h,
             Err(e) => return storage_error(e),
         };
-        let log_start = handle.log.log_start();
-        let visible = handle.visible();
-        let mut start = match from {
+        let asked = match from {
             FetchFrom::Offset(o) => o,
-            FetchFrom::Earliest => log_start,
-            FetchFrom::Latest => visible,
+            FetchFrom::Earliest => handle.log.log_start(),
+            FetchFrom::Latest => handle.visible(),
             FetchFrom::Timestamp(t) => match handle.log.offset_for_time(t) {
                 Ok(o) => o,
                 Err(e) => return storage_error(e),
             },
         };
-        if start > visible {
-            return error(
-                ErrorCode::InvalidRequest,
-                format!("offset {start} is beyond the end of {topic}/{partition} (high watermark {visible})"),
-            );
-        }
-        start = start.max(log_start);
-        if start == visible && max_wait_ms > 0 {
+        let (mut start, wait) = match handle.fetch_start(asked, max_wait_ms > 0) {
+            Ok(s) => (s.start, s.wait),
+            Err(FetchRefused::BeyondEnd { asked, visible }) => {
+                return error(
+                    ErrorCode::InvalidRequest,
+                    format!("offset {asked} is beyond the end of {topic}/{partition} (high watermark {visible})"),
+                )
+            }
+        };
+        if wait {
             let wait = Duration::from_millis(u64::from(max_wait_ms.min(self.limits.fetch_wait_ms_max)));
-            let mut rx = handle.visible.subscribe();
+            let mut rx = handle.subscribe_visible();
             let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v > start)).await;
         }
         let limit = handle.visible();
@@ -413,7 +331,7 @@ impl Broker {
                 let this = self.clone();
                 let topic = topic.to_string();
                 let applied = tokio::task::spawn_blocking(move || {
-                    this.apply_processor(&topic, partition, &p, start, next_offset, &out)
+                    this.processors.apply(&topic, partition, &p, start, next_offset, &out)
                 })
                 .await;
                 match applied {
@@ -458,7 +376,7 @@ impl Broker {
                 if let Err(e) = self.store.delete_topic(&name) {
                     return storage_error(e);
                 }
-                self.partitions.retain(|(t, _), _| *t != name);
+                self.partitions.forget_topic(&name);
                 self.groups.lock().expect("group lock").topic_changed(&name, self.partitions_of());
                 (Response::Done, Bytes::new())
             }
@@ -550,7 +468,7 @@ impl Broker {
                 ),
                 Err(e) => storage_error(e),
             },
-            Request::ListProcessors => host_reply(self.list_processors().map(Response::Processors)),
+            Request::ListProcessors => host_reply(self.processors.list().map(Response::Processors)),
             Request::AddDevice { id } => {
                 registry_reply(devices::add(&self.store, &id, now_ms()).map(Response::Device))
             }
@@ -560,10 +478,10 @@ impl Broker {
             }
             Request::GetDevice { id } => registry_reply(devices::get(&self.store, &id).map(Response::Device)),
             Request::ProcessorStatus { name } => {
-                host_reply(self.processor_status(&name).map(Response::Processor))
+                host_reply(self.processors.status(&name).map(Response::Processor))
             }
             Request::ProcessorVersions { name } => {
-                host_reply(self.processor_versions(&name).map(Response::ProcessorVersions))
+                host_reply(self.processors.versions(&name).map(Response::ProcessorVersions))
             }
             Request::Produce { .. }
             | Request::Fetch { .. }
@@ -625,7 +543,7 @@ impl Broker {
                 }
             }
         }
-        self.refresh_processor_metrics();
+        self.processors.refresh_metrics();
         m.render()
     }
 

@@ -6,6 +6,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use silt_core::partition::{Admission, BatchMeta, LogEnds, PartitionLog};
+use silt_core::retention::{OldestBatch, RetentionPolicy};
 use silt_wire::batch::{peek_header, stamp, BatchView, HEADER_LEN};
 use sled::transaction::{TransactionError, Transactional};
 use sled::IVec;
@@ -52,13 +54,11 @@ pub struct Partition {
 
 /// State only the writer touches.
 struct Writer {
-    /// Producers seen since open, filled from the producers tree on first use of an id, so
-    /// opening a partition does not read every producer ever seen. Entries are never evicted:
-    /// memory grows with the number of distinct producer ids (24 bytes each plus map overhead).
-    producers: HashMap<u64, ProducerEntry>,
-    /// Largest max_timestamp of any batch appended, `None` before the first: the key of the
-    /// last timestamp index entry.
-    running_max_ts: Option<i64>,
+    /// The append decisions (silt-core): log ends, producers seen since open (filled from the
+    /// producers tree on first use of an id, never evicted: memory grows with the number of
+    /// distinct producer ids) and the running maximum event time, the key of the last
+    /// timestamp index entry.
+    log: PartitionLog,
 }
 
 impl Partition {
@@ -80,7 +80,7 @@ impl Partition {
             producers: tree(PartitionTree::Producers)?,
             stats: tree(PartitionTree::Stats)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
-            writer: Mutex::new(Writer { producers: HashMap::new(), running_max_ts: None }),
+            writer: Mutex::new(Writer { log: PartitionLog::default() }),
             log_start: AtomicU64::new(0),
             next_offset: AtomicU64::new(0),
             size_bytes: AtomicU64::new(0),
@@ -132,7 +132,13 @@ impl Partition {
         self.next_offset.store(next_offset, Ordering::Release);
         self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
         self.batch_count.store(stats.batch_count, Ordering::Relaxed);
-        self.lock_writer()?.running_max_ts = running_max_ts;
+        self.lock_writer()?.log = PartitionLog::recovered(LogEnds {
+            log_start,
+            next_offset,
+            size_bytes: stats.size_bytes,
+            batch_count: stats.batch_count,
+            max_timestamp_ms: running_max_ts,
+        });
         Ok(())
     }
 
@@ -202,118 +208,86 @@ impl Partition {
             Ok(w) => w,
             Err(e) => return batches.iter().map(|_| Err(clone_live_error(&e))).collect(),
         };
+        // The decisions are silt-core's; this shell reads headers, loads producer entries,
+        // writes what the plan says in one transaction and only then takes the plan on.
+        let mut shape_errors: Vec<Option<StorageError>> = Vec::with_capacity(batches.len());
+        let mut metas: Vec<BatchMeta> = Vec::with_capacity(batches.len());
+        for batch in batches.iter() {
+            match self.check_shape(batch) {
+                Err(e) => shape_errors.push(Some(e)),
+                Ok(()) => {
+                    shape_errors.push(None);
+                    let (records, producer_id, sequence, max_timestamp_ms) = peek_header(batch);
+                    metas.push(BatchMeta { records, producer_id, sequence, max_timestamp_ms, bytes: batch.len() as u64 });
+                }
+            }
+        }
+        let mut load_errors: HashMap<u64, StorageError> = HashMap::new();
+        for id in writer.log.unknown_producers(&metas) {
+            match self.load_producer(id) {
+                Ok(entry) => writer.log.learn_producer(id, entry),
+                Err(e) => {
+                    load_errors.insert(id, e);
+                }
+            }
+        }
+        let plan = writer.log.plan(&metas);
+        let mut admissions = plan.admissions.iter();
         let mut results: Vec<Result<Appended, StorageError>> = Vec::with_capacity(batches.len());
-        // What this call will write, decided batch by batch against the state including the
-        // batches before it in the same call.
-        let mut producers_after: HashMap<u64, ProducerEntry> = HashMap::new();
-        let mut running_max_ts = writer.running_max_ts;
-        let mut next_offset = self.next_offset.load(Ordering::Acquire);
-        let mut size_bytes = self.size_bytes.load(Ordering::Relaxed);
-        let mut batch_count = self.batch_count.load(Ordering::Relaxed);
         let mut staged: Vec<(usize, [u8; 8], Option<[u8; 8]>)> = Vec::new();
-        for (index, batch) in batches.iter_mut().enumerate() {
-            if let Err(e) = self.check_shape(batch) {
+        for (index, shape_error) in shape_errors.into_iter().enumerate() {
+            if let Some(e) = shape_error {
                 results.push(Err(e));
                 continue;
             }
-            let (record_count, producer_id, sequence, max_ts) = peek_header(batch);
-            let last = if producer_id == 0 {
-                None
-            } else {
-                match producers_after.get(&producer_id) {
-                    Some(entry) => Some(*entry),
-                    None => match self.producer(&mut writer, producer_id) {
-                        Ok(entry) => entry,
-                        Err(e) => {
-                            results.push(Err(e));
-                            continue;
-                        }
-                    },
+            let admission = *admissions.next().expect("one admission per well-formed batch");
+            results.push(match admission {
+                Admission::New { base_offset, index_time } => {
+                    stamp(batches[index], base_offset, append_time_ms);
+                    staged.push((index, offset_key(base_offset), index_time.map(time_key)));
+                    Ok(Appended::New { base_offset })
                 }
-            };
-            if let Some(last) = last {
-                if sequence <= last.last_sequence {
-                    let base_offset = (sequence == last.last_sequence).then_some(last.base_offset);
-                    results.push(Ok(Appended::Duplicate { base_offset }));
-                    continue;
+                Admission::Duplicate { base_offset } => Ok(Appended::Duplicate { base_offset }),
+                Admission::OutOfOrder { producer_id, expected, got } => {
+                    Err(StorageError::OutOfOrderSequence { producer_id, expected, got })
                 }
-                // No overflow: sequence > last_sequence, so last_sequence < u64::MAX.
-                let expected = last.last_sequence + 1;
-                if sequence != expected {
-                    results.push(Err(StorageError::OutOfOrderSequence {
-                        producer_id,
-                        expected,
-                        got: sequence,
-                    }));
-                    continue;
-                }
-            }
-            let base_offset = next_offset;
-            let Some(after) = base_offset.checked_add(u64::from(record_count)) else {
-                results.push(Err(StorageError::OffsetOverflow {
+                Admission::OffsetOverflow { next_offset } => Err(StorageError::OffsetOverflow {
                     topic: self.topic.clone(),
                     partition: self.partition,
-                    next_offset: base_offset,
-                }));
-                continue;
-            };
-            stamp(batch, base_offset, append_time_ms);
-            // The index gets an entry only when the running maximum grows, so its keys are
-            // strictly increasing and each points at the first batch that reached that maximum.
-            let time_entry = match running_max_ts {
-                Some(running) if running >= max_ts => None,
-                _ => {
-                    running_max_ts = Some(max_ts);
-                    Some(time_key(max_ts))
-                }
-            };
-            if producer_id != 0 {
-                producers_after.insert(producer_id, ProducerEntry { last_sequence: sequence, base_offset });
-            }
-            next_offset = after;
-            size_bytes += batch.len() as u64;
-            batch_count += 1;
-            staged.push((index, offset_key(base_offset), time_entry));
-            results.push(Ok(Appended::New { base_offset }));
+                    next_offset,
+                }),
+                Admission::ProducerNotLoaded { producer_id } => Err(match load_errors.get(&producer_id) {
+                    Some(e) => clone_live_error(e),
+                    None => self.corrupt_meta(&format!("producer {producer_id} state"), "not loaded"),
+                }),
+            });
         }
         if checkpoint.is_some() && staged.len() != results.len() {
-            // All or nothing: hand back the first refusal, and nothing is written.
-            let count = results.len();
-            let first = results.into_iter().find(|r| !matches!(r, Ok(Appended::New { .. })));
-            let refused = match first {
-                Some(Err(e)) => e,
-                _ => StorageError::InvalidBatch {
-                    topic: self.topic.clone(),
-                    partition: self.partition,
-                    reason: "a processor output batch repeated a producer sequence",
-                },
-            };
-            let mut all = Vec::with_capacity(count);
-            all.push(Err(refused));
-            all.extend((1..count).map(|_| {
-                Err(StorageError::InvalidBatch {
-                    topic: self.topic.clone(),
-                    partition: self.partition,
-                    reason: "another batch of the same checkpointed append was refused",
-                })
-            }));
-            return all;
+            return self.refuse_checkpointed(results);
         }
         if staged.is_empty() && checkpoint.is_none() {
             return results;
         }
-        let stats = Stats { size_bytes, batch_count };
+        let stats = Stats { size_bytes: plan.after.size_bytes, batch_count: plan.after.batch_count };
+        let producers: Vec<([u8; 8], [u8; 16])> = plan
+            .producers
+            .iter()
+            .map(|(id, e)| {
+                let entry = ProducerEntry { last_sequence: e.last_sequence, base_offset: e.base_offset };
+                (id.to_be_bytes(), entry.encode())
+            })
+            .collect();
         let trees = (&self.batches, &self.times, &self.producers, &self.stats, &self.checkpoints);
         let written = trees
-            .transaction(|(batches_tree, times, producers, stats_tree, checkpoints)| {
+            .transaction(|(batches_tree, times, producers_tree, stats_tree, checkpoints)| {
                 for (index, key, time_entry) in &staged {
                     batches_tree.insert(&key[..], &batches[*index][..])?;
                     if let Some(time) = time_entry {
                         times.insert(&time[..], &key[..])?;
                     }
                 }
-                for (producer_id, entry) in &producers_after {
-                    producers.insert(&producer_id.to_be_bytes()[..], &entry.encode()[..])?;
+                for (id, entry) in &producers {
+                    producers_tree.insert(&id[..], &entry[..])?;
                 }
                 if !staged.is_empty() {
                     stats_tree.insert(STATS_KEY, &stats.encode()[..])?;
@@ -331,12 +305,37 @@ impl Partition {
             return results;
         }
         // Memory follows disk only after the transaction committed.
-        writer.producers.extend(producers_after);
-        writer.running_max_ts = running_max_ts;
-        self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
-        self.batch_count.store(stats.batch_count, Ordering::Relaxed);
-        self.next_offset.store(next_offset, Ordering::Release);
+        let after = plan.after;
+        writer.log.apply(plan);
+        self.size_bytes.store(after.size_bytes, Ordering::Relaxed);
+        self.batch_count.store(after.batch_count, Ordering::Relaxed);
+        self.next_offset.store(after.next_offset, Ordering::Release);
         results
+    }
+
+    /// A checkpointed append is all or nothing: hands back the first refusal, and nothing is
+    /// written.
+    fn refuse_checkpointed(&self, results: Vec<Result<Appended, StorageError>>) -> Vec<Result<Appended, StorageError>> {
+        let count = results.len();
+        let first = results.into_iter().find(|r| !matches!(r, Ok(Appended::New { .. })));
+        let refused = match first {
+            Some(Err(e)) => e,
+            _ => StorageError::InvalidBatch {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                reason: "a processor output batch repeated a producer sequence",
+            },
+        };
+        let mut all = Vec::with_capacity(count);
+        all.push(Err(refused));
+        all.extend((1..count).map(|_| {
+            Err(StorageError::InvalidBatch {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                reason: "another batch of the same checkpointed append was refused",
+            })
+        }));
+        all
     }
 
     /// Appends to `out` whole stored batches, starting with the one that holds `from`, until
@@ -473,13 +472,13 @@ impl Partition {
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
     ) -> Result<Retained, StorageError> {
-        let writer = self.lock_writer()?;
-        let cutoff_ms = retention_ms.map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
+        let mut writer = self.lock_writer()?;
+        let policy = RetentionPolicy::at(now_ms, retention_ms, retention_bytes);
         let mut total = Retained::default();
         // Each step removes at least one batch or ends the pass, so the batch count bounds it.
         let steps_max = self.batch_count.load(Ordering::Relaxed);
         for _ in 0..=steps_max {
-            let step = self.retention_step(&writer, cutoff_ms, retention_bytes)?;
+            let step = self.retention_step(&mut writer, policy)?;
             if step.batches_removed == 0 {
                 return Ok(total);
             }
@@ -492,9 +491,8 @@ impl Partition {
     /// One transaction's worth of retention.
     fn retention_step(
         &self,
-        _writer: &MutexGuard<'_, Writer>,
-        cutoff_ms: Option<i64>,
-        retention_bytes: Option<u64>,
+        writer: &mut MutexGuard<'_, Writer>,
+        policy: RetentionPolicy,
     ) -> Result<Retained, StorageError> {
         let high_watermark = self.high_watermark();
         let mut stats = Stats { size_bytes: self.size_bytes(), batch_count: self.batch_count() };
@@ -512,9 +510,8 @@ impl Partition {
                 assert_eq!(stats.batch_count, 1, "the newest batch is the last one counted");
                 break;
             }
-            let expired = cutoff_ms.is_some_and(|cutoff| view.append_time_ms() < cutoff);
-            let too_big = retention_bytes.is_some_and(|max| stats.size_bytes > max);
-            if !expired && !too_big {
+            let oldest = OldestBatch { append_time_ms: view.append_time_ms(), next_offset: view.next_offset() };
+            if !policy.removes(oldest, high_watermark, stats.size_bytes) {
                 break;
             }
             let len = value.len() as u64;
@@ -572,6 +569,7 @@ impl Partition {
             })
             .map_err(sled_error)?;
 
+        writer.log.retained(new_log_start, victims.len() as u64, step_bytes);
         self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
         self.batch_count.store(stats.batch_count, Ordering::Relaxed);
         self.log_start.store(new_log_start, Ordering::Release);
@@ -586,17 +584,14 @@ impl Partition {
     }
 
     /// The producer's last entry: from memory, else from its tree (then remembered).
-    fn producer(&self, writer: &mut Writer, producer_id: u64) -> Result<Option<ProducerEntry>, StorageError> {
-        if let Some(entry) = writer.producers.get(&producer_id) {
-            return Ok(Some(*entry));
-        }
+    /// A producer's stored entry; `None` when this partition has never seen it.
+    fn load_producer(&self, producer_id: u64) -> Result<Option<silt_core::partition::ProducerEntry>, StorageError> {
         let Some(bytes) = self.producers.get(producer_id.to_be_bytes())? else {
             return Ok(None);
         };
         let entry = ProducerEntry::decode(&bytes)
             .ok_or_else(|| self.corrupt_meta(&format!("producer {producer_id} state"), "not 16 bytes"))?;
-        writer.producers.insert(producer_id, entry);
-        Ok(Some(entry))
+        Ok(Some(silt_core::partition::ProducerEntry { last_sequence: entry.last_sequence, base_offset: entry.base_offset }))
     }
 
     /// The cheap checks that keep `peek_header` and `stamp` from panicking on bytes that never

@@ -1,0 +1,168 @@
+//! The broker's open partitions: each one's log, its visible watermark and its appender task.
+//!
+//! [`Partitions`] is the narrow handle the request handlers and the processor host share:
+//! they reach a partition's log, append to it and wait for its records to become visible
+//! through it, and never through the broker as a whole.
+
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use silt_core::watermarks::{FetchRefused, FetchStart, Watermarks};
+use silt_storage::{Appended, Partition, StorageError, Store};
+use silt_wire::frame::Frame;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::now_ms;
+use crate::durability::Durability;
+use crate::metrics::Metrics;
+
+/// Batches queued for one partition's appender, across all streams. Stream readers wait
+/// (backpressure) when it is full.
+const APPEND_QUEUE_MAX: usize = 256;
+/// Most batches one sled transaction takes. Eight is the default producer window; more
+/// would only lengthen the wait of the first batch in the group.
+const APPEND_GROUP_MAX: usize = 16;
+
+/// What an append came to, and the durability ticket to wait on before acknowledging it.
+pub(crate) type AppendOutcome = (Result<Appended, StorageError>, u64);
+
+/// The broker's side of one partition.
+pub struct PartitionHandle {
+    pub log: Arc<Partition>,
+    /// Written, durable and visible ends (silt-core); the watch below publishes the visible one.
+    watermarks: Mutex<Watermarks>,
+    /// Offset up to which records are durable and may be served to consumers.
+    visible: watch::Sender<u64>,
+    /// Validated batches waiting for the partition's appender task.
+    appends: mpsc::Sender<AppendJob>,
+}
+
+/// A validated produce request waiting to be appended.
+struct AppendJob {
+    frame: Frame,
+    done: oneshot::Sender<AppendOutcome>,
+}
+
+impl PartitionHandle {
+    pub(crate) fn subscribe_visible(&self) -> watch::Receiver<u64> {
+        self.visible.subscribe()
+    }
+
+    fn watermarks(&self) -> std::sync::MutexGuard<'_, Watermarks> {
+        self.watermarks.lock().expect("a watermark holder panicked")
+    }
+
+    /// Records written up to `end`, not yet durable.
+    pub(crate) fn written(&self, end: u64) {
+        self.watermarks().handle_written(end);
+    }
+
+    /// Records up to `end` are durable: on this single node that commits them, and consumers
+    /// may see them.
+    pub(crate) fn durable(&self, end: u64) {
+        let raised = self.watermarks().handle_durable(end);
+        if let Some(visible) = raised {
+            self.visible.send_if_modified(|v| {
+                let grew = visible > *v;
+                if grew {
+                    *v = visible;
+                }
+                grew
+            });
+        }
+    }
+
+    pub fn visible(&self) -> u64 {
+        *self.visible.borrow()
+    }
+
+    /// Where a fetch asking for `asked` starts, and whether it waits for records first.
+    pub(crate) fn fetch_start(&self, asked: u64, wait_asked: bool) -> Result<FetchStart, FetchRefused> {
+        self.watermarks().fetch_start(asked, self.log.log_start(), wait_asked)
+    }
+
+    /// Queues a validated batch for the appender, in call order, and returns where its
+    /// outcome will arrive. Waits while the queue is full. `None` when the appender stopped.
+    pub(crate) async fn append(&self, frame: Frame) -> Option<oneshot::Receiver<AppendOutcome>> {
+        let (done, outcome) = oneshot::channel();
+        self.appends.send(AppendJob { frame, done }).await.ok()?;
+        Some(outcome)
+    }
+}
+
+/// Every partition opened since start, by topic and number.
+pub struct Partitions {
+    store: Arc<Store>,
+    open: DashMap<(String, u32), Arc<PartitionHandle>>,
+    durability: Arc<Durability>,
+    metrics: Arc<Metrics>,
+}
+
+impl Partitions {
+    pub fn new(store: Arc<Store>, durability: Arc<Durability>, metrics: Arc<Metrics>) -> Partitions {
+        Partitions { store, open: DashMap::new(), durability, metrics }
+    }
+
+    /// The handle of a partition, opening it (and starting its appender) on first use.
+    pub fn get(&self, topic: &str, partition: u32) -> Result<Arc<PartitionHandle>, StorageError> {
+        if let Some(h) = self.open.get(&(topic.to_string(), partition)) {
+            return Ok(h.clone());
+        }
+        let handle = match self.open.entry((topic.to_string(), partition)) {
+            dashmap::mapref::entry::Entry::Occupied(e) => e.get().clone(),
+            dashmap::mapref::entry::Entry::Vacant(e) => {
+                let log = self.store.partition(topic, partition)?;
+                let hw = log.high_watermark();
+                let (appends, queue) = mpsc::channel(APPEND_QUEUE_MAX);
+                let handle = Arc::new(PartitionHandle {
+                    log,
+                    watermarks: Mutex::new(Watermarks::recovered(hw)),
+                    visible: watch::Sender::new(hw),
+                    appends,
+                });
+                tokio::spawn(appender(handle.clone(), self.durability.clone(), self.metrics.clone(), queue));
+                e.insert(handle).clone()
+            }
+        };
+        Ok(handle)
+    }
+
+    /// Drops the handles of a deleted topic; their appenders end with them.
+    pub fn forget_topic(&self, topic: &str) {
+        self.open.retain(|(t, _), _| t != topic);
+    }
+}
+
+/// Appends queued batches of one partition, several per sled transaction when several are
+/// waiting: a transaction costs about 70 µs more than a plain insert whatever it carries
+/// (silt-storage's `measure_append_cost`). Ends when the partition's handle is dropped (the
+/// task holds only a weak reference between rounds).
+async fn appender(
+    partition: Arc<PartitionHandle>,
+    durability: Arc<Durability>,
+    metrics: Arc<Metrics>,
+    mut queue: mpsc::Receiver<AppendJob>,
+) {
+    let partition = Arc::downgrade(&partition);
+    while let Some(first) = queue.recv().await {
+        let Some(partition) = partition.upgrade() else { return };
+        let mut jobs = vec![first];
+        while jobs.len() < APPEND_GROUP_MAX {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut payloads: Vec<&mut [u8]> = jobs.iter_mut().map(|j| j.frame.payload_mut()).collect();
+        let timer = metrics.append_seconds.start_timer();
+        let results = partition.log.append_many(&mut payloads, now_ms());
+        timer.observe_duration();
+        drop(payloads);
+        partition.written(partition.log.high_watermark());
+        // One registration after the write covers every batch of the group.
+        let ticket = durability.register();
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.done.send((result, ticket));
+        }
+    }
+}

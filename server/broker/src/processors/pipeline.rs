@@ -1,0 +1,374 @@
+//! Pipelines: one task per input partition of a running processor, each reading durable
+//! input past its checkpoint, calling the module once per batch and committing the output,
+//! the new checkpoint and the state snapshot in one sled transaction.
+//!
+//! A task holds only what it works on: its input and output partitions, the durability
+//! handle, the metrics and the [`Pipelines`] registry it reports a failure to.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use silt_runtime::{Instance, Limits as RuntimeLimits, Module, RuntimeError};
+use silt_storage::{Partition, Store};
+use silt_wire::batch;
+use silt_wire::Compression;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::read_time::trim_batch;
+use super::records::{Checkpoint, StoredDefinition};
+use crate::clock::now_ms;
+use crate::durability::Durability;
+use crate::metrics::Metrics;
+use crate::partitions::PartitionHandle;
+
+/// Input bytes one pipeline commit covers at most. A commit is one sled transaction (about
+/// 90 µs whatever it holds) plus a state snapshot, so it should cover many batches; 1 MiB is
+/// about 10,000 100-byte events, and bounds the output held in memory before the commit.
+const COMMIT_INPUT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Counters of one running input partition, read by `status`.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub checkpoint: AtomicU64,
+    pub events_in: AtomicU64,
+    pub events_out: AtomicU64,
+}
+
+impl Progress {
+    fn show(&self, cp: &Checkpoint) {
+        self.checkpoint.store(cp.next_offset, Ordering::Relaxed);
+        self.events_in.store(cp.events_in, Ordering::Relaxed);
+        self.events_out.store(cp.events_out, Ordering::Relaxed);
+    }
+}
+
+struct Pipeline {
+    /// Runs a first-tier build; the host restarts it on the optimised one once compiled.
+    first_tier: bool,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    progress: Arc<Vec<Progress>>,
+}
+
+/// What a pipeline runs: the active version's module, parameters and limits, and the
+/// partitions it reads and writes.
+pub(super) struct Launch {
+    pub module: Module,
+    pub first_tier: bool,
+    pub limits: RuntimeLimits,
+    /// Per input partition: input, output and the checkpoint to start from.
+    pub partitions: Vec<(Arc<PartitionHandle>, Arc<PartitionHandle>, Checkpoint)>,
+}
+
+/// The running pipelines, by processor name.
+pub(super) struct Pipelines {
+    store: Arc<Store>,
+    durability: Arc<Durability>,
+    metrics: Arc<Metrics>,
+    running: Mutex<HashMap<String, Pipeline>>,
+}
+
+impl Pipelines {
+    pub fn new(store: Arc<Store>, durability: Arc<Durability>, metrics: Arc<Metrics>) -> Pipelines {
+        Pipelines { store, durability, metrics, running: Mutex::new(HashMap::new()) }
+    }
+
+    /// Starts one task per input partition of `def`'s active version.
+    pub fn start(self: &Arc<Self>, def: &StoredDefinition, launch: Launch) {
+        let active = def.active();
+        let (stop, stop_rx) = watch::channel(false);
+        let progress: Arc<Vec<Progress>> =
+            Arc::new((0..launch.partitions.len()).map(|_| Progress::default()).collect());
+        let mut tasks = Vec::with_capacity(launch.partitions.len());
+        for (p, (input, output, cp)) in launch.partitions.into_iter().enumerate() {
+            progress[p].show(&cp);
+            let task = PartitionTask {
+                pipelines: self.clone(),
+                name: def.name.clone(),
+                partition: p as u32,
+                version: active.version,
+                params: active.params.clone(),
+                limits: launch.limits.clone(),
+                module: launch.module.clone(),
+                input,
+                output,
+                progress: progress.clone(),
+                stop: stop_rx.clone(),
+            };
+            tasks.push(tokio::spawn(task.run(cp)));
+        }
+        self.metrics.processor_restarts.with_label_values(&[&def.name]).inc();
+        let pipeline = Pipeline { first_tier: launch.first_tier, stop, tasks, progress };
+        self.running.lock().expect("pipelines").insert(def.name.clone(), pipeline);
+    }
+
+    /// Stops a processor's tasks and waits until none can commit any more.
+    ///
+    /// The entry stays in the map until its tasks have ended, so a status read meanwhile
+    /// shows the tasks' progress (durable commits only) rather than the stored checkpoint,
+    /// which may hold a commit not yet flushed.
+    pub async fn stop(&self, name: &str) {
+        let tasks = match self.running.lock().expect("pipelines").get_mut(name) {
+            Some(p) => {
+                let _ = p.stop.send(true);
+                std::mem::take(&mut p.tasks)
+            }
+            None => return,
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.running.lock().expect("pipelines").remove(name);
+    }
+
+    /// The names of the processors running a first-tier build.
+    pub fn on_first_tier(&self) -> Vec<String> {
+        let running = self.running.lock().expect("pipelines");
+        running.iter().filter(|(_, p)| p.first_tier).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The live counters of a running processor's partitions.
+    pub fn progress(&self, name: &str) -> Option<Arc<Vec<Progress>>> {
+        self.running.lock().expect("pipelines").get(name).map(|p| p.progress.clone())
+    }
+
+    /// Marks a processor failed and stops its other tasks (they notice at their next chunk).
+    pub fn fail(&self, name: &str, message: &str) {
+        tracing::error!(processor = %name, error = %message, "processor failed and is stopped");
+        self.metrics.processor_errors.with_label_values(&[name]).inc();
+        if let Some(p) = self.running.lock().expect("pipelines").get(name) {
+            let _ = p.stop.send(true);
+        }
+        let recorded = match self.store.processor(name) {
+            Ok(Some(bytes)) => StoredDefinition::decode(&bytes).and_then(|mut def| {
+                def.error = Some(message.to_string());
+                super::save(&self.store, &def)
+            }),
+            Ok(None) => return,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = recorded {
+            tracing::error!(processor = %name, error = %e.message, "cannot record the failure");
+        }
+    }
+}
+
+/// One input partition of a running pipeline.
+struct PartitionTask {
+    pipelines: Arc<Pipelines>,
+    name: String,
+    partition: u32,
+    version: u32,
+    params: Vec<(String, String)>,
+    limits: RuntimeLimits,
+    module: Module,
+    input: Arc<PartitionHandle>,
+    output: Arc<PartitionHandle>,
+    progress: Arc<Vec<Progress>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What one chunk did.
+struct Chunk {
+    checkpoint: Checkpoint,
+    /// End offset of the output written, to publish once durable.
+    output_end: Option<u64>,
+    ticket: u64,
+}
+
+impl PartitionTask {
+    fn fail(&self, message: &str) {
+        self.pipelines.fail(&self.name, message);
+    }
+
+    async fn instantiate(&self, checkpoint: &Checkpoint) -> Result<Instance, String> {
+        let module = self.module.clone();
+        let params = self.params.clone();
+        let limits = self.limits.clone();
+        let state = (checkpoint.version == self.version).then(|| checkpoint.state.clone()).flatten();
+        let setup = tokio::task::spawn_blocking(move || -> Result<Instance, RuntimeError> {
+            let mut instance = module.instantiate(&params, &limits)?;
+            if let Some(s) = state {
+                instance.restore(&s)?;
+            }
+            Ok(instance)
+        })
+        .await;
+        match setup {
+            Ok(Ok(i)) => Ok(i),
+            Ok(Err(e)) => Err(format!("partition {}: {e}", self.partition)),
+            Err(e) => Err(format!("partition {}: start task failed: {e}", self.partition)),
+        }
+    }
+
+    async fn run(mut self, checkpoint: Checkpoint) {
+        let started = Instant::now();
+        let mut instance = match self.instantiate(&checkpoint).await {
+            Ok(i) => i,
+            Err(message) => return self.fail(&message),
+        };
+        tracing::debug!(processor = %self.name, partition = self.partition, us = started.elapsed().as_micros() as u64, "pipeline started");
+        let mut checkpoint = Checkpoint { version: self.version, ..checkpoint };
+        loop {
+            if *self.stop.borrow() {
+                return;
+            }
+            // Wait for input past the checkpoint, or for the stop signal.
+            let mut visible = self.input.subscribe_visible();
+            let from = checkpoint.next_offset;
+            tokio::select! {
+                r = visible.wait_for(|v| *v > from) => if r.is_err() { return },
+                _ = self.stop.wait_for(|s| *s) => return,
+            }
+            let (returned, result) = match self.chunk(instance, checkpoint.clone()).await {
+                Ok(v) => v,
+                Err(message) => return self.fail(&message),
+            };
+            instance = returned;
+            let chunk = match result {
+                Ok(c) => c,
+                Err(message) => return self.fail(&message),
+            };
+            if !self.commit(&chunk, &checkpoint).await {
+                return;
+            }
+            checkpoint = chunk.checkpoint;
+            self.progress[self.partition as usize].show(&checkpoint);
+        }
+    }
+
+    /// Runs one chunk on a blocking thread; hands the instance back with the outcome.
+    async fn chunk(
+        &self,
+        mut instance: Instance,
+        cp: Checkpoint,
+    ) -> Result<(Instance, Result<Chunk, String>), String> {
+        let limit = self.input.visible();
+        let metrics = self.pipelines.metrics.clone();
+        let durability = self.pipelines.durability.clone();
+        let name = self.name.clone();
+        let partition = self.partition;
+        let input = self.input.log.clone();
+        let output = self.output.log.clone();
+        tokio::task::spawn_blocking(move || {
+            let work = ChunkWork { metrics: &metrics, name: &name, partition, input: &input, output: &output };
+            let result = work.process(&mut instance, cp, limit).map(|(checkpoint, output_end)| Chunk {
+                checkpoint,
+                output_end,
+                ticket: durability.register(),
+            });
+            (instance, result)
+        })
+        .await
+        .map_err(|e| format!("partition {partition}: chunk task failed: {e}"))
+    }
+
+    /// Waits until a chunk is durable, then publishes its output and counts it. False when
+    /// the pipeline must stop.
+    async fn commit(&self, chunk: &Chunk, previous: &Checkpoint) -> bool {
+        if let Some(end) = chunk.output_end {
+            self.output.written(end);
+        }
+        let durability = &self.pipelines.durability;
+        if durability.acks_wait_for_flush() {
+            if let Err(e) = durability.wait(chunk.ticket).await {
+                tracing::error!(processor = %self.name, error = %e, "output not durable; pipeline stops");
+                return false;
+            }
+        }
+        if let Some(end) = chunk.output_end {
+            self.output.durable(end);
+        }
+        let metrics = &self.pipelines.metrics;
+        metrics
+            .processor_events_in
+            .with_label_values(&[&self.name])
+            .inc_by(chunk.checkpoint.events_in.saturating_sub(previous.events_in));
+        metrics
+            .processor_events_out
+            .with_label_values(&[&self.name])
+            .inc_by(chunk.checkpoint.events_out.saturating_sub(previous.events_out));
+        true
+    }
+}
+
+/// The blocking part of one chunk.
+struct ChunkWork<'a> {
+    metrics: &'a Metrics,
+    name: &'a str,
+    partition: u32,
+    input: &'a Partition,
+    output: &'a Partition,
+}
+
+impl ChunkWork<'_> {
+    /// Reads input from the checkpoint, runs it through the instance and commits the output
+    /// with the new checkpoint in one transaction. Returns the new checkpoint and the end
+    /// offset of the output written. Errors are messages for the processor's status.
+    fn process(
+        &self,
+        instance: &mut Instance,
+        mut checkpoint: Checkpoint,
+        limit: u64,
+    ) -> Result<(Checkpoint, Option<u64>), String> {
+        let (name, partition) = (self.name, self.partition);
+        let at = |e: &dyn std::fmt::Display| format!("partition {partition}: {e}");
+        let log_start = self.input.log_start();
+        if checkpoint.next_offset < log_start {
+            tracing::warn!(processor = %name, partition, skipped = log_start - checkpoint.next_offset,
+                "retention removed unprocessed input; continuing at the log start");
+            checkpoint.next_offset = log_start;
+        }
+        let mut bytes = Vec::new();
+        self.input.read(checkpoint.next_offset, COMMIT_INPUT_BYTES_MAX, limit, &mut bytes).map_err(|e| at(&e))?;
+        let mut outputs: Vec<Vec<u8>> = Vec::new();
+        for view in batch::split_batches(&bytes) {
+            let view = view.map_err(|e| at(&e))?;
+            let trimmed;
+            let batch_bytes: &[u8] = if view.base_offset() < checkpoint.next_offset {
+                // Only after retention moved the start, or a checkpoint set by offset:
+                // pipelines otherwise always stop at batch boundaries.
+                trimmed = trim_batch(view, checkpoint.next_offset).map_err(|e| at(&e.message))?;
+                match &trimmed {
+                    Some(b) => b,
+                    None => continue,
+                }
+            } else {
+                view.as_bytes()
+            };
+            let records = view.next_offset() - view.base_offset().max(checkpoint.next_offset);
+            let timer = self.metrics.processor_batch_seconds.with_label_values(&[name]).start_timer();
+            let _spans = if silt_telemetry::enabled() {
+                let traceparents = crate::trace_context::traceparents(batch_bytes);
+                silt_telemetry::child_spans!(traceparents, "silt.process", processor = %name, partition)
+            } else {
+                Vec::new()
+            };
+            let produced = instance
+                .process(batch_bytes)
+                .map_err(|e| format!("partition {partition}, input offset {}: {e}", view.base_offset()))?;
+            timer.observe_duration();
+            if let Some(out) = produced {
+                checkpoint.events_out += u64::from(batch::peek_header(&out).0);
+                // Stored compressed, as producers store theirs: sensor output shrinks several
+                // times, and sled writes far fewer bytes (an uncompressed 50 KB batch became a
+                // blob file of its own in `silt-loadtest pipeline` profiles).
+                outputs.push(batch::compress(out, Compression::Lz4));
+            }
+            checkpoint.events_in += records;
+            checkpoint.next_offset = view.next_offset();
+        }
+        checkpoint.state = instance.snapshot().map_err(|e| at(&e))?;
+        let mut slices: Vec<&mut [u8]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        let offsets = self
+            .output
+            .append_checkpointed(&mut slices, now_ms(), name, partition, &checkpoint.encode())
+            .map_err(|e| at(&e))?;
+        let output_end =
+            offsets.last().zip(outputs.last()).map(|(base, b)| base + u64::from(batch::peek_header(b).0));
+        Ok((checkpoint, output_end))
+    }
+}
