@@ -7,7 +7,7 @@ use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
 
-use crate::service::Broker;
+use crate::requests::Broker;
 
 /// Binds the admin listener (so a port conflict fails startup, not later).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

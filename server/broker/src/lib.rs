@@ -4,8 +4,8 @@
 //!
 //! A library: [`start`] runs a broker in the calling process and returns a [`Running`] handle.
 //! The `silt-broker` binary (package `silt-server`) is the composition root that starts it,
-//! with a device bridge beside it when configured. Request semantics live in [`service`] and
-//! take typed requests; [`server`] only moves frames between QUIC streams and the service.
+//! with a device bridge beside it when configured. Request semantics live in [`requests`] and
+//! take typed requests; [`quic`] only moves frames between QUIC streams and the handlers.
 //! Deliberately absent: any parsing of record values (batches are validated, stamped and
 //! stored as they came), global locks on the produce or fetch path, signal handling (the
 //! binary's), and any other Silt server component: this crate embeds no bridge.
@@ -15,12 +15,11 @@ pub mod clock;
 pub mod config;
 pub mod devices;
 pub mod durability;
-pub mod groups;
 pub mod metrics;
 pub mod partitions;
 pub mod processors;
-pub mod server;
-pub mod service;
+pub mod quic;
+pub mod requests;
 pub mod tls;
 pub mod trace_context;
 
@@ -32,7 +31,7 @@ use silt_storage::{Store, StoreConfig};
 
 use crate::config::Config;
 use crate::durability::Durability;
-use crate::service::Broker;
+use crate::requests::Broker;
 
 /// A running broker, started by [`start`].
 pub struct Running {
@@ -81,7 +80,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Broker::new(store.clone(), durability.clone(), config.limits, config.processors.clone(), metrics)?;
 
     let admin_listener = admin::bind(config.admin_listen).await?;
-    let endpoint = server::endpoint(config.listen, certs, key, &config.limits)?;
+    let endpoint = quic::endpoint(config.listen, certs, key, &config.limits)?;
     let listen = endpoint.local_addr()?;
     let admin_listen = admin_listener.local_addr()?;
     tracing::info!(%listen, admin = %admin_listen, data_dir = %config.data_dir.display(), fsync = ?config.fsync, "silt-broker started");
@@ -112,13 +111,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = rx.wait_for(|s| *s).await;
         }))
     };
-    let quic = tokio::spawn(server::serve(endpoint.clone(), broker.clone(), config.limits));
+    let quic = tokio::spawn(quic::serve(endpoint.clone(), broker.clone(), config.limits));
 
     let mut stop_rx = stop_rx;
     let task = tokio::spawn(async move {
         let _ = stop_rx.wait_for(|s| *s).await;
         tracing::info!("shutting down: closing connections and flushing");
-        endpoint.close(server::close_code::SHUTDOWN.into(), b"broker shutting down");
+        endpoint.close(quic::close_code::SHUTDOWN.into(), b"broker shutting down");
         housekeeping.abort();
         flusher.abort();
         let s = store.clone();

@@ -23,7 +23,7 @@ const TOPIC: &str = "sensors";
 const PARTITIONS: u32 = 2;
 /// The broker's default `frame_bytes_max`: one largest batch plus room for the control part.
 const FRAME_BYTES_MAX: usize = BATCH_BYTES_MAX + 64 * 1024;
-/// Application code on STOP_SENDING after a frame that could not be read (`server::close_code`).
+/// Application code on STOP_SENDING after a frame that could not be read (`quic::close_code`).
 const CLOSE_PROTOCOL: u32 = 3;
 
 /// What was stored before the bad request, to compare with afterwards.

@@ -128,7 +128,10 @@ mod tests {
         let c = g.register();
         assert_eq!(g.poll_flush(), None, "one flush at a time");
         g.handle_flushed(2, Ok(()));
-        assert_eq!((g.coverage(a), g.coverage(b), g.coverage(c)), (Coverage::Covered, Coverage::Covered, Coverage::Pending));
+        assert_eq!(
+            (g.coverage(a), g.coverage(b), g.coverage(c)),
+            (Coverage::Covered, Coverage::Covered, Coverage::Pending)
+        );
         assert_eq!(g.poll_flush(), Some(3));
         g.handle_flushed(3, Ok(()));
         assert_eq!(g.coverage(c), Coverage::Covered);

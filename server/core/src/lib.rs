@@ -9,6 +9,8 @@
 //! - [`group_commit::GroupCommit`]: which appends a flush covers, when to start one, and the
 //!   fail-stop after a failed flush.
 //! - [`retention::RetentionPolicy`]: which of the oldest batches retention removes.
+//! - [`groups::Coordinator`]: consumer-group membership, assignment and expiry, with the
+//!   time of each call passed in.
 //!
 //! Shells put them on real parts: `silt-storage` on sled, `silt-broker` on tokio and quinn.
 //! Tests drive them step by step, and `tests/simulation.rs` runs seeded interleavings of
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod group_commit;
+pub mod groups;
 pub mod partition;
 pub mod retention;
 pub mod watermarks;

@@ -93,7 +93,12 @@ pub struct PartitionLog {
 impl PartitionLog {
     /// The state recovered from storage on open.
     pub fn recovered(ends: LogEnds) -> PartitionLog {
-        assert!(ends.log_start <= ends.next_offset, "log start {} past its end {}", ends.log_start, ends.next_offset);
+        assert!(
+            ends.log_start <= ends.next_offset,
+            "log start {} past its end {}",
+            ends.log_start,
+            ends.next_offset
+        );
         PartitionLog { ends, producers: HashMap::new() }
     }
 
@@ -193,7 +198,10 @@ impl PartitionLog {
     /// Takes on a retention step that removed batches up to `log_start`, `bytes` and `batches`
     /// of them.
     pub fn retained(&mut self, log_start: u64, batches: u64, bytes: u64) {
-        assert!(log_start >= self.ends.log_start && log_start <= self.ends.next_offset, "retention stays in the log");
+        assert!(
+            log_start >= self.ends.log_start && log_start <= self.ends.next_offset,
+            "retention stays in the log"
+        );
         assert!(batches < self.ends.batch_count || (batches == 0), "retention keeps the newest batch");
         assert!(bytes <= self.ends.size_bytes, "retention removes stored bytes only");
         self.ends.log_start = log_start;
@@ -251,7 +259,10 @@ mod tests {
     fn unloaded_producers_are_refused() {
         let log = log_with(&[]);
         assert_eq!(log.unknown_producers(&[meta(3, 1, 1, 1), meta(3, 2, 1, 1)]), vec![3]);
-        assert_eq!(log.plan(&[meta(3, 1, 1, 1)]).admissions[0], Admission::ProducerNotLoaded { producer_id: 3 });
+        assert_eq!(
+            log.plan(&[meta(3, 1, 1, 1)]).admissions[0],
+            Admission::ProducerNotLoaded { producer_id: 3 }
+        );
     }
 
     /// Proves the time index gets a key only when the running maximum grows.
@@ -274,7 +285,11 @@ mod tests {
     /// Proves an append that would pass the largest offset is refused, and nothing moves.
     #[test]
     fn offsets_never_overflow() {
-        let log = PartitionLog::recovered(LogEnds { next_offset: u64::MAX - 1, log_start: 0, ..LogEnds::default() });
+        let log = PartitionLog::recovered(LogEnds {
+            next_offset: u64::MAX - 1,
+            log_start: 0,
+            ..LogEnds::default()
+        });
         let plan = log.plan(&[meta(0, 0, 2, 1)]);
         assert_eq!(plan.admissions[0], Admission::OffsetOverflow { next_offset: u64::MAX - 1 });
         assert_eq!(plan.after, log.ends());

@@ -76,7 +76,12 @@ impl Watermarks {
     }
 
     /// Where a fetch that resolved its start to `asked` reads from, given the log start.
-    pub fn fetch_start(&self, asked: u64, log_start: u64, wait_asked: bool) -> Result<FetchStart, FetchRefused> {
+    pub fn fetch_start(
+        &self,
+        asked: u64,
+        log_start: u64,
+        wait_asked: bool,
+    ) -> Result<FetchStart, FetchRefused> {
         if asked > self.visible {
             return Err(FetchRefused::BeyondEnd { asked, visible: self.visible });
         }

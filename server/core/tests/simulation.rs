@@ -141,7 +141,13 @@ impl Sim {
         let disk = Disk::default();
         let node = Node::open(&disk);
         let producers = (1..=PRODUCERS)
-            .map(|id| Producer { id, next_sequence: 1, unacked: VecDeque::new(), acked: HashMap::new(), session: 0 })
+            .map(|id| Producer {
+                id,
+                next_sequence: 1,
+                unacked: VecDeque::new(),
+                acked: HashMap::new(),
+                session: 0,
+            })
             .collect();
         Sim { rng: Rng(seed), disk, node, producers, crashes: 0, faults: true }
     }
@@ -205,7 +211,12 @@ impl Sim {
         }
         for (r, a) in group.iter().zip(&plan.admissions) {
             if let Admission::New { base_offset, .. } = a {
-                let stored = Stored { base: *base_offset, records: r.records, producer: r.producer, sequence: r.sequence };
+                let stored = Stored {
+                    base: *base_offset,
+                    records: r.records,
+                    producer: r.producer,
+                    sequence: r.sequence,
+                };
                 self.disk.volatile.push(stored);
             }
         }
@@ -299,8 +310,11 @@ impl Sim {
         match self.node.watermarks.fetch_start(asked, 0, true) {
             Err(_) => assert!(asked > visible),
             Ok(start) => {
-                let served: Vec<&Stored> =
-                    self.disk.all().filter(|b| b.base + u64::from(b.records) > start.start && b.base < visible).collect();
+                let served: Vec<&Stored> = self
+                    .disk
+                    .all()
+                    .filter(|b| b.base + u64::from(b.records) > start.start && b.base < visible)
+                    .collect();
                 for b in served {
                     assert!(
                         self.disk.durable.contains(b),
@@ -332,12 +346,19 @@ impl Sim {
         let durable_end = Disk::end(&self.disk.durable);
         assert!(self.node.watermarks.visible() <= durable_end, "visible never passes durable");
         for producer in &self.producers {
-            let seqs: Vec<u64> = stored.iter().filter(|b| b.producer == producer.id).map(|b| b.sequence).collect();
+            let seqs: Vec<u64> =
+                stored.iter().filter(|b| b.producer == producer.id).map(|b| b.sequence).collect();
             let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
             assert_eq!(seqs, expected, "producer {} stored exactly once, in order", producer.id);
             for (seq, base) in &producer.acked {
-                let found = self.disk.durable.iter().find(|b| b.producer == producer.id && b.sequence == *seq);
-                assert_eq!(found.map(|b| b.base), Some(*base), "acknowledged seq {seq} of {} is durable", producer.id);
+                let found =
+                    self.disk.durable.iter().find(|b| b.producer == producer.id && b.sequence == *seq);
+                assert_eq!(
+                    found.map(|b| b.base),
+                    Some(*base),
+                    "acknowledged seq {seq} of {} is durable",
+                    producer.id
+                );
             }
         }
     }
@@ -392,7 +413,10 @@ fn seeded_interleavings_keep_every_acknowledged_batch() {
         match result {
             Ok(c) => crashes += c,
             Err(e) => {
-                let message = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+                let message = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
                 panic!(
                     "seed {seed} failed: {}; replay: SILT_SIM_SEED={seed} cargo test -p silt-core --test simulation",
                     message.unwrap_or_default()

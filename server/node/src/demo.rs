@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, Deployment, FetchFrom, ProcessorLimits};
 use silt_devsim::series::{Kind, Sensors, SeriesConfig};
 use silt_devsim::{self as sim, Progress, SimConfig, Transport};
-use silt_client::{Client, ClientConfig, Consumer, ConsumerConfig, Deployment, FetchFrom, ProcessorLimits};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 

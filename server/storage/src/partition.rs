@@ -218,7 +218,13 @@ impl Partition {
                 Ok(()) => {
                     shape_errors.push(None);
                     let (records, producer_id, sequence, max_timestamp_ms) = peek_header(batch);
-                    metas.push(BatchMeta { records, producer_id, sequence, max_timestamp_ms, bytes: batch.len() as u64 });
+                    metas.push(BatchMeta {
+                        records,
+                        producer_id,
+                        sequence,
+                        max_timestamp_ms,
+                        bytes: batch.len() as u64,
+                    });
                 }
             }
         }
@@ -315,7 +321,10 @@ impl Partition {
 
     /// A checkpointed append is all or nothing: hands back the first refusal, and nothing is
     /// written.
-    fn refuse_checkpointed(&self, results: Vec<Result<Appended, StorageError>>) -> Vec<Result<Appended, StorageError>> {
+    fn refuse_checkpointed(
+        &self,
+        results: Vec<Result<Appended, StorageError>>,
+    ) -> Vec<Result<Appended, StorageError>> {
         let count = results.len();
         let first = results.into_iter().find(|r| !matches!(r, Ok(Appended::New { .. })));
         let refused = match first {
@@ -510,7 +519,8 @@ impl Partition {
                 assert_eq!(stats.batch_count, 1, "the newest batch is the last one counted");
                 break;
             }
-            let oldest = OldestBatch { append_time_ms: view.append_time_ms(), next_offset: view.next_offset() };
+            let oldest =
+                OldestBatch { append_time_ms: view.append_time_ms(), next_offset: view.next_offset() };
             if !policy.removes(oldest, high_watermark, stats.size_bytes) {
                 break;
             }
@@ -585,13 +595,19 @@ impl Partition {
 
     /// The producer's last entry: from memory, else from its tree (then remembered).
     /// A producer's stored entry; `None` when this partition has never seen it.
-    fn load_producer(&self, producer_id: u64) -> Result<Option<silt_core::partition::ProducerEntry>, StorageError> {
+    fn load_producer(
+        &self,
+        producer_id: u64,
+    ) -> Result<Option<silt_core::partition::ProducerEntry>, StorageError> {
         let Some(bytes) = self.producers.get(producer_id.to_be_bytes())? else {
             return Ok(None);
         };
         let entry = ProducerEntry::decode(&bytes)
             .ok_or_else(|| self.corrupt_meta(&format!("producer {producer_id} state"), "not 16 bytes"))?;
-        Ok(Some(silt_core::partition::ProducerEntry { last_sequence: entry.last_sequence, base_offset: entry.base_offset }))
+        Ok(Some(silt_core::partition::ProducerEntry {
+            last_sequence: entry.last_sequence,
+            base_offset: entry.base_offset,
+        }))
     }
 
     /// The cheap checks that keep `peek_header` and `stamp` from panicking on bytes that never

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use silt_storage::{StorageError, Store, TopicMeta, MODULE_BYTES_MAX};
 use silt_wire::signature::{hex, module_hash};
 use silt_wire::{
-    ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef, ProcessorState,
+    Deployment, ErrorCode, FetchFrom, ProcessorInfo, ProcessorPartition, ProcessorRef, ProcessorState,
     ProcessorVersion,
 };
 
@@ -75,17 +75,6 @@ impl From<StorageError> for HostError {
         };
         HostError::new(code, e.to_string())
     }
-}
-
-/// A deploy request, as decoded.
-pub struct Deploy {
-    pub name: String,
-    pub input: String,
-    pub output: String,
-    pub params: Vec<(String, String)>,
-    pub from: Option<FetchFrom>,
-    pub limits: ProcessorLimits,
-    pub wasm: bytes::Bytes,
 }
 
 /// Told of every topic the host creates (a processor's output), so consumer groups see it.
@@ -194,7 +183,11 @@ impl ProcessorHost {
 
     /// Checks a deploy against the stored state before anything changes; returns the input
     /// topic and the definition it adds a version to, if any.
-    fn check_deploy(&self, d: &Deploy) -> Result<(TopicMeta, Option<StoredDefinition>), HostError> {
+    fn check_deploy(
+        &self,
+        d: &Deployment,
+        wasm: &[u8],
+    ) -> Result<(TopicMeta, Option<StoredDefinition>), HostError> {
         check_name(&d.name)?;
         if d.input == d.output {
             return Err(HostError::new(
@@ -202,10 +195,10 @@ impl ProcessorHost {
                 format!("a processor cannot write to its own input topic {:?}", d.input),
             ));
         }
-        if d.wasm.len() > MODULE_BYTES_MAX {
+        if wasm.len() > MODULE_BYTES_MAX {
             return Err(HostError::new(
                 ErrorCode::TooLarge,
-                format!("module of {} bytes exceeds the limit of {MODULE_BYTES_MAX} bytes", d.wasm.len()),
+                format!("module of {} bytes exceeds the limit of {MODULE_BYTES_MAX} bytes", wasm.len()),
             ));
         }
         let input = self.store.topic(&d.input).ok_or_else(|| {
@@ -241,17 +234,21 @@ impl ProcessorHost {
         Ok((input, existing))
     }
 
-    /// Deploys a new processor or a new version of one.
-    pub async fn deploy(self: &Arc<Self>, d: Deploy) -> Result<ProcessorInfo, HostError> {
+    /// Deploys `wasm` as a new processor or a new version of one.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        d: Deployment,
+        wasm: bytes::Bytes,
+    ) -> Result<ProcessorInfo, HostError> {
         let _control = self.control.lock().await;
-        let (input, existing) = self.check_deploy(&d)?;
-        let signed_by = self.modules.check_signature(&d.wasm)?;
+        let (input, existing) = self.check_deploy(&d, &wasm)?;
+        let signed_by = self.modules.check_signature(&wasm)?;
         let limits = self.modules.resolve_limits(d.limits)?;
-        let hash = module_hash(&d.wasm);
+        let hash = module_hash(&wasm);
         let trial = StoredVersion {
             version: 0,
             module_hash: hash,
-            module_bytes: d.wasm.len() as u64,
+            module_bytes: wasm.len() as u64,
             params: merge_params(&[], &d.params),
             from: d.from.map(Into::into),
             limits,
@@ -262,7 +259,7 @@ impl ProcessorHost {
         // anything else changes, so a bad module leaves everything as it was.
         let starting = {
             let this = self.clone();
-            let wasm = d.wasm.clone();
+            let wasm = wasm.clone();
             let (params, trial_limits) = (trial.params.clone(), self.modules.limits(&trial));
             tokio::task::spawn_blocking(move || -> Result<Starting, HostError> {
                 let starting = this.modules.starting(&hash, &wasm)?;
@@ -308,7 +305,7 @@ impl ProcessorHost {
         tracing::info!(processor = %def.name, version, input = %def.input, output = %def.output, module = %hex(&hash), first_tier, "processor deployed");
         if starting.optimise {
             self.modules.hold_first_tier(hash, starting.module);
-            tokio::spawn(self.clone().optimise(hash, d.wasm));
+            tokio::spawn(self.clone().optimise(hash, wasm));
         }
         self.processor_info(&def)
     }
@@ -365,7 +362,12 @@ impl ProcessorHost {
     }
 
     /// Points every input partition's checkpoint at `from`, with no state.
-    fn reset_checkpoints(&self, def: &StoredDefinition, from: FetchFrom, version: u32) -> Result<(), HostError> {
+    fn reset_checkpoints(
+        &self,
+        def: &StoredDefinition,
+        from: FetchFrom,
+        version: u32,
+    ) -> Result<(), HostError> {
         let meta = self.store.topic(&def.input).ok_or_else(|| {
             HostError::new(ErrorCode::UnknownTopic, format!("input topic {:?} is gone", def.input))
         })?;
@@ -528,7 +530,9 @@ impl ProcessorHost {
                 pr.events_out.load(Ordering::Relaxed),
             ));
         }
-        Ok(self.checkpoint(&def.name, p)?.map_or((0, 0, 0), |cp| (cp.next_offset, cp.events_in, cp.events_out)))
+        Ok(self
+            .checkpoint(&def.name, p)?
+            .map_or((0, 0, 0), |cp| (cp.next_offset, cp.events_in, cp.events_out)))
     }
 
     fn processor_info(&self, def: &StoredDefinition) -> Result<ProcessorInfo, HostError> {
@@ -536,8 +540,15 @@ impl ProcessorHost {
         let mut partitions = Vec::with_capacity(partitions_n as usize);
         for p in 0..partitions_n {
             let (checkpoint, events_in, events_out) = self.partition_progress(def, p)?;
-            let high_watermark = self.partitions.get(&def.input, p).map(|h| h.visible()).unwrap_or(checkpoint);
-            partitions.push(ProcessorPartition { partition: p, checkpoint, high_watermark, events_in, events_out });
+            let high_watermark =
+                self.partitions.get(&def.input, p).map(|h| h.visible()).unwrap_or(checkpoint);
+            partitions.push(ProcessorPartition {
+                partition: p,
+                checkpoint,
+                high_watermark,
+                events_in,
+                events_out,
+            });
         }
         let state = if def.error.is_some() {
             ProcessorState::Failed

@@ -254,7 +254,8 @@ impl PartitionTask {
         let input = self.input.log.clone();
         let output = self.output.log.clone();
         tokio::task::spawn_blocking(move || {
-            let work = ChunkWork { metrics: &metrics, name: &name, partition, input: &input, output: &output };
+            let work =
+                ChunkWork { metrics: &metrics, name: &name, partition, input: &input, output: &output };
             let result = work.process(&mut instance, cp, limit).map(|(checkpoint, output_end)| Chunk {
                 checkpoint,
                 output_end,
@@ -323,7 +324,9 @@ impl ChunkWork<'_> {
             checkpoint.next_offset = log_start;
         }
         let mut bytes = Vec::new();
-        self.input.read(checkpoint.next_offset, COMMIT_INPUT_BYTES_MAX, limit, &mut bytes).map_err(|e| at(&e))?;
+        self.input
+            .read(checkpoint.next_offset, COMMIT_INPUT_BYTES_MAX, limit, &mut bytes)
+            .map_err(|e| at(&e))?;
         let mut outputs: Vec<Vec<u8>> = Vec::new();
         for view in batch::split_batches(&bytes) {
             let view = view.map_err(|e| at(&e))?;

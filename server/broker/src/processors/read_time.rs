@@ -85,7 +85,10 @@ pub(super) fn apply(
         };
         let base = view.base_offset().max(start);
         let produced = instance.process(input).map_err(|e| {
-            HostError::new(ErrorCode::InvalidModule, format!("processor {processor:?} failed at offset {base}: {e}"))
+            HostError::new(
+                ErrorCode::InvalidModule,
+                format!("processor {processor:?} failed at offset {base}: {e}"),
+            )
         })?;
         if let Some(b) = produced {
             let mut b = batch::compress(b, Compression::Lz4);

@@ -219,7 +219,13 @@ mod tests {
         let def = sample_definition();
         assert_eq!(hex(&def.encode()), PINNED_DEFINITION);
         assert_eq!(StoredDefinition::decode(&def.encode()).expect("decodes"), def);
-        let cp = Checkpoint { next_offset: 1234, version: 3, events_in: 99, events_out: 7, state: Some(vec![1, 2, 3]) };
+        let cp = Checkpoint {
+            next_offset: 1234,
+            version: 3,
+            events_in: 99,
+            events_out: 7,
+            state: Some(vec![1, 2, 3]),
+        };
         assert_eq!(hex(&cp.encode()), PINNED_CHECKPOINT);
         assert_eq!(Checkpoint::decode(&cp.encode()).expect("decodes"), cp);
         let starts = [StoredStart::Earliest, StoredStart::Latest, StoredStart::Offset(3)];
@@ -233,7 +239,8 @@ mod tests {
         for f in [FetchFrom::Offset(9), FetchFrom::Earliest, FetchFrom::Latest, FetchFrom::Timestamp(-1)] {
             assert_eq!(FetchFrom::from(StoredStart::from(f)), f);
         }
-        let l = ProcessorLimits { memory_bytes_max: Some(1), call_time_ms_max: None, output_bytes_max: Some(3) };
+        let l =
+            ProcessorLimits { memory_bytes_max: Some(1), call_time_ms_max: None, output_bytes_max: Some(3) };
         assert_eq!(ProcessorLimits::from(StoredLimits::from(l)), l);
     }
 
@@ -249,5 +256,6 @@ mod tests {
 
     const PINNED_DEFINITION: &str = "73656e736f72732e74656d7073656e736f72732e74656d702e736d6f6f746800616c706861ffffff302e32ffffffffff0300000007070707070707070707070707070707070707070707070707070707070707070000000032ef000000000000c0ffffff0100000001000000000000000300000000000000fbffffffffffffff01000000000000000000000100000000000000000000000000000000000000000100000000000000090000000000000000e897b69a0100000109090909090909090909090909090909090909090909090909090909090909090000000000000004000000010101010101010101010101010101010101010101010101010101010101010100000000050000000000000020ffffff00000000010000000000000000000000000000004d00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000020000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000747261702061742035000000736d6f6f7468ffff8c0000005cfeffff9300000060feffff7cfeffff0200000003000000010000000100000089000000c8ffffff";
     const PINNED_CHECKPOINT: &str = "0102030000000000d20400000000000003000000000000006300000000000000070000000000000001000000d4ffffff0300000000000000";
-    const PINNED_STARTS: &str = "01000000000000000000000000000000 02000000000000000000000000000000 00000000000000000300000000000000";
+    const PINNED_STARTS: &str =
+        "01000000000000000000000000000000 02000000000000000000000000000000 00000000000000000300000000000000";
 }

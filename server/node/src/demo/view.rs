@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
+use silt_client::{Fetched, ProcessorInfo};
 use silt_devsim::series::{Cause, Condition, FaultCounts, Kind, Sensors};
 use silt_devsim::{Progress, SimReport};
-use silt_client::{Fetched, ProcessorInfo};
 
 pub use self::lines::{print_stopped, Summary};
 use super::{Ending, Plan};
@@ -370,14 +370,13 @@ impl View {
 
     /// The first device (by id) whose sensor is stuck or silent right now, not watched.
     fn in_trouble(&self) -> Option<(String, &'static str)> {
-        (0..self.header.devices)
-            .map(silt_devsim::device_id)
-            .filter(|d| !self.watched.contains(d))
-            .find_map(|d| match self.sensors.condition_now(&d) {
+        (0..self.header.devices).map(silt_devsim::device_id).filter(|d| !self.watched.contains(d)).find_map(
+            |d| match self.sensors.condition_now(&d) {
                 Some(Condition::Stuck { .. }) => Some((d, "stuck now")),
                 Some(Condition::Dropout { .. }) => Some((d, "dropout now")),
                 _ => None,
-            })
+            },
+        )
     }
 
     /// The numbers at the end.
@@ -410,8 +409,8 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use silt_devsim::series::{FrameReadings, ReadingSource, SeriesConfig};
     use silt_client::ProcessorState;
+    use silt_devsim::series::{FrameReadings, ReadingSource, SeriesConfig};
 
     fn view(devices: u32) -> View {
         let ids: Vec<String> = (0..devices).map(silt_devsim::device_id).collect();

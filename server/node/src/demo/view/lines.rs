@@ -9,8 +9,8 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use silt_devsim::series::FaultCounts;
 use silt_client::ProcessorState;
+use silt_devsim::series::FaultCounts;
 
 use super::{cause_label, Mode, Seen, View};
 use crate::demo::Ending;

@@ -16,8 +16,8 @@ use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::{Frame, Terminal};
-use silt_devsim::series::{Cause, Kind};
 use silt_client::ProcessorState;
+use silt_devsim::series::{Cause, Kind};
 
 use super::lines::{clock, count, state, z_text};
 use super::{cause_label, Seen, View, RECENT_ALERTS};

@@ -16,18 +16,18 @@ use silt_wire::batch::{self, BatchView};
 use silt_wire::frame::Frame;
 use silt_wire::message;
 use silt_wire::{
-    ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorRef, Request, Response, TopicInfo,
-    WireError,
+    Deployment, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorRef, Request, Response,
+    TopicInfo, WireError,
 };
 
+use crate::clock::now_ms;
 use crate::config::{Limits, ProcessorConfig};
 use crate::devices;
 use crate::durability::Durability;
-use crate::groups::{Coordinator, GroupError, Join};
 use crate::metrics::Metrics;
-use crate::processors::{Deploy, HostError, ProcessorHost};
 use crate::partitions::{PartitionHandle, Partitions};
-use crate::clock::now_ms;
+use crate::processors::{HostError, ProcessorHost};
+use silt_core::groups::{Coordinator, GroupError, Join};
 use silt_core::watermarks::FetchRefused;
 
 /// A response and the batch bytes that follow it.
@@ -168,6 +168,16 @@ impl Broker {
     }
 
     async fn dispatch(self: &Arc<Self>, request: Request, frame: Frame) -> PendingReply {
+        let request = match Deployment::try_from(request) {
+            Ok(deployment) => {
+                let this = self.clone();
+                let wasm = frame.into_payload();
+                return Box::pin(async move {
+                    host_reply(this.processors.deploy(deployment, wasm).await.map(Response::Processor))
+                });
+            }
+            Err(other) => other,
+        };
         match request {
             Request::Produce { topic, partition } => self.produce(&topic, partition, frame).await,
             Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
@@ -176,29 +186,29 @@ impl Broker {
                     this.fetch(&topic, partition, from, max_bytes, max_wait_ms, processor).await
                 })
             }
-            Request::DeployProcessor { name, input, output, params, from, limits } => {
-                let this = self.clone();
-                let wasm = frame.into_payload();
-                Box::pin(async move {
-                    let deploy = Deploy { name, input, output, params, from, limits, wasm };
-                    host_reply(this.processors.deploy(deploy).await.map(Response::Processor))
-                })
-            }
             Request::RollbackProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.processors.rollback(&name).await.map(Response::Processor)) })
+                Box::pin(
+                    async move { host_reply(this.processors.rollback(&name).await.map(Response::Processor)) },
+                )
             }
             Request::PauseProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.processors.pause(&name).await.map(Response::Processor)) })
+                Box::pin(
+                    async move { host_reply(this.processors.pause(&name).await.map(Response::Processor)) },
+                )
             }
             Request::ResumeProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.processors.resume(&name).await.map(Response::Processor)) })
+                Box::pin(
+                    async move { host_reply(this.processors.resume(&name).await.map(Response::Processor)) },
+                )
             }
             Request::UndeployProcessor { name } => {
                 let this = self.clone();
-                Box::pin(async move { host_reply(this.processors.undeploy(&name).await.map(|()| Response::Done)) })
+                Box::pin(
+                    async move { host_reply(this.processors.undeploy(&name).await.map(|()| Response::Done)) },
+                )
             }
             other => {
                 if !frame.payload().is_empty() {
@@ -296,7 +306,9 @@ impl Broker {
             Err(FetchRefused::BeyondEnd { asked, visible }) => {
                 return error(
                     ErrorCode::InvalidRequest,
-                    format!("offset {asked} is beyond the end of {topic}/{partition} (high watermark {visible})"),
+                    format!(
+                        "offset {asked} is beyond the end of {topic}/{partition} (high watermark {visible})"
+                    ),
                 )
             }
         };

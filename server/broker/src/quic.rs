@@ -1,5 +1,5 @@
 //! The QUIC shell around [`Broker`]: accepts connections and streams, reads frames, writes
-//! responses in request order. Thin on purpose; request semantics live in `service`.
+//! responses in request order. Thin on purpose; request semantics live in `requests`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use silt_wire::{ErrorCode, Response, WireError};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Limits;
-use crate::service::{wire_error, Broker, PendingReply};
+use crate::requests::{wire_error, Broker, PendingReply};
 
 /// Application close codes sent with QUIC CONNECTION_CLOSE / STOP_SENDING.
 pub mod close_code {
