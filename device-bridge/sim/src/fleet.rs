@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use silt_frame::Deframer;
+use silt_telemetry::latency::Percentiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
@@ -115,12 +116,7 @@ pub async fn run(config: SimConfig, progress: Arc<Progress>) -> Result<SimReport
         counters,
         connect_seconds,
         seconds,
-        p50_us: h.value_at_quantile(0.50),
-        p90_us: h.value_at_quantile(0.90),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
-        samples: h.len(),
+        latency: Percentiles::of(&h),
         latencies: h,
         outcomes,
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use silt_frame::NackReason;
+use silt_telemetry::latency::Percentiles;
 use tokio::sync::Notify;
 
 use crate::{FaultPlan, Transport};
@@ -132,12 +133,8 @@ pub struct SimReport {
     pub seconds: f64,
     /// Acked frames per second over `seconds`.
     pub frames_per_s: f64,
-    pub p50_us: u64,
-    pub p90_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
-    pub samples: u64,
+    /// Frame-to-ack latencies.
+    pub latency: Percentiles,
     /// Every frame-to-ack latency, in µs (1 µs to [`LATENCY_US_MAX`]), for what the fields
     /// above do not say (a load test's percentile spectrum).
     pub latencies: Histogram<u64>,
@@ -185,7 +182,7 @@ impl SimReport {
 
     pub fn to_json(&self) -> serde_json::Value {
         let c = &self.counters;
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "scenario": "devices",
             "transport": self.transport.as_str(),
             "devices": self.devices,
@@ -214,14 +211,12 @@ impl SimReport {
             "connect_seconds": self.connect_seconds,
             "seconds": self.seconds,
             "frames_per_s": self.frames_per_s,
-            "p50_us": self.p50_us,
-            "p90_us": self.p90_us,
-            "p99_us": self.p99_us,
-            "p999_us": self.p999_us,
-            "max_us": self.max_us,
-            "latency_samples": self.samples,
             "complete": self.incomplete() == 0,
-        })
+        });
+        for (name, us) in self.latency.named() {
+            v[name] = us.into();
+        }
+        v
     }
 
     pub fn to_text(&self) -> String {
@@ -232,7 +227,7 @@ impl SimReport {
              {} frames generated, {} acked in {:.2} s: {:.0} frames/s\n\
              sent {} (retransmits {}), nacks: {}; ack timeouts {}, reconnects {}, connection losses {}, stale acks {}\n\
              faults applied: dropped {}, duplicated {}, reordered {}, bad tags {}\n\
-             frame to ack (us): p50 {} p90 {} p99 {} p99.9 {} max {} ({} samples)\n\
+             frame to ack (us): {}\n\
              {}",
             self.transport.as_str(),
             self.devices,
@@ -253,12 +248,7 @@ impl SimReport {
             c.duplicated,
             c.reordered,
             c.bad_tagged,
-            self.p50_us,
-            self.p90_us,
-            self.p99_us,
-            self.p999_us,
-            self.max_us,
-            self.samples,
+            self.latency,
             if self.incomplete() == 0 {
                 "every generated reading was acked".to_string()
             } else {

@@ -13,11 +13,14 @@
 //!
 //! [`MetricsRegistry`] is where the broker's and the bridge's Prometheus metrics are made and
 //! rendered for their admin ports; which metrics exist is each program's own business.
+//! [`latency::Percentiles`] is how the load test and the device simulator read and name
+//! their latency histograms.
 //!
 //! Deliberately absent: the metrics themselves, a metrics server (each admin port serves its
 //! own) and sampling (every traced reading is exported; the span count per batch is capped by
 //! the callers).
 
+pub mod latency;
 mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use silt_telemetry::latency::Percentiles;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 minutes at 3 significant digits.
 const LATENCY_MAX_US: u64 = 600_000_000;
@@ -123,12 +124,7 @@ pub struct Report {
     pub seconds: f64,
     pub events_per_sec: f64,
     pub mb_per_sec: f64,
-    pub p50_us: u64,
-    pub p90_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
-    pub samples: u64,
+    pub latency: Percentiles,
     /// (quantile, µs) for each of [`SPECTRUM`] that the samples resolve, then (1.0, max).
     pub spectrum: Vec<(f64, u64)>,
     /// (seconds since the start at the end of the bucket, events/s in it).
@@ -156,19 +152,14 @@ impl Report {
             seconds,
             events_per_sec: events as f64 / seconds,
             mb_per_sec: bytes / seconds / 1e6,
-            p50_us: hist.value_at_quantile(0.50),
-            p90_us: hist.value_at_quantile(0.90),
-            p99_us: hist.value_at_quantile(0.99),
-            p999_us: hist.value_at_quantile(0.999),
-            max_us: hist.max(),
-            samples,
+            latency: Percentiles::of(hist),
             spectrum,
             timeline: Vec::new(),
         }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "scenario": self.scenario,
             "target": self.target,
             "mode": if self.rate.is_some() { "open-loop" } else { "closed-loop" },
@@ -177,19 +168,17 @@ impl Report {
             "seconds": self.seconds,
             "events_per_sec": self.events_per_sec,
             "mb_per_sec": self.mb_per_sec,
-            "p50_us": self.p50_us,
-            "p90_us": self.p90_us,
-            "p99_us": self.p99_us,
-            "p999_us": self.p999_us,
-            "max_us": self.max_us,
-            "latency_samples": self.samples,
             "spectrum": self.spectrum.iter().map(|(q, us)| serde_json::json!({"quantile": q, "us": us})).collect::<Vec<_>>(),
             "timeline": self.timeline.iter().map(|(t, r)| serde_json::json!({"t": t, "events_per_sec": r})).collect::<Vec<_>>(),
-        })
+        });
+        for (name, us) in self.latency.named() {
+            v[name] = us.into();
+        }
+        v
     }
 
     pub fn to_text(&self) -> String {
-        let mode = match (self.rate, self.samples) {
+        let mode = match (self.rate, self.latency.samples) {
             (Some(r), _) => format!(", open loop at {r:.0} events/s"),
             (None, 0) => String::new(),
             (None, _) => ", closed loop".to_string(),
@@ -198,11 +187,8 @@ impl Report {
             "{} [{}{mode}]: {} events in {:.2} s: {:.0} events/s, {:.1} MB/s",
             self.scenario, self.target, self.events, self.seconds, self.events_per_sec, self.mb_per_sec,
         );
-        if self.samples > 0 {
-            text.push_str(&format!(
-                "\nlatency (us): p50 {} p90 {} p99 {} p99.9 {} max {} ({} samples)",
-                self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us, self.samples
-            ));
+        if self.latency.samples > 0 {
+            text.push_str(&format!("\nlatency (us): {}", self.latency));
         }
         text
     }
@@ -222,10 +208,10 @@ mod tests {
         let r = Report::new("produce", 2000, 2e6, Duration::from_secs(2), &h);
         assert_eq!(r.events_per_sec, 1000.0);
         assert_eq!(r.mb_per_sec, 1.0);
-        assert!((499..=501).contains(&r.p50_us), "p50 {}", r.p50_us);
-        assert!((899..=901).contains(&r.p90_us), "p90 {}", r.p90_us);
-        assert!((989..=991).contains(&r.p99_us), "p99 {}", r.p99_us);
-        assert_eq!(r.max_us, 1000);
+        assert!((499..=501).contains(&r.latency.p50_us), "p50 {}", r.latency.p50_us);
+        assert!((899..=901).contains(&r.latency.p90_us), "p90 {}", r.latency.p90_us);
+        assert!((989..=991).contains(&r.latency.p99_us), "p99 {}", r.latency.p99_us);
+        assert_eq!(r.latency.max_us, 1000);
         assert!(r.to_json()["events_per_sec"].as_f64().unwrap() > 0.0);
     }
 
@@ -241,11 +227,11 @@ mod tests {
             h.record(50_000).unwrap();
         }
         let r = Report::new("produce", 100_000, 0.0, Duration::from_secs(1), &h);
-        assert_eq!(r.p50_us, 100);
-        assert_eq!(r.p90_us, 100);
-        assert_eq!(r.p99_us, 100, "the 99th percentile is the last fast sample");
-        assert!((49_950..=50_050).contains(&r.p999_us), "p99.9 {}", r.p999_us);
-        assert!((49_950..=50_050).contains(&r.max_us));
+        assert_eq!(r.latency.p50_us, 100);
+        assert_eq!(r.latency.p90_us, 100);
+        assert_eq!(r.latency.p99_us, 100, "the 99th percentile is the last fast sample");
+        assert!((49_950..=50_050).contains(&r.latency.p999_us), "p99.9 {}", r.latency.p999_us);
+        assert!((49_950..=50_050).contains(&r.latency.max_us));
     }
 
     /// The spectrum lists only quantiles the sample count resolves, then the maximum.
@@ -276,7 +262,7 @@ mod tests {
         rec.complete(start + Duration::from_millis(420), 2, 200, []);
         let r = rec.report("produce", "silt", start + Duration::from_millis(450));
         assert_eq!(r.events, 27);
-        assert_eq!(r.samples, 1);
+        assert_eq!(r.latency.samples, 1);
         let rates: Vec<f64> = r.timeline.iter().map(|(_, rate)| rate.round()).collect();
         // 5 in 0.1 s, 20 in 0.1 s, none, none, 2 in the last 0.05 s.
         assert_eq!(rates, vec![50.0, 200.0, 0.0, 0.0, 40.0]);
@@ -291,7 +277,7 @@ mod tests {
         let rec = Recorder::new(start, Duration::from_secs(1));
         rec.complete(start, 2, 0, [Duration::ZERO, Duration::from_secs(3600)]);
         let r = rec.report("produce", "silt", start + Duration::from_secs(1));
-        assert_eq!(r.samples, 2);
-        assert!(r.max_us >= LATENCY_MAX_US - LATENCY_MAX_US / 1000);
+        assert_eq!(r.latency.samples, 2);
+        assert!(r.latency.max_us >= LATENCY_MAX_US - LATENCY_MAX_US / 1000);
     }
 }

@@ -356,12 +356,12 @@ fn table(rows: &[Row]) -> String {
         let silt =
             row.cells.iter().find(|(l, _)| l == "silt" || l.starts_with("silt bridge")).map(|(_, r)| r);
         for (label, r) in &row.cells {
-            let lat = |us: u64| if r.samples > 0 { ms(us) } else { "-".into() };
+            let lat = |us: u64| if r.latency.samples > 0 { ms(us) } else { "-".into() };
             let (tput, p99) = match silt {
                 Some(s) if !label.starts_with("silt") => (
                     ratio(s.events_per_sec, r.events_per_sec),
-                    if r.samples > 0 && s.samples > 0 {
-                        ratio(r.p99_us as f64, s.p99_us as f64)
+                    if r.latency.samples > 0 && s.latency.samples > 0 {
+                        ratio(r.latency.p99_us as f64, s.latency.p99_us as f64)
                     } else {
                         "-".into()
                     },
@@ -374,10 +374,10 @@ fn table(rows: &[Row]) -> String {
                 row.name,
                 plot::si(r.events_per_sec),
                 if r.mb_per_sec > 0.0 { format!("{:.1}", r.mb_per_sec) } else { "-".into() },
-                lat(r.p50_us),
-                lat(r.p99_us),
-                lat(r.p999_us),
-                lat(r.max_us),
+                lat(r.latency.p50_us),
+                lat(r.latency.p99_us),
+                lat(r.latency.p999_us),
+                lat(r.latency.max_us),
             );
         }
     }
@@ -514,7 +514,7 @@ mod tests {
             let mut r = Report::new("ingest", 10, 1e6, Duration::from_secs(1), &h);
             r.target = target.into();
             r.events_per_sec = eps;
-            r.p99_us = p99;
+            r.latency.p99_us = p99;
             r
         };
         let rows = [Row {

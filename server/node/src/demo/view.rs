@@ -395,7 +395,7 @@ impl View {
             generated: self.generated,
             acked: self.frames.total,
             complete: report.map(|r| r.incomplete() == 0),
-            p99_us: report.map(|r| r.p99_us),
+            p99_us: report.map(|r| r.latency.p99_us),
             topics: lines::topics_json(self),
             processors: lines::processors_json(self),
             alerts: self.alerts,
