@@ -7,7 +7,7 @@
 //! written here and flushed. After the broker confirmed every batch durable, the round is
 //! removed and the device sequences recorded, unflushed. A crash in between leaves the round
 //! here; the next start sends its batches again under the same producer id and sequences, so
-//! the broker stores each at most once (its producer dedup, DESIGN decision 3), and then
+//! the broker stores each at most once (its producer dedup, docs/design.md, decision 3), and then
 //! records the device sequences. A device is acked only after the broker's confirmation, so
 //! whatever it was told is durable is either recorded here or in a journaled round.
 

@@ -1,9 +1,10 @@
 //! Request handling: typed requests in, typed responses (plus raw batch payloads) out.
 //!
-//! Nothing here touches a socket: the QUIC layer (`server`) decodes frames and hands requests
+//! Nothing here touches a socket: the QUIC layer (`quic`) decodes frames and hands requests
 //! to [`Broker::handle`], then writes what it returns. *Architecture Invariant*: a produce is
 //! acknowledged only after its batch is durable under the configured fsync policy, and
-//! consumers only see records that are durable (the per-partition visible watermark).
+//! consumers only see records up to the per-partition visible watermark (with `fsync =
+//! always`, only durable ones).
 
 use std::future::Future;
 use std::pin::Pin;
