@@ -171,10 +171,9 @@ impl Broker {
     async fn dispatch(self: &Arc<Self>, request: Request, frame: Frame) -> PendingReply {
         let request = match Deployment::try_from(request) {
             Ok(deployment) => {
-                let this = self.clone();
                 let wasm = frame.into_payload();
-                return Box::pin(async move {
-                    host_reply(this.processors.deploy(deployment, wasm).await.map(Response::Processor))
+                return self.control(|host| async move {
+                    host.deploy(deployment, wasm).await.map(Response::Processor)
                 });
             }
             Err(other) => other,
@@ -188,28 +187,16 @@ impl Broker {
                 })
             }
             Request::RollbackProcessor { name } => {
-                let this = self.clone();
-                Box::pin(
-                    async move { host_reply(this.processors.rollback(&name).await.map(Response::Processor)) },
-                )
+                self.control(|host| async move { host.rollback(&name).await.map(Response::Processor) })
             }
             Request::PauseProcessor { name } => {
-                let this = self.clone();
-                Box::pin(
-                    async move { host_reply(this.processors.pause(&name).await.map(Response::Processor)) },
-                )
+                self.control(|host| async move { host.pause(&name).await.map(Response::Processor) })
             }
             Request::ResumeProcessor { name } => {
-                let this = self.clone();
-                Box::pin(
-                    async move { host_reply(this.processors.resume(&name).await.map(Response::Processor)) },
-                )
+                self.control(|host| async move { host.resume(&name).await.map(Response::Processor) })
             }
             Request::UndeployProcessor { name } => {
-                let this = self.clone();
-                Box::pin(
-                    async move { host_reply(this.processors.undeploy(&name).await.map(|()| Response::Done)) },
-                )
+                self.control(|host| async move { host.undeploy(&name).await.map(|()| Response::Done) })
             }
             other => {
                 if !frame.payload().is_empty() {
@@ -218,6 +205,15 @@ impl Broker {
                 ready(self.admin(other))
             }
         }
+    }
+
+    /// A processor control call, answered once the host has done it.
+    fn control<F>(&self, call: impl FnOnce(Arc<ProcessorHost>) -> F) -> PendingReply
+    where
+        F: Future<Output = Result<Response, HostError>> + Send + 'static,
+    {
+        let done = call(self.processors.clone());
+        Box::pin(async move { host_reply(done.await) })
     }
 
     async fn produce(self: &Arc<Self>, topic: &str, partition: u32, frame: Frame) -> PendingReply {
