@@ -24,6 +24,12 @@ pub struct Config {
     pub broker: String,
     /// PEM certificate of the broker (its DATA_DIR/tls/cert.pem).
     pub ca_cert: Option<PathBuf>,
+    /// File holding the API token the bridge authenticates with.
+    pub token_file: Option<PathBuf>,
+    /// What the bridge authenticates with (from `--token`, `token_file`, or given by the
+    /// server binary to its embedded bridge); never read from the file itself.
+    #[serde(skip)]
+    pub credential: Option<silt_wire::Credential>,
     /// The bridge's own state: its producer id, per-device sequences, the append journal.
     pub data_dir: PathBuf,
     /// Where devices connect with frames over TCP; `None` turns it off.
@@ -50,6 +56,8 @@ impl Default for Config {
         Config {
             broker: "127.0.0.1:7400".to_string(),
             ca_cert: None,
+            token_file: None,
+            credential: None,
             data_dir: PathBuf::from("silt-bridge-data"),
             listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7410))),
             listen_mqtt: Some(SocketAddr::from(([127, 0, 0, 1], 1883))),

@@ -30,6 +30,14 @@ struct Args {
     /// PEM certificate to trust (the broker's DATA_DIR/tls/cert.pem).
     #[arg(long, env = "SILT_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// API token to authenticate to the broker with (needs device-keys on devices, produce
+    /// and create-topic on the topics devices write, consume on those they subscribe to).
+    /// Default: --token-file, else ./silt-data/admin.token when it exists.
+    #[arg(long, env = "SILT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token.
+    #[arg(long, env = "SILT_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// The bridge's own state (producer id, device sequences, append journal).
     #[arg(long, env = "SILT_BRIDGE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -99,6 +107,10 @@ fn run() -> anyhow::Result<()> {
         let default = PathBuf::from("silt-data/tls/cert.pem");
         config.ca_cert = default.exists().then_some(default);
     }
+    if let Some(v) = args.token_file {
+        config.token_file = Some(v);
+    }
+    config.credential = silt_client::token_credential(args.token.as_deref(), config.token_file.as_deref())?;
     if let Some(v) = args.data_dir {
         config.data_dir = v;
     }

@@ -26,6 +26,13 @@ pub struct FleetArgs {
     /// The broker's certificate (its DATA_DIR/tls/cert.pem).
     #[arg(long, env = "SILT_CA_CERT", default_value = "silt-data/tls/cert.pem", value_name = "FILE")]
     pub ca_cert: PathBuf,
+    /// API token for registering devices (needs manage-devices and device-keys on
+    /// `device:sim-*`). Default: --token-file, else ./silt-data/admin.token when it exists.
+    #[arg(long, env = "SILT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the token.
+    #[arg(long, env = "SILT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// The bridge's frame listener (tcp, default 127.0.0.1:7410) or MQTT listener (mqtt,
     /// default 127.0.0.1:1883).
     #[arg(long, value_name = "HOST:PORT")]
@@ -79,9 +86,10 @@ impl FleetArgs {
     /// keys of those that exist).
     pub async fn register(&self, count: u32) -> Result<Vec<SimDevice>, SimError> {
         let connect = |source| SimError::Connect { broker: self.broker.clone(), source };
-        let client = Client::connect(ClientConfig::new(self.broker.clone(), &self.ca_cert).map_err(connect)?)
-            .await
+        let credential = silt_client::token_credential(self.token.as_deref(), self.token_file.as_deref())
             .map_err(connect)?;
+        let config = ClientConfig::new(self.broker.clone(), &self.ca_cert).map_err(connect)?;
+        let client = Client::connect(config.with_credential(credential)).await.map_err(connect)?;
         let devices = provision(&client, self.first, count, PROVISION_CONCURRENCY).await;
         client.close().await;
         devices

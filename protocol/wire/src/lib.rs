@@ -16,6 +16,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "std")]
+pub mod auth;
 pub mod batch;
 mod error;
 #[cfg(feature = "std")]
@@ -28,6 +30,8 @@ pub mod signature;
 pub mod time;
 pub mod varint;
 
+#[cfg(feature = "std")]
+pub use auth::{AclEntry, Credential, Operation};
 #[cfg(feature = "std")]
 pub use batch::{BatchBuilder, Compression};
 pub use batch::{BatchView, Record};

@@ -5,6 +5,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::auth::{AclEntry, Credential, TokenInfo, UserInfo, WhoAmI};
 use crate::WireError;
 
 /// Longest topic name. Names appear in sled tree names and metric labels.
@@ -127,6 +128,50 @@ pub enum Request {
     /// One device with its key, for a bridge authenticating it.
     GetDevice {
         id: String,
+    },
+    /// Proves who the client is; the connection acts as that principal from then on. Every
+    /// other request of a connection that has not authenticated is refused.
+    Authenticate {
+        credential: Credential,
+    },
+    /// Who the connection acts as, and the entries that apply to it.
+    WhoAmI,
+    /// Creates a user with a password (stored as an Argon2id hash).
+    AddUser {
+        name: String,
+        password: String,
+    },
+    ListUsers,
+    /// Removes a user, its tokens and its access-control entries.
+    RemoveUser {
+        name: String,
+    },
+    SetPassword {
+        name: String,
+        password: String,
+    },
+    /// Makes an API token for `user`; its secret is in the answer and nowhere else.
+    CreateToken {
+        user: String,
+        name: String,
+        expires_ms: Option<u64>,
+    },
+    /// Tokens of one user, or of every user.
+    ListTokens {
+        user: Option<String>,
+    },
+    RevokeToken {
+        id: String,
+    },
+    GrantAcl {
+        entry: AclEntry,
+    },
+    RevokeAcl {
+        entry: AclEntry,
+    },
+    /// Entries of principals matching `principal`, or every entry.
+    ListAcls {
+        principal: Option<String>,
     },
 }
 
@@ -313,6 +358,14 @@ pub enum ErrorCode {
     ShuttingDown,
     UnknownDevice,
     DeviceExists,
+    /// No credential, a bad one, an expired or revoked one, or too many failures from this
+    /// address.
+    Unauthenticated,
+    /// The principal has no right to this operation on this resource.
+    PermissionDenied,
+    UnknownUser,
+    UserExists,
+    UnknownToken,
 }
 
 /// A response, one per request, in request order on a stream.
@@ -355,6 +408,16 @@ pub enum Response {
     ProcessorVersions(Vec<ProcessorVersion>),
     Device(DeviceInfo),
     Devices(Vec<DeviceInfo>),
+    Authenticated(WhoAmI),
+    User(UserInfo),
+    Users(Vec<UserInfo>),
+    /// A token; `secret` (the whole token to give clients) only when it was just created.
+    Token {
+        info: TokenInfo,
+        secret: Option<String>,
+    },
+    Tokens(Vec<TokenInfo>),
+    Acls(Vec<AclEntry>),
 }
 
 macro_rules! codec {

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use silt_wire::frame::{self, Frame};
 use silt_wire::message::{decode_response, encode_request};
-use silt_wire::{Request, Response, TopicInfo};
+use silt_wire::{Credential, Request, Response, TopicInfo};
 use tokio::sync::Mutex;
 
 use crate::ClientError;
@@ -28,6 +28,9 @@ pub struct ClientConfig {
     pub ca_certs: Vec<CertificateDer<'static>>,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
+    /// What each new connection authenticates with; `None`: nothing (every request is then
+    /// refused by a broker with authentication on).
+    pub credential: Option<Credential>,
 }
 
 impl ClientConfig {
@@ -40,8 +43,44 @@ impl ClientConfig {
         if certs.is_empty() {
             return Err(ClientError::Tls(format!("{} holds no PEM certificate", ca_cert.display())));
         }
-        Ok(ClientConfig { broker: broker.into(), ca_certs: certs, connect_timeout: Duration::from_secs(5) })
+        Ok(ClientConfig {
+            broker: broker.into(),
+            ca_certs: certs,
+            connect_timeout: Duration::from_secs(5),
+            credential: None,
+        })
     }
+
+    /// The same configuration, authenticating with an API token.
+    pub fn with_token(self, token: impl Into<String>) -> ClientConfig {
+        ClientConfig { credential: Some(Credential::Token(token.into())), ..self }
+    }
+
+    /// The same configuration, authenticating with `credential` when it is `Some`.
+    pub fn with_credential(self, credential: Option<Credential>) -> ClientConfig {
+        ClientConfig { credential, ..self }
+    }
+}
+
+/// Where a command-line program looks for the token when given none: the admin token a
+/// broker started in the same directory wrote.
+pub const DEFAULT_TOKEN_FILE: &str = "silt-data/admin.token";
+
+/// The credential a command-line program authenticates with: `token` (from `--token` or
+/// `SILT_TOKEN`), else the contents of `token_file`, else [`DEFAULT_TOKEN_FILE`] when it
+/// exists; `None` when there is none of these.
+pub fn token_credential(
+    token: Option<&str>,
+    token_file: Option<&Path>,
+) -> Result<Option<Credential>, ClientError> {
+    let token = match (token, token_file) {
+        (Some(t), _) => Some(t.to_string()),
+        (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
+            ClientError::InvalidArgument(format!("reading the token file {}: {e}", path.display()))
+        })?),
+        (None, None) => std::fs::read_to_string(DEFAULT_TOKEN_FILE).ok(),
+    };
+    Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).map(Credential::Token))
 }
 
 struct Inner {
@@ -118,6 +157,20 @@ impl Client {
                 return Err(unreachable(format!("no answer within {} ms", cfg.connect_timeout.as_millis())))
             }
         };
+        if let Some(credential) = &cfg.credential {
+            // First thing on a new connection: every later stream acts as this principal.
+            let authenticated = async {
+                let (send, recv) = conn.open_bi().await?;
+                let mut ch = Channel { tx: ChannelSender { send }, rx: ChannelReceiver { recv } };
+                ch.send(&Request::Authenticate { credential: credential.clone() }, Bytes::new()).await?;
+                ch.finish();
+                ch.receive().await
+            };
+            if let Err(e) = authenticated.await {
+                conn.close(VarInt::from_u32(0), b"authentication failed");
+                return Err(e);
+            }
+        }
         *guard = Some(conn.clone());
         Ok(conn)
     }

@@ -23,6 +23,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// True when the broker refused for want of a credential (none, a bad, expired or revoked
+    /// one) or of a right.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Broker { code: ErrorCode::Unauthenticated | ErrorCode::PermissionDenied, .. }
+        )
+    }
+
     /// True for failures a retry on a new connection may fix.
     pub fn is_retriable(&self) -> bool {
         matches!(

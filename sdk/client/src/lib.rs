@@ -11,7 +11,8 @@
 //!
 //! # Example
 //!
-//! Against a broker started with `silt-broker` (data in `./silt-data`), this creates a topic,
+//! Against a broker started with `silt-broker` (data in `./silt-data`), this authenticates
+//! with the admin token the broker wrote, creates a topic,
 //! produces a record durably and reads the topic to its end. (As a doc test it first starts a
 //! broker of its own in a temporary directory, on a free loopback port.)
 //!
@@ -28,10 +29,14 @@
 //! #     ..Default::default()
 //! # }).await?;
 //! # let (addr, cert) = (broker.listen.to_string(), broker.ca_cert.clone());
+//! # let token = broker.admin_token.clone().expect("authentication is on by default");
 //! # /*
 //! let (addr, cert) = ("127.0.0.1:7400", std::path::PathBuf::from("silt-data/tls/cert.pem"));
+//! // The broker writes its admin token there on first start; other principals get theirs
+//! // from `silt token create`.
+//! let token = std::fs::read_to_string("silt-data/admin.token")?.trim().to_string();
 //! # */
-//! let client = Client::connect(ClientConfig::new(addr, &cert)?).await?;
+//! let client = Client::connect(ClientConfig::new(addr, &cert)?.with_token(token)).await?;
 //! client.create_topic("sensors.temp", 3, None, None).await?;
 //!
 //! let producer = Producer::new(&client, "sensors.temp", ProducerConfig::default()).await?;
@@ -50,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod connection;
 mod consumer;
 mod devices;
@@ -57,12 +63,16 @@ mod error;
 mod processors;
 mod producer;
 
-pub use connection::{Channel, ChannelReceiver, ChannelSender, Client, ClientConfig, RESPONSE_BYTES_MAX};
+pub use connection::{
+    token_credential, Channel, ChannelReceiver, ChannelSender, Client, ClientConfig, DEFAULT_TOKEN_FILE,
+    RESPONSE_BYTES_MAX,
+};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, Fetched};
 pub use error::ClientError;
 pub use processors::Deployment;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
+pub use silt_wire::auth::{TokenInfo, UserInfo, WhoAmI};
 pub use silt_wire::{
-    Compression, DeviceInfo, ErrorCode, FetchFrom, ProcessorInfo, ProcessorLimits, ProcessorRef,
-    ProcessorState, ProcessorVersion, TopicInfo,
+    AclEntry, Compression, Credential, DeviceInfo, ErrorCode, FetchFrom, Operation, ProcessorInfo,
+    ProcessorLimits, ProcessorRef, ProcessorState, ProcessorVersion, TopicInfo,
 };

@@ -12,7 +12,10 @@ async fn broker(dir: &std::path::Path) -> anyhow::Result<(silt_broker::Running, 
         ..Default::default()
     })
     .await?;
-    let client = Client::connect(ClientConfig::new(running.listen.to_string(), &running.ca_cert)?).await?;
+    let token = running.admin_token.clone().expect("authentication is on by default");
+    let client =
+        Client::connect(ClientConfig::new(running.listen.to_string(), &running.ca_cert)?.with_token(token))
+            .await?;
     Ok((running, client))
 }
 

@@ -62,6 +62,11 @@ pub struct Config {
     pub processors: ProcessorConfig,
     /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) traces are exported to; `None`: none.
     pub otlp_endpoint: Option<String>,
+    /// Authentication and its lock-out of failed logins.
+    pub auth: crate::auth::AuthConfig,
+    /// Authentication off on a non-loopback address is refused unless this is set: only the
+    /// configuration file's `auth = "off"` sets it (a flag or variable is not explicit enough).
+    pub auth_off_exposed: bool,
 }
 
 /// Settings of the WebAssembly processor host.
@@ -148,6 +153,8 @@ impl Default for Config {
             cache_bytes: 256 * 1024 * 1024,
             processors: ProcessorConfig::default(),
             otlp_endpoint: None,
+            auth: crate::auth::AuthConfig::default(),
+            auth_off_exposed: false,
         }
     }
 }
@@ -170,6 +177,13 @@ pub struct FileConfig {
     pub fetch_wait_ms_max: Option<u32>,
     pub processors: Option<FileProcessors>,
     pub otlp_endpoint: Option<String>,
+    /// `on` (the default) or `off` (loudly; the only way to run without it on a non-loopback
+    /// address).
+    pub auth: Option<String>,
+    /// Failed logins from one address within a minute before it is locked out.
+    pub login_failures_max: Option<u32>,
+    /// How long a locked-out address waits.
+    pub login_lockout_ms: Option<u64>,
 }
 
 impl Config {
@@ -257,7 +271,27 @@ impl Config {
         if let Some(v) = file.otlp_endpoint {
             c.otlp_endpoint = Some(v);
         }
+        if let Some(v) = file.auth {
+            c.set_auth(&v).with_context(|| format!("in {}", path.display()))?;
+            c.auth_off_exposed = !c.auth.enabled;
+        }
+        if let Some(v) = file.login_failures_max {
+            c.auth.login_failures_max = v.max(1);
+        }
+        if let Some(v) = file.login_lockout_ms {
+            c.auth.lockout_ms = v;
+        }
         Ok(c)
+    }
+
+    /// Applies an `auth` setting: `on` or `off`.
+    pub fn set_auth(&mut self, value: &str) -> anyhow::Result<()> {
+        self.auth.enabled = match value {
+            "on" => true,
+            "off" => false,
+            other => anyhow::bail!("auth = {other:?} is neither on nor off"),
+        };
+        Ok(())
     }
 
     pub fn retention_check(&self) -> Duration {

@@ -11,6 +11,7 @@
 //! binary's), and any other Silt server component: this crate embeds no bridge.
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod devices;
@@ -41,6 +42,11 @@ pub struct Running {
     pub admin_listen: std::net::SocketAddr,
     /// The certificate clients should trust.
     pub ca_cert: std::path::PathBuf,
+    /// The admin token, when authentication is on (also in `DATA_DIR/admin.token`).
+    pub admin_token: Option<String>,
+    /// Users, tokens and rights; for the composition root's own services (the embedded
+    /// bridge gets its token here).
+    pub auth: Arc<auth::Auth>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -76,8 +82,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Arc::new(store);
     let metrics = Arc::new(metrics::Metrics::new());
     let durability = Durability::new(config.fsync, metrics.clone());
-    let broker =
-        Broker::new(store.clone(), durability.clone(), config.limits, config.processors.clone(), metrics)?;
+    check_exposure(&config)?;
+    ensure_audit_topic(&store)?;
+    let audit = auth::audit::Audit::new(metrics.audit_dropped.clone());
+    let auth = auth::Auth::open(store.clone(), config.auth, &config.data_dir, audit)?;
+    let admin_token = if config.auth.enabled {
+        std::fs::read_to_string(config.data_dir.join(auth::ADMIN_TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string())
+    } else {
+        None
+    };
+    let broker = Broker::new(
+        store.clone(),
+        durability.clone(),
+        config.limits,
+        config.processors.clone(),
+        metrics,
+        auth.clone(),
+    )?;
 
     let admin_listener = admin::bind(config.admin_listen).await?;
     let endpoint = quic::endpoint(config.listen, certs, key, &config.limits)?;
@@ -128,5 +151,49 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("silt-broker stopped");
         Ok(())
     });
-    Ok(Running { listen, admin_listen, ca_cert: config.data_dir.join("tls").join("cert.pem"), stop, task })
+    Ok(Running {
+        listen,
+        admin_listen,
+        ca_cert: config.data_dir.join("tls").join("cert.pem"),
+        admin_token,
+        auth,
+        stop,
+        task,
+    })
+}
+
+/// Authentication off is said out loud, and refused outright where others can reach the
+/// broker unless the configuration insists.
+fn check_exposure(config: &Config) -> anyhow::Result<()> {
+    if config.auth.enabled {
+        return Ok(());
+    }
+    let exposed = !config.listen.ip().is_loopback();
+    if exposed && !config.auth_off_exposed {
+        anyhow::bail!(
+            "authentication is off and {} is not a loopback address: anyone who reaches it could do anything. \
+             Turn authentication on, listen on 127.0.0.1, or say `auth = \"off\"` in the configuration file",
+            config.listen
+        );
+    }
+    tracing::warn!(listen = %config.listen, "AUTHENTICATION IS OFF: every client may do anything, and nothing is audited by principal");
+    Ok(())
+}
+
+/// Creates the audit topic on first start (one partition, kept 90 days).
+fn ensure_audit_topic(store: &Store) -> anyhow::Result<()> {
+    if store.topic(auth::audit::AUDIT_TOPIC).is_some() {
+        return Ok(());
+    }
+    let meta = silt_storage::TopicMeta {
+        name: auth::audit::AUDIT_TOPIC.into(),
+        partitions: 1,
+        retention_ms: Some(auth::audit::AUDIT_RETENTION_MS),
+        retention_bytes: None,
+        created_ms: clock::now_ms(),
+    };
+    match store.create_topic(meta) {
+        Ok(()) | Err(silt_storage::StorageError::TopicExists(_)) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context("creating the audit topic")),
+    }
 }

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub processor_state: IntGaugeVec,
     pub processor_lag: IntGaugeVec,
     pub flush_failures: IntCounter,
+    /// Requests refused by authentication or authorization, by reason and request.
+    pub auth_refusals: IntCounterVec,
+    /// Audit events that did not fit the audit writer's queue (still in the log).
+    pub audit_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -129,6 +133,15 @@ impl Metrics {
                 &["processor"],
             ),
             flush_failures: r.counter("silt_flush_failures_total", "Durability flushes that failed."),
+            auth_refusals: counter(
+                "silt_auth_refusals_total",
+                "Requests refused: unauthenticated (no or a bad credential) or denied (no right).",
+                &["reason", "request"],
+            ),
+            audit_dropped: r.counter(
+                "silt_audit_dropped_total",
+                "Audit events dropped from the audit topic because its writer fell behind (still logged).",
+            ),
             registry: r,
         }
     }

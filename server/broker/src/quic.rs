@@ -12,6 +12,7 @@ use silt_wire::message::encode_response;
 use silt_wire::{ErrorCode, Response, WireError};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::auth::Session;
 use crate::config::Limits;
 use crate::requests::{wire_error, Broker, PendingReply};
 
@@ -100,12 +101,14 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
 async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection open");
+    // Every stream of the connection acts as the principal it authenticated as.
+    let session = broker.session(Some(remote));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let broker = broker.clone();
+                let (broker, session) = (broker.clone(), session.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = stream(send, recv, broker, limits).await {
+                    if let Err(e) = stream(send, recv, broker, session, limits).await {
                         tracing::debug!(%remote, error = %e, "stream ended with an error");
                     }
                 });
@@ -124,6 +127,7 @@ async fn stream(
     mut send: SendStream,
     mut recv: RecvStream,
     broker: Arc<Broker>,
+    session: Arc<Session>,
     limits: Limits,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<PendingReply>(limits.pipeline_depth_max);
@@ -135,7 +139,7 @@ async fn stream(
         send.finish()?;
         anyhow::Ok(send)
     });
-    let result = read_requests(&mut recv, &broker, &limits, &tx).await;
+    let result = read_requests(&mut recv, &broker, &session, &limits, &tx).await;
     drop(tx);
     let send = writer.await.context("response writer")??;
     if let Err(e) = &result {
@@ -150,6 +154,7 @@ async fn stream(
 async fn read_requests(
     recv: &mut RecvStream,
     broker: &Arc<Broker>,
+    session: &Arc<Session>,
     limits: &Limits,
     tx: &mpsc::Sender<PendingReply>,
 ) -> anyhow::Result<()> {
@@ -181,7 +186,7 @@ async fn read_requests(
             Err(e) => return Err(anyhow::Error::new(e).context("reading a frame body")),
         }
         let pending = match Frame::decode(body) {
-            Ok(f) => broker.handle(f).await,
+            Ok(f) => broker.handle(f, session).await,
             Err(e) => return refuse(tx, e, None).await,
         };
         if tx.send(pending).await.is_err() {

@@ -17,10 +17,12 @@ use silt_wire::batch::{self, BatchView};
 use silt_wire::frame::Frame;
 use silt_wire::message;
 use silt_wire::{
-    Deployment, ErrorCode, FetchFrom, PartitionInfo, PartitionOffset, ProcessorRef, Request, Response,
-    TopicInfo, WireError,
+    Deployment, ErrorCode, FetchFrom, Operation, PartitionInfo, PartitionOffset, ProcessorRef, Request,
+    Response, TopicInfo, WireError,
 };
 
+use crate::auth::audit::Outcome;
+use crate::auth::{rights, Auth, Principal, Session};
 use crate::clock::now_ms;
 use crate::config::{Limits, ProcessorConfig};
 use crate::devices;
@@ -45,6 +47,7 @@ pub struct Broker {
     limits: Limits,
     processors: Arc<ProcessorHost>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) auth: Arc<Auth>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -89,6 +92,7 @@ impl Broker {
         limits: Limits,
         processors: ProcessorConfig,
         metrics: Arc<Metrics>,
+        auth: Arc<Auth>,
     ) -> anyhow::Result<Arc<Broker>> {
         let partitions = Arc::new(Partitions::new(store.clone(), durability.clone(), metrics.clone()));
         let groups = Arc::new(Mutex::new(Coordinator::new(limits.group_members_max)));
@@ -108,7 +112,13 @@ impl Broker {
             metrics.clone(),
             topic_created,
         )?);
-        Ok(Arc::new(Broker { store, partitions, durability, groups, limits, processors, metrics }))
+        auth.audit.start_writer(partitions.clone(), durability.clone());
+        Ok(Arc::new(Broker { store, partitions, durability, groups, limits, processors, metrics, auth }))
+    }
+
+    /// A session for a new connection from `remote`.
+    pub fn session(&self, remote: Option<std::net::SocketAddr>) -> Arc<Session> {
+        Arc::new(self.auth.session(remote))
     }
 
     /// Starts the pipelines of every stored processor that is neither paused nor failed.
@@ -131,7 +141,11 @@ impl Broker {
     /// Handles one decoded frame. Returns once the request is started (a produce is queued
     /// for its partition, in the order of the calls); the returned future resolves to the
     /// response, and the caller writes responses of one stream in request order.
-    pub async fn handle(self: &Arc<Self>, frame: Frame) -> PendingReply {
+    ///
+    /// Every request but `Authenticate` needs an authenticated session whose principal has
+    /// the rights the request names (`auth::rights`); a refusal changes nothing and is audited,
+    /// as is every change, whatever its outcome.
+    pub async fn handle(self: &Arc<Self>, frame: Frame, session: &Arc<Session>) -> PendingReply {
         let request = match message::decode_request(frame.control()) {
             Ok(r) => r,
             Err(e) => {
@@ -154,21 +168,86 @@ impl Broker {
             | Request::ListDevices
             | Request::RevokeDevice { .. }
             | Request::GetDevice { .. } => "device",
+            r if rights::is_auth(r) => "auth",
             _ => "admin",
         };
         self.metrics.requests.with_label_values(&[kind]).inc();
-        let pending = self.dispatch(request, frame).await;
         let errors = self.metrics.request_errors.with_label_values(&[kind]);
+        let now = now_ms();
+        if let Request::Authenticate { credential } = request {
+            // Password hashes take tens of milliseconds by design: off the async threads.
+            let (auth, session) = (self.auth.clone(), session.clone());
+            return Box::pin(async move {
+                let done =
+                    tokio::task::spawn_blocking(move || auth.authenticate(&session, &credential, now)).await;
+                match done {
+                    Ok(Ok(who)) => (Response::Authenticated(who), Bytes::new()),
+                    Ok(Err(r)) => {
+                        errors.inc();
+                        error(r.code, r.message)
+                    }
+                    Err(e) => error(ErrorCode::Storage, format!("authentication task failed: {e}")),
+                }
+            });
+        }
+        let principal = match self.auth.current(session, now) {
+            Ok(p) => p,
+            Err(r) => return self.refused(session, &request, kind, r),
+        };
+        if let Some(r) = self.auth.authorize(&principal, &request) {
+            return self.refused(session, &request, kind, r);
+        }
+        let audited =
+            rights::is_change(&request).then(|| (rights::name(&request), rights::resource(&request)));
+        let pending = self.dispatch(request, frame, principal).await;
+        let (auth, session) = (self.auth.clone(), session.clone());
         Box::pin(async move {
             let reply = pending.await;
-            if matches!(reply.0, Response::Error { .. }) {
-                errors.inc();
+            let failure = match &reply.0 {
+                Response::Error { message, .. } => {
+                    errors.inc();
+                    Some(message.clone())
+                }
+                _ => None,
+            };
+            if let Some((operation, resource)) = audited {
+                let (outcome, detail) = match failure {
+                    Some(m) => (Outcome::Failed, m),
+                    None => (Outcome::Ok, String::new()),
+                };
+                auth.record(&session, operation, resource, outcome, detail);
             }
             reply
         })
     }
 
-    async fn dispatch(self: &Arc<Self>, request: Request, frame: Frame) -> PendingReply {
+    /// Answers a request refused for want of a credential or a right, and audits it.
+    fn refused(
+        &self,
+        session: &Session,
+        request: &Request,
+        kind: &str,
+        r: crate::auth::Refusal,
+    ) -> PendingReply {
+        self.metrics.request_errors.with_label_values(&[kind]).inc();
+        let code = if r.code == ErrorCode::Unauthenticated { "unauthenticated" } else { "denied" };
+        self.metrics.auth_refusals.with_label_values(&[code, rights::name(request)]).inc();
+        self.auth.record(
+            session,
+            rights::name(request),
+            rights::resource(request),
+            Outcome::Denied,
+            r.message.clone(),
+        );
+        ready(error(r.code, r.message))
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        request: Request,
+        frame: Frame,
+        principal: Arc<Principal>,
+    ) -> PendingReply {
         let request = match Deployment::try_from(request) {
             Ok(deployment) => {
                 let wasm = frame.into_payload();
@@ -179,6 +258,22 @@ impl Broker {
             Err(other) => other,
         };
         match request {
+            request if rights::is_auth(&request) => {
+                if !frame.payload().is_empty() {
+                    return ready(error(ErrorCode::InvalidRequest, "this request takes no payload"));
+                }
+                // Setting a password hashes it: off the async threads.
+                let auth = self.auth.clone();
+                Box::pin(async move {
+                    let done =
+                        tokio::task::spawn_blocking(move || auth.handle(&principal, request, now_ms())).await;
+                    match done {
+                        Ok(Ok(r)) => (r, Bytes::new()),
+                        Ok(Err(r)) => error(r.code, r.message),
+                        Err(e) => error(ErrorCode::Storage, format!("auth task failed: {e}")),
+                    }
+                })
+            }
             Request::Produce { topic, partition } => self.produce(&topic, partition, frame).await,
             Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
                 let this = self.clone();
@@ -202,7 +297,7 @@ impl Broker {
                 if !frame.payload().is_empty() {
                     return ready(error(ErrorCode::InvalidRequest, "this request takes no payload"));
                 }
-                ready(self.admin(other))
+                ready(self.admin(other, &principal))
             }
         }
     }
@@ -361,7 +456,8 @@ impl Broker {
         (response, Bytes::from(out))
     }
 
-    fn admin(&self, request: Request) -> Reply {
+    fn admin(&self, request: Request, principal: &Principal) -> Reply {
+        let may = |op: Operation, resource: String| self.auth.allowed(principal, op, &resource);
         match request {
             Request::CreateTopic { name, partitions, retention_ms, retention_bytes } => {
                 // The store checks name and partition count; its refusals map to InvalidRequest.
@@ -392,6 +488,10 @@ impl Broker {
             Request::ListTopics => {
                 let mut out = Vec::new();
                 for meta in self.store.topics() {
+                    if rights::is_internal(&meta.name) || !may(Operation::Describe, rights::topic(&meta.name))
+                    {
+                        continue;
+                    }
                     match self.describe(&meta.name) {
                         Ok(info) => out.push(info),
                         Err(StorageError::UnknownTopic(_)) => {} // deleted meanwhile
@@ -477,9 +577,19 @@ impl Broker {
                 ),
                 Err(e) => storage_error(e),
             },
-            Request::ListProcessors => host_reply(self.processors.list().map(Response::Processors)),
+            Request::ListProcessors => host_reply(self.processors.list().map(|mut list| {
+                list.retain(|p| may(Operation::Describe, format!("processor:{}", p.name)));
+                Response::Processors(list)
+            })),
             Request::AddDevice { id } => {
-                registry_reply(devices::add(&self.store, &id, now_ms()).map(Response::Device))
+                // The key goes only to a principal that may read device keys.
+                let keys = may(Operation::DeviceKeys, format!("device:{id}"));
+                registry_reply(devices::add(&self.store, &id, now_ms()).map(|mut d| {
+                    if !keys {
+                        d.key = None;
+                    }
+                    Response::Device(d)
+                }))
             }
             Request::ListDevices => registry_reply(devices::list(&self.store).map(Response::Devices)),
             Request::RevokeDevice { id } => {
@@ -492,14 +602,8 @@ impl Broker {
             Request::ProcessorVersions { name } => {
                 host_reply(self.processors.versions(&name).map(Response::ProcessorVersions))
             }
-            Request::Produce { .. }
-            | Request::Fetch { .. }
-            | Request::DeployProcessor { .. }
-            | Request::RollbackProcessor { .. }
-            | Request::PauseProcessor { .. }
-            | Request::ResumeProcessor { .. }
-            | Request::UndeployProcessor { .. } => {
-                unreachable!("data requests and processor control are handled before")
+            other => {
+                unreachable!("{} is handled before", rights::name(&other))
             }
         }
     }

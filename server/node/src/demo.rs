@@ -318,7 +318,9 @@ async fn demo(
     mode: Mode,
     signals: &mut Signals,
 ) -> anyhow::Result<view::Summary> {
-    let client = Client::connect(ClientConfig::new(stack.broker.to_string(), &stack.ca_cert)?)
+    let config = ClientConfig::new(stack.broker.to_string(), &stack.ca_cert)?;
+    let credential = stack.token.clone().map(silt_client::Credential::Token);
+    let client = Client::connect(config.with_credential(credential))
         .await
         .context("connecting to the demo's broker")?;
     let setup = async {

@@ -24,7 +24,9 @@ use crate::config::ServerConfig;
 ///
 /// With no arguments it starts on embedded defaults: data in ./silt-data, QUIC on
 /// 127.0.0.1:7400, HTTP admin (GET /health) on 127.0.0.1:7401. On first start it writes a
-/// self-signed certificate to DATA_DIR/tls/cert.pem; clients trust it with --ca-cert.
+/// self-signed certificate to DATA_DIR/tls/cert.pem; clients trust it with --ca-cert. With
+/// authentication on (the default), it also makes a user `admin` with every right and writes
+/// its token to DATA_DIR/admin.token (mode 0600); `silt` run in the same directory finds it.
 ///
 /// Settings come from the embedded defaults, then --config FILE (TOML), then environment
 /// variables and flags. A `[bridge]` table in the file (the keys of `silt-bridge --config`
@@ -58,6 +60,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SILT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Authentication: on (the default) or off (every client may do anything; refused on a
+    /// non-loopback address unless the configuration file says `auth = "off"`).
+    #[arg(long, env = "SILT_AUTH", value_name = "on|off")]
+    auth: Option<String>,
     /// Export OpenTelemetry traces over OTLP/HTTP to this endpoint (e.g.
     /// http://127.0.0.1:4318): spans of appends and processor calls, children of the trace
     /// context that records carry in their `traceparent` header.
@@ -107,6 +113,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = args.log_format {
         broker.log_format = v;
+    }
+    if let Some(v) = args.auth {
+        broker.set_auth(&v)?;
+        if broker.auth.enabled {
+            broker.auth_off_exposed = false;
+        }
     }
     if let Some(v) = args.otlp_endpoint {
         broker.otlp_endpoint = Some(v);

@@ -10,15 +10,37 @@ use crate::config::ServerConfig;
 /// Bound on the embedded bridge flushing its journal after the stop signal.
 const BRIDGE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The principal of the embedded bridge.
+const BRIDGE_USER: &str = "bridge";
+
 /// `bridge` set up to run in this process as a client of `broker`: the broker's address and
-/// certificate.
+/// certificate, and (with authentication on) a fresh token of user `bridge`, which may read
+/// device keys, create, write and read topics and describe; it authenticates like any client.
 pub fn embed_bridge(
     broker: &Running,
     mut bridge: silt_bridge::config::Config,
-) -> silt_bridge::config::Config {
+) -> anyhow::Result<silt_bridge::config::Config> {
+    use silt_client::{AclEntry, Credential, Operation};
     bridge.broker = broker.connect_addr().to_string();
     bridge.ca_cert = Some(broker.ca_cert.clone());
-    bridge
+    if broker.auth.enabled() {
+        let allow = |operation, resource: &str| AclEntry {
+            principal: format!("user:{BRIDGE_USER}"),
+            operation,
+            resource: resource.into(),
+            allow: true,
+        };
+        let rights = [
+            allow(Operation::DeviceKeys, "device:*"),
+            allow(Operation::Produce, "topic:*"),
+            allow(Operation::CreateTopic, "topic:*"),
+            allow(Operation::Consume, "topic:*"),
+            allow(Operation::Describe, "*"),
+        ];
+        let token = broker.auth.service_token(BRIDGE_USER, "embedded bridge", &rights)?;
+        bridge.credential = Some(Credential::Token(token));
+    }
+    Ok(bridge)
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then flushes and closes.
@@ -29,14 +51,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let ServerConfig { broker, bridge } = config;
     let bridge_dir = broker.data_dir.join("bridge");
     let running = silt_broker::start(broker).await?;
-    let bridge = bridge.map(|b| {
-        let mut b = embed_bridge(&running, b);
-        if b.data_dir.as_os_str().is_empty() {
-            b.data_dir = bridge_dir;
+    let bridge = match bridge {
+        Some(b) => {
+            let mut b = embed_bridge(&running, b)?;
+            if b.data_dir.as_os_str().is_empty() {
+                b.data_dir = bridge_dir;
+            }
+            tracing::info!(data_dir = %b.data_dir.display(), "starting the embedded device bridge");
+            Some(tokio::spawn(silt_bridge::run(b)))
         }
-        tracing::info!(data_dir = %b.data_dir.display(), "starting the embedded device bridge");
-        tokio::spawn(silt_bridge::run(b))
-    });
+        None => None,
+    };
     match bridge {
         Some(mut task) => tokio::select! {
             () = shutdown_signal() => {

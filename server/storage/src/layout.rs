@@ -28,6 +28,9 @@ pub(crate) const ARTEFACTS_TREE: &[u8] = b"silt/artefacts";
 pub(crate) const CHECKPOINTS_TREE: &[u8] = b"silt/checkpoints";
 /// Device id -> the broker's encoded device entry (key, created, revoked; opaque here).
 pub(crate) const DEVICES_TREE: &[u8] = b"silt/devices";
+/// Principals and rights: `silt/auth/users`, `silt/auth/tokens`, `silt/auth/acls` (entries
+/// opaque here; the broker encodes and checks them).
+pub(crate) const AUTH_TREE_PREFIX: &str = "silt/auth/";
 /// The one key of a partition's stats tree.
 pub(crate) const STATS_KEY: &[u8] = b"stats";
 

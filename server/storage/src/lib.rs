@@ -72,6 +72,7 @@
 //! flushed). `delete_topic` waits for a running append or retention step of each partition,
 //! then fails every later call on handles still held.
 
+mod auth;
 mod devices;
 mod error;
 mod layout;
@@ -79,6 +80,7 @@ mod partition;
 mod processors;
 mod store;
 
+pub use auth::AuthTree;
 pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 pub use partition::Partition;

@@ -18,7 +18,7 @@ use crate::{Partition, StorageError, StoreConfig, TopicMeta};
 
 /// The log store: topics, partitions, group offsets.
 pub struct Store {
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     topics_tree: sled::Tree,
     group_offsets: sled::Tree,
     pub(crate) processors: sled::Tree,

@@ -1,6 +1,7 @@
 //! `silt device`: the registry of devices allowed to send frames and MQTT publishes through a
 //! bridge.
 
+use crate::output::time_rfc3339;
 use clap::Subcommand;
 use silt_client::{Client, DeviceInfo};
 use silt_wire::signature::hex;
@@ -41,7 +42,7 @@ pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Res
             } else {
                 for d in &devices {
                     let state = if d.revoked_ms.is_some() { "revoked" } else { "active" };
-                    println!("{}\t{state}\tcreated {}", d.id, format_ms(d.created_ms));
+                    println!("{}\t{state}\tcreated {}", d.id, time_rfc3339(d.created_ms));
                 }
             }
         }
@@ -64,9 +65,4 @@ fn device_json(d: &DeviceInfo) -> serde_json::Value {
         "created_ms": d.created_ms,
         "revoked_ms": d.revoked_ms,
     })
-}
-
-fn format_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }

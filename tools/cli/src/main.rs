@@ -2,6 +2,7 @@
 //! formats and progress; everything that talks to the broker is `silt-client`. It links no
 //! server code: `silt demo` runs the server binary's demo (`demo`).
 
+mod auth;
 mod demo;
 mod device;
 mod output;
@@ -22,8 +23,12 @@ use crate::records::{parse_input_line, InputFormat, OutputFormat, RecordWriter};
 
 /// Command-line client for the Silt broker: topics, produce, consume, replay.
 ///
-/// Exit codes: 0 success; 1 the operation failed (unknown topic, unreachable broker, refused
-/// request; the message says which); 2 bad command-line arguments.
+/// Credentials: --token or SILT_TOKEN, else --token-file (SILT_TOKEN_FILE), else
+/// ./silt-data/admin.token when it exists (the token a broker started here wrote).
+///
+/// Exit codes: 0 success; 1 the operation failed (unknown topic, unreachable broker, bad
+/// input; the message says which); 2 bad command-line arguments; 3 refused by the broker: no
+/// credential, a bad, expired or revoked one, or a missing right.
 #[derive(Debug, Parser)]
 #[command(name = "silt", version)]
 struct Cli {
@@ -48,6 +53,12 @@ struct Connection {
     /// ./silt-data/tls/cert.pem when it exists.
     #[arg(long, global = true, env = "SILT_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// API token to authenticate with (as `silt token create` printed it).
+    #[arg(long, global = true, env = "SILT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token (default: ./silt-data/admin.token when it exists).
+    #[arg(long, global = true, env = "SILT_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -76,6 +87,26 @@ enum Command {
     /// Register, list and revoke devices (keys for bridge frames and MQTT logins).
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// Add, list and remove users; set passwords.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(auth::TokenCommand),
+    /// Grant, revoke and list access-control entries.
+    #[command(subcommand)]
+    Acl(auth::AclCommand),
+    /// Show who the broker takes this client for, and its entries.
+    Whoami,
+    /// Read the audit trail: logins, changes and refused requests.
+    Audit {
+        /// Only events of the last DURATION (e.g. 1h, 30m); default: all kept.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Only events of this principal (user:NAME, device:ID, anonymous).
+        #[arg(long)]
+        principal: Option<String>,
+    },
     // Its help is `DemoArgs`'s doc comment (a variant's would replace the long help).
     Demo(demo::DemoArgs),
 }
@@ -204,11 +235,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output went away (`| head`): not an error of ours.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if is_refusal(&e) => {
+            eprintln!("silt: refused: {}", one_line(&e));
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("silt: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A refusal of the broker's: no credential, a bad one, or a missing right.
+fn is_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<silt_client::ClientError>().is_some_and(|ce| ce.is_refusal()))
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -240,7 +280,8 @@ async fn connect(conn: &Connection) -> anyhow::Result<Client> {
             default.to_path_buf()
         }
     };
-    let config = ClientConfig::new(conn.broker.clone(), &ca)?;
+    let config = ClientConfig::new(conn.broker.clone(), &ca)?
+        .with_credential(silt_client::token_credential(conn.token.as_deref(), conn.token_file.as_deref())?);
     Ok(Client::connect(config).await?)
 }
 
@@ -259,6 +300,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay(&client, args, json).await,
         Command::Processor(cmd) => processor::run(&client, cmd, json).await,
         Command::Device(cmd) => device::run(&client, cmd, json).await,
+        Command::User(cmd) => auth::user(&client, cmd, json).await,
+        Command::Token(cmd) => auth::token(&client, cmd, json).await,
+        Command::Acl(cmd) => auth::acl(&client, cmd, json).await,
+        Command::Whoami => auth::whoami(&client, json).await,
+        Command::Audit { since, principal } => auth::audit(&client, since, principal, json).await,
         Command::Demo(_) => unreachable!("handled before the runtime starts"),
     };
     client.close().await;

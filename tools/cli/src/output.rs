@@ -65,3 +65,9 @@ pub fn progress(total: u64, visible: bool) -> ProgressBar {
     );
     bar
 }
+
+/// A time in milliseconds since the epoch as RFC 3339, to the second.
+pub fn time_rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

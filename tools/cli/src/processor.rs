@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::output::time_rfc3339;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use silt_client::{Client, Deployment, ProcessorInfo, ProcessorLimits, ProcessorState, ProcessorVersion};
@@ -233,7 +234,7 @@ pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::
                         "{}v{}\t{}\t{} bytes\tsha256 {}\t{}{}",
                         if v.active { "* " } else { "  " },
                         v.version,
-                        format_ms(v.deployed_ms),
+                        time_rfc3339(v.deployed_ms),
                         v.module_bytes,
                         &v.module_sha256[..16],
                         if params.is_empty() { "no params".to_string() } else { params.join(" ") },
@@ -287,11 +288,6 @@ fn state_name(s: ProcessorState) -> &'static str {
         ProcessorState::Paused => "paused",
         ProcessorState::Failed => "failed",
     }
-}
-
-fn format_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn info_json(p: &ProcessorInfo) -> serde_json::Value {

@@ -307,11 +307,20 @@ fn default_certificate_from_the_working_directory() {
     let out = Silt::new(cmd).run();
     assert!(out.ok().starts_with("defaults\t"), "{out:?}");
 
-    // SILT_BROKER and SILT_CA_CERT work in place of the flags.
+    // SILT_BROKER, SILT_CA_CERT and SILT_TOKEN_FILE work in place of the flags and defaults.
+    let mut cmd = silt_command(std::env::temp_dir().as_path());
+    cmd.env("SILT_BROKER", broker.listen.to_string())
+        .env("SILT_CA_CERT", &broker.ca_cert)
+        .env("SILT_TOKEN_FILE", broker.dir.path().join("silt-data/admin.token"))
+        .args(["topic", "list"]);
+    let out = Silt::new(cmd).run();
+    assert!(out.ok().starts_with("defaults\t"), "{out:?}");
+
+    // Without a token anywhere the broker refuses, and `silt` exits 3 saying so.
     let mut cmd = silt_command(std::env::temp_dir().as_path());
     cmd.env("SILT_BROKER", broker.listen.to_string())
         .env("SILT_CA_CERT", &broker.ca_cert)
         .args(["topic", "list"]);
-    let out = Silt::new(cmd).run();
-    assert!(out.ok().starts_with("defaults\t"), "{out:?}");
+    let err = Silt::new(cmd).run().fails(3).to_string();
+    assert!(err.contains("not authenticated"), "{err}");
 }

@@ -100,6 +100,13 @@ pub(crate) struct Common {
     /// The broker's certificate (DATA_DIR/tls/cert.pem).
     #[arg(long, env = "SILT_CA_CERT", default_value = "silt-data/tls/cert.pem")]
     ca_cert: PathBuf,
+    /// API token for the Silt broker (needs produce, consume, create-topic and describe on
+    /// the topic). Default: --token-file, else ./silt-data/admin.token when it exists.
+    #[arg(long, env = "SILT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the token.
+    #[arg(long, env = "SILT_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// nats-server address (with JetStream enabled).
     #[arg(long, default_value = "127.0.0.1:4222", value_name = "HOST:PORT")]
     nats: String,

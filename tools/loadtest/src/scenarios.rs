@@ -63,7 +63,11 @@ pub(crate) fn target_from_flags(kind: Kind, c: &Common) -> Target {
         Kind::Nats => (c.nats.clone(), None),
         Kind::Mqtt => (c.mqtt.clone(), None),
     };
-    Target { kind, label: kind.name().to_string(), addr, ca_cert }
+    let (token, token_file) = match kind {
+        Kind::Silt => (c.token.clone(), c.token_file.clone()),
+        Kind::Nats | Kind::Mqtt => (None, None),
+    };
+    Target { kind, label: kind.name().to_string(), addr, ca_cert, token, token_file }
 }
 
 /// Runs `scenario` against each target of `c` in turn (starting and stopping each with

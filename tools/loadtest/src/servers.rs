@@ -141,7 +141,9 @@ impl Server {
                 (program("mosquitto")?, vec!["-c".into(), conf.display().to_string()], addr.clone(), None)
             }
         };
-        let target = Target { kind, label: label.to_string(), addr, ca_cert };
+        // A broker started here writes its admin token beside its certificate.
+        let token_file = ca_cert.as_ref().map(|_| dir.path().join("data/admin.token"));
+        let target = Target { kind, label: label.to_string(), addr, ca_cert, token: None, token_file };
         let mut server = Server { target, program, args, dir, ready, child: None, bridge: bridge_addrs };
         server.spawn().await?;
         Ok(server)

@@ -257,6 +257,8 @@ pub(crate) async fn run(a: &SuiteArgs) -> anyhow::Result<()> {
                 &t.addr,
                 "--ca-cert",
                 &t.ca_cert.as_ref().expect("silt has a certificate").display().to_string(),
+                "--token-file",
+                &t.token_file.as_ref().expect("a started broker has a token file").display().to_string(),
                 "--bridge",
                 if transport == "tcp" { tcp } else { mqtt },
             ])),

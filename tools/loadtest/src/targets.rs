@@ -102,6 +102,9 @@ pub struct Target {
     pub addr: String,
     /// The broker's certificate (silt only).
     pub ca_cert: Option<PathBuf>,
+    /// The token to authenticate with (silt only), or the file holding it.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// What every scenario sends: the topic and how records are sized and batched.

@@ -36,6 +36,8 @@ pub struct Broker {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub ca_cert: PathBuf,
+    /// The admin token the broker wrote; bridges started here authenticate with it.
+    pub token: String,
     pub client: Client,
 }
 
@@ -49,14 +51,14 @@ impl Broker {
             ..silt_broker::config::Config::default()
         };
         let running = silt_broker::start(config).await.expect("starting the broker");
-        let client =
-            Client::connect(ClientConfig::new(running.listen.to_string(), &running.ca_cert).unwrap())
-                .await
-                .expect("connecting to the broker");
+        let token = running.admin_token.clone().expect("authentication is on by default");
+        let config = ClientConfig::new(running.listen.to_string(), &running.ca_cert).unwrap();
+        let client = Client::connect(config.with_token(&token)).await.expect("connecting to the broker");
         Broker {
             listen: running.listen,
             admin: running.admin_listen,
             ca_cert: running.ca_cert.clone(),
+            token,
             running: Some(running),
             dir,
             client,
@@ -101,6 +103,8 @@ impl BridgeProcess {
             broker.listen.to_string(),
             "--ca-cert".into(),
             broker.ca_cert.display().to_string(),
+            "--token".into(),
+            broker.token.clone(),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
             "--listen-tcp".into(),
@@ -133,6 +137,8 @@ impl BridgeProcess {
             .args(&self.args)
             .env_remove("SILT_BROKER")
             .env_remove("SILT_CA_CERT")
+            .env_remove("SILT_TOKEN")
+            .env_remove("SILT_TOKEN_FILE")
             .env_remove("SILT_BRIDGE_CONFIG")
             .env_remove("SILT_BRIDGE_DATA_DIR")
             .stdin(Stdio::null())

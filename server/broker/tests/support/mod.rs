@@ -31,8 +31,15 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Environment variables the broker reads; cleared so the caller's environment cannot leak in.
-const BROKER_ENV: [&str; 6] =
-    ["SILT_DATA_DIR", "SILT_LISTEN", "SILT_ADMIN_LISTEN", "SILT_CONFIG", "SILT_FSYNC", "SILT_LOG_FORMAT"];
+const BROKER_ENV: [&str; 7] = [
+    "SILT_DATA_DIR",
+    "SILT_LISTEN",
+    "SILT_ADMIN_LISTEN",
+    "SILT_CONFIG",
+    "SILT_FSYNC",
+    "SILT_LOG_FORMAT",
+    "SILT_AUTH",
+];
 
 /// A loopback UDP port that was free a moment ago (for the QUIC listener).
 pub fn free_udp_port() -> u16 {
@@ -215,17 +222,44 @@ impl BrokerProcess {
         }
     }
 
-    /// A client on a new QUIC connection.
+    /// The admin token the broker wrote on first start.
+    pub fn admin_token(&self) -> String {
+        let path = self.data_dir().join("admin.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// A client on a new QUIC connection, authenticated as the admin.
     pub async fn client(&self) -> Client {
+        self.client_with(Some(silt_client::Credential::Token(self.admin_token()))).await
+    }
+
+    /// A client on a new QUIC connection, authenticated with `credential` (or not at all).
+    pub async fn client_with(&self, credential: Option<silt_client::Credential>) -> Client {
         let config = ClientConfig::new(self.listen.to_string(), &self.ca_cert()).expect("client config");
-        tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(config))
+        tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(config.with_credential(credential)))
             .await
             .expect("connecting timed out")
             .expect("connecting to the broker")
     }
 
-    /// A bare QUIC connection, for writing bytes the client library would never send.
+    /// A bare QUIC connection, for writing bytes the client library would never send;
+    /// authenticated as the admin on a first stream, as the client library does.
     pub async fn raw_connection(&self) -> RawConnection {
+        let raw = self.raw_connection_anonymous().await;
+        let credential = silt_client::Credential::Token(self.admin_token());
+        let (_send, mut recv) =
+            raw.send_raw(&request_frame(&Request::Authenticate { credential }, &[]), true).await;
+        match read_reply(&mut recv).await {
+            Reply::Response(Response::Authenticated(_), _) => raw,
+            other => panic!("authenticating a raw connection: {other:?}"),
+        }
+    }
+
+    /// A bare QUIC connection that has not authenticated.
+    pub async fn raw_connection_anonymous(&self) -> RawConnection {
         let certs = CertificateDer::pem_file_iter(self.ca_cert())
             .expect("reading cert.pem")
             .collect::<Result<Vec<_>, _>>()

@@ -39,6 +39,8 @@ pub struct Stack {
     pub admin: SocketAddr,
     pub frames: SocketAddr,
     pub ca_cert: PathBuf,
+    /// The broker's admin token (authentication is on, as everywhere).
+    pub token: Option<String>,
     pub data_dir: PathBuf,
     running: Option<silt_broker::Running>,
     bridge: Option<JoinHandle<anyhow::Result<()>>>,
@@ -97,6 +99,7 @@ impl Stack {
             admin: loopback(running.admin_listen),
             frames: config.frames_listen,
             ca_cert: running.ca_cert.clone(),
+            token: running.admin_token.clone(),
             data_dir: dir.path().to_path_buf(),
             running: Some(running),
             bridge: None,
@@ -115,7 +118,7 @@ impl Stack {
             admin_listen: None,
             ..silt_bridge::config::Config::default()
         };
-        let bridge = crate::serve::embed_bridge(stack.running.as_ref().expect("started above"), bridge);
+        let bridge = crate::serve::embed_bridge(stack.running.as_ref().expect("started above"), bridge)?;
         stack.bridge = Some(stack.runtime.handle().spawn(silt_bridge::run(bridge)));
         stack.wait_for_bridge().await?;
         Ok(stack)

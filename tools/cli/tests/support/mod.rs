@@ -85,7 +85,12 @@ impl Drop for Broker {
 /// `silt` with no broker flags, run in `dir`, ignoring the caller's `SILT_*` variables.
 pub fn silt_command(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_silt"));
-    cmd.current_dir(dir).env_remove("SILT_BROKER").env_remove("SILT_CA_CERT").env_remove("SILT_BROKER_BIN");
+    cmd.current_dir(dir)
+        .env_remove("SILT_BROKER")
+        .env_remove("SILT_CA_CERT")
+        .env_remove("SILT_BROKER_BIN")
+        .env_remove("SILT_TOKEN")
+        .env_remove("SILT_TOKEN_FILE");
     cmd
 }
 

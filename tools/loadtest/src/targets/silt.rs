@@ -17,7 +17,8 @@ use crate::stats::Recorder;
 
 pub(super) async fn connect(t: &Target) -> anyhow::Result<Client> {
     let ca = t.ca_cert.as_ref().context("a Silt target needs the broker's certificate")?;
-    let config = ClientConfig::new(t.addr.clone(), ca)?;
+    let credential = silt_client::token_credential(t.token.as_deref(), t.token_file.as_deref())?;
+    let config = ClientConfig::new(t.addr.clone(), ca)?.with_credential(credential);
     Client::connect(config).await.with_context(|| format!("connecting to the Silt broker at {}", t.addr))
 }
 

@@ -1,0 +1,61 @@
+//! The trees of principals and rights: users, tokens and access-control entries, each a map
+//! of key -> the broker's encoded entry (opaque here).
+//!
+//! Writes here are not flushed; the broker flushes before it answers a change.
+
+use crate::layout::AUTH_TREE_PREFIX;
+use crate::{StorageError, Store};
+
+/// One of the auth trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthTree {
+    Users,
+    Tokens,
+    Acls,
+}
+
+impl AuthTree {
+    fn name(self) -> String {
+        let kind = match self {
+            AuthTree::Users => "users",
+            AuthTree::Tokens => "tokens",
+            AuthTree::Acls => "acls",
+        };
+        format!("{AUTH_TREE_PREFIX}{kind}")
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+impl Store {
+    fn auth_tree(&self, tree: AuthTree) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(tree.name())?)
+    }
+
+    /// Every entry of `tree`, as `(key, value)` sorted by key.
+    pub fn auth_entries(&self, tree: AuthTree) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.auth_tree(tree)?.iter() {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Stores `value` under `key` only if `key` has none yet; returns whether it did.
+    pub fn auth_insert_new(&self, tree: AuthTree, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.auth_tree(tree)?.compare_and_swap(key, None as Option<&[u8]>, Some(value))?.is_ok())
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn auth_put(&self, tree: AuthTree, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.auth_tree(tree)?.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn auth_remove(&self, tree: AuthTree, key: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.auth_tree(tree)?.remove(key)?.is_some())
+    }
+}
