@@ -190,7 +190,9 @@ impl AclEntry {
 }
 
 /// The decision of `entries` for `principal` doing `operation` on `resource`: allowed only if
-/// some entry allows it and none denies it.
+/// some entry allows it and none denies it. Any allowed operation on a resource also lets the
+/// principal describe it (one who may read a topic may see its partitions), unless describing
+/// it is denied.
 pub fn decide<'a>(
     entries: impl IntoIterator<Item = &'a AclEntry>,
     principal: &str,
@@ -203,6 +205,8 @@ pub fn decide<'a>(
             if !e.allow {
                 return false;
             }
+            allowed = true;
+        } else if operation == Operation::Describe && e.allow && e.applies(principal, e.operation, resource) {
             allowed = true;
         }
     }
@@ -268,6 +272,16 @@ mod tests {
         acl.push(entry("user:*", Operation::All, "topic:sec.secret", false));
         assert!(!decide(&acl, reader, Operation::Consume, "topic:sec.secret"));
         assert!(decide(&acl, reader, Operation::Consume, "topic:sec.t"));
+    }
+
+    #[test]
+    fn any_right_lets_one_describe_unless_denied() {
+        let mut acl = vec![entry("user:r", Operation::Consume, "topic:a.*", true)];
+        assert!(decide(&acl, "user:r", Operation::Describe, "topic:a.t"));
+        assert!(!decide(&acl, "user:r", Operation::Describe, "topic:b.t"));
+        assert!(!decide(&acl, "user:r", Operation::Produce, "topic:a.t"));
+        acl.push(entry("user:r", Operation::Describe, "topic:a.secret", false));
+        assert!(!decide(&acl, "user:r", Operation::Describe, "topic:a.secret"));
     }
 
     #[test]
