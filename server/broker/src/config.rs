@@ -67,6 +67,8 @@ pub struct Config {
     /// Authentication off on a non-loopback address is refused unless this is set: only the
     /// configuration file's `auth = "off"` sets it (a flag or variable is not explicit enough).
     pub auth_off_exposed: bool,
+    /// `GET /metrics` needs `Authorization: Bearer TOKEN` (a principal that may describe `*`).
+    pub metrics_require_token: bool,
 }
 
 /// Settings of the WebAssembly processor host.
@@ -155,6 +157,7 @@ impl Default for Config {
             otlp_endpoint: None,
             auth: crate::auth::AuthConfig::default(),
             auth_off_exposed: false,
+            metrics_require_token: false,
         }
     }
 }
@@ -184,6 +187,8 @@ pub struct FileConfig {
     pub login_failures_max: Option<u32>,
     /// How long a locked-out address waits.
     pub login_lockout_ms: Option<u64>,
+    /// Whether `GET /metrics` needs a bearer token.
+    pub metrics_require_token: Option<bool>,
 }
 
 impl Config {
@@ -280,6 +285,9 @@ impl Config {
         }
         if let Some(v) = file.login_lockout_ms {
             c.auth.lockout_ms = v;
+        }
+        if let Some(v) = file.metrics_require_token {
+            c.metrics_require_token = v;
         }
         Ok(c)
     }

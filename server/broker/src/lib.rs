@@ -130,7 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let admin = {
         let mut rx = stop_rx.clone();
-        tokio::spawn(admin::serve(admin_listener, broker.clone(), async move {
+        tokio::spawn(admin::serve(admin_listener, broker.clone(), config.metrics_require_token, async move {
             let _ = rx.wait_for(|s| *s).await;
         }))
     };

@@ -102,3 +102,32 @@ async fn metrics_pass_promtool_and_count_the_work() {
     );
     assert!(sample(&text, "silt_requests_total", r#"request="produce""#).unwrap() >= 4.0);
 }
+
+/// One `GET PATH` with `headers`; the status line and the body.
+async fn get(admin: std::net::SocketAddr, path: &str, headers: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(admin).await.expect("connecting to the admin port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text)).await.unwrap().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+/// With `metrics_require_token`, `/metrics` answers only a bearer token of a principal that
+/// may describe everything; `/health` stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_token() {
+    let broker = BrokerProcess::start_with_config("metrics_require_token = true\n", &[]).await;
+    let client = broker.client().await;
+    assert!(get(broker.admin, "/health", "").await.0.contains("200"));
+    assert!(get(broker.admin, "/metrics", "").await.0.contains("401"));
+    assert!(get(broker.admin, "/metrics", "Authorization: Bearer silt_00_11\r\n").await.0.contains("401"));
+    client.add_user("viewer", "correct-horse-battery").await.unwrap();
+    let (_, weak) = client.create_token("viewer", "t", None).await.unwrap();
+    let (status, body) = get(broker.admin, "/metrics", &format!("Authorization: Bearer {weak}\r\n")).await;
+    assert!(status.contains("401") && body.contains("may not describe"), "{status} {body}");
+    let admin = broker.admin_token();
+    let (status, body) = get(broker.admin, "/metrics", &format!("Authorization: Bearer {admin}\r\n")).await;
+    assert!(status.contains("200") && body.contains("silt_connections_open"), "{status}");
+}

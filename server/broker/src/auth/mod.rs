@@ -375,6 +375,30 @@ impl Auth {
         }
     }
 
+    /// Checks a bearer token of the admin port: valid, and its principal may `describe` `*`.
+    /// Refusals are audited as `operation` by `remote`.
+    pub fn check_bearer(
+        &self,
+        token: Option<&str>,
+        remote: SocketAddr,
+        operation: &str,
+    ) -> Result<(), Refusal> {
+        let session = self.session(Some(remote));
+        let principal = match token {
+            None => Err("no bearer token".to_string()),
+            Some(t) => {
+                self.verify(&Credential::Token(t.to_string()), crate::clock::now_ms()).map_err(String::from)
+            }
+        };
+        let refusal = match principal {
+            Ok(p) if self.allowed(&p, Operation::Describe, "*") => return Ok(()),
+            Ok(p) => (p.name.clone(), format!("{} may not describe *", p.name)),
+            Err(reason) => ("anonymous".to_string(), reason),
+        };
+        self.event(&session, &refusal.0, operation, String::new(), Outcome::Denied, refusal.1.clone());
+        Err(refuse(ErrorCode::Unauthenticated, refusal.1))
+    }
+
     /// The session's principal, still valid now: a revoked or expired token, or a removed
     /// user, ends the session's rights at its next request.
     pub fn current(&self, session: &Session, now_ms: i64) -> Result<Arc<Principal>, Refusal> {
