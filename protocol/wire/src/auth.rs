@@ -122,6 +122,24 @@ pub struct AclEntry {
     pub allow: bool,
 }
 
+impl AclEntry {
+    /// `allow` or `deny`.
+    pub fn permission(&self) -> &'static str {
+        if self.allow {
+            "allow"
+        } else {
+            "deny"
+        }
+    }
+}
+
+/// `allow user:reader consume topic:sec.*`: how the audit and the command line write an entry.
+impl std::fmt::Display for AclEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} {}", self.permission(), self.principal, self.operation, self.resource)
+    }
+}
+
 /// Longest principal or resource pattern.
 pub const NAME_BYTES_MAX: usize = 256;
 

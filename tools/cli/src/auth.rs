@@ -213,7 +213,7 @@ fn entry_json(e: &AclEntry) -> serde_json::Value {
         "principal": e.principal,
         "operation": e.operation.name(),
         "resource": e.resource,
-        "permission": if e.allow { "allow" } else { "deny" },
+        "permission": e.permission(),
     })
 }
 
@@ -222,13 +222,7 @@ fn print_entries(entries: &[AclEntry], json: bool) {
         println!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
     } else {
         for e in entries {
-            println!(
-                "{}\t{}\t{}\t{}",
-                if e.allow { "allow" } else { "deny" },
-                e.principal,
-                e.operation,
-                e.resource
-            );
+            println!("{}\t{}\t{}\t{}", e.permission(), e.principal, e.operation, e.resource);
         }
     }
 }
@@ -241,13 +235,7 @@ pub async fn acl(client: &Client, cmd: AclCommand, json: bool) -> anyhow::Result
             if json {
                 println!("{}", entry_json(&e));
             } else {
-                println!(
-                    "granted: {} {} {} {}",
-                    if e.allow { "allow" } else { "deny" },
-                    e.principal,
-                    e.operation,
-                    e.resource
-                );
+                println!("granted: {e}");
             }
         }
         AclCommand::Revoke { principal, operation, resource, deny } => {
@@ -256,13 +244,7 @@ pub async fn acl(client: &Client, cmd: AclCommand, json: bool) -> anyhow::Result
             if json {
                 println!("{}", entry_json(&e));
             } else {
-                println!(
-                    "revoked: {} {} {} {}",
-                    if e.allow { "allow" } else { "deny" },
-                    e.principal,
-                    e.operation,
-                    e.resource
-                );
+                println!("revoked: {e}");
             }
         }
         AclCommand::List { principal } => print_entries(&client.list_acls(principal.as_deref()).await?, json),

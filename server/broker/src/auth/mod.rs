@@ -61,6 +61,14 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal { code, message: message.into() }
 }
@@ -223,17 +231,16 @@ impl Auth {
 
     fn bootstrap(&self, data_dir: &Path) -> anyhow::Result<()> {
         let now = crate::clock::now_ms();
-        let password = random_hex(24).map_err(|e| anyhow::anyhow!(e.message))?;
-        self.add_user(ADMIN_USER, &password, now).map_err(|e| anyhow::anyhow!(e.message))?;
+        let password = random_hex(24)?;
+        self.add_user(ADMIN_USER, &password, now)?;
         let all = AclEntry {
             principal: format!("user:{ADMIN_USER}"),
             operation: Operation::All,
             resource: "*".into(),
             allow: true,
         };
-        self.grant(all).map_err(|e| anyhow::anyhow!(e.message))?;
-        let (_, secret) =
-            self.create_token(ADMIN_USER, "admin", None, now).map_err(|e| anyhow::anyhow!(e.message))?;
+        self.grant(all)?;
+        let (_, secret) = self.create_token(ADMIN_USER, "admin", None, now)?;
         let path = data_dir.join(ADMIN_TOKEN_FILE);
         write_secret(&path, &secret)?;
         tracing::info!(path = %path.display(), "first start: made user admin with every right; its token is in this file (mode 0600)");
@@ -552,10 +559,10 @@ impl Auth {
         let now = crate::clock::now_ms();
         let exists = self.state.read().expect("auth lock").users.contains_key(user);
         if !exists {
-            let password = random_hex(24).map_err(|e| anyhow::anyhow!(e.message))?;
-            self.add_user(user, &password, now).map_err(|e| anyhow::anyhow!(e.message))?;
+            let password = random_hex(24)?;
+            self.add_user(user, &password, now)?;
             for e in entries {
-                self.grant(e.clone()).map_err(|e| anyhow::anyhow!(e.message))?;
+                self.grant(e.clone())?;
             }
         }
         let old: Vec<String> = self
@@ -568,9 +575,9 @@ impl Auth {
             .map(|t| t.id.clone())
             .collect();
         for id in old {
-            self.revoke_token(&id, now).map_err(|e| anyhow::anyhow!(e.message))?;
+            self.revoke_token(&id, now)?;
         }
-        Ok(self.create_token(user, name, None, now).map_err(|e| anyhow::anyhow!(e.message))?.1)
+        Ok(self.create_token(user, name, None, now)?.1)
     }
 
     fn revoke_token(&self, id: &str, now_ms: i64) -> Result<TokenInfo, Refusal> {

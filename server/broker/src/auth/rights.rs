@@ -245,13 +245,7 @@ pub fn resource(request: &Request) -> String {
         | Request::SetPassword { name, .. }
         | Request::CreateToken { user: name, .. } => format!("user:{name}"),
         Request::RevokeToken { id } => format!("token:{id}"),
-        Request::GrantAcl { entry } | Request::RevokeAcl { entry } => format!(
-            "{} {} {} {}",
-            if entry.allow { "allow" } else { "deny" },
-            entry.principal,
-            entry.operation,
-            entry.resource
-        ),
+        Request::GrantAcl { entry } | Request::RevokeAcl { entry } => entry.to_string(),
         Request::Authenticate { .. }
         | Request::WhoAmI
         | Request::ListTopics

@@ -70,8 +70,7 @@ where
 
 /// The key of an entry in the entries tree: its fields, so one entry is stored once.
 pub fn acl_key(e: &AclEntry) -> Vec<u8> {
-    format!("{}\0{}\0{}\0{}", e.principal, e.operation, e.resource, if e.allow { "allow" } else { "deny" })
-        .into_bytes()
+    format!("{}\0{}\0{}\0{}", e.principal, e.operation, e.resource, e.permission()).into_bytes()
 }
 
 #[cfg(test)]
