@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use silt_client::{Client, ClientError, Compression, ErrorCode};
-use silt_wire::{partition_for_key, BatchBuilder, Request, Response};
+use silt_wire::{batch, partition_for_key, BatchBuilder, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::journal::{Journal, JournalError, Round, RoundBatch};
@@ -103,6 +104,30 @@ pub struct Appender {
     /// Last producer sequence per topic partition.
     last_sequence: HashMap<(String, u32), u64>,
     next_round: u64,
+    /// Given by the broker ([`claim_producer_id`]).
+    producer_id: u64,
+}
+
+/// The bridge's producer id: the one its journal holds, claimed again (a new epoch, which
+/// fences an older bridge process still running on the same journal), or a new one from the
+/// broker, journaled before use. A journaled id the broker does not know (its data was lost,
+/// or the journal predates broker-assigned ids) is replaced; batches of a round journaled but
+/// not confirmed under it may then be stored twice, which is logged.
+pub async fn claim_producer_id(client: &Client, journal: &Journal) -> anyhow::Result<u64> {
+    if let Some(id) = journal.producer_id() {
+        match client.claim_producer(id).await {
+            Ok(_) => return Ok(id),
+            Err(ClientError::Broker { code: ErrorCode::UnknownProducer, .. }) => tracing::warn!(
+                producer_id = id,
+                "the broker does not know the journal's producer id; taking a new one (batches of an \
+                 unconfirmed round may be stored twice)"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context("claiming the journal's producer id")),
+        }
+    }
+    let id = client.init_producer().await.context("asking the broker for a producer id")?;
+    journal.set_producer_id(id)?;
+    Ok(id)
 }
 
 /// Retry pause after a failed broker request: doubles from the first to the last value.
@@ -117,6 +142,7 @@ impl Appender {
         sequences: Arc<Sequences>,
         metrics: Arc<Metrics>,
         config: AppenderConfig,
+        producer_id: u64,
     ) -> Result<(Appender, AppenderHandle, mpsc::Receiver<Submission>), JournalError> {
         let (tx, rx) = mpsc::channel(config.queue_max);
         let last_sequence = journal.sequences()?;
@@ -130,6 +156,7 @@ impl Appender {
             topics: HashMap::new(),
             last_sequence,
             next_round,
+            producer_id,
         };
         Ok((appender, AppenderHandle { tx }, rx))
     }
@@ -142,7 +169,16 @@ impl Appender {
         if !pending.is_empty() {
             tracing::info!(rounds = pending.len(), "sending journaled rounds of the previous run again");
         }
-        for round in pending {
+        for mut round in pending {
+            for b in &mut round.batches {
+                if batch::peek_producer(&b.bytes) != self.producer_id {
+                    // Journaled under an id the broker no longer knows (see
+                    // `claim_producer_id`): sent under the new one.
+                    let mut bytes = b.bytes.to_vec();
+                    batch::set_producer(&mut bytes, self.producer_id, b.sequence);
+                    b.bytes = bytes.into();
+                }
+            }
             self.send_round(&round).await;
             self.finish_round(&round)?;
         }
@@ -184,7 +220,7 @@ impl Appender {
                     topic: topic.to_string(),
                     partition,
                     sequence: *seq,
-                    bytes: bytes.finish_with(self.journal.producer_id(), *seq, Compression::Lz4).into(),
+                    bytes: bytes.finish_with(self.producer_id, *seq, Compression::Lz4).into(),
                 });
             }
         }

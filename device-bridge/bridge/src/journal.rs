@@ -1,4 +1,6 @@
-//! The bridge's durable state, in one sled tree in its data dir: its producer id, each
+//! The bridge's durable state, in one sled tree in its data dir: its producer id (given by the
+//! broker and bound to the bridge's principal, so its batches cannot be passed off by anyone
+//! else), each
 //! device's last durable sequence, each topic partition's last producer sequence, and the
 //! rounds of batches that were journaled but not yet confirmed by the broker.
 //!
@@ -13,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use silt_storage::flush_durably;
 
@@ -55,11 +58,12 @@ pub struct Journal {
     db: sled::Db,
     tree: sled::Tree,
     dir: std::fs::File,
-    producer_id: u64,
+    /// 0 until the broker gave one.
+    producer_id: AtomicU64,
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`; a new journal gets a random producer id.
+    /// Opens (or creates) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         let open_err = |source| JournalError::Open { dir: dir.display().to_string(), source };
         std::fs::create_dir_all(dir).map_err(open_err)?;
@@ -69,22 +73,26 @@ impl Journal {
             Some(v) => {
                 u64::from_le_bytes(v.as_ref().try_into().map_err(|_| corrupt("producer id", "not 8 bytes"))?)
             }
-            None => {
-                // Producer id 0 means "no dedup" to the broker; any other random value will do.
-                let id = new_producer_id();
-                tree.insert(PRODUCER_KEY, &id.to_le_bytes())?;
-                id
-            }
+            None => 0,
         };
         let dir = std::fs::File::open(dir).map_err(open_err)?;
-        let journal = Journal { db, tree, dir, producer_id };
+        let journal = Journal { db, tree, dir, producer_id: AtomicU64::new(producer_id) };
         journal.flush()?;
         Ok(journal)
     }
 
-    /// This bridge's producer id: every batch it sends carries it.
-    pub fn producer_id(&self) -> u64 {
-        self.producer_id
+    /// This bridge's producer id: every batch it sends carries it. `None` until the broker
+    /// gave one ([`Self::set_producer_id`]).
+    pub fn producer_id(&self) -> Option<u64> {
+        Some(self.producer_id.load(Ordering::Acquire)).filter(|&id| id != 0)
+    }
+
+    /// Records the producer id the broker gave, durably.
+    pub fn set_producer_id(&self, id: u64) -> Result<(), JournalError> {
+        self.tree.insert(PRODUCER_KEY, &id.to_le_bytes())?;
+        self.flush()?;
+        self.producer_id.store(id, Ordering::Release);
+        Ok(())
     }
 
     /// Every device's last durable sequence, as recorded (pending rounds not applied).
@@ -160,14 +168,6 @@ impl Journal {
         flush_durably(&self.db, &self.dir)?;
         Ok(())
     }
-}
-
-/// A random non-zero producer id (0 means "no dedup" to the broker). std's randomly keyed
-/// hasher over the time and the process id is enough for ids that are not secrets.
-fn new_producer_id() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    let v = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
-    v.max(1)
 }
 
 fn corrupt(what: &str, reason: &'static str) -> JournalError {
@@ -295,13 +295,14 @@ mod tests {
             }],
             devices: vec![("dev-1".into(), 4), ("dev-1".into(), 5), ("dev-2".into(), 1)],
         };
-        let producer_id = {
+        {
             let j = Journal::open(dir.path()).unwrap();
+            assert_eq!(j.producer_id(), None, "the broker gives the id");
+            j.set_producer_id(42).unwrap();
             j.begin(&round).unwrap();
-            j.producer_id()
-        };
+        }
         let j = Journal::open(dir.path()).unwrap();
-        assert_eq!(j.producer_id(), producer_id);
+        assert_eq!(j.producer_id(), Some(42));
         assert_eq!(j.pending_rounds().unwrap(), vec![round.clone()]);
         assert_eq!(j.sequences().unwrap()[&("sensors.temperature".to_string(), 2)], 9);
         j.complete(&round).unwrap();

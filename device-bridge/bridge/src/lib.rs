@@ -70,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("connecting to the broker at {}", config.broker))?;
     let metrics = Arc::new(Metrics::new());
+    let producer_id = appender::claim_producer_id(&client, &journal).await?;
     let (appender, handle, queue) = Appender::new(
         client.clone(),
         journal.clone(),
@@ -81,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             create_topics: config.topics.create,
             partitions: config.topics.partitions,
         },
+        producer_id,
     )?;
     let registry = Registry::new(client.clone(), Duration::from_millis(config.limits.key_cache_ms));
     let ingest = Arc::new(Ingest {

@@ -173,6 +173,14 @@ pub enum Request {
     ListAcls {
         principal: Option<String>,
     },
+    /// Asks for a producer id for idempotent produce, bound to this principal and held by
+    /// this connection. `None`: a new id. `Some(id)`: an id this principal was given before
+    /// (after a reconnect or a restart); its epoch goes up, which fences any other connection
+    /// still holding it. Batches with a producer id other than 0 are refused unless the
+    /// connection holds the id at its current epoch.
+    InitProducer {
+        id: Option<u64>,
+    },
 }
 
 /// A deployed processor to apply at consume time.
@@ -366,6 +374,11 @@ pub enum ErrorCode {
     UnknownUser,
     UserExists,
     UnknownToken,
+    /// The producer id was claimed again by a newer session (a higher epoch): this one is a
+    /// zombie and must stop.
+    ProducerFenced,
+    /// The broker never assigned this producer id (or lost it with its data).
+    UnknownProducer,
 }
 
 /// A response, one per request, in request order on a stream.
@@ -418,6 +431,11 @@ pub enum Response {
     },
     Tokens(Vec<TokenInfo>),
     Acls(Vec<AclEntry>),
+    /// A producer id for this connection and its epoch.
+    Producer {
+        id: u64,
+        epoch: u32,
+    },
 }
 
 macro_rules! codec {

@@ -87,6 +87,17 @@ struct Inner {
     config: ClientConfig,
     endpoint: quinn::Endpoint,
     conn: Mutex<Option<quinn::Connection>>,
+    /// Producer ids the broker gave this client, claimed again on every new connection.
+    producers: std::sync::Mutex<Vec<u64>>,
+}
+
+/// Sends one request on a new stream of `conn` and reads its answer.
+async fn ask(conn: &quinn::Connection, request: &Request) -> Result<(Response, Bytes), ClientError> {
+    let (send, recv) = conn.open_bi().await?;
+    let mut ch = Channel { tx: ChannelSender { send }, rx: ChannelReceiver { recv } };
+    ch.send(request, Bytes::new()).await?;
+    ch.finish();
+    ch.receive().await
 }
 
 /// A handle to one broker, cheap to clone. It keeps one QUIC connection and re-establishes it
@@ -127,7 +138,14 @@ impl Client {
         let mut endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| ClientError::Unreachable { addr: config.broker.clone(), reason: e.to_string() })?;
         endpoint.set_default_client_config(qc);
-        let client = Client { inner: Arc::new(Inner { config, endpoint, conn: Mutex::new(None) }) };
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                endpoint,
+                conn: Mutex::new(None),
+                producers: Default::default(),
+            }),
+        };
         client.connection().await?;
         Ok(client)
     }
@@ -140,6 +158,12 @@ impl Client {
     /// The live connection, reconnecting when the previous one was closed.
     pub(crate) async fn connection(&self) -> Result<quinn::Connection, ClientError> {
         let mut guard = self.inner.conn.lock().await;
+        self.live(&mut guard).await
+    }
+
+    /// The connection in `guard`, replaced by a new one (authenticated, with this client's
+    /// producer ids claimed again) when it was closed.
+    async fn live(&self, guard: &mut Option<quinn::Connection>) -> Result<quinn::Connection, ClientError> {
         if let Some(c) = guard.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
@@ -159,20 +183,60 @@ impl Client {
         };
         if let Some(credential) = &cfg.credential {
             // First thing on a new connection: every later stream acts as this principal.
-            let authenticated = async {
-                let (send, recv) = conn.open_bi().await?;
-                let mut ch = Channel { tx: ChannelSender { send }, rx: ChannelReceiver { recv } };
-                ch.send(&Request::Authenticate { credential: credential.clone() }, Bytes::new()).await?;
-                ch.finish();
-                ch.receive().await
-            };
-            if let Err(e) = authenticated.await {
+            let authenticated = ask(&conn, &Request::Authenticate { credential: credential.clone() }).await;
+            if let Err(e) = authenticated {
                 conn.close(VarInt::from_u32(0), b"authentication failed");
                 return Err(e);
             }
         }
+        let held: Vec<u64> = self.inner.producers.lock().expect("producer ids lock").clone();
+        for id in held {
+            // A failure here is the producer's, not the connection's: its next batch is then
+            // refused (the id is not held) and it stops with that error.
+            if let Err(e) = ask(&conn, &Request::InitProducer { id: Some(id) }).await {
+                if e.is_retriable() {
+                    return Err(e);
+                }
+                tracing::warn!(producer_id = id, error = %e, "could not claim the producer id again");
+                self.inner.producers.lock().expect("producer ids lock").retain(|&p| p != id);
+            }
+        }
         *guard = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Asks the broker for a new producer id, held by this client from now on (claimed again
+    /// on every reconnect, which fences any older connection still holding it).
+    pub async fn init_producer(&self) -> Result<u64, ClientError> {
+        self.claim(None).await.map(|(id, _)| id)
+    }
+
+    /// Claims a producer id the broker gave this principal before (kept by a bridge in its
+    /// journal, say), at a new epoch. Fails with `UnknownProducer` when the broker does not
+    /// know it and `PermissionDenied` when it is another principal's.
+    pub async fn claim_producer(&self, id: u64) -> Result<u32, ClientError> {
+        self.claim(Some(id)).await.map(|(_, epoch)| epoch)
+    }
+
+    /// Stops claiming `id` on reconnects (its producer is gone).
+    pub fn release_producer(&self, id: u64) {
+        self.inner.producers.lock().expect("producer ids lock").retain(|&p| p != id);
+    }
+
+    async fn claim(&self, id: Option<u64>) -> Result<(u64, u32), ClientError> {
+        // Under the connection lock, so no reconnect happens between the claim and recording it.
+        let mut guard = self.inner.conn.lock().await;
+        let conn = self.live(&mut guard).await?;
+        match ask(&conn, &Request::InitProducer { id }).await? {
+            (Response::Producer { id, epoch }, _) => {
+                let mut held = self.inner.producers.lock().expect("producer ids lock");
+                if !held.contains(&id) {
+                    held.push(id);
+                }
+                Ok((id, epoch))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
     }
 
     /// Opens a pipelined channel (one QUIC stream).

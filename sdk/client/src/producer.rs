@@ -3,9 +3,7 @@
 //! unacknowledged batch with its original sequence number, so the broker drops the copies it
 //! already stored and a retry never duplicates a record.
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -156,7 +154,9 @@ struct Inner {
     topic: String,
     partitions: u32,
     config: ProducerConfig,
+    /// Given by the broker, held by `client`'s connection.
     producer_id: u64,
+    client: Client,
     delivery: Arc<Delivery>,
     open: Mutex<(Vec<Option<Open>>, u32)>,
     /// Sealed batches per partition in sequence order, waiting to be queued to the sender.
@@ -173,10 +173,10 @@ struct Inner {
     opened: Arc<Notify>,
 }
 
-/// A fresh producer id: random, never 0 (0 means "not idempotent").
-fn new_producer_id() -> u64 {
-    let id = RandomState::new().hash_one((std::process::id(), Instant::now(), unix_ms(SystemTime::now())));
-    id.max(1)
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.client.release_producer(self.producer_id);
+    }
 }
 
 impl Producer {
@@ -187,6 +187,7 @@ impl Producer {
         }
         let info = client.describe_topic(topic).await?;
         let partitions = info.partitions.len() as u32;
+        let producer_id = client.init_producer().await?;
         let (acked, _) = watch::channel(0);
         let delivery = Arc::new(Delivery {
             acked,
@@ -214,7 +215,8 @@ impl Producer {
             topic: topic.to_string(),
             partitions,
             config,
-            producer_id: new_producer_id(),
+            producer_id,
+            client: client.clone(),
             delivery,
             open: Mutex::new((open, 0)),
             pending: (0..partitions).map(|_| Mutex::default()).collect(),

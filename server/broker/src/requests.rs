@@ -197,6 +197,34 @@ impl Broker {
         if let Some(r) = self.auth.authorize(&principal, &request) {
             return self.refused(session, &request, kind, r);
         }
+        if let Request::Produce { .. } = &request {
+            // Checked before anything else of the batch: whose producer id it carries.
+            let producer_id = batch::peek_producer(frame.payload());
+            if let Err(r) = self.auth.producers.check(session, producer_id) {
+                return self.refused(session, &request, kind, r);
+            }
+        }
+        if let Request::InitProducer { id } = request {
+            // Durable before the answer (a flush): off the async threads.
+            let (this, session) = (self.clone(), session.clone());
+            return Box::pin(async move {
+                let (auth, held) = (this.auth.clone(), session.clone());
+                let done =
+                    tokio::task::spawn_blocking(move || auth.producers.claim(&held, &principal, id, now))
+                        .await;
+                match done {
+                    Ok(Ok((id, epoch))) => (Response::Producer { id, epoch }, Bytes::new()),
+                    Ok(Err(r)) if r.code == ErrorCode::PermissionDenied => {
+                        this.refused(&session, &Request::InitProducer { id }, kind, r).await
+                    }
+                    Ok(Err(r)) => {
+                        errors.inc();
+                        error(r.code, r.message)
+                    }
+                    Err(e) => error(ErrorCode::Storage, format!("producer id task failed: {e}")),
+                }
+            });
+        }
         let audited =
             rights::is_change(&request).then(|| (rights::name(&request), rights::resource(&request)));
         let pending = self.dispatch(request, frame, principal).await;

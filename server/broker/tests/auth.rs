@@ -438,3 +438,100 @@ async fn a_processor_cannot_write_what_its_deployer_may_not() {
     assert!(admin.describe_topic("secret.out").await.is_err(), "no output topic was made");
     dev.deploy_processor(d("dev.out"), abi_module(PASSTHROUGH)).await.expect("its own namespace");
 }
+
+/// A producer's batches as `silt_wire::batch::set_producer` would mark them: `values` under
+/// `(producer_id, sequence)`.
+fn batch_as(values: &[&str], producer_id: u64, sequence: u64) -> Bytes {
+    let mut b = batch_of(values, 1);
+    silt_wire::batch::set_producer(&mut b, producer_id, sequence);
+    b.into()
+}
+
+fn produce(topic: &str) -> Request {
+    Request::Produce { topic: topic.into(), partition: 0 }
+}
+
+/// A second client that reads a producer's id off a fetched batch can neither send under it
+/// (which would make the producer's next batch a "duplicate" and lose it) nor claim it; each
+/// attempt is refused and audited, and the producer carries on storing everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_producer_id_cannot_be_used_by_another() {
+    use Operation as Op;
+    let broker = BrokerProcess::start(&[]).await;
+    let admin = broker.client().await;
+    create_topic(&admin, "theft", 1).await;
+    let rights = [(Op::Produce, "topic:theft"), (Op::Consume, "topic:theft")];
+    let alice = user_with(&broker, &admin, "alice", &rights).await;
+    let mallory = user_with(&broker, &admin, "mallory", &rights).await;
+
+    let producer = silt_client::Producer::new(&alice, "theft", Default::default()).await.unwrap();
+    producer.send(silt_client::ProducerRecord { value: b"a1", ..Default::default() }).await.unwrap();
+    producer.flush().await.unwrap();
+
+    let fetch = Request::Fetch {
+        topic: "theft".into(),
+        partition: 0,
+        from: FetchFrom::Earliest,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+        processor: None,
+    };
+    let (_, fetched) = mallory.request(&fetch, Bytes::new()).await.unwrap();
+    let (_, id, sequence, _) = silt_wire::batch::peek_header(&fetched);
+    assert_ne!(id, 0, "the producer is idempotent");
+    for seq in [sequence, sequence + 1] {
+        let stolen = mallory.request(&produce("theft"), batch_as(&["forged"], id, seq)).await;
+        assert_eq!(code(&stolen), Some(ErrorCode::PermissionDenied), "sequence {seq}: {stolen:?}");
+    }
+    let claimed = mallory.claim_producer(id).await.unwrap_err();
+    assert!(matches!(claimed, ClientError::Broker { code: ErrorCode::PermissionDenied, .. }), "{claimed:?}");
+
+    producer.send(silt_client::ProducerRecord { value: b"a2", ..Default::default() }).await.unwrap();
+    producer.close().await.unwrap();
+    let values: Vec<String> =
+        read_all(&admin, "theft", FetchFrom::Earliest).await.into_iter().map(|r| r.value).collect();
+    assert_eq!(values, ["a1", "a2"], "every batch of the producer is stored, nothing forged");
+    for operation in ["produce", "init-producer"] {
+        await_audit(&admin, &format!("mallory's {operation}"), |e| {
+            e["principal"] == "user:mallory" && e["operation"] == operation && e["outcome"] == "denied"
+        })
+        .await;
+    }
+}
+
+/// Claiming a producer id again (a reconnect, a restarted bridge) raises its epoch: a
+/// connection still holding the older epoch is fenced, the new one carries on, and the id
+/// stays its principal's across a broker restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_session_of_a_producer_fences_the_older() {
+    use Operation as Op;
+    let mut broker = BrokerProcess::start(&[]).await;
+    let admin = broker.client().await;
+    create_topic(&admin, "fence", 1).await;
+    let rights = [(Op::Produce, "topic:fence")];
+    let old = user_with(&broker, &admin, "writer", &rights).await;
+    let (_, token) = admin.create_token("writer", "second", None).await.unwrap();
+    let new = broker.client_with(Some(Credential::Token(token.clone()))).await;
+
+    let id = old.init_producer().await.unwrap();
+    old.request(&produce("fence"), batch_as(&["one"], id, 1)).await.unwrap();
+    assert_eq!(new.claim_producer(id).await.unwrap(), 1, "the second claim is epoch 1");
+    let zombie = old.request(&produce("fence"), batch_as(&["two"], id, 2)).await;
+    assert_eq!(code(&zombie), Some(ErrorCode::ProducerFenced), "{zombie:?}");
+    let (r, _) = new.request(&produce("fence"), batch_as(&["two"], id, 2)).await.unwrap();
+    assert_eq!(r, Response::Produced { base_offset: 1, duplicate: false });
+
+    // A batch without a claimed id is refused even for its owner's principal.
+    let fresh = broker.client_with(Some(Credential::Token(token.clone()))).await;
+    let unclaimed = fresh.request(&produce("fence"), batch_as(&["three"], id, 3)).await;
+    assert_eq!(code(&unclaimed), Some(ErrorCode::PermissionDenied), "{unclaimed:?}");
+    let unknown = fresh.claim_producer(id ^ 1).await.unwrap_err();
+    assert!(matches!(unknown, ClientError::Broker { code: ErrorCode::UnknownProducer, .. }), "{unknown:?}");
+
+    broker.kill();
+    broker.restart().await;
+    let after = broker.client_with(Some(Credential::Token(token))).await;
+    assert_eq!(after.claim_producer(id).await.unwrap(), 2, "the id and its epoch survive a restart");
+    let (r, _) = after.request(&produce("fence"), batch_as(&["two"], id, 2)).await.unwrap();
+    assert_eq!(r, Response::Produced { base_offset: 1, duplicate: true }, "its dedup state is intact");
+}

@@ -1,5 +1,5 @@
-//! The trees of principals and rights: users, tokens and access-control entries, each a map
-//! of key -> the broker's encoded entry (opaque here).
+//! The trees of principals and rights: users, tokens, access-control entries and producer ids,
+//! each a map of key -> the broker's encoded entry (opaque here).
 //!
 //! Writes here are not flushed; the broker flushes before it answers a change.
 
@@ -12,6 +12,8 @@ pub enum AuthTree {
     Users,
     Tokens,
     Acls,
+    /// Producer ids the broker assigned, with their owner and epoch.
+    Producers,
 }
 
 impl AuthTree {
@@ -20,6 +22,7 @@ impl AuthTree {
             AuthTree::Users => "users",
             AuthTree::Tokens => "tokens",
             AuthTree::Acls => "acls",
+            AuthTree::Producers => "producers",
         };
         format!("{AUTH_TREE_PREFIX}{kind}")
     }

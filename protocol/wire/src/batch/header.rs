@@ -125,6 +125,15 @@ pub fn peek_header(bytes: &[u8]) -> (u32, u64, u64, i64) {
     )
 }
 
+/// The producer id of a framed batch, read before any validation (0, no producer, when the
+/// bytes are too short to hold a header; validation refuses those).
+pub fn peek_producer(bytes: &[u8]) -> u64 {
+    match bytes.get(OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8) {
+        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        None => 0,
+    }
+}
+
 /// crc32c (Castagnoli) of bytes 0..24: length, version, attributes and the stamped fields.
 #[cfg(feature = "std")]
 pub fn header_crc(bytes: &[u8]) -> u32 {

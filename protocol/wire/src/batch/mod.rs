@@ -22,9 +22,9 @@ mod view;
 pub use builder::{from_records, BatchBuilder};
 #[cfg(feature = "std")]
 pub use compression::{compress, decompress, decompress_all, Compression};
-pub use header::peek_header;
 #[cfg(feature = "std")]
 pub use header::{body_crc, header_crc, set_producer, stamp};
+pub use header::{peek_header, peek_producer};
 pub use record::{HeaderIter, Record, RecordIter};
 pub use view::BatchView;
 #[cfg(feature = "std")]

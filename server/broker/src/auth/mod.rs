@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod lockout;
+pub mod producers;
 pub mod rights;
 pub mod stored;
 
@@ -96,6 +97,8 @@ pub struct Principal {
 pub struct Session {
     pub remote: Option<SocketAddr>,
     principal: RwLock<Option<Arc<Principal>>>,
+    /// Producer ids this connection holds.
+    producers: producers::Held,
 }
 
 impl Session {
@@ -119,6 +122,7 @@ pub struct Auth {
     state: RwLock<State>,
     lockout: Mutex<Lockout>,
     pub audit: Audit,
+    pub producers: producers::Producers,
 }
 
 fn storage(e: impl std::fmt::Display) -> Refusal {
@@ -208,6 +212,7 @@ impl Auth {
         for (_, value) in store.auth_entries(AuthTree::Acls)? {
             state.entries.insert(open("access-control entry", &value).map_err(anyhow::Error::msg)?);
         }
+        let producers = producers::Producers::open(store.clone())?;
         let auth = Arc::new(Auth {
             config,
             store,
@@ -218,6 +223,7 @@ impl Auth {
                 config.lockout_ms,
             )),
             audit,
+            producers,
         });
         if config.enabled && auth.state.read().expect("auth lock").users.is_empty() {
             auth.bootstrap(data_dir)?;
@@ -252,7 +258,7 @@ impl Auth {
     pub fn session(&self, remote: Option<SocketAddr>) -> Session {
         let principal = (!self.config.enabled)
             .then(|| Arc::new(Principal { name: "anonymous".into(), method: Method::Open }));
-        Session { remote, principal: RwLock::new(principal) }
+        Session { remote, principal: RwLock::new(principal), producers: Default::default() }
     }
 
     fn event(

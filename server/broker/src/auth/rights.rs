@@ -44,6 +44,8 @@ pub fn needs(request: &Request, principal: &str) -> Need {
         Request::Authenticate { .. } | Request::WhoAmI | Request::ListTopics | Request::ListProcessors => {
             Need::Authenticated
         }
+        // Ownership of the id is checked when it is claimed, and on every batch that uses it.
+        Request::InitProducer { .. } => Need::Authenticated,
         Request::CreateTopic { name, .. } if is_internal(name) => internal(name),
         Request::CreateTopic { name, .. } => one(Op::CreateTopic, topic(name)),
         Request::DeleteTopic { name } if is_internal(name) => internal(name),
@@ -169,6 +171,7 @@ pub fn name(request: &Request) -> &'static str {
         Request::GrantAcl { .. } => "grant-acl",
         Request::RevokeAcl { .. } => "revoke-acl",
         Request::ListAcls { .. } => "list-acls",
+        Request::InitProducer { .. } => "init-producer",
     }
 }
 
@@ -246,7 +249,9 @@ pub fn resource(request: &Request) -> String {
         | Request::CreateToken { user: name, .. } => format!("user:{name}"),
         Request::RevokeToken { id } => format!("token:{id}"),
         Request::GrantAcl { entry } | Request::RevokeAcl { entry } => entry.to_string(),
-        Request::Authenticate { .. }
+        Request::InitProducer { id: Some(id) } => format!("producer:{id}"),
+        Request::InitProducer { id: None }
+        | Request::Authenticate { .. }
         | Request::WhoAmI
         | Request::ListTopics
         | Request::ListProcessors
