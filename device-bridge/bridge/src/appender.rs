@@ -31,12 +31,16 @@ use crate::sequences::Sequences;
 #[derive(Debug, Clone)]
 pub struct OutRecord {
     pub topic: Arc<str>,
-    /// Partition key (the device id); also the record key.
+    /// Partition key (the authenticated device id); also the record key and the value of its
+    /// [`DEVICE_HEADER`].
     pub key: Arc<str>,
     pub timestamp_ms: i64,
     pub value: Vec<u8>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// The record header every record from a device carries: the id the device authenticated as.
+pub const DEVICE_HEADER: &str = "silt-device";
 
 /// Adds the `traceparent` of `span` to every record (when OpenTelemetry records the span).
 pub fn add_traceparent(records: &mut [OutRecord], span: &tracing::Span) {
@@ -344,7 +348,10 @@ impl Appender {
 fn build_batches(records: &[&OutRecord]) -> Vec<BatchBuilder> {
     let mut out = vec![BatchBuilder::with_capacity(records.len() * 96)];
     for r in records {
-        let headers: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        // The authenticated device id, whatever the payload says: key and header.
+        let device = (DEVICE_HEADER.as_bytes(), r.key.as_bytes());
+        let headers: Vec<(&[u8], &[u8])> =
+            std::iter::once(device).chain(r.headers.iter().map(|(k, v)| (&k[..], &v[..]))).collect();
         let builder = out.last_mut().expect("never empty");
         if builder.push(r.timestamp_ms, r.key.as_bytes(), &r.value, &headers).is_err() {
             let mut fresh = BatchBuilder::with_capacity(4096);

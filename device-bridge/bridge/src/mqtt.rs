@@ -25,14 +25,16 @@ use silt_client::{Consumer, ConsumerConfig, FetchFrom};
 use silt_wire::message::check_topic_name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::appender::OutRecord;
 use crate::config::MqttMap;
-use crate::registry::Lookup;
+use crate::registry::{Device, Lookup};
 use crate::stream::ConnectionSlot;
 use crate::Ingest;
+use silt_client::Operation;
+use silt_frame::Key;
 use silt_wire::time::unix_ms;
 
 /// A client must send CONNECT within this long after connecting.
@@ -44,6 +46,9 @@ const DELIVERIES_MAX: usize = 1024;
 const PUBLISHES_IN_FLIGHT_MAX: usize = 64;
 /// How often a subscription looks for new topics matching its filter.
 const TOPIC_POLL_MS: u64 = 1_000;
+/// Shortest pause between two checks of a session's device (a key cache time of 0 looks the
+/// device up on every frame, which MQTT sessions need not copy).
+const RECHECK_MS_MIN: u64 = 100;
 /// Subscriptions of one session.
 const SUBSCRIPTIONS_MAX: usize = 64;
 /// MQTT topic names whose Silt topic one session remembers; beyond this each publish maps its
@@ -167,45 +172,55 @@ async fn session(socket: TcpStream, ingest: &Arc<Ingest>) -> Result<(), SessionE
         ingest.metrics.mqtt_refused.with_label_values(&[reason]).inc();
         conn.queue(Packet::ConnAck(ConnAck::new(code, false)))
     };
-    let device: Arc<str> = match &connect.login {
+    let (device, login_key, entry) = match &connect.login {
         None => {
             refuse(&mut conn, ConnectReturnCode::NotAuthorized, "no_login")?;
             conn.flush().await?;
             return Err(SessionError::Protocol("CONNECT without username and password".into()));
         }
-        Some(login) => match ingest.registry.lookup(&login.username).await {
-            Ok(Lookup::Active(key))
-                if constant_time_eq(
-                    silt_wire::signature::hex(&key).as_bytes(),
-                    login.password.to_ascii_lowercase().as_bytes(),
-                ) =>
-            {
-                Arc::from(login.username.as_str())
+        Some(login) => {
+            let now = unix_ms(SystemTime::now());
+            let given = login.password.to_ascii_lowercase();
+            // The current key, or the previous one during a rotation's overlap.
+            let key_of = |d: &Device| {
+                d.keys(now)
+                    .find(|k| {
+                        constant_time_eq(silt_wire::signature::hex(&k[..]).as_bytes(), given.as_bytes())
+                    })
+                    .copied()
+            };
+            let bad = || {
+                (ConnectReturnCode::BadUserNamePassword, "bad_login", "bad username or password".to_string())
+            };
+            let found = match ingest.registry.lookup(&login.username).await {
+                Ok(Lookup::Active(d)) => match key_of(&d) {
+                    Some(k) => Ok((Arc::<str>::from(login.username.as_str()), k, d)),
+                    None => Err(bad()),
+                },
+                Ok(Lookup::Unknown) => Err(bad()),
+                Ok(Lookup::Revoked) => {
+                    Err((ConnectReturnCode::NotAuthorized, "revoked", "the device is revoked".to_string()))
+                }
+                Err(e) => Err((
+                    ConnectReturnCode::ServiceUnavailable,
+                    "unavailable",
+                    format!("device registry unreachable: {e}"),
+                )),
+            };
+            match found {
+                Ok(found) => found,
+                Err((code, reason, why)) => {
+                    refuse(&mut conn, code, reason)?;
+                    conn.flush().await?;
+                    return Err(SessionError::Protocol(format!("{why} ({:?})", login.username)));
+                }
             }
-            Ok(Lookup::Active(_)) | Ok(Lookup::Unknown) => {
-                refuse(&mut conn, ConnectReturnCode::BadUserNamePassword, "bad_login")?;
-                conn.flush().await?;
-                return Err(SessionError::Protocol(format!(
-                    "bad username or password for {:?}",
-                    login.username
-                )));
-            }
-            Ok(Lookup::Revoked) => {
-                refuse(&mut conn, ConnectReturnCode::NotAuthorized, "revoked")?;
-                conn.flush().await?;
-                return Err(SessionError::Protocol(format!("device {:?} is revoked", login.username)));
-            }
-            Err(e) => {
-                refuse(&mut conn, ConnectReturnCode::ServiceUnavailable, "unavailable")?;
-                conn.flush().await?;
-                return Err(SessionError::Protocol(format!("device registry unreachable: {e}")));
-            }
-        },
+        }
     };
     conn.queue(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))?;
     conn.flush().await?;
     ingest.metrics.mqtt_sessions.inc();
-    let result = serve(&mut conn, ingest, &device, connect.keep_alive).await;
+    let result = serve(&mut conn, ingest, &device, (login_key, entry), connect.keep_alive).await;
     ingest.metrics.mqtt_sessions.dec();
     result
 }
@@ -214,6 +229,7 @@ async fn serve(
     conn: &mut Conn,
     ingest: &Arc<Ingest>,
     device: &Arc<str>,
+    (login_key, entry): (Key, Arc<Device>),
     keep_alive_s: u16,
 ) -> Result<(), SessionError> {
     // MQTT 3.1.1 section 3.1.2.10: the server may close after one and a half keep-alives.
@@ -226,8 +242,18 @@ async fn serve(
     let mut subscriptions: HashMap<String, JoinSet<()>> = HashMap::new();
     let mut next_pkid: u16 = 0;
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    // The device's keys and rights, looked up again every key-cache interval: a revoked
+    // device, or one whose login key was rotated out, is disconnected then.
+    let rights = watch::Sender::new(entry);
+    let mut recheck = tokio::time::interval(ingest.registry.ttl().max(Duration::from_millis(RECHECK_MS_MIN)));
+    recheck.tick().await;
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                if let Some(d) = current_rights(ingest, device, &login_key).await? {
+                    rights.send_replace(d);
+                }
+            }
             packet = tokio::time::timeout(idle, conn.next()), if acks.len() < PUBLISHES_IN_FLIGHT_MAX => {
                 let packet = packet.map_err(|_| SessionError::Protocol("keep-alive expired".into()))??;
                 match packet {
@@ -252,6 +278,11 @@ async fn serve(
                                 t
                             }
                         };
+                        if !rights.borrow().may(device, Operation::Produce, &topic) {
+                            ingest.metrics.mqtt_refused.with_label_values(&["forbidden_publish"]).inc();
+                            tracing::warn!(target: "silt::audit", %device, %topic, "refused: the device may not publish to the topic");
+                            return Err(SessionError::Protocol(format!("device {device:?} may not publish to {topic:?}")));
+                        }
                         let mut records = vec![OutRecord { topic, key: device.clone(), timestamp_ms: unix_ms(SystemTime::now()), value: p.payload.to_vec(), headers: Vec::new() }];
                         let span = silt_telemetry::enabled().then(|| {
                             let span = tracing::info_span!("silt.mqtt.publish", device = %device, topic = %p.topic);
@@ -275,9 +306,20 @@ async fn serve(
                                 codes.push(SubscribeReasonCode::Failure);
                                 continue;
                             }
+                            // A filter naming one topic is refused outright when the device
+                            // may not read it; a wildcard follows only the topics it may.
+                            let exact = !f.path.contains(['+', '#']);
+                            let named = exact.then(|| silt_topic(&ingest.config.mqtt.map, &f.path)).flatten();
+                            if exact && !named.is_some_and(|t| rights.borrow().may(device, Operation::Consume, &t)) {
+                                ingest.metrics.mqtt_refused.with_label_values(&["forbidden_subscribe"]).inc();
+                                tracing::warn!(target: "silt::audit", %device, filter = %f.path, "refused: the device may not subscribe to the topic");
+                                codes.push(SubscribeReasonCode::Failure);
+                                continue;
+                            }
                             let qos = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                             let mut set = JoinSet::new();
-                            set.spawn(follow_filter(ingest.clone(), f.path.clone(), qos, deliver_tx.clone()));
+                            let reader = Reader { ingest: ingest.clone(), device: device.clone(), rights: rights.subscribe(), qos, tx: deliver_tx.clone() };
+                            set.spawn(follow_filter(reader, f.path.clone()));
                             subscriptions.insert(f.path, set);
                             codes.push(SubscribeReasonCode::Success(qos));
                         }
@@ -314,65 +356,101 @@ async fn serve(
     }
 }
 
-/// Follows every Silt topic whose MQTT name matches `filter`: topics that exist now from
-/// their tail, topics that appear later from their start.
-async fn follow_filter(
+/// What a subscription's followers share: where records go, and the device's rights, which
+/// they check before following a topic and before delivering each record.
+#[derive(Clone)]
+struct Reader {
     ingest: Arc<Ingest>,
-    filter: String,
+    device: Arc<str>,
+    rights: watch::Receiver<Arc<Device>>,
     qos: QoS,
     tx: mpsc::Sender<(Arc<str>, Bytes, QoS)>,
-) {
+}
+
+impl Reader {
+    fn may_read(&self, topic: &str) -> bool {
+        self.rights.borrow().may(&self.device, Operation::Consume, topic)
+    }
+}
+
+/// The device's entry as the registry has it now, if the session may go on: the device is
+/// still active and the key it logged in with still accepted. `None`: the registry could not
+/// be asked, and the session keeps what it had until the next check.
+async fn current_rights(
+    ingest: &Ingest,
+    device: &str,
+    login_key: &Key,
+) -> Result<Option<Arc<Device>>, SessionError> {
+    let now = unix_ms(SystemTime::now());
+    match ingest.registry.lookup(device).await {
+        Ok(Lookup::Active(d)) if d.keys(now).any(|k| k == login_key) => Ok(Some(d)),
+        Ok(Lookup::Active(_)) => {
+            tracing::warn!(target: "silt::audit", %device, "closing the MQTT session: its key was rotated out");
+            Err(SessionError::Protocol(format!(
+                "the key device {device:?} logged in with is no longer valid"
+            )))
+        }
+        Ok(_) => {
+            tracing::warn!(target: "silt::audit", %device, "closing the MQTT session: the device was revoked");
+            Err(SessionError::Protocol(format!("device {device:?} was revoked")))
+        }
+        // The registry being unreachable for a moment ends no session; the next check decides.
+        Err(e) => {
+            tracing::warn!(%device, error = %e, "device registry unreachable; keeping the session's rights");
+            Ok(None)
+        }
+    }
+}
+
+/// Follows every Silt topic whose MQTT name matches `filter` and that the device may read:
+/// topics that exist now from their tail, topics that appear later (or become readable) from
+/// their start.
+async fn follow_filter(reader: Reader, filter: String) {
     let mut followed = HashSet::new();
     let mut followers = JoinSet::new();
     let mut first = true;
     loop {
-        match ingest.client.list_topics().await {
+        match reader.ingest.client.list_topics().await {
             Ok(topics) => {
                 for t in topics {
-                    let name = mqtt_topic(&ingest.config.mqtt.map, &t.name);
-                    if matches(&name, &filter) && followed.insert(t.name.clone()) {
+                    let name = mqtt_topic(&reader.ingest.config.mqtt.map, &t.name);
+                    if matches(&name, &filter) && reader.may_read(&t.name) && followed.insert(t.name.clone())
+                    {
                         let from = if first { FetchFrom::Latest } else { FetchFrom::Earliest };
-                        followers.spawn(follow_topic(
-                            ingest.clone(),
-                            t.name,
-                            Arc::from(name),
-                            from,
-                            qos,
-                            tx.clone(),
-                        ));
+                        followers.spawn(follow_topic(reader.clone(), t.name, Arc::from(name), from));
                     }
                 }
                 first = false;
             }
             Err(e) => tracing::warn!(error = %e, "listing topics for an MQTT subscription failed"),
         }
-        if tx.is_closed() {
+        // Followers that stopped (their topic was deleted or its right taken) may start again.
+        while let Some(Ok(topic)) = followers.try_join_next() {
+            followed.remove(&topic);
+        }
+        if reader.tx.is_closed() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(TOPIC_POLL_MS)).await;
     }
 }
 
-async fn follow_topic(
-    ingest: Arc<Ingest>,
-    topic: String,
-    mqtt_name: Arc<str>,
-    from: FetchFrom,
-    qos: QoS,
-    tx: mpsc::Sender<(Arc<str>, Bytes, QoS)>,
-) {
+/// Delivers `topic`'s records while the device may read it; returns the topic when it stops.
+async fn follow_topic(reader: Reader, topic: String, mqtt_name: Arc<str>, from: FetchFrom) -> String {
     let config = ConsumerConfig { from, follow: true, ..ConsumerConfig::default() };
-    let mut consumer = match Consumer::new(&ingest.client, &topic, config).await {
+    let mut consumer = match Consumer::new(&reader.ingest.client, &topic, config).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%topic, error = %e, "cannot follow topic for an MQTT subscription");
-            return;
+            return topic;
         }
     };
     while let Some(record) = consumer.next_record().await {
         match record {
             Ok(r) => {
-                if tx.send((mqtt_name.clone(), r.value, qos)).await.is_err() {
+                if !reader.may_read(&topic)
+                    || reader.tx.send((mqtt_name.clone(), r.value, reader.qos)).await.is_err()
+                {
                     break;
                 }
             }
@@ -383,6 +461,7 @@ async fn follow_topic(
         }
     }
     consumer.close().await;
+    topic
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 // Replies about devices the bridge cannot name a key for are tagged with the zero key.
+use silt_client::Operation;
 use silt_frame::{Body, Data, Frame, FrameError, Key, NackReason, Reading, Time, Unverified, ZERO_KEY};
 
 use crate::appender::OutRecord;
@@ -111,14 +112,15 @@ impl Session {
         topics: &TopicConfig,
     ) -> (Step, Outcome) {
         let seq = frame.frame().seq;
-        let key = match lookup {
-            Lookup::Active(key) => key,
+        let device = match lookup {
+            Lookup::Active(device) => device,
             Lookup::Unknown => return nack(seq, 0, NackReason::UnknownDevice, ZERO_KEY),
             Lookup::Revoked => return nack(seq, 0, NackReason::Revoked, ZERO_KEY),
         };
-        let frame = match frame.verify(&key) {
-            Ok(f) => f,
-            Err(_) => return nack(seq, 0, NackReason::BadTag, ZERO_KEY),
+        // The current key, or the previous one while a rotation's overlap lasts; replies are
+        // tagged with the key the frame was.
+        let Ok((frame, key)) = frame.verify_any(device.keys(now_ms)) else {
+            return nack(seq, 0, NackReason::BadTag, ZERO_KEY);
         };
         match frame.body {
             Body::Hello(h) => {
@@ -146,6 +148,15 @@ impl Session {
                 };
                 if *b.device != *data.device {
                     return nack(seq, sequences.durable(&b.device), NackReason::WrongDevice, b.key);
+                }
+                if let Some(r) = data
+                    .readings
+                    .iter()
+                    .find(|r| !device.may(&b.device, Operation::Produce, &b.topics[r.kind_name()]))
+                {
+                    let topic = &b.topics[r.kind_name()];
+                    tracing::warn!(target: "silt::audit", device = %b.device, %topic, "refused: the device may not produce to the topic");
+                    return nack(seq, sequences.durable(&b.device), NackReason::Forbidden, key);
                 }
                 match sequences.decide(&b.device, seq) {
                     Decision::Next => {
@@ -245,31 +256,31 @@ mod tests {
     fn hello_then_data_submits_records_and_retransmits_are_acked_not_stored() {
         let seqs = Sequences::default();
         let mut s = Session::default();
-        let active = Lookup::Active(KEY);
-        let (step, _) = run(&mut s, &data(1, "d1"), &KEY, active, &seqs);
+        let active = Lookup::active(KEY);
+        let (step, _) = run(&mut s, &data(1, "d1"), &KEY, active.clone(), &seqs);
         assert!(
             matches!(step, Step::Reply { reply: Reply { body: ReplyBody::Nack(n), .. }, .. } if n.reason == NackReason::NoHello)
         );
         let hello =
             Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t" }) };
-        let (step, _) = run(&mut s, &hello, &KEY, active, &seqs);
+        let (step, _) = run(&mut s, &hello, &KEY, active.clone(), &seqs);
         assert!(matches!(step, Step::Reply { reply: Reply { ack: 0, body: ReplyBody::Ack }, .. }));
-        let (step, outcome) = run(&mut s, &data(1, "d1"), &KEY, active, &seqs);
+        let (step, outcome) = run(&mut s, &data(1, "d1"), &KEY, active.clone(), &seqs);
         assert_eq!(outcome, Outcome::Accepted);
         let Step::Submit { records, .. } = step else { panic!("{step:?}") };
         assert_eq!(&*records[0].topic, "sensors.temperature");
         assert_eq!(records[0].timestamp_ms, 1_000_000 - 100 + 500);
         assert_eq!(records[0].value, br#"{"device":"d1","seq":1,"value":21.5}"#);
         assert_eq!(records[1].value, br#"{"device":"d1","seq":1,"channel":3,"value":null}"#);
-        assert!(matches!(run(&mut s, &data(1, "d1"), &KEY, active, &seqs).0, Step::Nothing));
+        assert!(matches!(run(&mut s, &data(1, "d1"), &KEY, active.clone(), &seqs).0, Step::Nothing));
         seqs.complete("d1", 1);
-        assert_eq!(run(&mut s, &data(1, "d1"), &KEY, active, &seqs).1, Outcome::Duplicate);
+        assert_eq!(run(&mut s, &data(1, "d1"), &KEY, active.clone(), &seqs).1, Outcome::Duplicate);
         assert_eq!(
-            run(&mut s, &data(3, "d1"), &KEY, active, &seqs).1,
+            run(&mut s, &data(3, "d1"), &KEY, active.clone(), &seqs).1,
             Outcome::Rejected(NackReason::OutOfOrder)
         );
         assert_eq!(
-            run(&mut s, &data(2, "d2"), &KEY, active, &seqs).1,
+            run(&mut s, &data(2, "d2"), &KEY, active.clone(), &seqs).1,
             Outcome::Rejected(NackReason::WrongDevice)
         );
     }
@@ -281,7 +292,7 @@ mod tests {
         let hello =
             Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "" }) };
         assert_eq!(
-            run(&mut s, &hello, &[9; 32], Lookup::Active(KEY), &seqs).1,
+            run(&mut s, &hello, &[9; 32], Lookup::active(KEY), &seqs).1,
             Outcome::Rejected(NackReason::BadTag)
         );
         assert_eq!(
@@ -293,5 +304,45 @@ mod tests {
             Outcome::Rejected(NackReason::Revoked)
         );
         assert!(s.device().is_none());
+    }
+
+    /// During a rotation's overlap frames under the old key pass (and are answered under it);
+    /// after it they do not. A reading for a topic the device may not write is refused.
+    #[test]
+    fn rotated_keys_and_device_rights() {
+        use crate::registry::Device;
+        let seqs = Sequences::default();
+        let old = [6u8; 32];
+        let entry = |resource: &str| silt_client::AclEntry {
+            principal: "device:*".into(),
+            operation: Operation::Produce,
+            resource: resource.into(),
+            allow: true,
+        };
+        let device = |until: i64, resource: &str| {
+            Lookup::Active(Arc::new(Device {
+                key: KEY,
+                previous: Some((old, until)),
+                rights: Some(vec![entry(resource)]),
+            }))
+        };
+        let hello =
+            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "" }) };
+        let mut s = Session::default();
+        let (step, _) = run(&mut s, &hello, &old, device(1_000_001, "topic:sensors.*"), &seqs);
+        assert!(matches!(step, Step::Reply { key, reply: Reply { body: ReplyBody::Ack, .. } } if key == old));
+        assert_eq!(
+            run(&mut s, &data(1, "d1"), &old, device(1_000_000, "topic:sensors.*"), &seqs).1,
+            Outcome::Rejected(NackReason::BadTag)
+        );
+        assert_eq!(
+            run(&mut s, &data(1, "d1"), &KEY, device(0, "topic:sensors.temperature"), &seqs).1,
+            Outcome::Rejected(NackReason::Forbidden),
+            "the numeric reading's topic is not allowed"
+        );
+        assert_eq!(
+            run(&mut s, &data(1, "d1"), &KEY, device(0, "topic:sensors.*"), &seqs).1,
+            Outcome::Accepted
+        );
     }
 }

@@ -139,6 +139,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
     let limits = &ingest.config.limits;
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let mut bound = false;
+    let mut closing = false;
     loop {
         tokio::select! {
             read = tokio::time::timeout(idle, rd.read(&mut buf)), if in_flight.len() < limits.in_flight_per_connection_max => {
@@ -175,6 +176,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                         }
                     };
                     count(ingest, outcome);
+                    if bound && matches!(outcome, Outcome::Rejected(NackReason::Revoked | NackReason::UnknownDevice)) {
+                        // The connection's device was revoked: its nack goes out, then the
+                        // connection closes.
+                        closing = true;
+                    }
                     match step {
                         Step::Reply { reply, key } => encode_into(&mut out, &reply.frame(), &key),
                         Step::Nothing => {}
@@ -216,6 +222,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                 break;
             }
             out.clear();
+        }
+        if closing {
+            tracing::warn!(target: "silt::audit", %peer, "closing a frame connection: its device was revoked");
+            break;
         }
     }
     if bound {

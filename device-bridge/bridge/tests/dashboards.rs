@@ -489,6 +489,7 @@ impl Load {
 
         // MQTT: one refused login, then QoS 1 publishes.
         let key = broker.add_device("mqtt-1").await;
+        broker.grant("device:mqtt-1", silt_client::Operation::Produce, "topic:plant.*").await;
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let mqtt = |password: &str| {
             let mut options = MqttOptions::new("mqtt-1-client", "127.0.0.1", bridge.mqtt.port());

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
-use silt_client::{Producer, ProducerConfig, ProducerRecord};
+use silt_client::{Operation, Producer, ProducerConfig, ProducerRecord};
 use support::*;
 
 fn hex(key: &[u8]) -> String {
@@ -46,6 +46,7 @@ async fn qos1_publishes_are_acked_after_append_and_land_once() {
     let broker = Broker::start().await;
     let bridge = BridgeProcess::start(&broker, "", &[]).await;
     let key = broker.add_device("mqtt-1").await;
+    broker.grant("device:mqtt-1", Operation::Produce, "topic:plant.*").await;
     let (client, mut events) = client(&bridge, "mqtt-1", &hex(&key));
     until(&mut events, |p| {
         matches!(p, Packet::ConnAck(a) if a.code == ConnectReturnCode::Success).then_some(())
@@ -93,6 +94,7 @@ async fn rounds_of_several_batches_per_partition_land_whole_and_in_order() {
     let broker = Broker::start().await;
     let bridge = BridgeProcess::start(&broker, "", &[]).await;
     let key = broker.add_device("mqtt-big").await;
+    broker.grant("device:mqtt-big", Operation::Produce, "topic:plant.*").await;
     let mut options = MqttOptions::new("mqtt-big-client", "127.0.0.1", bridge.mqtt.port());
     options.set_credentials("mqtt-big", hex(&key));
     options.set_max_packet_size(PAYLOAD_BYTES + 1024, PAYLOAD_BYTES + 1024);
@@ -156,6 +158,7 @@ async fn subscribers_receive_the_tail_of_matching_topics() {
     let broker = Broker::start().await;
     let bridge = BridgeProcess::start(&broker, "", &[]).await;
     let key = broker.add_device("watcher").await;
+    broker.grant("device:watcher", Operation::Consume, "topic:alerts.*").await;
     broker.client.create_topic("alerts.temp", 1, None, None).await.unwrap();
     let old = Producer::new(&broker.client, "alerts.temp", ProducerConfig::default()).await.unwrap();
     old.send(ProducerRecord { value: b"before-subscribe", ..Default::default() }).await.unwrap();
@@ -214,6 +217,9 @@ async fn mosquitto_clients_publish_and_subscribe() {
     let broker = Broker::start().await;
     let bridge = BridgeProcess::start(&broker, "", &[]).await;
     let key = hex(&broker.add_device("mosq").await);
+    for op in [Operation::Produce, Operation::Consume] {
+        broker.grant("device:mosq", op, "topic:lab.*").await;
+    }
     let port = bridge.mqtt.port().to_string();
     let sub = tokio::process::Command::new(sub_bin)
         .args([
@@ -302,6 +308,125 @@ async fn mosquitto_clients_publish_and_subscribe() {
         .status()
         .unwrap();
     assert!(!status.success());
+    drop(bridge);
+    broker.stop().await;
+}
+
+/// Waits until the bridge closes the session behind `events` (or fails after `WAIT`).
+async fn until_closed(events: &mut EventLoop) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if events.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the bridge closes the session in time");
+}
+
+async fn connected(bridge: &BridgeProcess, id: &str, key: &str) -> (AsyncClient, EventLoop) {
+    let (client, mut events) = client(bridge, id, key);
+    let code = until(&mut events, |p| match p {
+        Packet::ConnAck(a) => Some(a.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ConnectReturnCode::Success, "{id} logs in");
+    (client, events)
+}
+
+/// A device may publish under `sensors.*` and read topics under its own id by default; a
+/// subscription to another topic is refused, a publish outside its rights closes the session,
+/// internal topics are never reachable, and every record carries the authenticated id as its
+/// key and its `silt-device` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_held_to_its_rights() {
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = hex(&broker.add_device("d-own").await);
+    let (client, mut events) = connected(&bridge, "d-own", &key).await;
+    client.subscribe("alerts/temp", QoS::AtLeastOnce).await.unwrap();
+    client.subscribe("devices/d-own/commands", QoS::AtLeastOnce).await.unwrap();
+    client.subscribe("devices/d-other/commands", QoS::AtLeastOnce).await.unwrap();
+    client.subscribe("silt/audit", QoS::AtLeastOnce).await.unwrap();
+    let mut codes = Vec::new();
+    while codes.len() < 4 {
+        let acks = until(&mut events, |p| match p {
+            Packet::SubAck(a) => Some(a.return_codes.clone()),
+            _ => None,
+        })
+        .await;
+        codes.extend(acks);
+    }
+    use rumqttc::SubscribeReasonCode::{Failure, Success};
+    assert_eq!(codes, [Failure, Success(QoS::AtLeastOnce), Failure, Failure]);
+
+    client.publish("sensors/room1", QoS::AtLeastOnce, false, r#"{"device":"d-other"}"#).await.unwrap();
+    until(&mut events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    let records = read_records(&broker.client, "sensors.room1", 1).await;
+    assert_eq!(&records[0].key[..], b"d-own", "the key is the authenticated id");
+    let device_header: Vec<_> = records[0].headers.iter().filter(|(k, _)| &k[..] == b"silt-device").collect();
+    assert_eq!(device_header.len(), 1);
+    assert_eq!(&device_header[0].1[..], b"d-own", "whatever the payload claims");
+
+    for forbidden in ["plant/line1", "silt/audit"] {
+        let (client, mut events) = connected(&bridge, "d-own", &key).await;
+        client.publish(forbidden, QoS::AtLeastOnce, false, "x").await.unwrap();
+        until_closed(&mut events).await;
+    }
+    let topics: Vec<String> =
+        broker.client.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert!(!topics.contains(&"plant.line1".to_string()), "{topics:?}");
+    assert!(bridge
+        .metrics()
+        .await
+        .contains(r#"silt_bridge_mqtt_refused_total{reason="forbidden_publish"} 2"#));
+    drop(bridge);
+    broker.stop().await;
+}
+
+/// A revoked device's session is closed within the key cache time, and so is one logged in
+/// with a key rotated out; during a rotation's overlap both keys log in; an admin enrols a
+/// revoked id again with a new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_rotated_devices_are_disconnected() {
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "[limits]\nkey_cache_ms = 200\n", &[]).await;
+    let first = hex(&broker.add_device("d-rot").await);
+    let (_c1, mut old_session) = connected(&bridge, "d-rot", &first).await;
+
+    // The bridge learns of a change within its key cache time (200 ms here).
+    let rotated = broker.client.rotate_device("d-rot", 3_600_000).await.unwrap();
+    let second = hex(rotated.key.as_deref().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_c2, mut new_session) = connected(&bridge, "d-rot", &second).await;
+    let (_c3, _) = connected(&bridge, "d-rot", &first).await;
+
+    // No overlap: the second key is out at once, and its session with it; the session of the
+    // first key too (a rotation ends the previous overlap).
+    let third = hex(broker.client.rotate_device("d-rot", 0).await.unwrap().key.as_deref().unwrap());
+    until_closed(&mut old_session).await;
+    until_closed(&mut new_session).await;
+    let (_c4, mut current) = connected(&bridge, "d-rot", &third).await;
+    for old in [&first, &second] {
+        let (_c, mut refused) = client(&bridge, "d-rot", old);
+        let got = tokio::time::timeout(WAIT, refused.poll()).await.expect("an answer in time");
+        assert!(
+            matches!(
+                got,
+                Err(rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword))
+            ),
+            "{got:?}"
+        );
+    }
+
+    broker.client.revoke_device("d-rot").await.unwrap();
+    until_closed(&mut current).await;
+    let enrolled = hex(broker.client.add_device("d-rot").await.unwrap().key.as_deref().unwrap());
+    assert_ne!(enrolled, third);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    connected(&bridge, "d-rot", &enrolled).await;
     drop(bridge);
     broker.stop().await;
 }

@@ -151,11 +151,13 @@ pub enum NackReason {
     Unavailable,
     /// A data frame came before any hello on this connection.
     NoHello,
+    /// The device may not write a topic its readings go to (its access-control entries).
+    Forbidden,
 }
 
 impl NackReason {
-    /// Every reason, in the order of their wire values (0 to 7).
-    pub const ALL: [NackReason; 8] = [
+    /// Every reason, in the order of their wire values (0 to 8).
+    pub const ALL: [NackReason; 9] = [
         NackReason::BadTag,
         NackReason::UnknownDevice,
         NackReason::Revoked,
@@ -164,6 +166,7 @@ impl NackReason {
         NackReason::WrongDevice,
         NackReason::Unavailable,
         NackReason::NoHello,
+        NackReason::Forbidden,
     ];
 
     /// The reason's wire value, which is also its place in [`NackReason::ALL`] (for counters
@@ -183,6 +186,7 @@ impl NackReason {
             NackReason::WrongDevice => "wrong_device",
             NackReason::Unavailable => "unavailable",
             NackReason::NoHello => "no_hello",
+            NackReason::Forbidden => "forbidden",
         }
     }
 }
@@ -364,11 +368,32 @@ impl<'a> Unverified<'a> {
 
     /// Checks the tag in constant time and gives the frame if it matches `key`.
     pub fn verify(self, key: &Key) -> Result<Frame<'a>, FrameError> {
+        if !self.tag_matches(key) {
+            return Err(FrameError::BadTag);
+        }
+        Ok(self.frame)
+    }
+
+    /// Checks the tag against each of `keys` in turn (a device's current key, then its
+    /// previous one while a rotation's overlap lasts); returns the frame and the key it was
+    /// tagged with.
+    pub fn verify_any<'k>(
+        self,
+        keys: impl IntoIterator<Item = &'k Key>,
+    ) -> Result<(Frame<'a>, Key), FrameError> {
+        for key in keys {
+            if self.tag_matches(key) {
+                return Ok((self.frame, *key));
+            }
+        }
+        Err(FrameError::BadTag)
+    }
+
+    fn tag_matches(&self, key: &Key) -> bool {
         let signed = self.bytes.len() - TAG_BYTES;
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(&self.bytes[..signed]);
-        mac.verify_truncated_left(&self.bytes[signed..]).map_err(|_| FrameError::BadTag)?;
-        Ok(self.frame)
+        mac.verify_truncated_left(&self.bytes[signed..]).is_ok()
     }
 }
 

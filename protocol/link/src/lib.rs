@@ -579,7 +579,10 @@ impl Link {
     fn on_nack(&mut self, nack: Nack, ack: u32, now_ms: u64) {
         let streaming = self.phase == Phase::Streaming;
         match nack.reason {
-            NackReason::UnknownDevice | NackReason::Revoked | NackReason::WrongDevice => {
+            NackReason::UnknownDevice
+            | NackReason::Revoked
+            | NackReason::WrongDevice
+            | NackReason::Forbidden => {
                 self.finish(Event::Refused { reason: nack.reason, verified: true });
             }
             // Refusing a data frame's tag after accepting the hello's: that frame was damaged

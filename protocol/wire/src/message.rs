@@ -114,14 +114,17 @@ pub enum Request {
         group: String,
         topic: String,
     },
-    /// Registers a device; the broker makes its key and answers `Device` with it.
+    /// Registers a device, or enrols a revoked one again; the broker makes its key and answers
+    /// `Device` with it.
     AddDevice {
         id: String,
     },
     /// Every registered device, revoked ones included, without keys.
     ListDevices,
-    /// Marks a device revoked: bridges refuse its frames from then on (within their cache
-    /// time). The entry stays, so the id cannot be registered again by mistake.
+    /// Marks a device revoked: bridges refuse its frames and close its sessions from then on
+    /// (within their cache time). The entry stays, so its id is not registered again by
+    /// mistake: only `AddDevice` by a principal that may manage it enrols it again, with a new
+    /// key.
     RevokeDevice {
         id: String,
     },
@@ -180,6 +183,12 @@ pub enum Request {
     /// connection holds the id at its current epoch.
     InitProducer {
         id: Option<u64>,
+    },
+    /// Gives a device a new key; the old one stays valid for `overlap_ms` more, so devices
+    /// can be moved to the new key without a gap. Answers `Device` with the new key.
+    RotateDevice {
+        id: String,
+        overlap_ms: u64,
     },
 }
 
@@ -342,6 +351,14 @@ pub struct DeviceInfo {
     pub key: Option<Vec<u8>>,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    /// The key before the last rotation, still accepted until `previous_until_ms`; only with
+    /// `key`.
+    pub previous_key: Option<Vec<u8>>,
+    pub previous_until_ms: Option<i64>,
+    /// The access-control entries that apply to `device:ID`, which a bridge checks every topic
+    /// of the device against; only in answers to `GetDevice`. `None`: the broker runs without
+    /// authentication, and a device may use any topic but internal ones.
+    pub rights: Option<Vec<AclEntry>>,
 }
 
 /// Why a request failed. Clients map these to errors a user can act on.

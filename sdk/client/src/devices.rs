@@ -1,4 +1,4 @@
-//! Device registry calls: add, list, revoke, and the key lookup bridges use.
+//! Device registry calls: add, rotate, list, revoke, and the key lookup bridges use.
 
 use bytes::Bytes;
 use silt_wire::{DeviceInfo, Request, Response};
@@ -10,6 +10,11 @@ impl Client {
     /// Registers a device; the answer carries its new 32-byte key.
     pub async fn add_device(&self, id: &str) -> Result<DeviceInfo, ClientError> {
         self.device_call(Request::AddDevice { id: id.into() }).await
+    }
+
+    /// Gives a device a new key (in the answer); the old one stays valid for `overlap_ms`.
+    pub async fn rotate_device(&self, id: &str, overlap_ms: u64) -> Result<DeviceInfo, ClientError> {
+        self.device_call(Request::RotateDevice { id: id.into(), overlap_ms }).await
     }
 
     /// Every registered device (revoked ones too), without keys.

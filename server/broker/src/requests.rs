@@ -165,6 +165,7 @@ impl Broker {
             | Request::ResumeProcessor { .. }
             | Request::UndeployProcessor { .. } => "processor",
             Request::AddDevice { .. }
+            | Request::RotateDevice { .. }
             | Request::ListDevices
             | Request::RevokeDevice { .. }
             | Request::GetDevice { .. } => "device",
@@ -609,12 +610,20 @@ impl Broker {
                 list.retain(|p| may(Operation::Describe, format!("processor:{}", p.name)));
                 Response::Processors(list)
             })),
-            Request::AddDevice { id } => {
+            Request::AddDevice { .. } | Request::RotateDevice { .. } => {
+                let (id, made) = match &request {
+                    Request::AddDevice { id } => (id, devices::add(&self.store, id, now_ms())),
+                    Request::RotateDevice { id, overlap_ms } => {
+                        (id, devices::rotate(&self.store, id, *overlap_ms, now_ms()))
+                    }
+                    _ => unreachable!("matched above"),
+                };
                 // The key goes only to a principal that may read device keys.
                 let keys = may(Operation::DeviceKeys, format!("device:{id}"));
-                registry_reply(devices::add(&self.store, &id, now_ms()).map(|mut d| {
+                registry_reply(made.map(|mut d| {
                     if !keys {
                         d.key = None;
+                        d.previous_key = None;
                     }
                     Response::Device(d)
                 }))
@@ -623,7 +632,10 @@ impl Broker {
             Request::RevokeDevice { id } => {
                 registry_reply(devices::revoke(&self.store, &id, now_ms()).map(Response::Device))
             }
-            Request::GetDevice { id } => registry_reply(devices::get(&self.store, &id).map(Response::Device)),
+            Request::GetDevice { id } => registry_reply(devices::get(&self.store, &id).map(|mut d| {
+                d.rights = self.auth.device_rights(&id);
+                Response::Device(d)
+            })),
             Request::ProcessorStatus { name } => {
                 host_reply(self.processors.status(&name).map(Response::Processor))
             }

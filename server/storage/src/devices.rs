@@ -25,9 +25,8 @@ impl Store {
         Ok(self.devices.compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(entry))?.is_ok())
     }
 
-    /// Replaces a device's entry.
-    pub fn put_device(&self, id: &str, entry: &[u8]) -> Result<(), StorageError> {
-        self.devices.insert(id.as_bytes(), entry)?;
-        Ok(())
+    /// Replaces a device's entry if it is still `old`; returns whether it did.
+    pub fn swap_device(&self, id: &str, old: &[u8], entry: &[u8]) -> Result<bool, StorageError> {
+        Ok(self.devices.compare_and_swap(id.as_bytes(), Some(old), Some(entry))?.is_ok())
     }
 }

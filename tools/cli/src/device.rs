@@ -2,6 +2,8 @@
 //! bridge.
 
 use crate::output::time_rfc3339;
+use std::time::Duration;
+
 use clap::Subcommand;
 use silt_client::{Client, DeviceInfo};
 use silt_wire::signature::hex;
@@ -10,14 +12,26 @@ use silt_wire::signature::hex;
 pub enum DeviceCommand {
     /// Register a device and print its new key (64 hex digits). The key is the HMAC key of the
     /// device's frames and its MQTT password; keep it, `list` never shows it again.
+    ///
+    /// A revoked id is enrolled again this way, with a new key.
     Add {
         /// 1 to 64 characters of letters, digits, '.', '_' and '-'; also its MQTT username.
         id: String,
     },
+    /// Give a device a new key and print it. The old key keeps working for `--overlap`, so the
+    /// device can be moved to the new one without a gap; after that bridges refuse it and
+    /// close sessions that logged in with it (within their key cache time).
+    Rotate {
+        id: String,
+        /// How long the old key stays valid, like `10m` or `1h` (at most 30 days; 0 ends it now).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        overlap: Duration,
+    },
     /// List registered devices, revoked ones included.
     List,
-    /// Revoke a device: bridges refuse its frames and MQTT logins from then on (within the
-    /// bridge's key cache time, 5 s by default). The id stays taken.
+    /// Revoke a device: bridges refuse its frames and MQTT logins and close its sessions from
+    /// then on (within the bridge's key cache time, 5 s by default). The id stays listed;
+    /// `add` enrols it again with a new key.
     Revoke { id: String },
 }
 
@@ -31,6 +45,26 @@ pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Res
             } else {
                 println!("{key}");
                 eprintln!("device {} registered; the line above is its key (shown only now)", d.id);
+            }
+        }
+        DeviceCommand::Rotate { id, overlap } => {
+            let overlap_ms = u64::try_from(overlap.as_millis()).unwrap_or(u64::MAX);
+            let d = client.rotate_device(&id, overlap_ms).await?;
+            let key = hex(d.key.as_deref().unwrap_or_default());
+            if json {
+                let mut v = device_json(&d);
+                v["key"] = key.into();
+                println!("{v}");
+            } else {
+                println!("{key}");
+                match d.previous_until_ms {
+                    Some(until) => eprintln!(
+                        "device {}: the line above is its new key (shown only now); the old one works until {}",
+                        d.id,
+                        time_rfc3339(until)
+                    ),
+                    None => eprintln!("device {}: the line above is its new key (shown only now)", d.id),
+                }
             }
         }
         DeviceCommand::List => {
@@ -64,5 +98,6 @@ fn device_json(d: &DeviceInfo) -> serde_json::Value {
         "state": if d.revoked_ms.is_some() { "revoked" } else { "active" },
         "created_ms": d.created_ms,
         "revoked_ms": d.revoked_ms,
+        "previous_key_until_ms": d.previous_until_ms,
     })
 }

@@ -1,5 +1,6 @@
-//! `silt device add|list|revoke` through the real `silt` binary against a real broker: the key
-//! is printed once (text and `--json`), list never shows keys, revoke keeps the id taken, and
+//! `silt device add|rotate|list|revoke` through the real `silt` binary against a real broker:
+//! the key is printed once (text and `--json`), list never shows keys, a revoked id stays listed
+//! until an admin enrols it again with a new key, rotation gives a new key with an overlap, and
 //! bad ids and duplicates fail with one-line messages.
 
 mod support;
@@ -39,6 +40,23 @@ fn devices_are_added_listed_and_revoked() {
     assert!(listed.iter().all(|d| d.get("key").is_none()), "list never shows keys");
     let text = broker.silt(&["device", "list"]).run();
     assert!(text.ok().starts_with("dev-1\trevoked\tcreated "), "{text:?}");
-    // A revoked id stays taken.
-    assert!(broker.silt(&["device", "add", "dev-1"]).run().fails(1).contains("already registered"));
+    // A revoked id is enrolled again by `add`, with a new key.
+    let again = broker.silt(&["device", "add", "dev-1"]).run();
+    let new_key = again.ok().trim().to_string();
+    assert_eq!(new_key.len(), 64, "{again:?}");
+    assert_ne!(new_key, key, "re-enrolment makes a new key");
+    let listed: Value = serde_json::from_str(broker.silt(&["device", "list", "--json"]).run().ok()).unwrap();
+    assert_eq!(listed[0]["state"], "active");
+
+    // Rotation: a new key, and the old one's end of validity.
+    let rotated: Value = serde_json::from_str(
+        broker.silt(&["device", "rotate", "dev-1", "--overlap", "10m", "--json"]).run().ok(),
+    )
+    .unwrap();
+    let rotated_key = rotated["key"].as_str().unwrap();
+    assert_eq!(rotated_key.len(), 64);
+    assert_ne!(rotated_key, new_key);
+    assert!(rotated["previous_key_until_ms"].as_i64().is_some(), "{rotated}");
+    let unknown = broker.silt(&["device", "rotate", "nobody"]).run();
+    assert!(unknown.fails(1).contains("no device"), "{unknown:?}");
 }

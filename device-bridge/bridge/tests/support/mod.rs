@@ -71,6 +71,17 @@ impl Broker {
         d.key.expect("a new device has a key").try_into().expect("32-byte key")
     }
 
+    /// Lets `principal` (`device:ID`, `device:*`) do `operation` on `resource`.
+    pub async fn grant(&self, principal: &str, operation: silt_client::Operation, resource: &str) {
+        let entry = silt_client::AclEntry {
+            principal: principal.into(),
+            operation,
+            resource: resource.into(),
+            allow: true,
+        };
+        self.client.grant_acl(entry).await.expect("granting a right");
+    }
+
     pub async fn stop(mut self) {
         self.client.close().await;
         if let Some(r) = self.running.take() {

@@ -56,7 +56,7 @@ impl ModelBridge {
         self.deframer.push_all(input, |frame| {
             let unverified = silt_frame::decode(frame.unwrap()).unwrap();
             let (step, _) =
-                session.handle(unverified, Lookup::Active(KEY), 0, sequences, &TopicConfig::default());
+                session.handle(unverified, Lookup::active(KEY), 0, sequences, &TopicConfig::default());
             match step {
                 Step::Reply { reply, key } => stuffed(&mut out, &reply.frame(), &key),
                 Step::Submit { seq, records, .. } => {

@@ -190,6 +190,12 @@ impl StoredToken {
     }
 }
 
+/// What every device may do on a new broker: publish readings under the bridge's namespace,
+/// and read the topics under its own id (commands to it, say). Entries like any other: an admin
+/// may revoke them or grant more.
+pub const DEVICE_DEFAULTS: [(Operation, &str); 2] =
+    [(Operation::Produce, "topic:sensors.*"), (Operation::Consume, "topic:devices.{id}.*")];
+
 impl Auth {
     /// Loads users, tokens and entries; on first start with authentication on, makes the
     /// admin user and writes its token to `data_dir/admin.token`.
@@ -246,6 +252,14 @@ impl Auth {
             allow: true,
         };
         self.grant(all)?;
+        for (operation, resource) in DEVICE_DEFAULTS {
+            self.grant(AclEntry {
+                principal: "device:*".into(),
+                operation,
+                resource: resource.into(),
+                allow: true,
+            })?;
+        }
         let (_, secret) = self.create_token(ADMIN_USER, "admin", None, now)?;
         let path = data_dir.join(ADMIN_TOKEN_FILE);
         write_secret(&path, &secret)?;
@@ -480,6 +494,24 @@ impl Auth {
                     .then(|| denied(Operation::ManageAuth, &resource))
             }
         }
+    }
+
+    /// The entries that apply to `device:ID`, for a bridge to check the device's topics
+    /// against; `None` with authentication off.
+    pub fn device_rights(&self, id: &str) -> Option<Vec<AclEntry>> {
+        if !self.config.enabled {
+            return None;
+        }
+        let principal = format!("device:{id}");
+        let state = self.state.read().expect("auth lock");
+        Some(
+            state
+                .entries
+                .iter()
+                .filter(|e| silt_wire::auth::pattern_matches(&e.principal, &principal))
+                .cloned()
+                .collect(),
+        )
     }
 
     pub fn whoami(&self, principal: &Principal) -> WhoAmI {

@@ -106,7 +106,7 @@ pub fn needs(request: &Request, principal: &str) -> Need {
             Need::Rights(rights)
         }
         Request::FetchOffsets { group, .. } => one(Op::Describe, format!("group:{group}")),
-        Request::AddDevice { id } | Request::RevokeDevice { id } => {
+        Request::AddDevice { id } | Request::RevokeDevice { id } | Request::RotateDevice { id, .. } => {
             one(Op::ManageDevices, format!("device:{id}"))
         }
         Request::ListDevices => one(Op::Describe, "device:*".into()),
@@ -172,6 +172,7 @@ pub fn name(request: &Request) -> &'static str {
         Request::RevokeAcl { .. } => "revoke-acl",
         Request::ListAcls { .. } => "list-acls",
         Request::InitProducer { .. } => "init-producer",
+        Request::RotateDevice { .. } => "rotate-device",
     }
 }
 
@@ -209,6 +210,7 @@ pub fn is_change(request: &Request) -> bool {
             | Request::UndeployProcessor { .. }
             | Request::AddDevice { .. }
             | Request::RevokeDevice { .. }
+            | Request::RotateDevice { .. }
             | Request::AddUser { .. }
             | Request::RemoveUser { .. }
             | Request::SetPassword { .. }
@@ -240,9 +242,10 @@ pub fn resource(request: &Request) -> String {
         | Request::LeaveGroup { group, .. }
         | Request::CommitOffsets { group, .. }
         | Request::FetchOffsets { group, .. } => format!("group:{group}"),
-        Request::AddDevice { id } | Request::RevokeDevice { id } | Request::GetDevice { id } => {
-            format!("device:{id}")
-        }
+        Request::AddDevice { id }
+        | Request::RevokeDevice { id }
+        | Request::GetDevice { id }
+        | Request::RotateDevice { id, .. } => format!("device:{id}"),
         Request::AddUser { name, .. }
         | Request::RemoveUser { name }
         | Request::SetPassword { name, .. }
