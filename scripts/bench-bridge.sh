@@ -36,7 +36,7 @@ bridge_admin=127.0.0.1:$(free_port)
 start_bridge() {
   printf '%b' "${BRIDGE_TOML:-}" >"$work/bridge.toml"
   "${BRIDGE_BIN:-$bin/silt-bridge}" --broker "$quic" --ca-cert "$work/data/tls/cert.pem" --data-dir "$work/bridge" \
-    --listen-tcp "$tcp" --listen-mqtt "$mqtt" --admin-listen "$bridge_admin" --config "$work/bridge.toml" \
+    --listen-tcp "$tcp" --listen-mqtt "$mqtt" --listen-mqtts off --admin-listen "$bridge_admin" --config "$work/bridge.toml" \
     >>"$work/bridge.log" 2>&1 &
   bridge_pid=$!
   for _ in $(seq 100); do curl -fs "http://$bridge_admin/health" >/dev/null 2>&1 && return; sleep 0.1; done

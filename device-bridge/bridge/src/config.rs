@@ -34,8 +34,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where devices connect with frames over TCP; `None` turns it off.
     pub listen_tcp: Option<SocketAddr>,
-    /// MQTT 3.1.1 listener; `None` turns it off.
+    /// MQTT 3.1.1 in clear text; `None` turns it off. Loopback only unless
+    /// `mqtt.plain_non_loopback` says otherwise: device keys are MQTT passwords.
     pub listen_mqtt: Option<SocketAddr>,
+    /// MQTT 3.1.1 over TLS (`mqtt.tls_cert`, else a certificate the bridge makes in
+    /// `DATA_DIR/tls/`); `None` turns it off.
+    pub listen_mqtts: Option<SocketAddr>,
     /// HTTP admin: `GET /health`, `GET /metrics`; `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
     /// Endpoints the bridge connects out to and reads frames from, e.g. a QEMU serial socket
@@ -61,6 +65,7 @@ impl Default for Config {
             data_dir: PathBuf::from("silt-bridge-data"),
             listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7410))),
             listen_mqtt: Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            listen_mqtts: Some(SocketAddr::from(([127, 0, 0, 1], 8883))),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7411))),
             connect_tcp: Vec::new(),
             serial: Vec::new(),
@@ -123,11 +128,24 @@ pub struct MqttConfig {
     pub map: Vec<MqttMap>,
     /// Largest PUBLISH payload accepted.
     pub payload_bytes_max: usize,
+    /// PEM certificate chain and key of the TLS listener; both or neither. Neither: the bridge
+    /// makes a self-signed certificate in `DATA_DIR/tls/` (clients trust its `cert.pem`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Lets the clear-text listener bind a non-loopback address (devices then send their keys
+    /// in clear over that network).
+    pub plain_non_loopback: bool,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        MqttConfig { map: Vec::new(), payload_bytes_max: 256 * 1024 }
+        MqttConfig {
+            map: Vec::new(),
+            payload_bytes_max: 256 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            plain_non_loopback: false,
+        }
     }
 }
 
@@ -192,6 +210,17 @@ impl Config {
         if self.topics.partitions == 0 {
             bail!("topics.partitions must be at least 1");
         }
+        if let Some(addr) = self.listen_mqtt {
+            if !addr.ip().is_loopback() && !self.mqtt.plain_non_loopback {
+                bail!(
+                    "listen_mqtt {addr} is not a loopback address: MQTT in clear text sends device keys in \
+                     clear; use listen_mqtts (TLS), or set mqtt.plain_non_loopback = true to allow it"
+                );
+            }
+        }
+        if self.mqtt.tls_cert.is_some() != self.mqtt.tls_key.is_some() {
+            bail!("mqtt.tls_cert and mqtt.tls_key go together: set both or neither");
+        }
         for m in &self.mqtt.map {
             if m.mqtt.contains(['+', '#']) {
                 bail!("mqtt.map prefix {:?} must not contain wildcards", m.mqtt);
@@ -211,6 +240,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clear_text_mqtt_stays_on_loopback_unless_allowed() {
+        let mut c = Config { listen_mqtt: Some("0.0.0.0:1883".parse().unwrap()), ..Config::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("listen_mqtts") && e.contains("plain_non_loopback"), "{e}");
+        c.mqtt.plain_non_loopback = true;
+        c.validate().unwrap();
+        c.mqtt.tls_cert = Some("cert.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("tls_key"));
+    }
 
     #[test]
     fn defaults_are_valid_and_templates_are_checked() {

@@ -112,6 +112,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let mqtts = match config.listen_mqtts {
+        Some(addr) => {
+            let identity = match (&config.mqtt.tls_cert, &config.mqtt.tls_key) {
+                (Some(cert), Some(key)) => silt_tls::load(cert, key)?,
+                _ => silt_tls::load_or_create(&config.data_dir.join("tls"), addr, &[])?,
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --listen-mqtts {addr}"))?;
+            Some((listener, mqtt::acceptor(identity)?))
+        }
+        None => None,
+    };
     let admin = match config.admin_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -128,6 +141,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(l) = mqtt {
         tracing::info!(addr = %l.local_addr()?, "MQTT 3.1.1");
         tasks.spawn(mqtt::listen(l, ingest.clone()));
+    }
+    if let Some((l, acceptor)) = mqtts {
+        tracing::info!(addr = %l.local_addr()?, "MQTT 3.1.1 over TLS");
+        tasks.spawn(mqtt::listen_tls(l, acceptor, ingest.clone()));
     }
     if let Some(l) = admin {
         tracing::info!(addr = %l.local_addr()?, "admin HTTP (GET /health, /metrics)");

@@ -44,9 +44,14 @@ struct Args {
     /// Where devices connect with frames over TCP (`off` to disable).
     #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
     listen_tcp: Option<Listen>,
-    /// MQTT 3.1.1 listener (`off` to disable).
+    /// MQTT 3.1.1 in clear text (`off` to disable); loopback only unless the config file sets
+    /// mqtt.plain_non_loopback.
     #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
     listen_mqtt: Option<Listen>,
+    /// MQTT 3.1.1 over TLS (`off` to disable); its certificate is mqtt.tls_cert in the config
+    /// file, else one the bridge makes in DATA_DIR/tls/cert.pem.
+    #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
+    listen_mqtts: Option<Listen>,
     /// HTTP admin: GET /health and GET /metrics (`off` to disable).
     #[arg(long, value_name = "HOST:PORT|off", value_parser = parse_listen)]
     admin_listen: Option<Listen>,
@@ -119,6 +124,9 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(Listen(v)) = args.listen_mqtt {
         config.listen_mqtt = v;
+    }
+    if let Some(Listen(v)) = args.listen_mqtts {
+        config.listen_mqtts = v;
     }
     if let Some(Listen(v)) = args.admin_listen {
         config.admin_listen = v;

@@ -23,10 +23,11 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::{matches, valid_filter, valid_topic, QoS};
 use silt_client::{Consumer, ConsumerConfig, FetchFrom};
 use silt_wire::message::check_topic_name;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::appender::OutRecord;
 use crate::config::MqttMap;
@@ -75,8 +76,28 @@ pub fn mqtt_topic(map: &[MqttMap], silt: &str) -> String {
     format!("{prefix}{}", rest.replace('.', "/"))
 }
 
-/// Accepts MQTT connections until the listener fails.
+/// Accepts MQTT connections in clear text until the listener fails.
 pub async fn listen(listener: TcpListener, ingest: Arc<Ingest>) {
+    accept(listener, None, ingest).await
+}
+
+/// Accepts MQTT connections over TLS until the listener fails.
+pub async fn listen_tls(listener: TcpListener, acceptor: TlsAcceptor, ingest: Arc<Ingest>) {
+    accept(listener, Some(acceptor), ingest).await
+}
+
+/// The TLS side of the MQTT listener, from the bridge's certificate and key.
+pub fn acceptor((certs, key): silt_tls::Identity) -> anyhow::Result<TlsAcceptor> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("the MQTT TLS certificate and key do not go together: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, ingest: Arc<Ingest>) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -91,9 +112,22 @@ pub async fn listen(listener: TcpListener, ingest: Arc<Ingest>) {
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let ingest = ingest.clone();
+        let (ingest, tls) = (ingest.clone(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = session(socket, &ingest).await {
+            let ended = match tls {
+                None => session(socket, &ingest).await,
+                // The handshake counts against the CONNECT deadline too.
+                Some(tls) => {
+                    match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), tls.accept(socket))
+                        .await
+                    {
+                        Ok(Ok(stream)) => session(stream, &ingest).await,
+                        Ok(Err(e)) => Err(SessionError::Protocol(format!("TLS handshake failed: {e}"))),
+                        Err(_) => Err(SessionError::Protocol("no TLS handshake in time".into())),
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "MQTT session ended");
             }
             drop(slot);
@@ -113,14 +147,14 @@ enum SessionError {
     Protocol(String),
 }
 
-struct Conn {
-    socket: TcpStream,
+struct Conn<S> {
+    socket: S,
     input: BytesMut,
     output: BytesMut,
     packet_bytes_max: usize,
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// The next packet, reading as needed.
     async fn next(&mut self) -> Result<Packet, SessionError> {
         loop {
@@ -154,7 +188,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn session(socket: TcpStream, ingest: &Arc<Ingest>) -> Result<(), SessionError> {
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: S,
+    ingest: &Arc<Ingest>,
+) -> Result<(), SessionError> {
     let mut conn = Conn {
         socket,
         input: BytesMut::with_capacity(4096),
@@ -168,7 +205,7 @@ async fn session(socket: TcpStream, ingest: &Arc<Ingest>) -> Result<(), SessionE
     let Packet::Connect(connect) = first else {
         return Err(SessionError::Protocol("first packet is not CONNECT".into()));
     };
-    let refuse = |conn: &mut Conn, code, reason: &str| {
+    let refuse = |conn: &mut Conn<S>, code, reason: &str| {
         ingest.metrics.mqtt_refused.with_label_values(&[reason]).inc();
         conn.queue(Packet::ConnAck(ConnAck::new(code, false)))
     };
@@ -225,8 +262,8 @@ async fn session(socket: TcpStream, ingest: &Arc<Ingest>) -> Result<(), SessionE
     result
 }
 
-async fn serve(
-    conn: &mut Conn,
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
     ingest: &Arc<Ingest>,
     device: &Arc<str>,
     (login_key, entry): (Key, Arc<Device>),

@@ -430,3 +430,51 @@ async fn revoked_and_rotated_devices_are_disconnected() {
     drop(bridge);
     broker.stop().await;
 }
+
+/// MQTT over TLS: Debian's `mosquitto_pub --cafile` with the bridge's certificate gets its
+/// QoS 1 publish into the log; a client trusting another certificate, or speaking clear text
+/// to the TLS port, gets nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_over_tls() {
+    let broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = hex(&broker.add_device("tls-dev").await);
+    let port = bridge.mqtts.port().to_string();
+    let cafile = bridge.dir.path().join("data/tls/cert.pem");
+    let publish = |tls: &[&str], msg: &str| {
+        let mut args: Vec<&str> = tls.to_vec();
+        args.extend([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "tls-dev",
+            "-P",
+            &key,
+            "-q",
+            "1",
+            "-t",
+            "sensors/tls",
+            "-m",
+            msg,
+        ]);
+        std::process::Command::new("mosquitto_pub")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .expect("running mosquitto_pub")
+    };
+    let ca = cafile.display().to_string();
+    assert!(publish(&["--cafile", &ca], "over-tls").success(), "mosquitto_pub --cafile over TLS");
+    let records = read_records(&broker.client, "sensors.tls", 1).await;
+    assert_eq!(&records[0].value[..], b"over-tls");
+
+    let foreign = broker.ca_cert.display().to_string();
+    assert!(!publish(&["--cafile", &foreign], "untrusted").success(), "another CA's certificate is refused");
+    assert!(!publish(&[], "clear").success(), "clear text to the TLS port goes nowhere");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read_records(&broker.client, "sensors.tls", 1).await.len(), 1);
+    drop(bridge);
+    broker.stop().await;
+}

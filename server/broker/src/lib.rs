@@ -21,7 +21,6 @@ pub mod partitions;
 pub mod processors;
 pub mod quic;
 pub mod requests;
-pub mod tls;
 pub mod trace_context;
 
 use std::sync::Arc;
@@ -73,7 +72,8 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let (certs, key) = tls::load_or_create(&config.data_dir.join("tls"), config.listen, &config.tls_names)?;
+    let (certs, key) =
+        silt_tls::load_or_create(&config.data_dir.join("tls"), config.listen, &config.tls_names)?;
     let store_dir = config.data_dir.join("log");
     let cache_bytes = config.cache_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, StoreConfig { cache_bytes }))

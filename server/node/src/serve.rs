@@ -23,6 +23,12 @@ pub fn embed_bridge(
     use silt_client::{AclEntry, Credential, Operation};
     bridge.broker = broker.connect_addr().to_string();
     bridge.ca_cert = Some(broker.ca_cert.clone());
+    if bridge.mqtt.tls_cert.is_none() {
+        // MQTT over TLS with the broker's own certificate, so devices trust the same file as
+        // every other client (DATA_DIR/tls/cert.pem).
+        bridge.mqtt.tls_cert = Some(broker.ca_cert.clone());
+        bridge.mqtt.tls_key = Some(broker.ca_cert.with_file_name("key.pem"));
+    }
     if broker.auth.enabled() {
         let allow = |operation, resource: &str| AclEntry {
             principal: format!("user:{BRIDGE_USER}"),

@@ -44,9 +44,9 @@ async fn wait_ack(s: &mut tokio::net::TcpStream, key: &[u8; 32], seq: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_bridge_appends_frames_to_its_broker() {
-    let frames = free_tcp_port();
+    let (frames, mqtts) = (free_tcp_port(), free_tcp_port());
     let config = format!(
-        "[bridge]\nlisten_tcp = \"127.0.0.1:{frames}\"\nlisten_mqtt = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+        "[bridge]\nlisten_tcp = \"127.0.0.1:{frames}\"\nlisten_mqtt = \"127.0.0.1:{}\"\nlisten_mqtts = \"127.0.0.1:{mqtts}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
         free_tcp_port(),
         free_tcp_port()
     );
@@ -86,4 +86,22 @@ async fn an_embedded_bridge_appends_frames_to_its_broker() {
         broker.data_dir().join("bridge").exists(),
         "the embedded bridge keeps its journal in DATA_DIR/bridge"
     );
+
+    // MQTT over TLS with the broker's own certificate: the file every client already trusts.
+    let status = std::process::Command::new("mosquitto_pub")
+        .args([
+            "--cafile",
+            &broker.ca_cert().display().to_string(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtts.to_string(),
+        ])
+        .args(["-u", "embedded-1", "-P", &key.iter().map(|b| format!("{b:02x}")).collect::<String>()])
+        .args(["-q", "1", "-t", "sensors/tls", "-m", "embedded over TLS"])
+        .status()
+        .expect("running mosquitto_pub (Debian's mosquitto-clients; scripts/test-all.sh installs it)");
+    assert!(status.success(), "mosquitto_pub --cafile DATA_DIR/tls/cert.pem");
+    let records = read_all(&client, "sensors.tls", silt_client::FetchFrom::Earliest).await;
+    assert_eq!(records[0].value, "embedded over TLS");
 }

@@ -109,7 +109,8 @@ impl Server {
                     std::fs::write(
                         &conf,
                         format!(
-                            "[bridge]\nlisten_tcp = \"{tcp}\"\nlisten_mqtt = \"{mqtt}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+                            "[bridge]\nlisten_tcp = \"{tcp}\"\nlisten_mqtt = \"{mqtt}\"\nlisten_mqtts = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+                            free_port()?,
                             free_port()?
                         ),
                     )?;

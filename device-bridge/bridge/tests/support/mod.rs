@@ -96,6 +96,8 @@ pub struct BridgeProcess {
     pub dir: TempDir,
     pub tcp: SocketAddr,
     pub mqtt: SocketAddr,
+    /// MQTT over TLS, with the certificate the bridge makes in `dir/data/tls/cert.pem`.
+    pub mqtts: SocketAddr,
     pub admin: SocketAddr,
     args: Vec<String>,
     child: Option<Child>,
@@ -107,7 +109,7 @@ impl BridgeProcess {
     pub async fn start(broker: &Broker, config: &str, extra: &[&str]) -> BridgeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let (tcp, mqtt, admin) = (port(0), port(1), port(2));
+        let (tcp, mqtt, mqtts, admin) = (port(0), port(1), port(2), port(3));
         std::fs::write(dir.path().join("bridge.toml"), config).unwrap();
         let mut args: Vec<String> = vec![
             "--broker".into(),
@@ -122,13 +124,15 @@ impl BridgeProcess {
             tcp.to_string(),
             "--listen-mqtt".into(),
             mqtt.to_string(),
+            "--listen-mqtts".into(),
+            mqtts.to_string(),
             "--admin-listen".into(),
             admin.to_string(),
             "--config".into(),
             dir.path().join("bridge.toml").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut bridge = BridgeProcess { dir, tcp, mqtt, admin, args, child: None };
+        let mut bridge = BridgeProcess { dir, tcp, mqtt, mqtts, admin, args, child: None };
         bridge.spawn();
         bridge.wait_ready().await;
         bridge

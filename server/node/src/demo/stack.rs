@@ -115,6 +115,7 @@ impl Stack {
             data_dir: stack.data_dir.join("bridge"),
             listen_tcp: Some(frames_listen),
             listen_mqtt: None,
+            listen_mqtts: None,
             admin_listen: None,
             ..silt_bridge::config::Config::default()
         };

@@ -1,5 +1,6 @@
-//! The broker's TLS identity: a self-signed certificate created on first start in
-//! `DATA_DIR/tls/`, which clients trust with `--ca-cert DATA_DIR/tls/cert.pem`.
+//! The TLS identity of a Silt server: a self-signed certificate created on first start in
+//! `DIR` (the broker's `DATA_DIR/tls/`, which clients trust with `--ca-cert
+//! DATA_DIR/tls/cert.pem`; the bridge's for MQTT over TLS), or a configured certificate.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,12 +9,23 @@ use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// A certificate chain and its private key.
+pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Loads `cert_path` (PEM, the chain) and `key_path` (PEM).
+pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Identity> {
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert_path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_path.display());
+    let key =
+        PrivateKeyDer::from_pem_file(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    Ok((certs, key))
+}
+
 /// Loads the certificate and key from `dir`, creating them first if absent.
-pub fn load_or_create(
-    dir: &Path,
-    listen: SocketAddr,
-    extra_names: &[String],
-) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+pub fn load_or_create(dir: &Path, listen: SocketAddr, extra_names: &[String]) -> anyhow::Result<Identity> {
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
     if !cert_path.exists() || !key_path.exists() {
@@ -31,13 +43,7 @@ pub fn load_or_create(
             .with_context(|| format!("writing {}", cert_path.display()))?;
         tracing::info!(cert = %cert_path.display(), "created a self-signed certificate");
     }
-    let certs = CertificateDer::pem_file_iter(&cert_path)
-        .with_context(|| format!("reading {}", cert_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert_path.display()))?;
-    let key =
-        PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-    Ok((certs, key))
+    load(&cert_path, &key_path)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
