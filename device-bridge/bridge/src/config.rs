@@ -26,6 +26,10 @@ pub struct Config {
     pub ca_cert: Option<PathBuf>,
     /// File holding the API token the bridge authenticates with.
     pub token_file: Option<PathBuf>,
+    /// Client certificate (PEM) and key the bridge authenticates with instead (mTLS; the
+    /// broker's `client_ca` must have signed it, and its name needs `device-keys`).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     /// What the bridge authenticates with (from `--token`, `token_file`, or given by the
     /// server binary to its embedded bridge); never read from the file itself.
     #[serde(skip)]
@@ -61,6 +65,8 @@ impl Default for Config {
             broker: "127.0.0.1:7400".to_string(),
             ca_cert: None,
             token_file: None,
+            client_cert: None,
+            client_key: None,
             credential: None,
             data_dir: PathBuf::from("silt-bridge-data"),
             listen_tcp: Some(SocketAddr::from(([127, 0, 0, 1], 7410))),
@@ -217,6 +223,9 @@ impl Config {
                      clear; use listen_mqtts (TLS), or set mqtt.plain_non_loopback = true to allow it"
                 );
             }
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            bail!("client_cert and client_key go together: set both or neither");
         }
         if self.mqtt.tls_cert.is_some() != self.mqtt.tls_key.is_some() {
             bail!("mqtt.tls_cert and mqtt.tls_key go together: set both or neither");

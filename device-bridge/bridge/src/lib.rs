@@ -64,9 +64,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let sequences = Arc::new(Sequences::load(journal.devices()?, in_flight));
     let ca_cert =
         config.ca_cert.clone().context("--ca-cert is required: the broker's DATA_DIR/tls/cert.pem")?;
-    let client = Client::connect(
-        ClientConfig::new(config.broker.clone(), &ca_cert)?.with_credential(config.credential.clone()),
-    )
+    let client = Client::connect(match (&config.client_cert, &config.client_key) {
+        (Some(cert), Some(key)) => {
+            ClientConfig::new(config.broker.clone(), &ca_cert)?.with_client_cert(cert, key)?
+        }
+        _ => ClientConfig::new(config.broker.clone(), &ca_cert)?.with_credential(config.credential.clone()),
+    })
     .await
     .with_context(|| format!("connecting to the broker at {}", config.broker))?;
     let metrics = Arc::new(Metrics::new());

@@ -38,6 +38,13 @@ struct Args {
     /// File holding the token.
     #[arg(long, env = "SILT_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Client certificate (PEM) to authenticate with instead of a token (mTLS); needs
+    /// --client-key, and the broker's client_ca must have signed it.
+    #[arg(long, env = "SILT_CLIENT_CERT", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "SILT_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
     /// The bridge's own state (producer id, device sequences, append journal).
     #[arg(long, env = "SILT_BRIDGE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -114,6 +121,12 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(v) = args.token_file {
         config.token_file = Some(v);
+    }
+    if let Some(v) = args.client_cert {
+        config.client_cert = Some(v);
+    }
+    if let Some(v) = args.client_key {
+        config.client_key = Some(v);
     }
     config.credential = silt_client::token_credential(args.token.as_deref(), config.token_file.as_deref())?;
     if let Some(v) = args.data_dir {

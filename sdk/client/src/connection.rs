@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::{RecvStream, SendStream, VarInt};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use silt_wire::frame::{self, Frame};
 use silt_wire::message::{decode_response, encode_request};
 use silt_wire::{Credential, Request, Response, TopicInfo};
@@ -31,6 +31,9 @@ pub struct ClientConfig {
     /// What each new connection authenticates with; `None`: nothing (every request is then
     /// refused by a broker with authentication on).
     pub credential: Option<Credential>,
+    /// A client certificate chain and key (mTLS): with a broker that trusts its CA, the
+    /// connection acts as the principal the certificate names.
+    pub client_cert: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
 }
 
 impl ClientConfig {
@@ -48,7 +51,24 @@ impl ClientConfig {
             ca_certs: certs,
             connect_timeout: Duration::from_secs(5),
             credential: None,
+            client_cert: None,
         })
+    }
+
+    /// The same configuration, presenting the client certificate chain in `cert` (PEM) with
+    /// its key in `key` (PEM).
+    pub fn with_client_cert(self, cert: &Path, key: &Path) -> Result<ClientConfig, ClientError> {
+        let read = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+            ClientError::Tls(format!("reading the client {what} {}: {e}", path.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| read("certificate", cert, &e))?;
+        if certs.is_empty() {
+            return Err(ClientError::Tls(format!("{} holds no PEM certificate", cert.display())));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read("key", key, &e))?;
+        Ok(ClientConfig { client_cert: Some((certs, Arc::new(key))), ..self })
     }
 
     /// The same configuration, authenticating with an API token.
@@ -130,8 +150,20 @@ impl Client {
         for c in &config.ca_certs {
             roots.add(c.clone()).map_err(|e| ClientError::Tls(format!("bad CA certificate: {e}")))?;
         }
-        let mut qc = quinn::ClientConfig::with_root_certificates(Arc::new(roots))
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls(&e))?
+            .with_root_certificates(roots);
+        let crypto = match &config.client_cert {
+            Some((certs, key)) => {
+                builder.with_client_auth_cert(certs.clone(), key.clone_key()).map_err(|e| tls(&e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| tls(&e))?;
+        let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
         qc.transport_config(Arc::new(transport()));
         let addr = resolve(&config.broker).await?;
         let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");

@@ -12,13 +12,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// A certificate chain and its private key.
 pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
+/// The certificates of a PEM file (a chain, or CA certificates); at least one.
+pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", path.display());
+    Ok(certs)
+}
+
 /// Loads `cert_path` (PEM, the chain) and `key_path` (PEM).
 pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Identity> {
-    let certs = CertificateDer::pem_file_iter(cert_path)
-        .with_context(|| format!("reading {}", cert_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert_path.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_path.display());
+    let certs = load_certs(cert_path)?;
     let key =
         PrivateKeyDer::from_pem_file(key_path).with_context(|| format!("reading {}", key_path.display()))?;
     Ok((certs, key))

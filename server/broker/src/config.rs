@@ -69,6 +69,10 @@ pub struct Config {
     pub auth_off_exposed: bool,
     /// `GET /metrics` needs `Authorization: Bearer TOKEN` (a principal that may describe `*`).
     pub metrics_require_token: bool,
+    /// PEM certificates of the CAs whose client certificates authenticate connections (mTLS):
+    /// a certificate's first DNS name (else its common name) is principal `user:NAME`.
+    /// `None`: clients authenticate with tokens or passwords only.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Settings of the WebAssembly processor host.
@@ -125,6 +129,9 @@ pub struct Limits {
     pub pipeline_depth_max: usize,
     /// Members per consumer group.
     pub group_members_max: usize,
+    /// Fetch response bytes the broker holds at once, read but not yet taken by their clients:
+    /// a fetch waits for its share, so slow readers cannot pin more memory than this.
+    pub response_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -137,6 +144,7 @@ impl Default for Limits {
             fetch_wait_ms_max: 30_000,
             pipeline_depth_max: 64,
             group_members_max: 1024,
+            response_bytes_max: 512 * 1024 * 1024,
         }
     }
 }
@@ -158,6 +166,7 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             auth_off_exposed: false,
             metrics_require_token: false,
+            client_ca: None,
         }
     }
 }
@@ -178,6 +187,7 @@ pub struct FileConfig {
     pub connections_max: Option<usize>,
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
+    pub response_bytes_max: Option<u64>,
     pub processors: Option<FileProcessors>,
     pub otlp_endpoint: Option<String>,
     /// `on` (the default) or `off` (loudly; the only way to run without it on a non-loopback
@@ -189,6 +199,8 @@ pub struct FileConfig {
     pub login_lockout_ms: Option<u64>,
     /// Whether `GET /metrics` needs a bearer token.
     pub metrics_require_token: Option<bool>,
+    /// CA certificates (PEM) of client certificates.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -251,6 +263,11 @@ impl Config {
         if let Some(v) = file.fetch_wait_ms_max {
             c.limits.fetch_wait_ms_max = v;
         }
+        if let Some(v) = file.response_bytes_max {
+            // At least one largest fetch (and one largest batch, which a fetch always returns).
+            c.limits.response_bytes_max =
+                v.max(u64::from(c.limits.fetch_bytes_max).max(silt_wire::batch::BATCH_BYTES_MAX as u64));
+        }
         if let Some(p) = file.processors {
             if let Some(keys) = p.trusted_keys {
                 for k in keys {
@@ -288,6 +305,9 @@ impl Config {
         }
         if let Some(v) = file.metrics_require_token {
             c.metrics_require_token = v;
+        }
+        if let Some(v) = file.client_ca {
+            c.client_ca = Some(v);
         }
         Ok(c)
     }

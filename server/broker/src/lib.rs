@@ -103,7 +103,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )?;
 
     let admin_listener = admin::bind(config.admin_listen).await?;
-    let endpoint = quic::endpoint(config.listen, certs, key, &config.limits)?;
+    let client_ca = config.client_ca.as_deref().map(quic::client_roots).transpose()?;
+    let endpoint = quic::endpoint(config.listen, certs, key, client_ca, &config.limits)?;
     let listen = endpoint.local_addr()?;
     let admin_listen = admin_listener.local_addr()?;
     tracing::info!(%listen, admin = %admin_listen, data_dir = %config.data_dir.display(), fsync = ?config.fsync, "silt-broker started");

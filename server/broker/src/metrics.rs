@@ -33,6 +33,8 @@ pub struct Metrics {
     /// From a produce request's start to its acknowledgement.
     pub ack_seconds: Histogram,
     pub connections: IntGauge,
+    /// Fetch response bytes read and not yet dropped (written and acknowledged).
+    pub response_bytes_pending: IntGauge,
     pub partition_size_bytes: IntGaugeVec,
     pub partition_high_watermark: IntGaugeVec,
     pub consumer_group_lag: IntGaugeVec,
@@ -81,6 +83,10 @@ impl Metrics {
                 "From a produce request to its acknowledgement.",
             ),
             connections: r.gauge("silt_connections_open", "Open QUIC connections."),
+            response_bytes_pending: r.gauge(
+                "silt_response_bytes_pending",
+                "Fetch response bytes held until their clients take them (at most response_bytes_max).",
+            ),
             partition_size_bytes: gauge(
                 "silt_partition_size_bytes",
                 "Bytes of stored batches.",

@@ -31,16 +31,59 @@ pub fn endpoint(
     listen: std::net::SocketAddr,
     certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
+    client_ca: Option<rustls::RootCertStore>,
     limits: &Limits,
 ) -> anyhow::Result<quinn::Endpoint> {
     let endpoint_config = restart_stable(&key);
-    let mut config =
-        quinn::ServerConfig::with_single_cert(certs, key).context("loading the TLS certificate")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 setup")?;
+    let builder = match client_ca {
+        // A client certificate is optional (tokens and passwords still work), but one that is
+        // offered must chain to a configured CA, or the handshake fails.
+        Some(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .context("the client CA certificates")?,
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut crypto = builder.with_single_cert(certs, key).context("loading the TLS certificate")?;
+    crypto.max_early_data_size = u32::MAX;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).context("QUIC TLS setup")?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport(limits)));
     let socket = std::net::UdpSocket::bind(listen).with_context(|| format!("listening on {listen} (UDP)"))?;
     let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
     quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
         .with_context(|| format!("listening on {listen} (UDP)"))
+}
+
+/// The CA certificates of `path` (PEM), which client certificates must chain to.
+pub fn client_roots(path: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
+    let certs = silt_tls::load_certs(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c).with_context(|| format!("a CA certificate of {}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// The principal a client certificate names: `user:` and its first DNS name, else its common
+/// name. `None` when it names neither.
+pub fn certificate_principal(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let dns = cert.subject_alternative_name().ok().flatten().and_then(|san| {
+        san.value.general_names.iter().find_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+    });
+    let name = dns.or_else(|| cert.subject().iter_common_name().next()?.as_str().ok().map(String::from))?;
+    Some(format!("user:{name}"))
 }
 
 /// Endpoint keys that survive a restart: the stateless-reset key and the connection-id key are
@@ -83,6 +126,7 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
             continue;
         };
         let broker = broker.clone();
+        let remote = incoming.remote_address();
         tokio::spawn(async move {
             let _permit = permit;
             match incoming.await {
@@ -92,7 +136,10 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
                     connection(conn, broker, limits).await;
                     open.dec();
                 }
-                Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    broker.auth.handshake_failed(remote, format!("TLS handshake failed: {e}"));
+                }
             }
         });
     }
@@ -103,6 +150,13 @@ async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits
     tracing::debug!(%remote, "connection open");
     // Every stream of the connection acts as the principal it authenticated as.
     let session = broker.session(Some(remote));
+    let certificate = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().map(|c| certificate_principal(c)));
+    if let Some(principal) = certificate {
+        broker.auth.authenticate_certificate(&session, principal);
+    }
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {

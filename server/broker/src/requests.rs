@@ -11,6 +11,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use bytes::Bytes;
 use silt_storage::{Appended, StorageError, Store, TopicMeta};
 use silt_wire::batch::{self, BatchView};
@@ -48,6 +50,9 @@ pub struct Broker {
     processors: Arc<ProcessorHost>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) auth: Arc<Auth>,
+    /// Permits, one per byte of `Limits::response_bytes_max`, held by fetch responses from
+    /// before they are read until their bytes are dropped.
+    responses: Arc<Semaphore>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -113,7 +118,19 @@ impl Broker {
             topic_created,
         )?);
         auth.audit.start_writer(partitions.clone(), durability.clone());
-        Ok(Arc::new(Broker { store, partitions, durability, groups, limits, processors, metrics, auth }))
+        let responses =
+            Arc::new(Semaphore::new(usize::try_from(limits.response_bytes_max).unwrap_or(usize::MAX >> 4)));
+        Ok(Arc::new(Broker {
+            store,
+            partitions,
+            durability,
+            groups,
+            limits,
+            processors,
+            metrics,
+            auth,
+            responses,
+        }))
     }
 
     /// A session for a new connection from `remote`.
@@ -440,6 +457,11 @@ impl Broker {
         }
         let limit = handle.visible();
         let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max as usize);
+        // The response's share of the budget, before any byte is read: with slow readers
+        // holding it all, this waits instead of growing memory.
+        let Ok(mut permit) = self.responses.clone().acquire_many_owned(max_bytes as u32).await else {
+            return error(ErrorCode::ShuttingDown, "the broker is shutting down");
+        };
         let log = handle.log.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
@@ -482,7 +504,26 @@ impl Broker {
             next_offset,
             from_offset: start,
         };
-        (response, Bytes::from(out))
+        (response, self.budgeted(out, &mut permit).await)
+    }
+
+    /// `out` as response bytes that hold exactly their size of the response budget until they
+    /// are dropped (written, and no longer needed by QUIC).
+    async fn budgeted(&self, out: Vec<u8>, permit: &mut OwnedSemaphorePermit) -> Bytes {
+        let held = permit.num_permits();
+        if out.len() < held {
+            drop(permit.split(held - out.len()));
+        } else if out.len() > held {
+            // A single batch larger than the fetch's size, which a fetch always returns.
+            let more = u32::try_from(out.len() - held).unwrap_or(u32::MAX);
+            if let Ok(extra) = self.responses.clone().acquire_many_owned(more).await {
+                permit.merge(extra);
+            }
+        }
+        let permit = permit.split(permit.num_permits()).expect("a permit splits into its own size");
+        let pending = self.metrics.response_bytes_pending.clone();
+        pending.add(out.len() as i64);
+        Bytes::from_owner(Budgeted { bytes: out, _permit: permit, pending })
     }
 
     fn admin(&self, request: Request, principal: &Principal) -> Reply {
@@ -729,6 +770,25 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// Response bytes with their share of the response budget (`Broker::responses`).
+struct Budgeted {
+    bytes: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+    pending: prometheus::IntGauge,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Budgeted {
+    fn drop(&mut self) {
+        self.pending.sub(self.bytes.len() as i64);
     }
 }
 

@@ -535,3 +535,69 @@ async fn a_newer_session_of_a_producer_fences_the_older() {
     let (r, _) = after.request(&produce("fence"), batch_as(&["two"], id, 2)).await.unwrap();
     assert_eq!(r, Response::Produced { base_offset: 1, duplicate: true }, "its dedup state is intact");
 }
+
+/// A certificate authority for the mTLS tests: its PEM, and an issuer of client certificates.
+fn authority(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    (pem, rcgen::Issuer::new(params, key))
+}
+
+/// A client certificate for DNS name `name` from `issuer`, written as `dir/name.{crt,key}`.
+fn client_certificate(
+    dir: &std::path::Path,
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    name: &str,
+    file: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    let (crt, pem) = (dir.join(format!("{file}.crt")), dir.join(format!("{file}.key")));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    (crt, pem)
+}
+
+/// mTLS: a client certificate of the configured CA authenticates its connection as the user it
+/// names, with that user's rights and no token; one of a foreign CA is refused at the
+/// handshake, and the refusal is in the audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_of_the_configured_ca_authenticate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca_pem, ca) = authority("silt test CA");
+    let (_, foreign) = authority("foreign CA");
+    let ca_path = certs.path().join("clients-ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    let (crt, key) = client_certificate(certs.path(), &ca, "bridge-1", "good");
+    let (bad_crt, bad_key) = client_certificate(certs.path(), &foreign, "bridge-1", "foreign");
+
+    let broker = BrokerProcess::start_with_config(&format!("client_ca = {:?}\n", ca_path), &[]).await;
+    let admin = broker.client().await;
+    admin.grant_acl(entry("user:bridge-1", Operation::DeviceKeys, "device:*")).await.unwrap();
+    admin.add_device("d1").await.unwrap();
+    let config = silt_client::ClientConfig::new(broker.listen.to_string(), &broker.ca_cert()).unwrap();
+    let client = Client::connect(config.clone().with_client_cert(&crt, &key).unwrap()).await.unwrap();
+    let who = client.whoami().await.unwrap();
+    assert_eq!((who.principal.as_str(), who.method.as_str()), ("user:bridge-1", "certificate"));
+    assert!(client.get_device("d1").await.unwrap().key.is_some(), "the certificate's user reads device keys");
+    let e = client.create_topic("mtls.t", 1, None, None).await.unwrap_err();
+    assert!(matches!(e, ClientError::Broker { code: ErrorCode::PermissionDenied, .. }), "{e:?}");
+
+    let refused = async {
+        let c = Client::connect(config.with_client_cert(&bad_crt, &bad_key).unwrap()).await?;
+        c.whoami().await
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(20), refused).await.expect("refused in time");
+    assert!(refused.is_err(), "a certificate of a foreign CA is refused: {refused:?}");
+    let event = await_audit(&admin, "the foreign certificate", |e| {
+        e["operation"] == "authenticate" && e["outcome"] == "denied" && e["resource"] == "certificate"
+    })
+    .await;
+    assert!(event["detail"].as_str().unwrap().contains("TLS handshake failed"), "{event}");
+}

@@ -59,6 +59,13 @@ struct Connection {
     /// File holding the token (default: ./silt-data/admin.token when it exists).
     #[arg(long, global = true, env = "SILT_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Client certificate (PEM) to authenticate with instead (mTLS); needs --client-key and a
+    /// broker whose client_ca signed it.
+    #[arg(long, global = true, env = "SILT_CLIENT_CERT", value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, global = true, env = "SILT_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -280,8 +287,16 @@ async fn connect(conn: &Connection) -> anyhow::Result<Client> {
             default.to_path_buf()
         }
     };
-    let config = ClientConfig::new(conn.broker.clone(), &ca)?
-        .with_credential(silt_client::token_credential(conn.token.as_deref(), conn.token_file.as_deref())?);
+    let mut config = ClientConfig::new(conn.broker.clone(), &ca)?;
+    match (&conn.client_cert, &conn.client_key) {
+        (Some(cert), Some(key)) => config = config.with_client_cert(cert, key)?,
+        _ => {
+            config = config.with_credential(silt_client::token_credential(
+                conn.token.as_deref(),
+                conn.token_file.as_deref(),
+            )?)
+        }
+    }
     Ok(Client::connect(config).await?)
 }
 

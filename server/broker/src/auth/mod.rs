@@ -308,6 +308,38 @@ impl Auth {
         self.event(session, &principal, operation, resource, outcome, detail);
     }
 
+    /// Makes a connection whose client certificate chained to a configured CA act as the
+    /// principal the certificate names (`user:NAME`; `None`: it names none usable).
+    pub fn authenticate_certificate(&self, session: &Session, principal: Option<String>) {
+        if !self.config.enabled {
+            return;
+        }
+        let usable =
+            principal.filter(|p| p.strip_prefix("user:").is_some_and(|n| check_user_name(n).is_ok()));
+        match usable {
+            Some(name) => {
+                self.event(session, &name, "authenticate", name.clone(), Outcome::Ok, "certificate".into());
+                let principal = Principal { name, method: Method::Certificate };
+                *session.principal.write().expect("session lock") = Some(Arc::new(principal));
+            }
+            None => self.event(
+                session,
+                "anonymous",
+                "authenticate",
+                "certificate".into(),
+                Outcome::Denied,
+                "the client certificate names no usable DNS name or common name".into(),
+            ),
+        }
+    }
+
+    /// Audits a connection whose TLS handshake failed (a client certificate of a CA the broker
+    /// does not trust, say).
+    pub fn handshake_failed(&self, remote: SocketAddr, reason: String) {
+        let session = self.session(Some(remote));
+        self.event(&session, "anonymous", "authenticate", "certificate".into(), Outcome::Denied, reason);
+    }
+
     /// Checks `credential` and makes the session act as its principal.
     pub fn authenticate(
         &self,

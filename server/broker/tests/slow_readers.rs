@@ -1,0 +1,92 @@
+//! Slow readers (issue 13, quotas): clients that ask for fetches and never read the answers
+//! hold at most the broker's response budget (`response_bytes_max`), however many they ask
+//! for; the memory comes back when they go, and other clients carry on.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use silt_client::FetchFrom;
+use silt_wire::Request;
+use support::{create_topic, produce, read_all, request_frame, BrokerProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: u64 = 1024 * 1024;
+/// The smallest budget the broker takes: one largest batch (8 MiB).
+const BUDGET: u64 = 8 * MIB;
+
+async fn pending_bytes(admin: std::net::SocketAddr) -> u64 {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("silt_response_bytes_pending ")).expect("the gauge");
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_cannot_hold_more_than_the_response_budget() {
+    let broker = BrokerProcess::start_with_config(
+        &format!("fetch_bytes_max = {MIB}\nresponse_bytes_max = {BUDGET}\n"),
+        &[],
+    )
+    .await;
+    let client = broker.client().await;
+    create_topic(&client, "big", 1).await;
+    // 48 batches of about 1 MiB (random hex: no compression shrinks it): six times the budget.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut value = || {
+        (0..64 * 1024 / 16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{x:016x}")
+            })
+            .collect::<String>()
+    };
+    for _ in 0..48 {
+        let batch: Vec<String> = (0..16).map(|_| value()).collect();
+        produce(&client, "big", 0, &batch, 16).await;
+    }
+
+    // The slow reader: a fetch of 1 MiB from every offset, 4 per stream on 30 streams, never
+    // reading a byte of the answers.
+    let raw = broker.raw_connection().await;
+    let mut streams = Vec::new();
+    for s in 0..30u64 {
+        let mut frames = Vec::new();
+        for i in 0..4u64 {
+            let fetch = Request::Fetch {
+                topic: "big".into(),
+                partition: 0,
+                from: FetchFrom::Offset(((s * 4 + i) % 48) * 16),
+                max_bytes: MIB as u32,
+                max_wait_ms: 0,
+                processor: None,
+            };
+            frames.extend(request_frame(&fetch, &[]));
+        }
+        streams.push(raw.send_raw(&frames, true).await);
+    }
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        peak = peak.max(pending_bytes(broker.admin).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(peak > BUDGET / 2, "the slow reader filled the budget ({peak} bytes held)");
+    assert!(peak <= BUDGET, "{peak} response bytes held, over the {BUDGET} budget");
+
+    // Another client still reads (its fetches wait for the budget, not for ever): after the
+    // slow reader goes, everything is readable and the memory is back.
+    drop(streams);
+    raw.conn.close(0u32.into(), b"done");
+    let records = read_all(&client, "big", FetchFrom::Earliest).await;
+    assert_eq!(records.len(), 48 * 16);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_bytes(broker.admin).await > 0 {
+        assert!(Instant::now() < deadline, "the slow reader's bytes were never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
