@@ -132,6 +132,8 @@ pub struct Limits {
     /// Fetch response bytes the broker holds at once, read but not yet taken by their clients:
     /// a fetch waits for its share, so slow readers cannot pin more memory than this.
     pub response_bytes_max: u64,
+    /// Per-principal rates and connections per address.
+    pub quotas: crate::quotas::QuotaConfig,
 }
 
 impl Default for Limits {
@@ -145,6 +147,7 @@ impl Default for Limits {
             pipeline_depth_max: 64,
             group_members_max: 1024,
             response_bytes_max: 512 * 1024 * 1024,
+            quotas: crate::quotas::QuotaConfig::default(),
         }
     }
 }
@@ -188,6 +191,12 @@ pub struct FileConfig {
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
     pub response_bytes_max: Option<u64>,
+    /// Per principal, 0 for none: produce and fetch bytes and requests per second.
+    pub quota_produce_bytes_per_s: Option<u64>,
+    pub quota_fetch_bytes_per_s: Option<u64>,
+    pub quota_requests_per_s: Option<u64>,
+    /// Open QUIC connections from one source address.
+    pub connections_per_address_max: Option<usize>,
     pub processors: Option<FileProcessors>,
     pub otlp_endpoint: Option<String>,
     /// `on` (the default) or `off` (loudly; the only way to run without it on a non-loopback
@@ -263,6 +272,12 @@ impl Config {
         if let Some(v) = file.fetch_wait_ms_max {
             c.limits.fetch_wait_ms_max = v;
         }
+        let q = &mut c.limits.quotas;
+        q.produce_bytes_per_s = file.quota_produce_bytes_per_s.unwrap_or(q.produce_bytes_per_s);
+        q.fetch_bytes_per_s = file.quota_fetch_bytes_per_s.unwrap_or(q.fetch_bytes_per_s);
+        q.requests_per_s = file.quota_requests_per_s.unwrap_or(q.requests_per_s);
+        q.connections_per_address_max =
+            file.connections_per_address_max.map_or(q.connections_per_address_max, |v| v.max(1));
         if let Some(v) = file.response_bytes_max {
             // At least one largest fetch (and one largest batch, which a fetch always returns).
             c.limits.response_bytes_max =

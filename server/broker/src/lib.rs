@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod partitions;
 pub mod processors;
 pub mod quic;
+pub mod quotas;
 pub mod requests;
 pub mod trace_context;
 

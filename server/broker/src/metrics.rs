@@ -33,6 +33,10 @@ pub struct Metrics {
     /// From a produce request's start to its acknowledgement.
     pub ack_seconds: Histogram,
     pub connections: IntGauge,
+    /// Requests that waited for a quota, by quota.
+    pub quota_throttled: IntCounterVec,
+    /// Connections refused before their handshake, by reason.
+    pub connections_refused: IntCounterVec,
     /// Fetch response bytes read and not yet dropped (written and acknowledged).
     pub response_bytes_pending: IntGauge,
     pub partition_size_bytes: IntGaugeVec,
@@ -83,6 +87,16 @@ impl Metrics {
                 "From a produce request to its acknowledgement.",
             ),
             connections: r.gauge("silt_connections_open", "Open QUIC connections."),
+            quota_throttled: counter(
+                "silt_quota_throttled_total",
+                "Requests that waited because their principal was over a quota, by quota.",
+                &["quota"],
+            ),
+            connections_refused: counter(
+                "silt_connections_refused_total",
+                "QUIC connections refused before their handshake, by reason.",
+                &["reason"],
+            ),
             response_bytes_pending: r.gauge(
                 "silt_response_bytes_pending",
                 "Fetch response bytes held until their clients take them (at most response_bytes_max).",

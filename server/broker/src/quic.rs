@@ -122,13 +122,25 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many connections");
+            broker.metrics.connections_refused.with_label_values(&["connections_max"]).inc();
+            incoming.refuse();
+            continue;
+        };
+        let Some(address_slot) = broker.quotas.connect(incoming.remote_address().ip()) else {
+            let remote = incoming.remote_address();
+            tracing::warn!(%remote, "connection refused: too many connections from this address");
+            broker.metrics.connections_refused.with_label_values(&["per_address"]).inc();
+            broker.auth.refused_connection(
+                remote,
+                "too many connections from this address (connections_per_address_max)",
+            );
             incoming.refuse();
             continue;
         };
         let broker = broker.clone();
         let remote = incoming.remote_address();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, address_slot);
             match incoming.await {
                 Ok(conn) => {
                     let open = broker.metrics.connections.clone();

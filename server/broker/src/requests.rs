@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -32,6 +32,7 @@ use crate::durability::Durability;
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionHandle, Partitions};
 use crate::processors::{HostError, ProcessorHost};
+use crate::quotas::{Quotas, Rate};
 use silt_core::groups::{Coordinator, GroupError, Join};
 use silt_core::watermarks::FetchRefused;
 
@@ -53,6 +54,7 @@ pub struct Broker {
     /// Permits, one per byte of `Limits::response_bytes_max`, held by fetch responses from
     /// before they are read until their bytes are dropped.
     responses: Arc<Semaphore>,
+    pub(crate) quotas: Arc<Quotas>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -130,6 +132,7 @@ impl Broker {
             metrics,
             auth,
             responses,
+            quotas: Quotas::new(limits.quotas),
         }))
     }
 
@@ -215,6 +218,23 @@ impl Broker {
         if let Some(r) = self.auth.authorize(&principal, &request) {
             return self.refused(session, &request, kind, r);
         }
+        // Over its rates, a principal's request waits here, which holds back the rest of its
+        // stream: throttled, not refused.
+        let mut wait = self.quotas.delay(&principal.name, Rate::Requests, 1, Instant::now());
+        if !wait.is_zero() {
+            self.throttled(Rate::Requests);
+        }
+        if let Request::Produce { .. } = &request {
+            let bytes = frame.payload().len() as u64;
+            let produced = self.quotas.delay(&principal.name, Rate::ProduceBytes, bytes, Instant::now());
+            if !produced.is_zero() {
+                self.throttled(Rate::ProduceBytes);
+            }
+            wait = wait.max(produced);
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         if let Request::Produce { .. } = &request {
             // Checked before anything else of the batch: whose producer id it carries.
             let producer_id = batch::peek_producer(frame.payload());
@@ -265,6 +285,10 @@ impl Broker {
             }
             reply
         })
+    }
+
+    fn throttled(&self, rate: Rate) {
+        self.metrics.quota_throttled.with_label_values(&[rate.name()]).inc();
     }
 
     /// Answers a request refused for want of a credential or a right, and audits it.
@@ -324,7 +348,15 @@ impl Broker {
             Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
                 let this = self.clone();
                 Box::pin(async move {
-                    this.fetch(&topic, partition, from, max_bytes, max_wait_ms, processor).await
+                    let reply = this.fetch(&topic, partition, from, max_bytes, max_wait_ms, processor).await;
+                    // Fetched bytes count after the read: over the rate, the answer waits.
+                    let bytes = reply.1.len() as u64;
+                    let wait = this.quotas.delay(&principal.name, Rate::FetchBytes, bytes, Instant::now());
+                    if !wait.is_zero() {
+                        this.throttled(Rate::FetchBytes);
+                        tokio::time::sleep(wait).await;
+                    }
+                    reply
                 })
             }
             Request::RollbackProcessor { name } => {

@@ -340,6 +340,12 @@ impl Auth {
         self.event(&session, "anonymous", "authenticate", "certificate".into(), Outcome::Denied, reason);
     }
 
+    /// Audits a connection refused before its handshake.
+    pub fn refused_connection(&self, remote: SocketAddr, reason: &str) {
+        let session = self.session(Some(remote));
+        self.event(&session, "anonymous", "connect", String::new(), Outcome::Denied, reason.into());
+    }
+
     /// Checks `credential` and makes the session act as its principal.
     pub fn authenticate(
         &self,
