@@ -61,9 +61,10 @@ scripts/firmware-esp32c3.sh
 step "cargo test"
 cargo test --workspace --locked
 
-step "fuzz the device frame decoder"
-# 20 s of libFuzzer on every decoder of untrusted device bytes (installs cargo-fuzz once).
-scripts/fuzz-frame.sh 20
+step "fuzz the decoders of untrusted bytes"
+# 20 s of libFuzzer on each decoder of untrusted bytes: device frames, and the network frames,
+# control messages and record batches of the protocol (installs cargo-fuzz once).
+scripts/fuzz.sh 20
 
 echo
 echo "all tests passed"

@@ -1,0 +1,34 @@
+//! Fuzzes what the broker and its clients read from the network before anything else: a frame
+//! (length prefix and body), the rkyv control message inside it (every request and response,
+//! the authentication, producer-id and device ones included), and a produce payload's record
+//! batch with its records. None may panic, whatever the bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use silt_wire::batch::{self, BatchView};
+use silt_wire::frame::{self, Frame};
+use silt_wire::message::{decode_request, decode_response};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = decode_request(data);
+    let _ = decode_response(data);
+    if let Some(prefix) = data.get(..frame::PREFIX_LEN) {
+        let prefix: [u8; frame::PREFIX_LEN] = prefix.try_into().expect("prefix length");
+        let _ = frame::body_len(prefix, 1 << 20);
+    }
+    if let Ok(f) = Frame::decode(data.to_vec()) {
+        let _ = decode_request(f.control());
+        let _ = decode_response(f.control());
+    }
+    let _ = batch::peek_producer(data);
+    if batch::validate(data).is_ok() {
+        let _ = batch::peek_header(data);
+        if let Ok(plain) = batch::decompress(data) {
+            if let Ok(view) = BatchView::new(&plain) {
+                for record in view.records() {
+                    let _ = record.headers().count();
+                }
+            }
+        }
+    }
+});
