@@ -473,7 +473,7 @@ async fn follow_filter(reader: Reader, filter: String) {
 }
 
 /// Delivers `topic`'s records while the device may read it; returns the topic when it stops.
-async fn follow_topic(reader: Reader, topic: String, mqtt_name: Arc<str>, from: FetchFrom) -> String {
+async fn follow_topic(mut reader: Reader, topic: String, mqtt_name: Arc<str>, from: FetchFrom) -> String {
     let config = ConsumerConfig { from, follow: true, ..ConsumerConfig::default() };
     let mut consumer = match Consumer::new(&reader.ingest.client, &topic, config).await {
         Ok(c) => c,
@@ -485,9 +485,15 @@ async fn follow_topic(reader: Reader, topic: String, mqtt_name: Arc<str>, from: 
     while let Some(record) = consumer.next_record().await {
         match record {
             Ok(r) => {
-                if !reader.may_read(&topic)
-                    || reader.tx.send((mqtt_name.clone(), r.value, reader.qos)).await.is_err()
-                {
+                // The right was checked before following; again only when the session looked
+                // the device up anew (a closed session ends the follower too).
+                if reader.rights.has_changed().unwrap_or(true) {
+                    let entry = reader.rights.borrow_and_update().clone();
+                    if !entry.may(&reader.device, Operation::Consume, &topic) {
+                        break;
+                    }
+                }
+                if reader.tx.send((mqtt_name.clone(), r.value, reader.qos)).await.is_err() {
                     break;
                 }
             }

@@ -287,6 +287,24 @@ impl Broker {
         })
     }
 
+    /// The answer to a device change that made a key: the key goes only to a principal that
+    /// may read device keys.
+    fn keyed_device(
+        &self,
+        principal: &Principal,
+        id: &str,
+        made: Result<silt_wire::DeviceInfo, devices::RegistryError>,
+    ) -> Reply {
+        let keys = self.auth.allowed(principal, Operation::DeviceKeys, &format!("device:{id}"));
+        registry_reply(made.map(|mut d| {
+            if !keys {
+                d.key = None;
+                d.previous_key = None;
+            }
+            Response::Device(d)
+        }))
+    }
+
     fn throttled(&self, rate: Rate) {
         self.metrics.quota_throttled.with_label_values(&[rate.name()]).inc();
     }
@@ -574,23 +592,11 @@ impl Broker {
                 list.retain(|p| may(Operation::Describe, format!("processor:{}", p.name)));
                 Response::Processors(list)
             })),
-            Request::AddDevice { .. } | Request::RotateDevice { .. } => {
-                let (id, made) = match &request {
-                    Request::AddDevice { id } => (id, devices::add(&self.store, id, now_ms())),
-                    Request::RotateDevice { id, overlap_ms } => {
-                        (id, devices::rotate(&self.store, id, *overlap_ms, now_ms()))
-                    }
-                    _ => unreachable!("matched above"),
-                };
-                // The key goes only to a principal that may read device keys.
-                let keys = may(Operation::DeviceKeys, format!("device:{id}"));
-                registry_reply(made.map(|mut d| {
-                    if !keys {
-                        d.key = None;
-                        d.previous_key = None;
-                    }
-                    Response::Device(d)
-                }))
+            Request::AddDevice { id } => {
+                self.keyed_device(principal, &id, devices::add(&self.store, &id, now_ms()))
+            }
+            Request::RotateDevice { id, overlap_ms } => {
+                self.keyed_device(principal, &id, devices::rotate(&self.store, &id, overlap_ms, now_ms()))
             }
             Request::ListDevices => registry_reply(devices::list(&self.store).map(Response::Devices)),
             Request::RevokeDevice { id } => {

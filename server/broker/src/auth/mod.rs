@@ -503,16 +503,18 @@ impl Auth {
         if !self.config.enabled {
             return None;
         }
-        let principal = format!("device:{id}");
+        Some(self.entries_of(&format!("device:{id}")))
+    }
+
+    /// The entries whose principal pattern matches `principal`.
+    fn entries_of(&self, principal: &str) -> Vec<AclEntry> {
         let state = self.state.read().expect("auth lock");
-        Some(
-            state
-                .entries
-                .iter()
-                .filter(|e| silt_wire::auth::pattern_matches(&e.principal, &principal))
-                .cloned()
-                .collect(),
-        )
+        state
+            .entries
+            .iter()
+            .filter(|e| silt_wire::auth::pattern_matches(&e.principal, principal))
+            .cloned()
+            .collect()
     }
 
     pub fn whoami(&self, principal: &Principal) -> WhoAmI {
@@ -522,15 +524,7 @@ impl Auth {
             Method::Certificate => "certificate",
             Method::Open => "none",
         };
-        let entries = self
-            .state
-            .read()
-            .expect("auth lock")
-            .entries
-            .iter()
-            .filter(|e| silt_wire::auth::pattern_matches(&e.principal, &principal.name))
-            .cloned()
-            .collect();
+        let entries = self.entries_of(&principal.name);
         WhoAmI { principal: principal.name.clone(), method: method.into(), entries }
     }
 

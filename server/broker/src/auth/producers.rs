@@ -32,7 +32,11 @@ pub struct Held(Mutex<HashMap<u64, u32>>);
 /// Every assigned producer id.
 pub struct Producers {
     store: Arc<Store>,
+    /// Read by every batch's check; written only after a claim is durable.
     ids: RwLock<HashMap<u64, StoredProducer>>,
+    /// Serializes claims (fresh ids stay unique, epochs go up one at a time) without holding
+    /// `ids` across the flush.
+    claims: Mutex<()>,
 }
 
 impl Producers {
@@ -43,7 +47,7 @@ impl Producers {
             anyhow::ensure!(key == p.id.to_be_bytes(), "stored producer id {} is under another key", p.id);
             ids.insert(p.id, p);
         }
-        Ok(Producers { store, ids: RwLock::new(ids) })
+        Ok(Producers { store, ids: RwLock::new(ids), claims: Mutex::new(()) })
     }
 
     /// Gives `session` a new id (`None`) or claims `id` again for it, at the next epoch.
@@ -55,7 +59,8 @@ impl Producers {
         id: Option<u64>,
         now_ms: i64,
     ) -> Result<(u64, u32), Refusal> {
-        let mut ids = self.ids.write().expect("producers lock");
+        let _claiming = self.claims.lock().expect("producer claims lock");
+        let ids = self.ids.read().expect("producers lock");
         let entry = match id {
             None => {
                 let id = loop {
@@ -85,10 +90,11 @@ impl Producers {
                 StoredProducer { epoch, claimed_ms: now_ms, ..known.clone() }
             }
         };
+        drop(ids);
         self.store.auth_put(AuthTree::Producers, &entry.id.to_be_bytes(), &seal(&entry)).map_err(storage)?;
         self.store.flush().map_err(storage)?;
         let claimed = (entry.id, entry.epoch);
-        ids.insert(entry.id, entry);
+        self.ids.write().expect("producers lock").insert(entry.id, entry);
         session.producers.0.lock().expect("held producers lock").insert(claimed.0, claimed.1);
         Ok(claimed)
     }
