@@ -303,6 +303,9 @@ pub struct ProcessorVersion {
     pub deployed_ms: i64,
     /// Hex Ed25519 public key that signed the module, when signed.
     pub signed_by: Option<String>,
+    /// The principal whose rights this version runs with; `None` when deployed without
+    /// authentication.
+    pub deployed_by: Option<String>,
 }
 
 /// An offset of one partition of one topic.

@@ -25,7 +25,7 @@ use silt_wire::{
 mod fetch;
 
 use crate::auth::audit::Outcome;
-use crate::auth::{rights, Auth, Principal, Session};
+use crate::auth::{rights, Auth, Method, Principal, Session};
 use crate::clock::now_ms;
 use crate::config::{Limits, ProcessorConfig};
 use crate::devices;
@@ -118,6 +118,10 @@ impl Broker {
             durability.clone(),
             metrics.clone(),
             topic_created,
+            {
+                let auth = auth.clone();
+                Box::new(move |name, deployer, input, output| auth.may_run(name, deployer, input, output))
+            },
         )?);
         auth.audit.start_writer(partitions.clone(), durability.clone());
         let responses =
@@ -339,8 +343,9 @@ impl Broker {
         let request = match Deployment::try_from(request) {
             Ok(deployment) => {
                 let wasm = frame.into_payload();
+                let deployed_by = (principal.method != Method::Open).then(|| principal.name.clone());
                 return self.control(|host| async move {
-                    host.deploy(deployment, wasm).await.map(Response::Processor)
+                    host.deploy(deployment, wasm, deployed_by).await.map(Response::Processor)
                 });
             }
             Err(other) => other,

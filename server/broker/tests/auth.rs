@@ -411,7 +411,8 @@ async fn the_audit_topic_is_the_brokers_own() {
 }
 
 /// A processor runs with its deployer's rights: one who may not write a topic cannot deploy a
-/// processor that writes it.
+/// processor that writes it, and once a right the processor uses is revoked it stops (failed,
+/// with the reason, audited) and writes nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_cannot_write_what_its_deployer_may_not() {
     use Operation as Op;
@@ -437,6 +438,40 @@ async fn a_processor_cannot_write_what_its_deployer_may_not() {
     assert!(e.is_refusal(), "{e:?}");
     assert!(admin.describe_topic("secret.out").await.is_err(), "no output topic was made");
     dev.deploy_processor(d("dev.out"), abi_module(PASSTHROUGH)).await.expect("its own namespace");
+    let versions = admin.processor_versions("to-dev.out").await.unwrap();
+    assert_eq!(versions[0].deployed_by.as_deref(), Some("user:dev"));
+
+    let produce_in = |value: &'static str| {
+        let admin = &admin;
+        async move { admin.request(&produce("in.t"), Bytes::from(batch_of(&[value], 1))).await.unwrap() }
+    };
+    produce_in("before").await;
+    let deadline = Instant::now() + AUDIT_WAIT;
+    while read_all(&admin, "dev.out", FetchFrom::Earliest).await.is_empty() {
+        assert!(Instant::now() < deadline, "the processor never wrote its first output");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.revoke_acl(entry("user:dev", Op::Produce, "topic:dev.*")).await.unwrap();
+    produce_in("after").await;
+    let info = loop {
+        let info = admin.processor_status("to-dev.out").await.unwrap();
+        if info.error.is_some() {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "the processor kept running: {info:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = info.error.unwrap();
+    assert!(error.contains("user:dev may no longer produce topic:dev.out"), "{error}");
+    assert_eq!(
+        read_all(&admin, "dev.out", FetchFrom::Earliest).await.len(),
+        1,
+        "nothing written after the revoke"
+    );
+    await_audit(&admin, "the stopped processor", |e| {
+        e["operation"] == "run-processor" && e["outcome"] == "denied" && e["principal"] == "user:dev"
+    })
+    .await;
 }
 
 /// A producer's batches as `silt_wire::batch::set_producer` would mark them: `values` under

@@ -231,14 +231,15 @@ pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::
                 for v in &versions {
                     let params: Vec<String> = v.params.iter().map(|(k, val)| format!("{k}={val}")).collect();
                     println!(
-                        "{}v{}\t{}\t{} bytes\tsha256 {}\t{}{}",
+                        "{}v{}\t{}\t{} bytes\tsha256 {}\t{}{}{}",
                         if v.active { "* " } else { "  " },
                         v.version,
                         time_rfc3339(v.deployed_ms),
                         v.module_bytes,
                         &v.module_sha256[..16],
                         if params.is_empty() { "no params".to_string() } else { params.join(" ") },
-                        v.signed_by.as_ref().map(|k| format!("\tsigned by {}", &k[..16])).unwrap_or_default()
+                        v.signed_by.as_ref().map(|k| format!("\tsigned by {}", &k[..16])).unwrap_or_default(),
+                        v.deployed_by.as_ref().map(|p| format!("\tby {p}")).unwrap_or_default()
                     );
                 }
             }
@@ -321,6 +322,7 @@ fn version_json(v: &ProcessorVersion) -> serde_json::Value {
         "params": v.params.iter().map(|(k, val)| (k.clone(), serde_json::Value::String(val.clone()))).collect::<serde_json::Map<_, _>>(),
         "deployed_ms": v.deployed_ms,
         "signed_by": v.signed_by,
+        "deployed_by": v.deployed_by,
         "limits": {
             "memory_bytes_max": v.limits.memory_bytes_max,
             "call_time_ms_max": v.limits.call_time_ms_max,

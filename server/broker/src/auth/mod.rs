@@ -12,6 +12,7 @@ pub mod lockout;
 mod peers;
 pub mod producers;
 pub mod rights;
+mod running;
 pub mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};

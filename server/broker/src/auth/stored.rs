@@ -55,8 +55,18 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
-    if bytes.len() > VALUE_BYTES_MAX || bytes.len() < 4 {
-        return Err(format!("stored {what} is {} bytes (at most {VALUE_BYTES_MAX})", bytes.len()));
+    open_at_most(what, bytes, VALUE_BYTES_MAX)
+}
+
+/// [`open`] for records of other kinds, with their own cap of `max` bytes.
+pub fn open_at_most<T>(what: &str, bytes: &[u8], max: usize) -> Result<T, String>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    if bytes.len() > max || bytes.len() < 4 {
+        return Err(format!("stored {what} is {} bytes (at most {max})", bytes.len()));
     }
     let (sum, body) = bytes.split_at(4);
     if crc32c::crc32c(body).to_le_bytes() != sum {

@@ -80,6 +80,11 @@ impl From<StorageError> for HostError {
 /// Told of every topic the host creates (a processor's output), so consumer groups see it.
 pub type TopicCreated = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Asked before each chunk a pipeline runs whether the deployer of the processor's active
+/// version (processor, deployer, input, output) may still read its input and write its
+/// output; the error says which right is gone, and the processor fails with it.
+pub type MayRun = Box<dyn Fn(&str, Option<&str>, &str, &str) -> Result<(), String> + Send + Sync>;
+
 /// The processor host, owned by the broker.
 pub struct ProcessorHost {
     store: Arc<Store>,
@@ -95,7 +100,19 @@ pub struct ProcessorHost {
 
 /// Writes a definition and flushes it: a control change is acknowledged only once durable.
 fn save(store: &Store, def: &StoredDefinition) -> Result<(), HostError> {
-    store.put_processor(&def.name, &def.encode())?;
+    let bytes = def.encode();
+    if bytes.len() > records::DEFINITION_BYTES_MAX {
+        return Err(HostError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "processor {:?} would take {} bytes to store, over {}: deploy with fewer or shorter parameters",
+                def.name,
+                bytes.len(),
+                records::DEFINITION_BYTES_MAX
+            ),
+        ));
+    }
+    store.put_processor(&def.name, &bytes)?;
     store.flush()?;
     Ok(())
 }
@@ -134,10 +151,11 @@ impl ProcessorHost {
         durability: Arc<Durability>,
         metrics: Arc<Metrics>,
         topic_created: TopicCreated,
+        may_run: MayRun,
     ) -> anyhow::Result<ProcessorHost> {
         Ok(ProcessorHost {
             modules: Modules::new(store.clone(), config)?,
-            pipelines: Arc::new(Pipelines::new(store.clone(), durability, metrics.clone())),
+            pipelines: Arc::new(Pipelines::new(store.clone(), durability, metrics.clone(), may_run)),
             store,
             partitions,
             metrics,
@@ -234,11 +252,13 @@ impl ProcessorHost {
         Ok((input, existing))
     }
 
-    /// Deploys `wasm` as a new processor or a new version of one.
+    /// Deploys `wasm` as a new processor or a new version of one, to run with the rights of
+    /// `deployed_by` (`None`: unchecked, authentication being off).
     pub async fn deploy(
         self: &Arc<Self>,
         d: Deployment,
         wasm: bytes::Bytes,
+        deployed_by: Option<String>,
     ) -> Result<ProcessorInfo, HostError> {
         let _control = self.control.lock().await;
         let (input, existing) = self.check_deploy(&d, &wasm)?;
@@ -254,6 +274,7 @@ impl ProcessorHost {
             limits,
             deployed_ms: now_ms(),
             signed_by,
+            deployed_by,
         };
         // Compile, store and try the module (its silt_init checks the parameters) before
         // anything else changes, so a bad module leaves everything as it was.
@@ -516,6 +537,7 @@ impl ProcessorHost {
                 limits: v.limits.into(),
                 deployed_ms: v.deployed_ms,
                 signed_by: v.signed_by.map(|k| hex(&k)),
+                deployed_by: v.deployed_by.clone(),
             })
             .collect())
     }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::read_time::trim_batch;
 use super::records::{Checkpoint, StoredDefinition};
+use super::MayRun;
 use crate::clock::now_ms;
 use crate::durability::Durability;
 use crate::metrics::Metrics;
@@ -68,12 +69,18 @@ pub(super) struct Pipelines {
     store: Arc<Store>,
     durability: Arc<Durability>,
     metrics: Arc<Metrics>,
+    may_run: MayRun,
     running: Mutex<HashMap<String, Pipeline>>,
 }
 
 impl Pipelines {
-    pub fn new(store: Arc<Store>, durability: Arc<Durability>, metrics: Arc<Metrics>) -> Pipelines {
-        Pipelines { store, durability, metrics, running: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store: Arc<Store>,
+        durability: Arc<Durability>,
+        metrics: Arc<Metrics>,
+        may_run: MayRun,
+    ) -> Pipelines {
+        Pipelines { store, durability, metrics, may_run, running: Mutex::new(HashMap::new()) }
     }
 
     /// Starts one task per input partition of `def`'s active version.
@@ -90,6 +97,8 @@ impl Pipelines {
                 name: def.name.clone(),
                 partition: p as u32,
                 version: active.version,
+                deployer: active.deployed_by.clone(),
+                topics: (def.input.clone(), def.output.clone()),
                 params: active.params.clone(),
                 limits: launch.limits.clone(),
                 module: launch.module.clone(),
@@ -162,6 +171,9 @@ struct PartitionTask {
     name: String,
     partition: u32,
     version: u32,
+    /// Whose rights the version runs with, and the input and output topics they must cover.
+    deployer: Option<String>,
+    topics: (String, String),
     params: Vec<(String, String)>,
     limits: RuntimeLimits,
     module: Module,
@@ -182,6 +194,12 @@ struct Chunk {
 impl PartitionTask {
     fn fail(&self, message: &str) {
         self.pipelines.fail(&self.name, message);
+    }
+
+    /// Whether the deployer still has the rights the pipeline uses.
+    fn may_run(&self) -> Result<(), String> {
+        let (input, output) = &self.topics;
+        (self.pipelines.may_run)(&self.name, self.deployer.as_deref(), input, output)
     }
 
     async fn instantiate(&self, checkpoint: &Checkpoint) -> Result<Instance, String> {
@@ -205,6 +223,9 @@ impl PartitionTask {
     }
 
     async fn run(mut self, checkpoint: Checkpoint) {
+        if let Err(why) = self.may_run() {
+            return self.fail(&why);
+        }
         let started = Instant::now();
         let mut instance = match self.instantiate(&checkpoint).await {
             Ok(i) => i,
@@ -222,6 +243,9 @@ impl PartitionTask {
             tokio::select! {
                 r = visible.wait_for(|v| *v > from) => if r.is_err() { return },
                 _ = self.stop.wait_for(|s| *s) => return,
+            }
+            if let Err(why) = self.may_run() {
+                return self.fail(&why);
             }
             let (returned, result) = match self.chunk(instance, checkpoint.clone()).await {
                 Ok(v) => v,

@@ -6,11 +6,19 @@
 //! never silently change what is stored: conversions between the two are explicit, and
 //! `tests::encodings_are_pinned` holds the exact bytes of each record. Encoded with rkyv, as
 //! every control-plane record is.
+//!
+//! A definition is stored sealed (`auth::stored`: a CRC-32C, then the encoding) and capped at
+//! [`DEFINITION_BYTES_MAX`]; definitions of the first format (no checksum, no deployer) are
+//! still read ([`legacy`]).
 
 use rkyv::{Archive, Deserialize, Serialize};
 use silt_wire::{ErrorCode, FetchFrom, ProcessorLimits};
 
 use super::HostError;
+use crate::auth::stored::{open_at_most, seal};
+
+/// Longest stored definition: 64 versions with their parameters fit many times over.
+pub(crate) const DEFINITION_BYTES_MAX: usize = 1 << 20;
 
 /// A processor as stored.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -38,6 +46,9 @@ pub(crate) struct StoredVersion {
     pub limits: StoredLimits,
     pub deployed_ms: i64,
     pub signed_by: Option<[u8; 32]>,
+    /// The principal whose rights the version runs with (`user:NAME`); `None` when deployed
+    /// without authentication, or before brokers recorded it.
+    pub deployed_by: Option<String>,
 }
 
 /// Where a deploy asked its pipeline to start. The variant order is part of the format.
@@ -121,13 +132,76 @@ impl StoredDefinition {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        seal(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<StoredDefinition, HostError> {
-        let aligned = aligned(bytes);
-        rkyv::from_bytes::<StoredDefinition, rkyv::rancor::Error>(&aligned).map_err(|e| {
-            HostError::new(ErrorCode::Storage, format!("stored processor definition is corrupt: {e}"))
+        let sealed = open_at_most::<StoredDefinition>("processor definition", bytes, DEFINITION_BYTES_MAX);
+        match sealed {
+            Ok(def) => Ok(def),
+            Err(message) => legacy::decode(bytes).ok_or_else(|| HostError::new(ErrorCode::Storage, message)),
+        }
+    }
+}
+
+/// The first format of a definition: the bare rkyv encoding, versions without a deployer.
+mod legacy {
+    use rkyv::{Archive, Deserialize, Serialize};
+
+    use super::{aligned, StoredDefinition, StoredLimits, StoredStart, StoredVersion, DEFINITION_BYTES_MAX};
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub(super) struct Definition {
+        pub name: String,
+        pub input: String,
+        pub output: String,
+        pub versions: Vec<Version>,
+        pub active: u32,
+        pub paused: bool,
+        pub error: Option<String>,
+    }
+
+    #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+    pub(super) struct Version {
+        pub version: u32,
+        pub module_hash: [u8; 32],
+        pub module_bytes: u64,
+        pub params: Vec<(String, String)>,
+        pub from: Option<StoredStart>,
+        pub limits: StoredLimits,
+        pub deployed_ms: i64,
+        pub signed_by: Option<[u8; 32]>,
+    }
+
+    /// The definition `bytes` hold in the first format, if they do.
+    pub(super) fn decode(bytes: &[u8]) -> Option<StoredDefinition> {
+        if bytes.len() > DEFINITION_BYTES_MAX {
+            return None;
+        }
+        let d = rkyv::from_bytes::<Definition, rkyv::rancor::Error>(&aligned(bytes)).ok()?;
+        let versions = d
+            .versions
+            .into_iter()
+            .map(|v| StoredVersion {
+                version: v.version,
+                module_hash: v.module_hash,
+                module_bytes: v.module_bytes,
+                params: v.params,
+                from: v.from,
+                limits: v.limits,
+                deployed_ms: v.deployed_ms,
+                signed_by: v.signed_by,
+                deployed_by: None,
+            })
+            .collect();
+        Some(StoredDefinition {
+            name: d.name,
+            input: d.input,
+            output: d.output,
+            versions,
+            active: d.active,
+            paused: d.paused,
+            error: d.error,
         })
     }
 }
@@ -193,6 +267,7 @@ mod tests {
                     },
                     deployed_ms: 1_764_000_000_000,
                     signed_by: Some([9; 32]),
+                    deployed_by: Some("user:alice".into()),
                 },
                 StoredVersion {
                     version: 4,
@@ -203,6 +278,7 @@ mod tests {
                     limits: StoredLimits::default(),
                     deployed_ms: 2,
                     signed_by: None,
+                    deployed_by: None,
                 },
             ],
             active: 3,
@@ -219,6 +295,13 @@ mod tests {
         let def = sample_definition();
         assert_eq!(hex(&def.encode()), PINNED_DEFINITION);
         assert_eq!(StoredDefinition::decode(&def.encode()).expect("decodes"), def);
+        let first = (0..PINNED_FIRST_DEFINITION.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&PINNED_FIRST_DEFINITION[i..i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>();
+        let mut unattributed = def.clone();
+        unattributed.versions.iter_mut().for_each(|v| v.deployed_by = None);
+        assert_eq!(StoredDefinition::decode(&first).expect("the first format decodes"), unattributed);
         let cp = Checkpoint {
             next_offset: 1234,
             version: 3,
@@ -244,17 +327,25 @@ mod tests {
         assert_eq!(ProcessorLimits::from(StoredLimits::from(l)), l);
     }
 
-    /// Proves a damaged record is an error, never a panic.
+    /// Proves a damaged record is an error, never a panic, and never misread: a flipped bit
+    /// anywhere in a definition fails its checksum.
     #[test]
     fn corrupt_records_are_errors() {
         let bytes = sample_definition().encode();
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             assert!(StoredDefinition::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(StoredDefinition::decode(&b).is_err(), "bit {i}");
+        }
         assert!(Checkpoint::decode(&[0xff; 7]).is_err());
     }
 
-    const PINNED_DEFINITION: &str = "73656e736f72732e74656d7073656e736f72732e74656d702e736d6f6f746800616c706861ffffff302e32ffffffffff0300000007070707070707070707070707070707070707070707070707070707070707070000000032ef000000000000c0ffffff0100000001000000000000000300000000000000fbffffffffffffff01000000000000000000000100000000000000000000000000000000000000000100000000000000090000000000000000e897b69a0100000109090909090909090909090909090909090909090909090909090909090909090000000000000004000000010101010101010101010101010101010101010101010101010101010101010100000000050000000000000020ffffff00000000010000000000000000000000000000004d00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000020000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000747261702061742035000000736d6f6f7468ffff8c0000005cfeffff9300000060feffff7cfeffff0200000003000000010000000100000089000000c8ffffff";
+    const PINNED_DEFINITION: &str = "197a395673656e736f72732e74656d7073656e736f72732e74656d702e736d6f6f746800616c706861ffffff302e32ffffffffff757365723a616c6963650000000000000300000007070707070707070707070707070707070707070707070707070707070707070000000032ef000000000000b0ffffff0100000001000000000000000300000000000000fbffffffffffffff01000000000000000000000100000000000000000000000000000000000000000100000000000000090000000000000000e897b69a010000010909090909090909090909090909090909090909090909090909090909090909000000010000008a00000040ffffff04000000010101010101010101010101010101010101010101010101010101010101010100000000050000000000000014ffffff00000000010000000000000000000000000000004d000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000200000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000747261702061742035000000736d6f6f7468ffff8c0000003cfeffff9300000040feffff6cfeffff0200000003000000010000000100000089000000c8ffffff";
+    /// The same definition as brokers before the checksum and the deployer wrote it.
+    const PINNED_FIRST_DEFINITION: &str = "73656e736f72732e74656d7073656e736f72732e74656d702e736d6f6f746800616c706861ffffff302e32ffffffffff0300000007070707070707070707070707070707070707070707070707070707070707070000000032ef000000000000c0ffffff0100000001000000000000000300000000000000fbffffffffffffff01000000000000000000000100000000000000000000000000000000000000000100000000000000090000000000000000e897b69a0100000109090909090909090909090909090909090909090909090909090909090909090000000000000004000000010101010101010101010101010101010101010101010101010101010101010100000000050000000000000020ffffff00000000010000000000000000000000000000004d00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000020000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000747261702061742035000000736d6f6f7468ffff8c0000005cfeffff9300000060feffff7cfeffff0200000003000000010000000100000089000000c8ffffff";
     const PINNED_CHECKPOINT: &str = "0102030000000000d20400000000000003000000000000006300000000000000070000000000000001000000d4ffffff0300000000000000";
     const PINNED_STARTS: &str =
         "01000000000000000000000000000000 02000000000000000000000000000000 00000000000000000300000000000000";
