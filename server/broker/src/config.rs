@@ -55,6 +55,8 @@ pub struct Config {
     /// Extra DNS names or addresses for the self-signed certificate.
     pub tls_names: Vec<String>,
     pub limits: Limits,
+    /// Per-principal rates and connections per address.
+    pub quotas: crate::quotas::QuotaConfig,
     /// How often retention runs.
     pub retention_check_ms: u64,
     /// sled page cache.
@@ -132,8 +134,6 @@ pub struct Limits {
     /// Fetch response bytes the broker holds at once, read but not yet taken by their clients:
     /// a fetch waits for its share, so slow readers cannot pin more memory than this.
     pub response_bytes_max: u64,
-    /// Per-principal rates and connections per address.
-    pub quotas: crate::quotas::QuotaConfig,
 }
 
 impl Default for Limits {
@@ -147,7 +147,6 @@ impl Default for Limits {
             pipeline_depth_max: 64,
             group_members_max: 1024,
             response_bytes_max: 512 * 1024 * 1024,
-            quotas: crate::quotas::QuotaConfig::default(),
         }
     }
 }
@@ -162,6 +161,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             tls_names: Vec::new(),
             limits: Limits::default(),
+            quotas: crate::quotas::QuotaConfig::default(),
             retention_check_ms: 10_000,
             cache_bytes: 256 * 1024 * 1024,
             processors: ProcessorConfig::default(),
@@ -197,6 +197,8 @@ pub struct FileConfig {
     pub quota_requests_per_s: Option<u64>,
     /// Open QUIC connections from one source address.
     pub connections_per_address_max: Option<usize>,
+    /// Rates of named principals, by principal (`user:NAME`, `device:ID`).
+    pub quotas: Option<std::collections::BTreeMap<String, crate::quotas::PrincipalQuota>>,
     pub processors: Option<FileProcessors>,
     pub otlp_endpoint: Option<String>,
     /// `on` (the default) or `off` (loudly; the only way to run without it on a non-loopback
@@ -272,12 +274,20 @@ impl Config {
         if let Some(v) = file.fetch_wait_ms_max {
             c.limits.fetch_wait_ms_max = v;
         }
-        let q = &mut c.limits.quotas;
+        let q = &mut c.quotas;
         q.produce_bytes_per_s = file.quota_produce_bytes_per_s.unwrap_or(q.produce_bytes_per_s);
         q.fetch_bytes_per_s = file.quota_fetch_bytes_per_s.unwrap_or(q.fetch_bytes_per_s);
         q.requests_per_s = file.quota_requests_per_s.unwrap_or(q.requests_per_s);
         q.connections_per_address_max =
             file.connections_per_address_max.map_or(q.connections_per_address_max, |v| v.max(1));
+        for (principal, quota) in file.quotas.unwrap_or_default() {
+            let named =
+                ["user:", "device:"].iter().any(|k| principal.strip_prefix(k).is_some_and(|n| !n.is_empty()));
+            if !named {
+                anyhow::bail!("quotas.{principal:?}: a quota names one principal, user:NAME or device:ID");
+            }
+            q.principals.insert(principal, quota);
+        }
         if let Some(v) = file.response_bytes_max {
             // At least one largest fetch (and one largest batch, which a fetch always returns).
             c.limits.response_bytes_max =
@@ -372,6 +382,20 @@ mod tests {
 
     /// A document whose caller removed a table of its own (the server binary's `[bridge]`) is
     /// read like a file: the rest as strictly, and an error points at its line.
+    #[test]
+    fn quotas_of_named_principals_fall_back_per_rate() {
+        use crate::quotas::Rate;
+        let path = Path::new("broker.toml");
+        let text = "quota_fetch_bytes_per_s = 100\n[quotas.\"user:bulk\"]\nproduce_bytes_per_s = 7\n";
+        let c = Config::from_document(DeTable::parse(text).unwrap(), text, path).unwrap();
+        assert_eq!(c.quotas.per_s("user:bulk", Rate::ProduceBytes), 7);
+        assert_eq!(c.quotas.per_s("user:bulk", Rate::FetchBytes), 100);
+        assert_eq!(c.quotas.per_s("user:other", Rate::ProduceBytes), 0);
+        for bad in ["[quotas.bulk]\nrequests_per_s = 1\n", "[quotas.\"user:a\"]\nrequests = 1\n"] {
+            assert!(Config::from_document(DeTable::parse(bad).unwrap(), bad, path).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn document_without_the_callers_tables() {
         let path = Path::new("broker.toml");

@@ -98,6 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store.clone(),
         durability.clone(),
         config.limits,
+        config.quotas.clone(),
         config.processors.clone(),
         metrics,
         auth.clone(),

@@ -1,23 +1,35 @@
 //! Quotas: per-principal rates of produce bytes, fetch bytes and requests, enforced by
 //! throttling as Kafka's quotas are (a request over its principal's rate waits, it is not
-//! refused), and open connections per source address.
+//! refused), and open connections per source address. One setting applies to every principal;
+//! named principals may have their own (`[quotas."user:NAME"]`), each rate unset falling back.
 //!
 //! Each rate is a virtual schedule (GCRA): a principal's next free time moves on by
 //! `amount / rate` with each use, and a use waits for whatever of it lies more than one second
 //! ahead, so a principal may burst one second's worth and then runs at its rate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Limits per principal (0: none) and per address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaConfig {
     pub produce_bytes_per_s: u64,
     pub fetch_bytes_per_s: u64,
     pub requests_per_s: u64,
     pub connections_per_address_max: usize,
+    /// Rates of named principals (`user:NAME`, `device:ID`) that differ from the above.
+    pub principals: BTreeMap<String, PrincipalQuota>,
+}
+
+/// One principal's own rates (0: none); `None` takes the setting every principal has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalQuota {
+    pub produce_bytes_per_s: Option<u64>,
+    pub fetch_bytes_per_s: Option<u64>,
+    pub requests_per_s: Option<u64>,
 }
 
 impl Default for QuotaConfig {
@@ -27,7 +39,21 @@ impl Default for QuotaConfig {
             fetch_bytes_per_s: 0,
             requests_per_s: 0,
             connections_per_address_max: 1024,
+            principals: BTreeMap::new(),
         }
+    }
+}
+
+impl QuotaConfig {
+    /// The rate of `rate` per second that `principal` runs under (0: none).
+    pub fn per_s(&self, principal: &str, rate: Rate) -> u64 {
+        let own = self.principals.get(principal);
+        let (own, all) = match rate {
+            Rate::ProduceBytes => (own.and_then(|q| q.produce_bytes_per_s), self.produce_bytes_per_s),
+            Rate::FetchBytes => (own.and_then(|q| q.fetch_bytes_per_s), self.fetch_bytes_per_s),
+            Rate::Requests => (own.and_then(|q| q.requests_per_s), self.requests_per_s),
+        };
+        own.unwrap_or(all)
     }
 }
 
@@ -67,11 +93,7 @@ impl Quotas {
 
     /// How long `principal` waits before a use of `amount` of `rate` at `now`.
     pub fn delay(&self, principal: &str, rate: Rate, amount: u64, now: Instant) -> Duration {
-        let per_s = match rate {
-            Rate::ProduceBytes => self.config.produce_bytes_per_s,
-            Rate::FetchBytes => self.config.fetch_bytes_per_s,
-            Rate::Requests => self.config.requests_per_s,
-        };
+        let per_s = self.config.per_s(principal, rate);
         if per_s == 0 || amount == 0 {
             return Duration::ZERO;
         }
@@ -128,6 +150,27 @@ mod tests {
         // Two seconds later the schedule has caught up again.
         assert_eq!(q.delay("user:a", Rate::ProduceBytes, 1000, t0 + Duration::from_secs(2)), Duration::ZERO);
         assert_eq!(q.delay("user:a", Rate::ProduceBytes, 100_000_000, t0), WAIT_MAX, "waits are capped");
+    }
+
+    #[test]
+    fn a_named_principal_has_its_own_rates() {
+        let own =
+            PrincipalQuota { produce_bytes_per_s: Some(0), requests_per_s: Some(10), ..Default::default() };
+        let q = Quotas::new(QuotaConfig {
+            produce_bytes_per_s: 1000,
+            fetch_bytes_per_s: 1000,
+            principals: [("user:bulk".to_string(), own)].into(),
+            ..QuotaConfig::default()
+        });
+        let t0 = Instant::now();
+        assert_eq!(q.delay("user:bulk", Rate::ProduceBytes, 1_000_000, t0), Duration::ZERO, "0: no limit");
+        assert_eq!(
+            q.delay("user:bulk", Rate::FetchBytes, 1500, t0),
+            Duration::from_millis(500),
+            "falls back"
+        );
+        assert_eq!(q.delay("user:bulk", Rate::Requests, 15, t0), Duration::from_millis(500), "its own");
+        assert_eq!(q.delay("user:other", Rate::ProduceBytes, 1500, t0), Duration::from_millis(500));
     }
 
     #[test]

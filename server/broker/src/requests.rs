@@ -33,7 +33,7 @@ use crate::durability::Durability;
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionHandle, Partitions};
 use crate::processors::{HostError, ProcessorHost};
-use crate::quotas::{Quotas, Rate};
+use crate::quotas::{QuotaConfig, Quotas, Rate};
 use silt_core::groups::{Coordinator, GroupError, Join};
 
 /// A response and the batch bytes that follow it.
@@ -97,6 +97,7 @@ impl Broker {
         store: Arc<Store>,
         durability: Arc<Durability>,
         limits: Limits,
+        quotas: QuotaConfig,
         processors: ProcessorConfig,
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
@@ -136,7 +137,7 @@ impl Broker {
             metrics,
             auth,
             responses,
-            quotas: Quotas::new(limits.quotas),
+            quotas: Quotas::new(quotas),
         }))
     }
 

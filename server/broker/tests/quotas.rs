@@ -131,3 +131,22 @@ async fn quotas_throttle_and_connections_per_address_are_capped() {
         .any(|r| r.value.contains(r#""operation":"connect""#) && r.value.contains(r#""outcome":"denied""#));
     assert!(audited, "the refused connection is in the audit");
 }
+
+/// A principal named in `[quotas."user:NAME"]` runs under its own rates: here the admin is
+/// freed of the produce rate every other principal has, and nothing it sends waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_principal_has_its_own_quota() {
+    let broker = BrokerProcess::start_with_config(
+        "quota_produce_bytes_per_s = 65536\n[quotas.\"user:admin\"]\nproduce_bytes_per_s = 0\n",
+        &[],
+    )
+    .await;
+    let client = broker.client().await;
+    create_topic(&client, "q", 1).await;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let values: Vec<String> = (0..24).map(|_| incompressible(&mut x, 10 * 1024)).collect();
+    produce(&client, "q", 0, &values, 1).await;
+    assert_eq!(read_all(&client, "q", FetchFrom::Earliest).await.len(), 24);
+    let throttled = metric(broker.admin, r#"silt_quota_throttled_total{quota="produce_bytes"}"#).await;
+    assert_eq!(throttled, 0, "the admin's own rate (none) applies, not everyone's");
+}
