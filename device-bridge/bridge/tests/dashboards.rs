@@ -464,6 +464,12 @@ impl Load {
         let client = &broker.client;
         let mut tasks = Vec::new();
 
+        // One request without a credential, refused (the refusals panel).
+        let config = silt_client::ClientConfig::new(broker.listen.to_string(), &broker.ca_cert).unwrap();
+        let anonymous = Client::connect(config).await.expect("connecting without a credential");
+        let refused = anonymous.list_topics().await.expect_err("a request without a credential");
+        assert!(refused.is_refusal(), "{refused:?}");
+
         // Frames: one rejected (data before hello), one duplicate, then a steady stream.
         let key = broker.add_device("dev-1").await;
         let mut early = TestDevice::connect(bridge.tcp, "dev-1", key).await;

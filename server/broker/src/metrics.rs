@@ -62,7 +62,7 @@ impl Metrics {
         let counter = |name: &str, help: &str, labels: &[&str]| r.counter_vec(name, help, labels);
         let gauge = |name: &str, help: &str, labels: &[&str]| r.gauge_vec(name, help, labels);
         let histogram = |name: &str, help: &str| r.histogram(name, help, &LATENCY_BUCKETS);
-        Metrics {
+        let metrics = Metrics {
             requests: counter("silt_requests_total", "Requests received, by kind.", &["request"]),
             request_errors: counter(
                 "silt_request_errors_total",
@@ -163,7 +163,16 @@ impl Metrics {
                 "Audit events dropped from the audit topic because its writer fell behind (still logged).",
             ),
             registry: r,
+        };
+        // Every series of the throttling and refusal counters exists from the start: a panel
+        // shows 0 rather than nothing, and a rate sees the first increment.
+        for quota in ["produce_bytes", "fetch_bytes", "requests"] {
+            metrics.quota_throttled.with_label_values(&[quota]);
         }
+        for reason in ["connections_max", "per_address"] {
+            metrics.connections_refused.with_label_values(&[reason]);
+        }
+        metrics
     }
 
     /// The text exposition of every metric.
