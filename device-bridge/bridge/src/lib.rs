@@ -8,7 +8,8 @@
 //! Code map: `session` (frame protocol state, no I/O) and `stream` (its TCP and serial
 //! drivers); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
 //! `journal` (the bridge's durable state) and `sequences` (per-device dedup); `registry`
-//! (cached device keys); `metrics` and the admin HTTP port. [`Ingest`] is what every device
+//! (cached device keys); `audit` (device refusals, to the broker's audit topic); `metrics` and
+//! the admin HTTP port. [`Ingest`] is what every device
 //! connection uses.
 //!
 //! Deliberately absent: any buffering without a bound (every queue has a limit in
@@ -17,6 +18,7 @@
 //! are `silt-devsim`, a crate of their own that talks to the bridge over sockets.
 
 pub mod appender;
+pub mod audit;
 pub mod config;
 pub mod journal;
 pub mod metrics;
@@ -35,6 +37,7 @@ use axum::routing::get;
 use silt_client::{Client, ClientConfig};
 
 use crate::appender::{Appender, AppenderConfig, AppenderHandle};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
@@ -51,6 +54,8 @@ pub struct Ingest {
     pub sequences: Arc<Sequences>,
     pub appender: AppenderHandle,
     pub metrics: Arc<Metrics>,
+    /// Device refusals, to the log and the broker's audit topic.
+    pub audit: Audit,
     /// Open device connections of every transport, against `limits.connections_max`.
     pub connections: AtomicUsize,
 }
@@ -90,10 +95,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Registry::new(client.clone(), Duration::from_millis(config.limits.key_cache_ms));
     let ingest = Arc::new(Ingest {
         config: config.clone(),
-        client,
+        client: client.clone(),
         registry,
         sequences,
         appender: handle,
+        audit: Audit::start(client.clone(), metrics.clone()),
         metrics: metrics.clone(),
         connections: AtomicUsize::new(0),
     });

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub journal_flush_seconds: Histogram,
     /// Broker requests of the appender that failed and were retried.
     pub broker_retries: IntCounter,
+    /// Device refusals that could not reach the broker's audit topic (they are still logged).
+    pub audit_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -86,6 +88,10 @@ impl Metrics {
                 "One journal flush.",
             ),
             broker_retries: c("silt_bridge_broker_retries_total", "Broker requests retried after a failure."),
+            audit_dropped: c(
+                "silt_bridge_audit_dropped_total",
+                "Device refusals that did not reach the broker's audit topic (still logged).",
+            ),
             registry: r,
         }
     }

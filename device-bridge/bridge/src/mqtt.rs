@@ -114,14 +114,15 @@ async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, ingest: Arc<Ing
         let _ = socket.set_nodelay(true);
         let (ingest, tls) = (ingest.clone(), tls.clone());
         tokio::spawn(async move {
+            let source = peer.to_string();
             let ended = match tls {
-                None => session(socket, &ingest).await,
+                None => session(socket, &ingest, &source).await,
                 // The handshake counts against the CONNECT deadline too.
                 Some(tls) => {
                     match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), tls.accept(socket))
                         .await
                     {
-                        Ok(Ok(stream)) => session(stream, &ingest).await,
+                        Ok(Ok(stream)) => session(stream, &ingest, &source).await,
                         Ok(Err(e)) => Err(SessionError::Protocol(format!("TLS handshake failed: {e}"))),
                         Err(_) => Err(SessionError::Protocol("no TLS handshake in time".into())),
                     }
@@ -191,6 +192,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     socket: S,
     ingest: &Arc<Ingest>,
+    peer: &str,
 ) -> Result<(), SessionError> {
     let mut conn = Conn {
         socket,
@@ -211,6 +213,13 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let (device, login_key, entry) = match &connect.login {
         None => {
+            ingest.audit.refused(
+                None,
+                peer,
+                "mqtt-connect",
+                String::new(),
+                "CONNECT without username and password",
+            );
             refuse(&mut conn, ConnectReturnCode::NotAuthorized, "no_login")?;
             conn.flush().await?;
             return Err(SessionError::Protocol("CONNECT without username and password".into()));
@@ -247,6 +256,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             match found {
                 Ok(found) => found,
                 Err((code, reason, why)) => {
+                    if code != ConnectReturnCode::ServiceUnavailable {
+                        let device = Some(login.username.as_str());
+                        let resource = format!("device:{}", login.username);
+                        ingest.audit.refused(device, peer, "mqtt-connect", resource, &why);
+                    }
                     refuse(&mut conn, code, reason)?;
                     conn.flush().await?;
                     return Err(SessionError::Protocol(format!("{why} ({:?})", login.username)));
@@ -257,7 +271,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     conn.queue(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))?;
     conn.flush().await?;
     ingest.metrics.mqtt_sessions.inc();
-    let result = serve(&mut conn, ingest, &device, (login_key, entry), connect.keep_alive).await;
+    let result = serve(&mut conn, ingest, (&device, peer), (login_key, entry), connect.keep_alive).await;
     ingest.metrics.mqtt_sessions.dec();
     result
 }
@@ -265,7 +279,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     ingest: &Arc<Ingest>,
-    device: &Arc<str>,
+    (device, peer): (&Arc<str>, &str),
     (login_key, entry): (Key, Arc<Device>),
     keep_alive_s: u16,
 ) -> Result<(), SessionError> {
@@ -287,7 +301,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         tokio::select! {
             _ = recheck.tick() => {
-                if let Some(d) = current_rights(ingest, device, &login_key).await? {
+                if let Some(d) = current_rights(ingest, (device, peer), &login_key).await? {
                     rights.send_replace(d);
                 }
             }
@@ -317,7 +331,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         };
                         if !rights.borrow().may(device, Operation::Produce, &topic) {
                             ingest.metrics.mqtt_refused.with_label_values(&["forbidden_publish"]).inc();
-                            tracing::warn!(target: "silt::audit", %device, %topic, "refused: the device may not publish to the topic");
+                            ingest.audit.refused(Some(device), peer, "mqtt-publish", format!("topic:{topic}"), "the device may not publish to the topic; the session is closed");
                             return Err(SessionError::Protocol(format!("device {device:?} may not publish to {topic:?}")));
                         }
                         let mut records = vec![OutRecord { topic, key: device.clone(), timestamp_ms: unix_ms(SystemTime::now()), value: p.payload.to_vec(), headers: Vec::new() }];
@@ -347,9 +361,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                             // may not read it; a wildcard follows only the topics it may.
                             let exact = !f.path.contains(['+', '#']);
                             let named = exact.then(|| silt_topic(&ingest.config.mqtt.map, &f.path)).flatten();
-                            if exact && !named.is_some_and(|t| rights.borrow().may(device, Operation::Consume, &t)) {
+                            if exact && !named.as_ref().is_some_and(|t| rights.borrow().may(device, Operation::Consume, t)) {
                                 ingest.metrics.mqtt_refused.with_label_values(&["forbidden_subscribe"]).inc();
-                                tracing::warn!(target: "silt::audit", %device, filter = %f.path, "refused: the device may not subscribe to the topic");
+                                let resource = named.as_ref().map_or_else(|| format!("mqtt:{}", f.path), |t| format!("topic:{t}"));
+                                ingest.audit.refused(Some(device), peer, "mqtt-subscribe", resource, "the device may not read the topic");
                                 codes.push(SubscribeReasonCode::Failure);
                                 continue;
                             }
@@ -415,28 +430,29 @@ impl Reader {
 /// be asked, and the session keeps what it had until the next check.
 async fn current_rights(
     ingest: &Ingest,
-    device: &str,
+    (device, peer): (&str, &str),
     login_key: &Key,
 ) -> Result<Option<Arc<Device>>, SessionError> {
     let now = unix_ms(SystemTime::now());
-    match ingest.registry.lookup(device).await {
-        Ok(Lookup::Active(d)) if d.keys(now).any(|k| k == login_key) => Ok(Some(d)),
-        Ok(Lookup::Active(_)) => {
-            tracing::warn!(target: "silt::audit", %device, "closing the MQTT session: its key was rotated out");
-            Err(SessionError::Protocol(format!(
-                "the key device {device:?} logged in with is no longer valid"
-            )))
-        }
-        Ok(_) => {
-            tracing::warn!(target: "silt::audit", %device, "closing the MQTT session: the device was revoked");
-            Err(SessionError::Protocol(format!("device {device:?} was revoked")))
-        }
+    let why = match ingest.registry.lookup(device).await {
+        Ok(Lookup::Active(d)) if d.keys(now).any(|k| k == login_key) => return Ok(Some(d)),
+        Ok(Lookup::Active(_)) => "its key was rotated out",
+        Ok(_) => "the device was revoked",
         // The registry being unreachable for a moment ends no session; the next check decides.
         Err(e) => {
             tracing::warn!(%device, error = %e, "device registry unreachable; keeping the session's rights");
-            Ok(None)
+            return Ok(None);
         }
-    }
+    };
+    let resource = format!("device:{device}");
+    ingest.audit.refused(
+        Some(device),
+        peer,
+        "session",
+        resource,
+        &format!("the MQTT session is closed: {why}"),
+    );
+    Err(SessionError::Protocol(format!("device {device:?}: {why}")))
 }
 
 /// Follows every Silt topic whose MQTT name matches `filter` and that the device may read:

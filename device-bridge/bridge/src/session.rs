@@ -74,6 +74,8 @@ struct Bound {
 #[derive(Default)]
 pub struct Session {
     bound: Option<Bound>,
+    /// The topic of the last reading refused as `Forbidden`, for the driver's audit.
+    refused_topic: Option<Arc<str>>,
 }
 
 fn nack(seq: u32, ack: u32, reason: NackReason, key: Key) -> (Step, Outcome) {
@@ -85,6 +87,11 @@ impl Session {
     /// The device this connection's hello named, if any.
     pub fn device(&self) -> Option<&Arc<str>> {
         self.bound.as_ref().map(|b| &b.device)
+    }
+
+    /// The topic a reading was refused for by the last `Forbidden` nack, taken once.
+    pub fn take_refused_topic(&mut self) -> Option<Arc<str>> {
+        self.refused_topic.take()
     }
 
     /// The key to tag replies with: the bound device's, or the zero key.
@@ -154,9 +161,9 @@ impl Session {
                     .iter()
                     .find(|r| !device.may(&b.device, Operation::Produce, &b.topics[r.kind_name()]))
                 {
-                    let topic = &b.topics[r.kind_name()];
-                    tracing::warn!(target: "silt::audit", device = %b.device, %topic, "refused: the device may not produce to the topic");
-                    return nack(seq, sequences.durable(&b.device), NackReason::Forbidden, key);
+                    let ack = sequences.durable(&b.device);
+                    self.refused_topic = Some(b.topics[r.kind_name()].clone());
+                    return nack(seq, ack, NackReason::Forbidden, key);
                 }
                 match sequences.decide(&b.device, seq) {
                     Decision::Next => {

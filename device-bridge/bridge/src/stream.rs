@@ -156,9 +156,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                     let (used, frame) = deframer.push(input);
                     input = &input[used..];
                     let Some(frame) = frame else { continue };
+                    let mut named = None;
                     let (step, outcome) = match frame.map_err(silt_frame::FrameError::from).and_then(silt_frame::decode) {
                         Err(e) => session.undecodable(e),
                         Ok(unverified) => {
+                            named = unverified.device();
                             let lookup = match session.key_owner(&unverified) {
                                 None => Ok(Lookup::Unknown),
                                 Some(owner) => ingest.registry.lookup(owner).await,
@@ -176,6 +178,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                         }
                     };
                     count(ingest, outcome);
+                    if let Outcome::Rejected(reason) = outcome {
+                        audit(ingest, &mut session, named, peer, reason);
+                    }
                     if bound && matches!(outcome, Outcome::Rejected(NackReason::Revoked | NackReason::UnknownDevice)) {
                         // The connection's device was revoked: its nack goes out, then the
                         // connection closes.
@@ -224,13 +229,40 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
             out.clear();
         }
         if closing {
-            tracing::warn!(target: "silt::audit", %peer, "closing a frame connection: its device was revoked");
+            let device = session.device().map(|d| &**d);
+            let resource = format!("device:{}", device.unwrap_or("-"));
+            ingest.audit.refused(
+                device,
+                peer,
+                "session",
+                resource,
+                "the frame connection is closed: its device was revoked",
+            );
             break;
         }
     }
     if bound {
         ingest.metrics.devices_connected.dec();
     }
+}
+
+/// Reports a frame refused for its device's identity or rights (not for its form or order).
+fn audit(ingest: &Ingest, session: &mut Session, named: Option<&str>, peer: &str, reason: NackReason) {
+    let why = match reason {
+        NackReason::BadTag => "the frame's tag does not match the device's key",
+        NackReason::UnknownDevice => "no device with this id is registered",
+        NackReason::Revoked => "the device is revoked",
+        NackReason::WrongDevice => "the frame names another device than the connection's hello",
+        NackReason::Forbidden => "the device may not produce to the topic",
+        _ => return,
+    };
+    let refused_topic = session.take_refused_topic();
+    let device = named.or(session.device().map(|d| &**d));
+    let resource = match refused_topic {
+        Some(topic) => format!("topic:{topic}"),
+        None => format!("device:{}", device.unwrap_or("-")),
+    };
+    ingest.audit.refused(device, peer, "frame", resource, why);
 }
 
 fn count(ingest: &Ingest, outcome: Outcome) {

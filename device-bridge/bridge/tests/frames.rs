@@ -109,6 +109,10 @@ async fn bad_frames_get_nacks_with_reasons_and_nothing_is_stored() {
             "{reason}: {metrics}"
         );
     }
+    // Refusals of identity are the devices' in the broker's audit; errors of form are not.
+    await_refusal(&broker.client, "device:dev-2", "frame", "device:dev-2").await;
+    await_refusal(&broker.client, "device:nobody", "frame", "device:nobody").await;
+    await_refusal(&broker.client, "device:dev-3", "frame", "device:dev-3").await;
     drop(bridge);
     broker.stop().await;
 }

@@ -149,6 +149,15 @@ async fn bad_logins_are_refused() {
         matches!(got, Err(rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized))),
         "{got:?}"
     );
+    for device in ["mqtt-2", "nobody"] {
+        await_refusal(
+            &broker.client,
+            &format!("device:{device}"),
+            "mqtt-connect",
+            &format!("device:{device}"),
+        )
+        .await;
+    }
     drop(bridge);
     broker.stop().await;
 }
@@ -382,6 +391,8 @@ async fn a_device_is_held_to_its_rights() {
         .metrics()
         .await
         .contains(r#"silt_bridge_mqtt_refused_total{reason="forbidden_publish"} 2"#));
+    await_refusal(&broker.client, "device:d-own", "mqtt-publish", "topic:plant.line1").await;
+    await_refusal(&broker.client, "device:d-own", "mqtt-subscribe", "topic:devices.d-other.commands").await;
     drop(bridge);
     broker.stop().await;
 }

@@ -190,6 +190,33 @@ pub enum Request {
         id: String,
         overlap_ms: u64,
     },
+    /// Refusals a bridge made for the devices it serves (a failed login, a frame or an MQTT
+    /// packet outside the device's rights), for the audit topic. Needs `device-keys` on every
+    /// device named (on `device:*` for an event naming none): only a bridge trusted with a
+    /// device's key speaks for it. At most [`DEVICE_REFUSALS_MAX`] events.
+    AuditDevices {
+        events: Vec<DeviceRefusal>,
+    },
+}
+
+/// Events one [`Request::AuditDevices`] carries at most.
+pub const DEVICE_REFUSALS_MAX: usize = 256;
+/// Bytes of one field of a [`DeviceRefusal`] at most.
+pub const DEVICE_REFUSAL_FIELD_BYTES_MAX: usize = 512;
+
+/// One refusal of a device by a bridge.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRefusal {
+    /// The device id the attempt claimed, when it is a well-formed one.
+    pub device: Option<String>,
+    /// Where the attempt came from as the bridge saw it (`IP:PORT`, a serial line).
+    pub source: String,
+    /// `mqtt-connect`, `mqtt-publish`, `mqtt-subscribe`, `frame`, `session`.
+    pub operation: String,
+    /// `topic:NAME` or `device:ID`.
+    pub resource: String,
+    /// Why.
+    pub detail: String,
 }
 
 /// A deployed processor to apply at consume time.

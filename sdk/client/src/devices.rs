@@ -1,7 +1,7 @@
 //! Device registry calls: add, rotate, list, revoke, and the key lookup bridges use.
 
 use bytes::Bytes;
-use silt_wire::{DeviceInfo, Request, Response};
+use silt_wire::{DeviceInfo, DeviceRefusal, Request, Response};
 
 use crate::connection::{unexpected, Client};
 use crate::ClientError;
@@ -33,6 +33,15 @@ impl Client {
     /// One device with its key.
     pub async fn get_device(&self, id: &str) -> Result<DeviceInfo, ClientError> {
         self.device_call(Request::GetDevice { id: id.into() }).await
+    }
+
+    /// Writes refusals this bridge made for its devices to the broker's audit (at most
+    /// `silt_wire::message::DEVICE_REFUSALS_MAX` at once; needs `device-keys` on each device).
+    pub async fn audit_devices(&self, events: Vec<DeviceRefusal>) -> Result<(), ClientError> {
+        match self.request(&Request::AuditDevices { events }, Bytes::new()).await?.0 {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn device_call(&self, request: Request) -> Result<DeviceInfo, ClientError> {

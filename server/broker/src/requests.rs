@@ -193,7 +193,8 @@ impl Broker {
             | Request::RotateDevice { .. }
             | Request::ListDevices
             | Request::RevokeDevice { .. }
-            | Request::GetDevice { .. } => "device",
+            | Request::GetDevice { .. }
+            | Request::AuditDevices { .. } => "device",
             r if rights::is_auth(r) => "auth",
             _ => "admin",
         };
@@ -612,6 +613,10 @@ impl Broker {
                 d.rights = self.auth.device_rights(&id);
                 Response::Device(d)
             })),
+            Request::AuditDevices { events } => match self.auth.device_refusals(principal, events) {
+                Ok(()) => (Response::Done, Bytes::new()),
+                Err(r) => error(r.code, r.message),
+            },
             Request::ProcessorStatus { name } => {
                 host_reply(self.processors.status(&name).map(Response::Processor))
             }

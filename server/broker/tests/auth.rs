@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use silt_client::{AclEntry, Client, ClientError, Credential, ErrorCode, FetchFrom, Operation};
-use silt_wire::{Deployment, PartitionOffset, Request, Response};
+use silt_wire::{Deployment, DeviceRefusal, PartitionOffset, Request, Response};
 use support::{abi_module, batch_of, create_topic, read_all, BrokerProcess, PASSTHROUGH};
 
 /// Bound on an audit record reaching the audit topic.
@@ -219,6 +219,19 @@ async fn authorization_matrix() {
         case(Request::AddDevice { id: "d1".into() }, &[(Op::ManageDevices, "device:d1")]),
         case(Request::ListDevices, &[(Op::Describe, "device:*")]),
         case(Request::GetDevice { id: "d1".into() }, &[(Op::DeviceKeys, "device:*")]),
+        case(Request::RotateDevice { id: "d1".into(), overlap_ms: 0 }, &[(Op::ManageDevices, "device:d*")]),
+        case(
+            Request::AuditDevices {
+                events: vec![DeviceRefusal {
+                    device: Some("d1".into()),
+                    source: "127.0.0.1:9".into(),
+                    operation: "frame".into(),
+                    resource: "device:d1".into(),
+                    detail: "a bad tag".into(),
+                }],
+            },
+            &[(Op::DeviceKeys, "device:d1")],
+        ),
         case(Request::RevokeDevice { id: "d1".into() }, &[(Op::ManageDevices, "device:d1")]),
         case(Request::DeleteTopic { name: "mx.new".into() }, &[(Op::DeleteTopic, "topic:mx.new")]),
         case(
@@ -408,6 +421,22 @@ async fn the_audit_topic_is_the_brokers_own() {
         audit_events(&admin).await.iter().all(|e| e["principal"].is_string()),
         "every record is the broker's"
     );
+    // A bridge's report of device refusals is held to its caps.
+    let refusal = |device: &str, detail: usize| DeviceRefusal {
+        device: Some(device.into()),
+        source: "127.0.0.1:9".into(),
+        operation: "frame".into(),
+        resource: format!("device:{device}"),
+        detail: "x".repeat(detail),
+    };
+    for events in [
+        vec![refusal("d1", 1); silt_wire::message::DEVICE_REFUSALS_MAX + 1],
+        vec![refusal("d1", silt_wire::message::DEVICE_REFUSAL_FIELD_BYTES_MAX + 1)],
+        vec![refusal("not an id", 1)],
+    ] {
+        let r = admin.request(&Request::AuditDevices { events }, Bytes::new()).await;
+        assert_eq!(code(&r), Some(ErrorCode::InvalidRequest), "{r:?}");
+    }
 }
 
 /// A processor runs with its deployer's rights: one who may not write a topic cannot deploy a

@@ -419,3 +419,30 @@ pub fn count_readings(records: &[ConsumedRecord]) -> std::collections::HashMap<(
 mod abi;
 #[allow(unused_imports)]
 pub use abi::{abi_module, PASSTHROUGH};
+
+/// Waits (up to [`WAIT`]) for the broker's audit topic to hold a denied event of `principal`
+/// for `operation` on `resource`; panics naming what is missing.
+#[allow(dead_code)]
+pub async fn await_refusal(client: &Client, principal: &str, operation: &str, resource: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let config = ConsumerConfig { from: FetchFrom::Earliest, follow: false, ..ConsumerConfig::default() };
+        let mut consumer = Consumer::new(client, "silt.audit", config).await.expect("reading silt.audit");
+        let mut found = false;
+        while let Some(r) = consumer.next_record().await {
+            let e: serde_json::Value = serde_json::from_slice(&r.expect("an audit record").value).unwrap();
+            found |= e["principal"] == principal
+                && e["operation"] == operation
+                && e["resource"] == resource
+                && e["outcome"] == "denied";
+        }
+        if found {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no denied {operation} of {principal} on {resource} in silt.audit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,11 +8,11 @@
 //! for it to `DATA_DIR/admin.token` (mode 0600).
 
 pub mod audit;
+mod delegated;
 pub mod lockout;
 mod peers;
 pub mod producers;
 pub mod rights;
-mod running;
 pub mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -111,6 +111,16 @@ pub fn needs(request: &Request, principal: &str) -> Need {
         }
         Request::ListDevices => one(Op::Describe, "device:*".into()),
         Request::GetDevice { id } => one(Op::DeviceKeys, format!("device:{id}")),
+        Request::AuditDevices { events } => {
+            let mut rights = Vec::new();
+            for e in events {
+                let right = (Op::DeviceKeys, format!("device:{}", e.device.as_deref().unwrap_or("*")));
+                if !rights.contains(&right) {
+                    rights.push(right);
+                }
+            }
+            Need::Rights(rights)
+        }
         Request::AddUser { name, .. } | Request::RemoveUser { name } => {
             one(Op::ManageAuth, format!("user:{name}"))
         }
@@ -173,6 +183,7 @@ pub fn name(request: &Request) -> &'static str {
         Request::ListAcls { .. } => "list-acls",
         Request::InitProducer { .. } => "init-producer",
         Request::RotateDevice { .. } => "rotate-device",
+        Request::AuditDevices { .. } => "audit-devices",
     }
 }
 
@@ -253,6 +264,7 @@ pub fn resource(request: &Request) -> String {
         Request::RevokeToken { id } => format!("token:{id}"),
         Request::GrantAcl { entry } | Request::RevokeAcl { entry } => entry.to_string(),
         Request::InitProducer { id: Some(id) } => format!("producer:{id}"),
+        Request::AuditDevices { .. } => "device:*".into(),
         Request::InitProducer { id: None }
         | Request::Authenticate { .. }
         | Request::WhoAmI
