@@ -62,8 +62,9 @@ step "cargo test"
 cargo test --workspace --locked
 
 step "fuzz the decoders of untrusted bytes"
-# 20 s of libFuzzer on each decoder of untrusted bytes: device frames, and the network frames,
-# control messages and record batches of the protocol (installs cargo-fuzz once).
+# 20 s of libFuzzer on each decoder of untrusted bytes: device frames, the network frames,
+# control messages and record batches of the protocol, and the control-plane records on disk
+# (installs cargo-fuzz once).
 scripts/fuzz.sh 20
 
 echo

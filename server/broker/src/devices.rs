@@ -6,20 +6,14 @@
 //! come back under a new key; `AddDevice` of a revoked id enrols it again with a new key.
 //! `RotateDevice` gives a new key and keeps the old one valid for an overlap window.
 //!
-//! Each entry is a checksummed record (`auth::stored`); entries of the first format (48 bytes:
-//! key, created and revoked times, no checksum) are still read.
+//! Each entry is a checksummed record (`silt_storage::records::devices`).
 
 use ring::rand::{SecureRandom, SystemRandom};
-use rkyv::{Archive, Deserialize, Serialize};
+use silt_storage::records::devices::StoredDevice;
+pub use silt_storage::records::devices::DEVICE_KEY_BYTES;
+use silt_storage::records::seal;
 use silt_storage::{StorageError, Store};
 use silt_wire::{check_device_id, DeviceInfo, ErrorCode};
-
-use crate::auth::stored::{open, seal};
-
-/// Bytes of a device key (HMAC-SHA256 key of its frames).
-pub const DEVICE_KEY_BYTES: usize = 32;
-/// The first format: key, created time, revoked time (`i64::MIN`: not revoked).
-const LEGACY_ENTRY_BYTES: usize = DEVICE_KEY_BYTES + 8 + 8;
 /// Longest overlap of an old and a new key after a rotation: 30 days.
 pub const ROTATION_OVERLAP_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 /// Tries of a change that lost a race with another change of the same device.
@@ -46,44 +40,19 @@ fn unknown(id: &str) -> RegistryError {
     RegistryError { code: ErrorCode::UnknownDevice, message: format!("no device {id:?} is registered") }
 }
 
-/// One device as the devices tree holds it.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct StoredDevice {
-    pub key: [u8; DEVICE_KEY_BYTES],
-    pub created_ms: i64,
-    pub revoked_ms: Option<i64>,
-    /// The key before the last rotation and until when it is still accepted.
-    pub previous: Option<([u8; DEVICE_KEY_BYTES], i64)>,
+fn decode(id: &str, bytes: &[u8]) -> Result<StoredDevice, RegistryError> {
+    StoredDevice::decode(id, bytes).map_err(|message| RegistryError { code: ErrorCode::Storage, message })
 }
 
-impl StoredDevice {
-    fn decode(id: &str, bytes: &[u8]) -> Result<StoredDevice, RegistryError> {
-        if bytes.len() == LEGACY_ENTRY_BYTES {
-            let mut key = [0u8; DEVICE_KEY_BYTES];
-            key.copy_from_slice(&bytes[..DEVICE_KEY_BYTES]);
-            let int = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-            let revoked = int(DEVICE_KEY_BYTES + 8);
-            return Ok(StoredDevice {
-                key,
-                created_ms: int(DEVICE_KEY_BYTES),
-                revoked_ms: (revoked != i64::MIN).then_some(revoked),
-                previous: None,
-            });
-        }
-        open(&format!("entry of device {id:?}"), bytes)
-            .map_err(|message| RegistryError { code: ErrorCode::Storage, message })
-    }
-
-    fn info(&self, id: &str, with_key: bool) -> DeviceInfo {
-        DeviceInfo {
-            id: id.to_string(),
-            key: with_key.then(|| self.key.to_vec()),
-            created_ms: self.created_ms,
-            revoked_ms: self.revoked_ms,
-            previous_key: self.previous.filter(|_| with_key).map(|(k, _)| k.to_vec()),
-            previous_until_ms: self.previous.map(|(_, until)| until),
-            rights: None,
-        }
+fn info(d: &StoredDevice, id: &str, with_key: bool) -> DeviceInfo {
+    DeviceInfo {
+        id: id.to_string(),
+        key: with_key.then(|| d.key.to_vec()),
+        created_ms: d.created_ms,
+        revoked_ms: d.revoked_ms,
+        previous_key: d.previous.filter(|_| with_key).map(|(k, _)| k.to_vec()),
+        previous_until_ms: d.previous.map(|(_, until)| until),
+        rights: None,
     }
 }
 
@@ -106,7 +75,7 @@ fn update(
     check_device_id(id).map_err(invalid)?;
     for _ in 0..UPDATE_TRIES {
         let old = store.device(id)?;
-        let current = old.as_deref().map(|b| StoredDevice::decode(id, b)).transpose()?;
+        let current = old.as_deref().map(|b| decode(id, b)).transpose()?;
         let next = change(current)?;
         let done = match &old {
             None => store.insert_device(id, &seal(&next))?,
@@ -133,7 +102,7 @@ pub fn add(store: &Store, id: &str, now_ms: i64) -> Result<DeviceInfo, RegistryE
         }),
         _ => Ok(StoredDevice { key, created_ms: now_ms, revoked_ms: None, previous: None }),
     })?;
-    Ok(entry.info(id, true))
+    Ok(info(&entry, id, true))
 }
 
 /// Gives `id` a new key; the current one stays valid for `overlap_ms`.
@@ -150,23 +119,19 @@ pub fn rotate(store: &Store, id: &str, overlap_ms: u64, now_ms: i64) -> Result<D
         Some(d) if d.revoked_ms.is_some() => Err(invalid(format!("device {id:?} is revoked; add it again"))),
         Some(d) => Ok(StoredDevice { key, previous: (overlap_ms > 0).then_some((d.key, until)), ..d }),
     })?;
-    Ok(entry.info(id, true))
+    Ok(info(&entry, id, true))
 }
 
 /// Every device, without keys.
 pub fn list(store: &Store) -> Result<Vec<DeviceInfo>, RegistryError> {
-    store
-        .devices()?
-        .into_iter()
-        .map(|(id, bytes)| Ok(StoredDevice::decode(&id, &bytes)?.info(&id, false)))
-        .collect()
+    store.devices()?.into_iter().map(|(id, bytes)| Ok(info(&decode(&id, &bytes)?, &id, false))).collect()
 }
 
 /// One device, with its keys.
 pub fn get(store: &Store, id: &str) -> Result<DeviceInfo, RegistryError> {
     check_device_id(id).map_err(invalid)?;
     let bytes = store.device(id)?.ok_or_else(|| unknown(id))?;
-    Ok(StoredDevice::decode(id, &bytes)?.info(id, true))
+    Ok(info(&decode(id, &bytes)?, id, true))
 }
 
 /// Revokes `id` (idempotent: a second revoke keeps the first time); durable when it returns.
@@ -175,7 +140,7 @@ pub fn revoke(store: &Store, id: &str, now_ms: i64) -> Result<DeviceInfo, Regist
         None => Err(unknown(id)),
         Some(d) => Ok(StoredDevice { revoked_ms: Some(d.revoked_ms.unwrap_or(now_ms)), previous: None, ..d }),
     })?;
-    Ok(entry.info(id, false))
+    Ok(info(&entry, id, false))
 }
 
 #[cfg(test)]
@@ -206,7 +171,7 @@ mod tests {
         assert_eq!(again.revoked_ms, None);
         assert_ne!(again.key, rotated.key);
 
-        let mut legacy = [7u8; LEGACY_ENTRY_BYTES];
+        let mut legacy = [7u8; silt_storage::records::devices::FIRST_FORMAT_BYTES];
         legacy[DEVICE_KEY_BYTES..DEVICE_KEY_BYTES + 8].copy_from_slice(&5i64.to_le_bytes());
         legacy[DEVICE_KEY_BYTES + 8..].copy_from_slice(&i64::MIN.to_le_bytes());
         assert!(store.insert_device("old", &legacy).unwrap());

@@ -78,6 +78,7 @@ mod error;
 mod layout;
 mod partition;
 mod processors;
+pub mod records;
 mod store;
 
 pub use auth::AuthTree;

@@ -13,7 +13,6 @@ pub mod lockout;
 mod peers;
 pub mod producers;
 pub mod rights;
-pub mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,7 +28,7 @@ use silt_wire::{AclEntry, Credential, ErrorCode, Operation, Request, Response};
 
 use self::audit::{Audit, Event, Outcome};
 use self::lockout::Lockout;
-use self::stored::{acl_key, open, seal, StoredToken, StoredUser};
+use silt_storage::records::{acl_key, open, seal, StoredToken, StoredUser};
 
 /// Settings of authentication.
 #[derive(Debug, Clone, Copy)]
@@ -169,27 +168,25 @@ fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-impl StoredToken {
-    fn info(&self) -> TokenInfo {
-        TokenInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            user: self.user.clone(),
-            created_ms: self.created_ms,
-            expires_ms: self.expires_ms,
-            revoked_ms: self.revoked_ms,
-        }
+fn token_info(t: &StoredToken) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        user: t.user.clone(),
+        created_ms: t.created_ms,
+        expires_ms: t.expires_ms,
+        revoked_ms: t.revoked_ms,
     }
+}
 
-    fn live(&self, now_ms: i64) -> Result<(), &'static str> {
-        if self.revoked_ms.is_some() {
-            return Err("the token is revoked");
-        }
-        if self.expires_ms.is_some_and(|e| e <= now_ms) {
-            return Err("the token has expired");
-        }
-        Ok(())
+fn token_live(t: &StoredToken, now_ms: i64) -> Result<(), &'static str> {
+    if t.revoked_ms.is_some() {
+        return Err("the token is revoked");
     }
+    if t.expires_ms.is_some_and(|e| e <= now_ms) {
+        return Err("the token has expired");
+    }
+    Ok(())
 }
 
 /// What every device may do on a new broker: publish readings under the bridge's namespace,
@@ -376,7 +373,7 @@ impl Auth {
                 if diff != 0 {
                     return Err("unknown token");
                 }
-                stored.live(now_ms)?;
+                token_live(stored, now_ms)?;
                 if !state.users.contains_key(&stored.user) {
                     return Err("the token's user was removed");
                 }
@@ -440,7 +437,7 @@ impl Auth {
         let state = self.state.read().expect("auth lock");
         let valid = match &p.method {
             Method::Token(id) => match state.tokens.get(id) {
-                Some(t) => t.live(now_ms).and_then(|()| {
+                Some(t) => token_live(t, now_ms).and_then(|()| {
                     if state.users.contains_key(&t.user) {
                         Ok(())
                     } else {
@@ -572,7 +569,7 @@ impl Auth {
             return Err(storage("token id collision; try again"));
         }
         self.store.flush().map_err(storage)?;
-        let info = token.info();
+        let info = token_info(&token);
         state.tokens.insert(id.clone(), token);
         Ok((info, format!("{TOKEN_PREFIX}{id}_{secret}")))
     }
@@ -627,7 +624,7 @@ impl Auth {
             self.store.flush().map_err(storage)?;
             *token = revoked;
         }
-        Ok(token.info())
+        Ok(token_info(token))
     }
 
     /// Answers the requests about principals and rights (after [`Auth::authorize`]).
@@ -701,7 +698,7 @@ impl Auth {
                     .tokens
                     .values()
                     .filter(|t| user.as_ref().is_none_or(|u| &t.user == u))
-                    .map(StoredToken::info)
+                    .map(token_info)
                     .collect();
                 Ok(Response::Tokens(list))
             }

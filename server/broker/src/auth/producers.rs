@@ -7,23 +7,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rkyv::{Archive, Deserialize, Serialize};
 use silt_core::partition::ANONYMOUS_PRODUCER;
+use silt_storage::records::{open, seal, StoredProducer};
 use silt_storage::{AuthTree, Store};
 use silt_wire::ErrorCode;
 
-use super::stored::{open, seal};
 use super::{refuse, storage, Principal, Refusal, Session};
-
-/// A producer id as the producers tree holds it (under the id's 8 big-endian bytes).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct StoredProducer {
-    pub id: u64,
-    /// The principal it is bound to, as `user:NAME`.
-    pub principal: String,
-    pub epoch: u32,
-    pub claimed_ms: i64,
-}
 
 /// The ids a connection holds, and at which epoch.
 #[derive(Debug, Default)]

@@ -24,7 +24,6 @@
 mod modules;
 mod pipeline;
 mod read_time;
-pub(crate) mod records;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +44,7 @@ use crate::config::ProcessorConfig;
 use crate::durability::Durability;
 use crate::metrics::Metrics;
 use crate::partitions::Partitions;
+use silt_storage::records::processors as records;
 
 /// Versions kept per processor; the oldest are dropped beyond this.
 const VERSIONS_MAX: usize = 64;
@@ -117,6 +117,11 @@ fn save(store: &Store, def: &StoredDefinition) -> Result<(), HostError> {
     Ok(())
 }
 
+/// A stored definition, or the storage error its damage is.
+fn decode_definition(bytes: &[u8]) -> Result<StoredDefinition, HostError> {
+    StoredDefinition::decode(bytes).map_err(|m| HostError::new(ErrorCode::Storage, m))
+}
+
 fn check_name(name: &str) -> Result<(), HostError> {
     silt_wire::message::check_topic_name(name)
         .map_err(|e| HostError::new(ErrorCode::InvalidRequest, e.replace("topic name", "processor name")))?;
@@ -167,7 +172,7 @@ impl ProcessorHost {
 
     fn definition(&self, name: &str) -> Result<StoredDefinition, HostError> {
         match self.store.processor(name)? {
-            Some(bytes) => StoredDefinition::decode(&bytes),
+            Some(bytes) => decode_definition(&bytes),
             None => Err(HostError::unknown(name)),
         }
     }
@@ -182,7 +187,7 @@ impl ProcessorHost {
             }
         };
         for (name, bytes) in defs {
-            let def = match StoredDefinition::decode(&bytes) {
+            let def = match decode_definition(&bytes) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(processor = %name, error = %e.message, "processor not started");
@@ -408,7 +413,10 @@ impl ProcessorHost {
     }
 
     fn checkpoint(&self, name: &str, partition: u32) -> Result<Option<Checkpoint>, HostError> {
-        self.store.checkpoint(name, partition)?.map(|b| Checkpoint::decode(&b)).transpose()
+        self.store
+            .checkpoint(name, partition)?
+            .map(|b| Checkpoint::decode(&b).map_err(|m| HostError::new(ErrorCode::Storage, m)))
+            .transpose()
     }
 
     /// Starts one task per input partition for the active version, on `module` (a first-tier
@@ -517,7 +525,7 @@ impl ProcessorHost {
     pub fn list(&self) -> Result<Vec<ProcessorInfo>, HostError> {
         let mut out = Vec::new();
         for (_, bytes) in self.store.processors()? {
-            out.push(self.processor_info(&StoredDefinition::decode(&bytes)?)?);
+            out.push(self.processor_info(&decode_definition(&bytes)?)?);
         }
         Ok(out)
     }

@@ -152,7 +152,7 @@ impl Pipelines {
             let _ = p.stop.send(true);
         }
         let recorded = match self.store.processor(name) {
-            Ok(Some(bytes)) => StoredDefinition::decode(&bytes).and_then(|mut def| {
+            Ok(Some(bytes)) => super::decode_definition(&bytes).and_then(|mut def| {
                 def.error = Some(message.to_string());
                 super::save(&self.store, &def)
             }),

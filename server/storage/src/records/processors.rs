@@ -7,22 +7,21 @@
 //! `tests::encodings_are_pinned` holds the exact bytes of each record. Encoded with rkyv, as
 //! every control-plane record is.
 //!
-//! A definition is stored sealed (`auth::stored`: a CRC-32C, then the encoding) and capped at
+//! A definition is stored sealed (a CRC-32C, then the encoding) and capped at
 //! [`DEFINITION_BYTES_MAX`]; definitions of the first format (no checksum, no deployer) are
 //! still read ([`legacy`]).
 
 use rkyv::{Archive, Deserialize, Serialize};
-use silt_wire::{ErrorCode, FetchFrom, ProcessorLimits};
+use silt_wire::{FetchFrom, ProcessorLimits};
 
-use super::HostError;
-use crate::auth::stored::{open_at_most, seal};
+use super::{open_at_most, seal};
 
 /// Longest stored definition: 64 versions with their parameters fit many times over.
-pub(crate) const DEFINITION_BYTES_MAX: usize = 1 << 20;
+pub const DEFINITION_BYTES_MAX: usize = 1 << 20;
 
 /// A processor as stored.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredDefinition {
+pub struct StoredDefinition {
     pub name: String,
     pub input: String,
     pub output: String,
@@ -36,7 +35,7 @@ pub(crate) struct StoredDefinition {
 
 /// One deployed version of a processor.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredVersion {
+pub struct StoredVersion {
     pub version: u32,
     pub module_hash: [u8; 32],
     pub module_bytes: u64,
@@ -53,7 +52,7 @@ pub(crate) struct StoredVersion {
 
 /// Where a deploy asked its pipeline to start. The variant order is part of the format.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StoredStart {
+pub enum StoredStart {
     Offset(u64),
     Earliest,
     Latest,
@@ -63,7 +62,7 @@ pub(crate) enum StoredStart {
 /// A version's limits; `None` stands for the broker's configured value. The field order is
 /// part of the format.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct StoredLimits {
+pub struct StoredLimits {
     pub memory_bytes_max: Option<u64>,
     pub call_time_ms_max: Option<u64>,
     pub output_bytes_max: Option<u64>,
@@ -71,7 +70,7 @@ pub(crate) struct StoredLimits {
 
 /// A pipeline's progress on one input partition, committed with its output.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Checkpoint {
+pub struct Checkpoint {
     pub next_offset: u64,
     /// The version whose state `state` is.
     pub version: u32,
@@ -135,11 +134,11 @@ impl StoredDefinition {
         seal(self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<StoredDefinition, HostError> {
+    pub fn decode(bytes: &[u8]) -> Result<StoredDefinition, String> {
         let sealed = open_at_most::<StoredDefinition>("processor definition", bytes, DEFINITION_BYTES_MAX);
         match sealed {
             Ok(def) => Ok(def),
-            Err(message) => legacy::decode(bytes).ok_or_else(|| HostError::new(ErrorCode::Storage, message)),
+            Err(message) => legacy::decode(bytes).ok_or(message),
         }
     }
 }
@@ -211,11 +210,10 @@ impl Checkpoint {
         encode(self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, HostError> {
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
         let aligned = aligned(bytes);
-        rkyv::from_bytes::<Checkpoint, rkyv::rancor::Error>(&aligned).map_err(|e| {
-            HostError::new(ErrorCode::Storage, format!("stored processor checkpoint is corrupt: {e}"))
-        })
+        rkyv::from_bytes::<Checkpoint, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| format!("stored processor checkpoint is corrupt: {e}"))
     }
 }
 

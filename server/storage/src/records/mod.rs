@@ -1,8 +1,14 @@
-//! Users, tokens and access-control entries as the auth trees hold them.
+//! Control-plane records as the store holds them: users, tokens, access-control entries,
+//! producer ids, devices ([`devices`]) and processors ([`processors`]).
 //!
-//! Each value is a CRC-32C of the rest, then the rkyv encoding of one record; a value longer
-//! than [`VALUE_BYTES_MAX`], with a wrong checksum or that does not decode is refused with
-//! a storage error naming it, never trusted.
+//! Each value is sealed: a CRC-32C of the rest, then the rkyv encoding of one record. A value
+//! longer than its cap ([`VALUE_BYTES_MAX`] unless said otherwise), with a wrong checksum or
+//! that does not decode is refused with an error naming it, never trusted. These types are the
+//! on-disk format, kept apart from the wire messages they resemble, and their bytes are pinned
+//! by tests. The decoders take any bytes without panicking (`server/storage/fuzz`, `records`).
+
+pub mod devices;
+pub mod processors;
 
 use rkyv::{Archive, Deserialize, Serialize};
 use silt_wire::AclEntry;
@@ -28,6 +34,16 @@ pub struct StoredToken {
     pub created_ms: i64,
     pub expires_ms: Option<i64>,
     pub revoked_ms: Option<i64>,
+}
+
+/// A producer id as the producers tree holds it (under the id's 8 big-endian bytes).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoredProducer {
+    pub id: u64,
+    /// The principal it is bound to, as `user:NAME`.
+    pub principal: String,
+    pub epoch: u32,
+    pub claimed_ms: i64,
 }
 
 /// Encodes one record with its checksum.
