@@ -217,13 +217,21 @@ impl Broker {
                 }
             });
         }
-        let principal = match self.auth.current(session, now) {
-            Ok(p) => p,
-            Err(r) => return self.refused(session, &request, kind, r),
+        let principal = match self.auth.decided(session, &request, now) {
+            Some(p) => p,
+            None => {
+                let generation = self.auth.generation();
+                let principal = match self.auth.current(session, now) {
+                    Ok(p) => p,
+                    Err(r) => return self.refused(session, &request, kind, r),
+                };
+                if let Some(r) = self.auth.authorize(&principal, &request) {
+                    return self.refused(session, &request, kind, r);
+                }
+                self.auth.remember(session, &principal, &request, generation);
+                principal
+            }
         };
-        if let Some(r) = self.auth.authorize(&principal, &request) {
-            return self.refused(session, &request, kind, r);
-        }
         // Over its rates, a principal's request waits here, which holds back the rest of its
         // stream: throttled, not refused.
         let mut wait = self.quotas.delay(&principal.name, Rate::Requests, 1, Instant::now());

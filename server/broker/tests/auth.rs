@@ -375,6 +375,58 @@ async fn expired_and_revoked_tokens_are_refused() {
     assert!(e.to_string().contains("revoked"), "{e}");
 }
 
+/// A connection remembers the produces and fetches it was allowed, but never past a change:
+/// a revoked entry, a revoked token or an expired one refuses the next request at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_decisions_follow_every_change() {
+    let broker = BrokerProcess::start(&[]).await;
+    let admin = broker.client().await;
+    create_topic(&admin, "memo", 1).await;
+    let rights = [(Operation::Produce, "topic:memo"), (Operation::Consume, "topic:memo")];
+    let alice = user_with(&broker, &admin, "alice", &rights).await;
+    let fetch = Request::Fetch {
+        topic: "memo".into(),
+        partition: 0,
+        from: FetchFrom::Earliest,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+        processor: None,
+    };
+    let send = |client: &Client, request: &Request, payload: Bytes| {
+        let (client, request) = (client.clone(), request.clone());
+        async move { code(&client.request(&request, payload).await) }
+    };
+    let batch = || Bytes::from(batch_of(&["v"], 1));
+    for _ in 0..3 {
+        assert_eq!(send(&alice, &produce("memo"), batch()).await, None);
+        assert_eq!(send(&alice, &fetch, Bytes::new()).await, None);
+    }
+    admin.revoke_acl(entry("user:alice", Operation::Consume, "topic:memo")).await.unwrap();
+    assert_eq!(send(&alice, &fetch, Bytes::new()).await, Some(ErrorCode::PermissionDenied));
+    assert_eq!(send(&alice, &produce("memo"), batch()).await, None, "produce is still allowed");
+    admin.revoke_acl(entry("user:alice", Operation::Produce, "topic:memo")).await.unwrap();
+    assert_eq!(send(&alice, &produce("memo"), batch()).await, Some(ErrorCode::PermissionDenied));
+    admin.grant_acl(entry("user:alice", Operation::Consume, "topic:memo")).await.unwrap();
+    assert_eq!(send(&alice, &fetch, Bytes::new()).await, None);
+
+    // A token that expires while its connection keeps fetching.
+    let (_, token) = admin.create_token("alice", "brief", Some(1500)).await.unwrap();
+    let brief = broker.client_with(Some(Credential::Token(token))).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1000) {
+        assert_eq!(send(&brief, &fetch, Bytes::new()).await, None);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(send(&brief, &fetch, Bytes::new()).await, Some(ErrorCode::Unauthenticated));
+
+    // A revoked token, on a connection that was fetching.
+    for t in admin.list_tokens(Some("alice")).await.unwrap() {
+        admin.revoke_token(&t.id).await.unwrap();
+    }
+    assert_eq!(send(&alice, &fetch, Bytes::new()).await, Some(ErrorCode::Unauthenticated));
+}
+
 /// Wrong passwords from one address lock it out: then even the right password is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passwords_lock_the_address_out() {

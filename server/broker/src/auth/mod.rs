@@ -8,6 +8,7 @@
 //! for it to `DATA_DIR/admin.token` (mode 0600).
 
 pub mod audit;
+mod decisions;
 mod delegated;
 pub mod lockout;
 mod peers;
@@ -17,6 +18,7 @@ pub mod rights;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -100,6 +102,8 @@ pub struct Session {
     principal: RwLock<Option<Arc<Principal>>>,
     /// Producer ids this connection holds.
     producers: producers::Held,
+    /// Produces and fetches this connection was allowed, for as long as nothing changed.
+    decisions: Mutex<decisions::Decisions>,
 }
 
 impl Session {
@@ -121,6 +125,9 @@ pub struct Auth {
     config: AuthConfig,
     store: Arc<Store>,
     state: RwLock<State>,
+    /// Goes up with every change of `state`: connections' cached decisions older than it
+    /// are not used (`decisions.rs`).
+    generation: AtomicU64,
     lockout: Mutex<Lockout>,
     pub audit: Audit,
     pub producers: producers::Producers,
@@ -222,6 +229,7 @@ impl Auth {
             config,
             store,
             state: RwLock::new(state),
+            generation: AtomicU64::new(0),
             lockout: Mutex::new(Lockout::new(
                 config.login_failures_max,
                 config.login_window_ms,
@@ -234,6 +242,13 @@ impl Auth {
             auth.bootstrap(data_dir)?;
         }
         Ok(auth)
+    }
+
+    /// The state, to change: any cached decision is stale from here on.
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        let state = self.state.write().expect("auth lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        state
     }
 
     pub fn enabled(&self) -> bool {
@@ -271,7 +286,12 @@ impl Auth {
     pub fn session(&self, remote: Option<SocketAddr>) -> Session {
         let principal = (!self.config.enabled)
             .then(|| Arc::new(Principal { name: "anonymous".into(), method: Method::Open }));
-        Session { remote, principal: RwLock::new(principal), producers: Default::default() }
+        Session {
+            remote,
+            principal: RwLock::new(principal),
+            producers: Default::default(),
+            decisions: Default::default(),
+        }
     }
 
     fn event(
@@ -531,7 +551,7 @@ impl Auth {
         check_password(password)?;
         let user =
             StoredUser { name: name.into(), password_hash: hash_password(password)?, created_ms: now_ms };
-        let mut state = self.state.write().expect("auth lock");
+        let mut state = self.write_state();
         if !self.store.auth_insert_new(AuthTree::Users, name.as_bytes(), &seal(&user)).map_err(storage)? {
             return Err(refuse(ErrorCode::UserExists, format!("user {name:?} exists")));
         }
@@ -550,7 +570,7 @@ impl Auth {
         if name.is_empty() || name.len() > 64 {
             return Err(refuse(ErrorCode::InvalidRequest, "a token name must be 1 to 64 bytes long"));
         }
-        let mut state = self.state.write().expect("auth lock");
+        let mut state = self.write_state();
         if !state.users.contains_key(user) {
             return Err(refuse(ErrorCode::UnknownUser, format!("no user {user:?}")));
         }
@@ -576,7 +596,7 @@ impl Auth {
 
     fn grant(&self, entry: AclEntry) -> Result<(), Refusal> {
         check_entry(&entry).map_err(|e| refuse(ErrorCode::InvalidRequest, e))?;
-        let mut state = self.state.write().expect("auth lock");
+        let mut state = self.write_state();
         self.store.auth_put(AuthTree::Acls, &acl_key(&entry), &seal(&entry)).map_err(storage)?;
         self.store.flush().map_err(storage)?;
         state.entries.insert(entry);
@@ -612,7 +632,7 @@ impl Auth {
     }
 
     fn revoke_token(&self, id: &str, now_ms: i64) -> Result<TokenInfo, Refusal> {
-        let mut state = self.state.write().expect("auth lock");
+        let mut state = self.write_state();
         let token = state
             .tokens
             .get_mut(id)
@@ -645,7 +665,7 @@ impl Auth {
                 ))
             }
             Request::RemoveUser { name } => {
-                let mut state = self.state.write().expect("auth lock");
+                let mut state = self.write_state();
                 if !state.users.contains_key(&name) {
                     return Err(refuse(ErrorCode::UnknownUser, format!("no user {name:?}")));
                 }
@@ -674,7 +694,7 @@ impl Auth {
             Request::SetPassword { name, password } => {
                 check_password(&password)?;
                 let hash = hash_password(&password)?;
-                let mut state = self.state.write().expect("auth lock");
+                let mut state = self.write_state();
                 let user = state
                     .users
                     .get_mut(&name)
@@ -707,7 +727,7 @@ impl Auth {
             }
             Request::GrantAcl { entry } => self.grant(entry).map(|()| Response::Done),
             Request::RevokeAcl { entry } => {
-                let mut state = self.state.write().expect("auth lock");
+                let mut state = self.write_state();
                 if !state.entries.contains(&entry) {
                     return Err(refuse(ErrorCode::InvalidRequest, "no such entry"));
                 }
