@@ -1,9 +1,17 @@
 //! Parsing input lines into records and writing records out as values, JSON lines or CSV.
+//!
+//! A value is stored as the producer wrote it: a JSON-lines input's `"value"` that is not a
+//! string is stored as its exact text (key order, spacing and number digits kept), and JSON-lines
+//! output embeds a stored JSON value as its stored bytes.
 
 use std::io::Write;
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context};
 use clap::ValueEnum;
+use serde_json::value::RawValue;
 use silt_wire::Record;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -42,18 +50,26 @@ pub fn parse_input_line(line: &str, format: InputFormat, key: Option<&str>) -> a
             headers: vec![],
         }),
         InputFormat::Jsonl => {
-            let v: serde_json::Value = serde_json::from_str(line).context("not a JSON object")?;
-            let Some(obj) = v.as_object() else { bail!("not a JSON object") };
-            let value = match obj.get("value") {
-                Some(serde_json::Value::String(s)) => s.clone().into_bytes(),
-                Some(other) => other.to_string().into_bytes(),
+            // The fields as their source text first, so the value is stored as written.
+            let fields: BTreeMap<String, Box<RawValue>> =
+                serde_json::from_str(line).context("not a JSON object")?;
+            // A string is its text; anything else, its exact JSON text.
+            let text_of = |v: &RawValue| match serde_json::from_str::<String>(v.get()) {
+                Ok(text) => text,
+                Err(_) => v.get().to_string(),
+            };
+            let value = match fields.get("value") {
+                Some(v) => text_of(v).into_bytes(),
                 None => bail!("no \"value\" field"),
             };
-            let key = match obj.get("key") {
-                Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(other) => Some(other.to_string()),
-                None => key.map(str::to_string),
-            };
+            let key = fields.get("key").map(|k| text_of(k)).or_else(|| key.map(str::to_string));
+            let parsed =
+                |name: &str| fields.get(name).map(|v| serde_json::from_str::<serde_json::Value>(v.get()));
+            let obj: BTreeMap<&str, serde_json::Value> = ["timestamp", "headers"]
+                .into_iter()
+                .filter_map(|name| parsed(name).map(|v| v.map(|v| (name, v))))
+                .collect::<Result<_, _>>()
+                .context("not a JSON object")?;
             let timestamp_ms = match obj.get("timestamp") {
                 None => None,
                 Some(serde_json::Value::Number(n)) => {
@@ -82,6 +98,35 @@ pub fn parse_input_line(line: &str, format: InputFormat, key: Option<&str>) -> a
 fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A CSV error as the I/O error it wraps, if it is one (so a closed pipe is seen as one).
+fn csv_io(e: csv::Error) -> anyhow::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io.into(),
+        other => anyhow::anyhow!("{other:?}"),
+    }
+}
+
+/// One record as a JSON line.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    timestamp: String,
+    key: Option<Cow<'a, str>>,
+    value: JsonValue<'a>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum JsonValue<'a> {
+    /// A stored JSON object or array, as its bytes.
+    Stored(&'a RawValue),
+    Text(Cow<'a, str>),
 }
 
 /// Writes records in one output format.
@@ -118,44 +163,42 @@ impl<W: Write> RecordWriter<W> {
                 out.write_all(b"\n")?;
             }
             Sink::Jsonl(out) => {
-                let text = String::from_utf8_lossy(r.value);
-                // A value that is JSON is embedded as JSON, anything else as a string.
-                let value = serde_json::from_str::<serde_json::Value>(&text)
+                // A value that is a JSON object or array on one line is embedded as its stored
+                // bytes, anything else as a string.
+                let raw = std::str::from_utf8(r.value)
                     .ok()
-                    .filter(|v| v.is_object() || v.is_array())
-                    .unwrap_or(serde_json::Value::String(text.into_owned()));
-                let mut obj = serde_json::json!({
-                    "topic": self.topic,
-                    "partition": partition,
-                    "offset": r.offset,
-                    "timestamp": rfc3339(r.timestamp_ms),
-                    "key": if r.key.is_empty() { serde_json::Value::Null } else { String::from_utf8_lossy(r.key).into() },
-                    "value": value,
-                });
-                let headers: serde_json::Map<String, serde_json::Value> = r
-                    .headers()
-                    .map(|(k, v)| {
-                        (
-                            String::from_utf8_lossy(k).into_owned(),
-                            String::from_utf8_lossy(v).into_owned().into(),
-                        )
-                    })
-                    .collect();
-                if !headers.is_empty() {
-                    obj["headers"] = headers.into();
-                }
-                serde_json::to_writer(&mut *out, &obj)?;
-                out.write_all(b"\n")?;
+                    .filter(|t| t.trim_start().starts_with(['{', '[']) && !t.contains(['\n', '\r']))
+                    .and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
+                let line = JsonLine {
+                    topic: &self.topic,
+                    partition,
+                    offset: r.offset,
+                    timestamp: rfc3339(r.timestamp_ms),
+                    key: (!r.key.is_empty()).then(|| String::from_utf8_lossy(r.key)),
+                    value: match raw {
+                        Some(v) => JsonValue::Stored(v),
+                        None => JsonValue::Text(String::from_utf8_lossy(r.value)),
+                    },
+                    headers: r
+                        .headers()
+                        .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+                        .collect(),
+                };
+                // Written as one buffer, so that a closed pipe is an I/O error of the write.
+                let mut bytes = serde_json::to_vec(&line)?;
+                bytes.push(b'\n');
+                out.write_all(&bytes)?;
             }
             Sink::Csv(w) => {
-                w.write_record([
+                let written = w.write_record([
                     self.topic.as_str(),
                     &partition.to_string(),
                     &r.offset.to_string(),
                     &rfc3339(r.timestamp_ms),
                     &String::from_utf8_lossy(r.key),
                     &String::from_utf8_lossy(r.value),
-                ])?;
+                ]);
+                written.map_err(csv_io)?;
             }
         }
         Ok(())

@@ -142,6 +142,53 @@ fn produce_from_a_file_and_as_json_lines() {
     assert!(line.contains("line 1") && line.contains("value"), "{line}");
 }
 
+/// Values are stored as given: a JSON-lines value that is not a string keeps its exact text
+/// (key order, spacing, every digit of its numbers), `--format value` prints the stored bytes,
+/// and `--format jsonl` embeds them unchanged (issue 14, point 9).
+#[test]
+fn values_are_stored_and_printed_as_given() {
+    let broker = Broker::start();
+    create(&broker, "exact", 1);
+    let values = [
+        r#"{"z":1,"a":0.1000000000000000055511151231257827,"m":[1e5, 2.50, -0.0]}"#,
+        r#"[3.141592653589793238462643383279,  {"b":true,"a":null}]"#,
+        r#"{"t":21.5}"#,
+    ];
+    let input: String = values.iter().map(|v| format!("{{\"value\":{v}}}\n")).collect();
+    broker.silt(&["produce", "exact", "--format", "jsonl"]).stdin(input).run().ok();
+    let stored = broker.silt(&["consume", "exact", "--format", "value"]).run();
+    assert_eq!(stored.lines(), values, "the stored bytes are the bytes sent");
+    let lines = broker.silt(&["consume", "exact", "--format", "jsonl"]).run();
+    for (line, value) in lines.lines().iter().zip(values) {
+        assert!(line.contains(&format!("\"value\":{value}")), "{value} is not embedded as stored: {line}");
+    }
+}
+
+/// `silt consume ... | head` ends quietly with 0 once the reader closes the pipe, in every
+/// output format (issue 14, point 9).
+#[test]
+fn consume_ends_quietly_on_a_closed_pipe() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let broker = Broker::start();
+    create(&broker, "piped", 1);
+    // Far more than a pipe holds, so the writer meets the closed end.
+    broker.silt(&["produce", "piped"]).stdin(numbered_lines(50_000)).run().ok();
+    for format in ["value", "jsonl", "csv"] {
+        let mut cmd = broker.silt(&["consume", "piped", "--format", format]).cmd;
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        // The reader is dropped here: the pipe is closed after one line, as `head -1` does.
+        assert!(!first.is_empty(), "{format}: no first line");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{format}: {stderr}");
+    }
+}
+
 /// Without `--count` or `--follow`, consume prints up to the end of the log and exits, also
 /// on an empty topic; `--from` takes an offset, an RFC 3339 time, or `latest`.
 #[test]
