@@ -2,7 +2,8 @@
 # Runs every cargo-fuzz target of a decoder of untrusted bytes for SECONDS each (default 30):
 # the device frame decoder (protocol/frame/fuzz, `decode`) and the network frames, control
 # messages and record batches the broker and its clients read (protocol/wire/fuzz, `control`),
-# and the control-plane records the broker reads from disk (server/storage/fuzz, `records`).
+# and the control-plane records and the acknowledgement ledger the broker reads from disk
+# (server/storage/fuzz, `records`).
 # Installs cargo-fuzz from crates.io when missing. cargo-fuzz needs nightly compiler flags
 # (sanitizers); RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them, since this machine kind
 # has no nightly. A crash leaves its input under <crate>/fuzz/artifacts/; turn it into a test of

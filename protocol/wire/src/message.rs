@@ -361,6 +361,9 @@ pub struct PartitionInfo {
     /// Bytes of stored batches.
     pub size_bytes: u64,
     pub batches: u64,
+    /// Acknowledged offsets `from..to` the partition can no longer serve, when storage damage
+    /// lost them (`ErrorCode::DataLoss`).
+    pub lost: Option<(u64, u64)>,
 }
 
 /// A topic and its partitions.
@@ -426,6 +429,10 @@ pub enum ErrorCode {
     ProducerFenced,
     /// The broker never assigned this producer id (or lost it with its data).
     UnknownProducer,
+    /// The partition lost acknowledged records (storage damage found at start): it serves
+    /// what it still holds, and refuses produces and reads of the lost range until an
+    /// operator accepts the loss.
+    DataLoss,
 }
 
 /// A response, one per request, in request order on a stream.

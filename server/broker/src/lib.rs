@@ -32,6 +32,7 @@ use silt_storage::{Store, StoreConfig};
 
 use crate::config::Config;
 use crate::durability::Durability;
+use crate::partitions::Partitions;
 use crate::requests::Broker;
 
 /// A running broker, started by [`start`].
@@ -69,6 +70,47 @@ impl Running {
     }
 }
 
+/// Opens the acknowledgement ledger and checks the recovered store against it: each partition
+/// that lost acknowledged records is logged, counted, and refuses what it cannot serve.
+fn open_ledger(
+    data_dir: &std::path::Path,
+    store: &Store,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<(Arc<silt_storage::ledger::Ledger>, Vec<silt_storage::Loss>)> {
+    let path = data_dir.join("ledger");
+    if !path.exists() && store.ledger_kept()? {
+        tracing::error!(ledger = %path.display(),
+            "the acknowledgement ledger is gone: records acknowledged before this start cannot be checked");
+        metrics.storage_faults.with_label_values(&["ledger"]).inc();
+    }
+    let (ledger, reading) = silt_storage::ledger::Ledger::open(&path)
+        .with_context(|| format!("opening the acknowledgement ledger {}", path.display()))?;
+    if reading.torn_tail > 0 {
+        tracing::info!(
+            bytes = reading.torn_tail,
+            "the ledger's last write was cut short by a crash (never acknowledged)"
+        );
+    }
+    for (from, to, why) in &reading.damaged {
+        tracing::error!(from, to, reason = %why, "the acknowledgement ledger is damaged; its records there are skipped");
+        metrics.storage_faults.with_label_values(&["ledger"]).inc();
+    }
+    if !store.ledger_kept()? {
+        store.keep_ledger()?;
+    }
+    let losses = store.verify(&ledger.ends());
+    for l in &losses {
+        tracing::error!(topic = %l.topic, partition = l.partition, from = l.from, to = l.to, reason = %l.reason,
+            "acknowledged records are lost to storage damage; the partition serves offsets before `from` and refuses the rest");
+        metrics.storage_faults.with_label_values(&["lost_records"]).inc();
+        metrics
+            .lost_records
+            .with_label_values(&[&l.topic, &l.partition.to_string()])
+            .set(i64::try_from(l.to - l.from).unwrap_or(i64::MAX));
+    }
+    Ok((Arc::new(ledger), losses))
+}
+
 /// Starts a broker in this process and returns once it serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
@@ -83,6 +125,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = Arc::new(store);
     let metrics = Arc::new(metrics::Metrics::new());
     let durability = Durability::new(config.fsync, metrics.clone());
+    let (ledger, losses) = open_ledger(&config.data_dir, &store, &metrics)?;
+    let partitions = Partitions::new(store.clone(), durability.clone(), metrics.clone(), ledger, losses);
     check_exposure(&config)?;
     ensure_audit_topic(&store)?;
     let audit = auth::audit::Audit::new(metrics.audit_dropped.clone());
@@ -95,7 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
     let broker = Broker::new(
-        store.clone(),
+        partitions,
         durability.clone(),
         config.limits,
         config.quotas.clone(),

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub auth_refusals: IntCounterVec,
     /// Audit events that did not fit the audit writer's queue (still in the log).
     pub audit_dropped: IntCounter,
+    /// Storage faults found, by kind (`lost_records`, `ledger`).
+    pub storage_faults: IntCounterVec,
+    /// Acknowledged records a partition lost to storage damage, found at start.
+    pub lost_records: IntGaugeVec,
 }
 
 impl Metrics {
@@ -162,6 +166,16 @@ impl Metrics {
                 "silt_audit_dropped_total",
                 "Audit events dropped from the audit topic because its writer fell behind (still logged).",
             ),
+            storage_faults: counter(
+                "silt_storage_faults_total",
+                "Storage faults found: partitions that lost acknowledged records, damaged ledger ranges.",
+                &["kind"],
+            ),
+            lost_records: gauge(
+                "silt_partition_lost_records",
+                "Acknowledged records a partition lost to storage damage (found when the broker started).",
+                &["topic", "partition"],
+            ),
             registry: r,
         };
         // Every series of the throttling and refusal counters exists from the start: a panel
@@ -171,6 +185,9 @@ impl Metrics {
         }
         for reason in ["connections_max", "per_address"] {
             metrics.connections_refused.with_label_values(&[reason]);
+        }
+        for kind in ["lost_records", "ledger"] {
+            metrics.storage_faults.with_label_values(&[kind]);
         }
         metrics
     }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use silt_core::watermarks::{FetchRefused, FetchStart, Watermarks};
-use silt_storage::{Appended, Partition, StorageError, Store};
+use silt_storage::ledger::{Ledger, PartitionKey};
+use silt_storage::{Appended, Loss, Partition, StorageError, Store};
 use silt_wire::frame::Frame;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -35,6 +36,9 @@ pub struct PartitionHandle {
     visible: watch::Sender<u64>,
     /// Validated batches waiting for the partition's appender task.
     appends: mpsc::Sender<AppendJob>,
+    /// Acknowledged records this partition lost to storage damage (found at start): it
+    /// refuses produces, and reads from the lost range on.
+    pub lost: Option<Loss>,
 }
 
 /// A validated produce request waiting to be appended.
@@ -90,17 +94,66 @@ impl PartitionHandle {
     }
 }
 
+/// What a client is told of a partition that lost acknowledged records.
+pub fn lost_message(l: &Loss) -> String {
+    format!(
+        "partition {} of {} lost acknowledged records {}..{} to storage damage ({}); it serves offsets \
+         before {} and refuses produces and later reads (silt-broker check reports the damage)",
+        l.partition, l.topic, l.from, l.to, l.reason, l.from
+    )
+}
+
 /// Every partition opened since start, by topic and number.
 pub struct Partitions {
     store: Arc<Store>,
     open: DashMap<(String, u32), Arc<PartitionHandle>>,
     durability: Arc<Durability>,
     metrics: Arc<Metrics>,
+    ledger: Arc<Ledger>,
+    /// What the check against the ledger found at start, by topic and partition.
+    lost: DashMap<(String, u32), Loss>,
 }
 
 impl Partitions {
-    pub fn new(store: Arc<Store>, durability: Arc<Durability>, metrics: Arc<Metrics>) -> Partitions {
-        Partitions { store, open: DashMap::new(), durability, metrics }
+    pub fn new(
+        store: Arc<Store>,
+        durability: Arc<Durability>,
+        metrics: Arc<Metrics>,
+        ledger: Arc<Ledger>,
+        losses: Vec<Loss>,
+    ) -> Arc<Partitions> {
+        let lost = losses.into_iter().map(|l| ((l.topic.clone(), l.partition), l)).collect();
+        let partitions =
+            Arc::new(Partitions { store, open: DashMap::new(), durability, metrics, ledger, lost });
+        let weak = Arc::downgrade(&partitions);
+        partitions.durability.keep_ledger(
+            partitions.ledger.clone(),
+            Box::new(move || weak.upgrade().map(|p| p.written_ends()).unwrap_or_default()),
+        );
+        partitions
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Every open partition's written end, keyed for the ledger.
+    fn written_ends(&self) -> Vec<(PartitionKey, u64)> {
+        self.open.iter().map(|h| (h.log.ledger_key(), h.log.high_watermark())).collect()
+    }
+
+    /// The acknowledged records each damaged partition lost.
+    pub fn losses(&self) -> Vec<Loss> {
+        self.lost.iter().map(|l| l.value().clone()).collect()
+    }
+
+    /// Forgets a topic in the ledger, before it is deleted (so a crash between the two never
+    /// reports a deleted topic as lost).
+    pub fn forget_in_ledger(&self, topic: &str) -> Result<(), StorageError> {
+        match self.store.incarnation(topic) {
+            Some(incarnation) => self.ledger.forget(topic, incarnation),
+            None => Ok(()),
+        }
     }
 
     /// The handle of a partition, opening it (and starting its appender) on first use.
@@ -119,6 +172,7 @@ impl Partitions {
                     watermarks: Mutex::new(Watermarks::recovered(hw)),
                     visible: watch::Sender::new(hw),
                     appends,
+                    lost: self.lost.get(&(topic.to_string(), partition)).map(|l| l.value().clone()),
                 });
                 tokio::spawn(appender(handle.clone(), self.durability.clone(), self.metrics.clone(), queue));
                 e.insert(handle).clone()
@@ -130,6 +184,7 @@ impl Partitions {
     /// Drops the handles of a deleted topic; their appenders end with them.
     pub fn forget_topic(&self, topic: &str) {
         self.open.retain(|(t, _), _| t != topic);
+        self.lost.retain(|(t, _), _| t != topic);
     }
 }
 

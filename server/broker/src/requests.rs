@@ -94,7 +94,7 @@ pub fn wire_error(e: &WireError) -> Reply {
 
 impl Broker {
     pub fn new(
-        store: Arc<Store>,
+        partitions: Arc<Partitions>,
         durability: Arc<Durability>,
         limits: Limits,
         quotas: QuotaConfig,
@@ -102,7 +102,7 @@ impl Broker {
         metrics: Arc<Metrics>,
         auth: Arc<Auth>,
     ) -> anyhow::Result<Arc<Broker>> {
-        let partitions = Arc::new(Partitions::new(store.clone(), durability.clone(), metrics.clone()));
+        let store = partitions.store().clone();
         let groups = Arc::new(Mutex::new(Coordinator::new(limits.group_members_max)));
         // A processor's output topic, created by the host, is a topic consumer groups see.
         let topic_created = {
@@ -431,6 +431,9 @@ impl Broker {
             Ok(h) => h,
             Err(e) => return ready(storage_error(e)),
         };
+        if let Some(lost) = &handle.lost {
+            return ready(error(ErrorCode::DataLoss, crate::partitions::lost_message(lost)));
+        }
         let records = batch::peek_header(frame.payload()).0;
         let bytes = frame.payload().len() as u64;
         let records_in = self.metrics.records_in.with_label_values(&[topic]);
@@ -504,6 +507,9 @@ impl Broker {
                 }
             }
             Request::DeleteTopic { name } => {
+                if let Err(e) = self.partitions.forget_in_ledger(&name) {
+                    return storage_error(e);
+                }
                 if let Err(e) = self.store.delete_topic(&name) {
                     return storage_error(e);
                 }
@@ -648,6 +654,7 @@ impl Broker {
                 high_watermark: h.visible(),
                 size_bytes: h.log.size_bytes(),
                 batches: h.log.batch_count(),
+                lost: h.lost.as_ref().map(|l| (l.from, l.to)),
             });
         }
         Ok(TopicInfo {

@@ -7,6 +7,7 @@
 //! are the libraries this binary joins; here are only arguments, configuration, signals and
 //! the demo's view. The `silt` client links none of this: its `silt demo` runs this binary.
 
+mod check;
 mod config;
 mod demo;
 mod serve;
@@ -34,7 +35,8 @@ use crate::config::ServerConfig;
 /// journal in DATA_DIR/bridge unless the table says otherwise.
 ///
 /// `silt-broker demo` runs the whole system on loopback with simulated sensors instead (see
-/// `silt-broker demo --help`; `silt demo` runs it).
+/// `silt-broker demo --help`; `silt demo` runs it). `silt-broker check` verifies a stopped
+/// broker's data directory.
 ///
 /// Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM; 1 when startup or the final
 /// flush fails (the message says why); 2 for bad command-line arguments.
@@ -75,14 +77,17 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    // Its help is `DemoArgs`'s doc comment (a variant's would replace the long help).
+    // Their help is the args' doc comment (a variant's would replace the long help).
     Demo(demo::DemoArgs),
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    if let Some(Command::Demo(demo)) = args.command.take() {
-        return demo::main(demo);
+    match args.command.take() {
+        Some(Command::Demo(demo)) => return demo::main(demo),
+        Some(Command::Check(check)) => return check::main(check),
+        None => {}
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

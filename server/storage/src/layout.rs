@@ -10,6 +10,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// Key of the layout version in sled's default tree, so that a later layout can refuse (or
 /// migrate) a store written by this one instead of misreading it.
 pub(crate) const FORMAT_KEY: &[u8] = b"silt-storage/format";
+/// Present once the broker keeps an acknowledgement ledger beside this store: a store that
+/// has it, without the ledger file, lost that file.
+pub(crate) const LEDGER_KEY: &[u8] = b"silt-storage/ledger";
 /// The layout this crate writes.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 

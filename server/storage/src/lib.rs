@@ -73,9 +73,11 @@
 //! then fails every later call on handles still held.
 
 mod auth;
+pub mod check;
 mod devices;
 mod error;
 mod layout;
+pub mod ledger;
 mod partition;
 mod processors;
 pub mod records;
@@ -84,9 +86,9 @@ mod store;
 pub use auth::AuthTree;
 pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
-pub use partition::Partition;
+pub use partition::{Partition, Scan};
 pub use processors::MODULE_BYTES_MAX;
-pub use store::{flush_durably, Store};
+pub use store::{flush_durably, Loss, Store};
 
 /// Topic metadata as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,10 +26,20 @@ const RETENTION_STEP_BATCHES_MAX: usize = 256;
 /// in memory until commit, so this bounds that memory (plus one batch of up to 8 MiB).
 const RETENTION_STEP_BYTES_MAX: u64 = 32 * 1024 * 1024;
 
+/// What [`Partition::scan`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub batches: u64,
+    pub bytes: u64,
+    pub problems: Vec<String>,
+}
+
 /// One topic-partition log. Cheap to clone through `Arc`; appends are serialized by an
 /// internal per-partition lock, reads take no lock.
 pub struct Partition {
     topic: String,
+    /// Fixed when its topic was created; a topic created again under the name is another.
+    incarnation: u64,
     partition: u32,
     batches: sled::Tree,
     times: sled::Tree,
@@ -74,6 +84,7 @@ impl Partition {
         let tree = |kind| db.open_tree(partition_tree_name(kind, topic, incarnation, partition));
         let p = Partition {
             topic: topic.to_owned(),
+            incarnation,
             partition,
             batches: tree(PartitionTree::Batches)?,
             times: tree(PartitionTree::Times)?,
@@ -447,6 +458,57 @@ impl Partition {
                 Ok(base.max(self.log_start.load(Ordering::Acquire)))
             }
             None => Ok(self.high_watermark()),
+        }
+    }
+
+    /// Reads every stored batch and checks it as a read would (both checksums, its key) and
+    /// that each begins where the one before ended, and the stats entry against them: for
+    /// offline checks and scrubbing. Never stops at a problem; it lists each.
+    pub fn scan(&self) -> Scan {
+        let mut scan = Scan::default();
+        let mut expected: Option<u64> = None;
+        for item in self.batches.iter() {
+            let (key, value) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    scan.problems.push(format!("reading the batches failed: {e}"));
+                    break;
+                }
+            };
+            scan.batches += 1;
+            scan.bytes += value.len() as u64;
+            match self.checked(&key, &value) {
+                Ok(view) => {
+                    if let Some(want) = expected.filter(|&w| w != view.base_offset()) {
+                        scan.problems.push(format!(
+                            "offsets {want}..{} are missing between two batches",
+                            view.base_offset()
+                        ));
+                    }
+                    expected = Some(view.next_offset());
+                }
+                Err(e) => {
+                    scan.problems.push(e.to_string());
+                    expected = None;
+                }
+            }
+        }
+        let (count, size) = (self.batch_count(), self.size_bytes());
+        if scan.problems.is_empty() && (count, size) != (scan.batches, scan.bytes) {
+            scan.problems.push(format!(
+                "the stats entry says {count} batches of {size} bytes; the log holds {} of {}",
+                scan.batches, scan.bytes
+            ));
+        }
+        scan
+    }
+
+    /// The partition's key in the acknowledgement ledger.
+    pub fn ledger_key(&self) -> crate::ledger::PartitionKey {
+        crate::ledger::PartitionKey {
+            topic: self.topic.clone(),
+            incarnation: self.incarnation,
+            partition: self.partition,
         }
     }
 

@@ -64,6 +64,26 @@ impl Store {
         Ok(())
     }
 
+    /// Every stored module, as `(hex of its key, bytes)`: for checks, which hash the bytes.
+    pub fn modules(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.modules.iter() {
+            let (key, value) = item?;
+            out.push((key.iter().map(|b| format!("{b:02x}")).collect(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every checkpoint, as `(processor/partition, bytes)`: for checks.
+    pub fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.checkpoints.iter() {
+            let (key, value) = item?;
+            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Module bytes by hash.
     pub fn module(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.modules.get(&hash[..])?.map(|v| v.to_vec()))

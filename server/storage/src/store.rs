@@ -12,9 +12,22 @@ use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
     group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
     StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE, FORMAT_KEY, FORMAT_VERSION,
-    GROUP_OFFSETS_TREE, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
+    GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
+use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
+
+/// A range of acknowledged records a partition can no longer serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    pub topic: String,
+    pub partition: u32,
+    /// First offset lost.
+    pub from: u64,
+    /// Offset after the last one lost: the end the ledger recorded.
+    pub to: u64,
+    pub reason: String,
+}
 
 /// The log store: topics, partitions, group offsets.
 pub struct Store {
@@ -192,6 +205,57 @@ impl Store {
     /// One topic's metadata.
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
         self.read_topics().get(name).map(|t| t.meta.clone())
+    }
+
+    /// Whether an acknowledgement ledger was kept beside this store before.
+    pub fn ledger_kept(&self) -> Result<bool, StorageError> {
+        Ok(self.db.get(LEDGER_KEY)?.is_some())
+    }
+
+    /// Records, durably, that an acknowledgement ledger is kept beside this store.
+    pub fn keep_ledger(&self) -> Result<(), StorageError> {
+        self.db.insert(LEDGER_KEY, &b"1"[..])?;
+        self.flush()?;
+        Ok(())
+    }
+
+    /// The incarnation of a topic: fixed at its creation, new when it is created again.
+    pub fn incarnation(&self, name: &str) -> Option<u64> {
+        self.read_topics().get(name).map(|t| t.incarnation)
+    }
+
+    /// Checks the recovered logs against the ends the acknowledgement ledger recorded
+    /// (`crate::ledger`): every range of acknowledged records a partition can no longer
+    /// serve, in key order. A topic whose incarnation differs from the ledger's was deleted
+    /// and created again (its ends no longer apply).
+    pub fn verify(&self, ends: &BTreeMap<PartitionKey, u64>) -> Vec<Loss> {
+        let topics = self.read_topics();
+        let mut losses = Vec::new();
+        for (key, &end) in ends {
+            let loss = |from: u64, reason: String| Loss {
+                topic: key.topic.clone(),
+                partition: key.partition,
+                from,
+                to: end,
+                reason,
+            };
+            match topics.get(&key.topic) {
+                None => losses.push(loss(0, "the topic's metadata is gone from the store".into())),
+                Some(t) if t.incarnation != key.incarnation => {}
+                Some(t) => match t.partitions.get(key.partition as usize) {
+                    None => losses.push(loss(0, "the partition is gone from the store".into())),
+                    Some(Slot::Broken(e)) => {
+                        losses.push(loss(0, format!("the partition cannot be opened: {e}")))
+                    }
+                    Some(Slot::Open(p)) if p.high_watermark() < end => {
+                        let hw = p.high_watermark();
+                        losses.push(loss(hw, format!("its log ends at offset {hw}")));
+                    }
+                    Some(Slot::Open(_)) => {}
+                },
+            }
+        }
+        losses
     }
 
     /// A partition handle; `UnknownTopic` / `UnknownPartition` if absent.

@@ -15,6 +15,7 @@ fn topic_json(t: &TopicInfo) -> serde_json::Value {
             "high_watermark": p.high_watermark,
             "size_bytes": p.size_bytes,
             "batches": p.batches,
+            "lost": p.lost.map(|(from, to)| serde_json::json!({ "from": from, "to": to })),
         })).collect::<Vec<_>>(),
     })
 }
@@ -38,6 +39,12 @@ pub fn print_topic(t: &TopicInfo, json: bool) {
             "  {:>9} {:>14} {:>14} {:>14} {:>9}",
             p.partition, p.log_start, p.high_watermark, p.size_bytes, p.batches
         );
+        if let Some((from, to)) = p.lost {
+            println!(
+                "  {:>9} LOST acknowledged records {from}..{to} to storage damage (silt-broker check)",
+                ""
+            );
+        }
     }
 }
 

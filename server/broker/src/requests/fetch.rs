@@ -35,6 +35,9 @@ impl Broker {
                 Err(e) => return storage_error(e),
             },
         };
+        if let Some(lost) = handle.lost.as_ref().filter(|l| asked >= l.from) {
+            return error(ErrorCode::DataLoss, crate::partitions::lost_message(lost));
+        }
         let (mut start, wait) = match handle.fetch_start(asked, max_wait_ms > 0) {
             Ok(s) => (s.start, s.wait),
             Err(FetchRefused::BeyondEnd { asked, visible }) => {

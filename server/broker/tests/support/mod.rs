@@ -302,6 +302,16 @@ pub async fn health(admin: SocketAddr) -> bool {
     tokio::time::timeout(Duration::from_secs(1), attempt).await.ok().flatten().unwrap_or(false)
 }
 
+/// The text of `GET /metrics` over plain TCP (the broker's default: no token needed).
+#[allow(dead_code)]
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(admin).await.expect("connecting to the admin port");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
+}
+
 /// A QUIC connection opened without `silt-client`.
 pub struct RawConnection {
     _endpoint: quinn::Endpoint,

@@ -1,10 +1,12 @@
 //! Fuzzes the decoders of the control-plane records the store holds (`silt_storage::records`):
 //! users, tokens, access-control entries, producer ids, devices (both formats), processor
-//! definitions (both formats) and checkpoints. Bytes on disk are not trusted: none may panic,
-//! whatever the bytes, and a record one accepts encodes back to bytes it reads the same.
+//! definitions (both formats) and checkpoints, and the acknowledgement ledger's file. Bytes on
+//! disk are not trusted: none may panic, whatever the bytes, and a record one accepts encodes
+//! back to bytes it reads the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use silt_storage::ledger;
 use silt_storage::records::devices::StoredDevice;
 use silt_storage::records::processors::{Checkpoint, StoredDefinition};
 use silt_storage::records::{open, seal, StoredProducer, StoredToken, StoredUser};
@@ -38,4 +40,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(cp) = Checkpoint::decode(data) {
         assert_eq!(Checkpoint::decode(&cp.encode()), Ok(cp));
     }
+    let reading = ledger::decode(data);
+    let again: Vec<u8> = reading.entries.iter().flat_map(ledger::encode).collect();
+    assert_eq!(ledger::decode(&again).entries, reading.entries);
+    assert!(reading.torn_tail as usize <= data.len());
 });
