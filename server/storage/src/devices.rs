@@ -7,12 +7,7 @@ use crate::{StorageError, Store};
 impl Store {
     /// Every registered device, as `(id, entry)` sorted by id.
     pub fn devices(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let mut out = Vec::new();
-        for item in self.devices.iter() {
-            let (key, value) = item?;
-            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
-        }
-        Ok(out)
+        crate::processors::named_entries(&self.devices)
     }
 
     /// One device's entry.

@@ -15,15 +15,20 @@ use crate::{StorageError, Store};
 /// A stored WebAssembly module is at most this large (deploys refuse bigger ones first).
 pub const MODULE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Every entry of `tree` as `(key as text, value)`, sorted by key.
+pub(crate) fn named_entries(tree: &sled::Tree) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Every stored processor definition, as `(name, bytes)` sorted by name.
     pub fn processors(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let mut out = Vec::new();
-        for item in self.processors.iter() {
-            let (key, value) = item?;
-            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
-        }
-        Ok(out)
+        named_entries(&self.processors)
     }
 
     /// One processor definition.
@@ -76,12 +81,7 @@ impl Store {
 
     /// Every checkpoint, as `(processor/partition, bytes)`: for checks.
     pub fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        let mut out = Vec::new();
-        for item in self.checkpoints.iter() {
-            let (key, value) = item?;
-            out.push((String::from_utf8_lossy(&key).into_owned(), value.to_vec()));
-        }
-        Ok(out)
+        named_entries(&self.checkpoints)
     }
 
     /// Module bytes by hash.
