@@ -156,19 +156,27 @@ impl BrokerProcess {
 
     /// Waits (bounded) until `GET /health` on the admin port answers `ok`.
     pub async fn wait_ready(&mut self) {
+        if let Err(why) = self.try_wait_ready().await {
+            panic!("{why}");
+        }
+    }
+
+    /// Like [`Self::wait_ready`], but a broker that exits during startup (or is not ready in
+    /// time) is an `Err` saying so, with its log.
+    pub async fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
-                panic!("silt-broker exited during startup with {status}; log:\n{}", self.log());
+                self.child = None;
+                return Err(format!("silt-broker exited during startup with {status}; log:\n{}", self.log()));
             }
             if health(self.admin).await {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "silt-broker not ready within {READY_TIMEOUT:?}; log:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!("silt-broker not ready within {READY_TIMEOUT:?}; log:\n{}", self.log()));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -1,0 +1,213 @@
+//! A campaign of storage faults (issue 14, point 1): acknowledged records are produced once and
+//! the broker is killed; then, in each trial, a copy of its data directory gets one fault in
+//! sled's log file (the tail cut off by 512 B to 32 KiB, as a torn write or lost pages would,
+//! or one bit flipped anywhere), `silt-broker check` runs on it, and the broker is started on
+//! it and read from.
+//!
+//! Each trial must end one of four ways, none of them silent: every acknowledged record served
+//! byte for byte (`whole`); the partition reports exactly the acknowledged range it lost and
+//! serves everything before it (`reported`); a batch that fails its checksum is refused with a
+//! typed error and named by the check (`corrupt`); or sled cannot open the store, the broker
+//! does not start and the check says so (`unopenable`, until partitions live in stores of their
+//! own). Serving fewer records than were acknowledged without saying so, or any wrong byte,
+//! fails the test.
+//!
+//! `SILT_FAULT_TRIALS` sets the number of trials (default 4, alternating the two faults) and
+//! `SILT_FAULT_SEED` the seed; `scripts/storage-faults.sh` runs a long campaign. The last line
+//! printed is the tally as JSON.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use silt_client::{Client, ErrorCode, FetchFrom};
+use silt_wire::batch::{decompress, split_batches, BatchView};
+use silt_wire::{Request, Response};
+use support::{broker_bin, create_topic, free_tcp_port, free_udp_port, produce, BrokerProcess};
+
+/// Acknowledged records in the partition: 500 batches of 100.
+const RECORDS: u64 = 50_000;
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A small xorshift generator: the campaign is reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One fault, applied to sled's log file.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Cut this many bytes off the end.
+    Truncate(u64),
+    /// Flip this bit (an index into the file's bits).
+    Flip(u64),
+}
+
+fn apply(fault: Fault, log: &Path) {
+    let len = std::fs::metadata(log).unwrap().len();
+    match fault {
+        Fault::Truncate(cut) => {
+            std::fs::OpenOptions::new().write(true).open(log).unwrap().set_len(len - cut.min(len)).unwrap()
+        }
+        Fault::Flip(bit) => {
+            let mut bytes = std::fs::read(log).unwrap();
+            let at = (bit / 8) as usize % bytes.len();
+            bytes[at] ^= 1 << (bit % 8);
+            std::fs::write(log, bytes).unwrap();
+        }
+    }
+}
+
+/// What a fetch loop from offset 0 got: the records served (offset, value) until the end or
+/// the first refusal, and the refusal.
+async fn fetch_all(client: &Client, end: u64) -> (Vec<(u64, Vec<u8>)>, Option<(ErrorCode, String)>) {
+    let mut out = Vec::new();
+    let mut next = 0;
+    while next < end {
+        let request = Request::Fetch {
+            topic: "f".into(),
+            partition: 0,
+            from: FetchFrom::Offset(next),
+            max_bytes: 4 << 20,
+            max_wait_ms: 0,
+            processor: None,
+        };
+        match client.request(&request, Bytes::new()).await {
+            Ok((Response::Fetched { next_offset, .. }, payload)) => {
+                for view in split_batches(&payload) {
+                    let view = view.expect("a served batch is whole");
+                    let plain = decompress(view.as_bytes()).expect("a served batch decompresses");
+                    let batch = BatchView::new(&plain).expect("a served batch parses");
+                    for r in batch.records().filter(|r| r.offset >= next) {
+                        out.push((r.offset, r.value.to_vec()));
+                    }
+                }
+                assert!(next_offset > next, "a fetch made no progress at {next}");
+                next = next_offset;
+            }
+            Ok((other, _)) => panic!("unexpected answer {other:?}"),
+            Err(silt_client::ClientError::Broker { code, message }) => return (out, Some((code, message))),
+            Err(e) => panic!("fetch at {next}: {e}"),
+        }
+    }
+    (out, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_faults_are_found_and_never_served_silently() {
+    let trials: u64 = std::env::var("SILT_FAULT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let seed: u64 = std::env::var("SILT_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5117);
+    println!("storage fault campaign: {trials} trials, seed {seed}");
+
+    let mut broker = BrokerProcess::start(&[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "f", 1).await;
+    let values: Vec<String> =
+        (0..RECORDS).map(|i| format!("reading-{i:08}-{:016x}", i.wrapping_mul(seed | 1))).collect();
+    produce(&client, "f", 0, &values, 100).await;
+    drop(client);
+    broker.kill();
+    let base = broker.data_dir();
+
+    let mut rng = Rng(seed.max(1));
+    let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    for trial in 0..trials {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        copy_tree(&base, &data);
+        let log = data.join("log").join("db");
+        let bits = std::fs::metadata(&log).unwrap().len() * 8;
+        let fault = if trial % 2 == 0 {
+            Fault::Truncate(512 + rng.below(32 * 1024 - 512))
+        } else {
+            Fault::Flip(rng.below(bits))
+        };
+        apply(fault, &log);
+        let check = Command::new(broker_bin()).args(["check", "--data-dir"]).arg(&data).output().unwrap();
+        let report = String::from_utf8_lossy(&check.stdout).into_owned();
+
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let args: Vec<OsString> = vec![
+            "--data-dir".into(),
+            data.clone().into(),
+            "--listen".into(),
+            listen.to_string().into(),
+            "--admin-listen".into(),
+            admin.to_string().into(),
+        ];
+        let mut b = BrokerProcess::with_args(dir, listen, admin, args);
+        b.spawn();
+        let outcome = match b.try_wait_ready().await {
+            Err(why) => {
+                assert_eq!(check.status.code(), Some(1), "trial {trial} ({fault:?}): the broker did not start ({why}) and the check passed:\n{report}");
+                "unopenable"
+            }
+            Ok(()) => {
+                let client = b.client().await;
+                let p = client.describe_topic("f").await.unwrap().partitions[0].clone();
+                let (served, refused) = fetch_all(&client, p.high_watermark).await;
+                for (offset, value) in &served {
+                    assert_eq!(
+                        value,
+                        values[*offset as usize].as_bytes(),
+                        "trial {trial} ({fault:?}): a wrong record at {offset}"
+                    );
+                }
+                let outcome = match (p.lost, refused) {
+                    (None, None) if served.len() as u64 == RECORDS => "whole",
+                    (Some((from, to)), None) if from == p.high_watermark && to == RECORDS && served.len() as u64 == from => "reported",
+                    (_, Some((ErrorCode::Storage, why))) if why.contains("checksum") || why.contains("orrupt") => "corrupt",
+                    (lost, refused) => panic!(
+                        "trial {trial} ({fault:?}): served {} of {RECORDS} acknowledged records, lost {lost:?}, refused {refused:?}; check:\n{report}",
+                        served.len()
+                    ),
+                };
+                let clean = check.status.code() == Some(0);
+                assert_eq!(
+                    clean,
+                    outcome == "whole",
+                    "trial {trial} ({fault:?}) was {outcome}, check said:\n{report}"
+                );
+                b.terminate(std::time::Duration::from_secs(20)).await;
+                outcome
+            }
+        };
+        println!("trial {trial}: {fault:?}: {outcome}");
+        *tally.entry(outcome).or_default() += 1;
+    }
+    let tally: serde_json::Map<String, serde_json::Value> =
+        tally.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    println!(
+        "{}",
+        serde_json::json!({ "trials": trials, "seed": seed, "records": RECORDS, "outcomes": tally })
+    );
+}
