@@ -139,6 +139,8 @@ async fn storage_faults_are_found_and_never_served_silently() {
 
     let mut rng = Rng(seed.max(1));
     let mut tally: BTreeMap<&str, u64> = BTreeMap::new();
+    // The slowest check and broker start (to ready, or to its failure) of the campaign.
+    let mut slowest = (0u64, 0u64);
     for trial in 0..trials {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -151,7 +153,9 @@ async fn storage_faults_are_found_and_never_served_silently() {
             Fault::Flip(rng.below(bits))
         };
         apply(fault, &log);
+        let checking = std::time::Instant::now();
         let check = Command::new(broker_bin()).args(["check", "--data-dir"]).arg(&data).output().unwrap();
+        let check_ms = checking.elapsed().as_millis() as u64;
         let report = String::from_utf8_lossy(&check.stdout).into_owned();
 
         let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
@@ -165,8 +169,11 @@ async fn storage_faults_are_found_and_never_served_silently() {
             admin.to_string().into(),
         ];
         let mut b = BrokerProcess::with_args(dir, listen, admin, args);
+        let starting = std::time::Instant::now();
         b.spawn();
-        let outcome = match b.try_wait_ready().await {
+        let ready = b.try_wait_ready().await;
+        let start_ms = starting.elapsed().as_millis() as u64;
+        let outcome = match ready {
             Err(why) => {
                 assert_eq!(check.status.code(), Some(1), "trial {trial} ({fault:?}): the broker did not start ({why}) and the check passed:\n{report}");
                 "unopenable"
@@ -201,13 +208,17 @@ async fn storage_faults_are_found_and_never_served_silently() {
                 outcome
             }
         };
-        println!("trial {trial}: {fault:?}: {outcome}");
+        println!("trial {trial}: {fault:?}: {outcome} (check {check_ms} ms, start {start_ms} ms)");
         *tally.entry(outcome).or_default() += 1;
+        slowest = (slowest.0.max(check_ms), slowest.1.max(start_ms));
     }
     let tally: serde_json::Map<String, serde_json::Value> =
         tally.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
     println!(
         "{}",
-        serde_json::json!({ "trials": trials, "seed": seed, "records": RECORDS, "outcomes": tally })
+        serde_json::json!({
+            "trials": trials, "seed": seed, "records": RECORDS, "outcomes": tally,
+            "check_ms_max": slowest.0, "start_ms_max": slowest.1,
+        })
     );
 }
