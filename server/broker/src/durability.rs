@@ -6,7 +6,9 @@
 //!
 //! After each successful flush, and before the acknowledgements it releases, the partitions'
 //! durable ends go to the acknowledgement ledger (`silt_storage::ledger`, one `fdatasync`),
-//! so a restart can tell a log sled cut short from one that is whole.
+//! so a restart can tell a log sled cut short from one that is whole. The ledger is a second
+//! stage: while it syncs the ends of one flush, the next flush of sled already runs, and the
+//! ends of flushes that finished meanwhile go to the ledger together.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use silt_core::group_commit::{FlushPolicy, GroupCommit};
 use silt_storage::ledger::{Ledger, PartitionKey};
 use silt_storage::Store;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::FsyncPolicy;
 use crate::metrics::Metrics;
@@ -38,6 +40,17 @@ struct LedgerHook {
 
 /// Every open partition's written end: what a flush that starts now makes durable.
 pub type EndsOfPartitions = Box<dyn Fn() -> Vec<(PartitionKey, u64)> + Send + Sync>;
+
+/// Flushes sled finished that wait for the ledger at most; the flusher waits beyond it.
+const LEDGER_QUEUE_MAX: usize = 64;
+
+/// A flush sled finished, on its way through the ledger.
+struct Flushed {
+    target: u64,
+    /// The partitions' ends before the flush began: what it made durable.
+    ends: Vec<(PartitionKey, u64)>,
+    outcome: Result<(), String>,
+}
 
 impl Durability {
     pub fn new(policy: FsyncPolicy, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -94,9 +107,14 @@ impl Durability {
         }
     }
 
-    /// Runs the flusher until the process ends: on demand for `always`, on a timer for
-    /// `every:<ms>`, not at all for `never`.
+    /// Runs the flusher and the ledger stage until the process ends: flushes on demand for
+    /// `always`, on a timer for `every:<ms>`, not at all for `never`.
     pub async fn run(self: Arc<Self>, store: Arc<Store>) {
+        let (done, flushed) = mpsc::channel(LEDGER_QUEUE_MAX);
+        tokio::join!(self.clone().flushes(store, done), self.ledger_stage(flushed));
+    }
+
+    async fn flushes(self: Arc<Self>, store: Arc<Store>, done: mpsc::Sender<Flushed>) {
         match self.policy {
             FsyncPolicy::Never => {}
             FsyncPolicy::Every(ms) => {
@@ -105,7 +123,7 @@ impl Durability {
                     tick.tick().await;
                     let target = self.commit().handle_tick();
                     if let Some(target) = target {
-                        self.flush(&store, target).await;
+                        self.flush(&store, target, &done).await;
                     }
                 }
             }
@@ -115,7 +133,7 @@ impl Durability {
                     (commit.poll_flush(), commit.flushed().is_err())
                 };
                 match target {
-                    Some(target) => self.flush(&store, target).await,
+                    Some(target) => self.flush(&store, target, &done).await,
                     None if failed => return,
                     // A registration after the poll leaves a permit, so this wakes for it.
                     None => self.wake.notified().await,
@@ -124,20 +142,14 @@ impl Durability {
         }
     }
 
-    /// One flush covering every append registered up to `target`.
-    async fn flush(&self, store: &Arc<Store>, target: u64) {
+    /// One flush of sled covering every append registered up to `target`, handed to the
+    /// ledger stage, which releases its acknowledgements.
+    async fn flush(&self, store: &Arc<Store>, target: u64, done: &mpsc::Sender<Flushed>) {
         let s = store.clone();
         // The ends before the flush: everything written up to them is in what it flushes.
-        let ledger = self.ledger.get().map(|h| (h.ledger.clone(), (h.ends)()));
+        let ends = self.ledger.get().map(|h| (h.ends)()).unwrap_or_default();
         let timer = self.metrics.flush_seconds.start_timer();
-        let result = tokio::task::spawn_blocking(move || {
-            let flushed = s.flush()?;
-            if let Some((ledger, ends)) = ledger {
-                ledger.record(ends)?;
-            }
-            Ok::<_, silt_storage::StorageError>(flushed)
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || s.flush()).await;
         timer.observe_duration();
         let outcome = match result {
             Ok(Ok(_)) => Ok(()),
@@ -145,20 +157,54 @@ impl Durability {
             Err(e) => Err(format!("flush task failed: {e}")),
         };
         if let Err(e) = &outcome {
-            self.metrics.flush_failures.inc();
-            // A failed fsync leaves the state of the files unknown; refusing every later
-            // acknowledgement is the only honest answer (PostgreSQL learnt this in 2018).
-            tracing::error!(error = %e, "storage flush failed; no further produce will be acknowledged");
+            self.failed(e);
         }
-        let flushed = {
-            let mut commit = self.commit();
-            commit.handle_flushed(target, outcome);
-            commit.flushed()
-        };
-        self.flushed.send_if_modified(|f| {
-            let changed = *f != flushed;
-            *f = flushed;
-            changed
-        });
+        self.commit().handle_flushed(target, outcome.clone());
+        let _ = done.send(Flushed { target, ends, outcome }).await;
+    }
+
+    /// Records finished flushes in the ledger, several at once when they queued up, and only
+    /// then releases their acknowledgements.
+    async fn ledger_stage(&self, mut flushed: mpsc::Receiver<Flushed>) {
+        while let Some(first) = flushed.recv().await {
+            let (mut target, mut outcome) = (first.target, first.outcome);
+            let mut ends: std::collections::BTreeMap<PartitionKey, u64> = first.ends.into_iter().collect();
+            while let Ok(more) = flushed.try_recv() {
+                target = target.max(more.target);
+                outcome = outcome.and(more.outcome);
+                for (key, end) in more.ends {
+                    let slot = ends.entry(key).or_insert(end);
+                    *slot = (*slot).max(end);
+                }
+            }
+            if let (Ok(()), Some(hook)) = (&outcome, self.ledger.get()) {
+                let ledger = hook.ledger.clone();
+                let recorded = tokio::task::spawn_blocking(move || ledger.record(ends)).await;
+                outcome = match recorded {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("recording the flush in the ledger failed: {e}")),
+                    Err(e) => Err(format!("ledger task failed: {e}")),
+                };
+                if let Err(e) = &outcome {
+                    self.failed(e);
+                }
+            }
+            let now = outcome.map(|()| target);
+            // A failure is for good: no acknowledgement after it.
+            self.flushed.send_if_modified(|f| {
+                let changed = f.is_ok() && *f != now;
+                if changed {
+                    *f = now;
+                }
+                changed
+            });
+        }
+    }
+
+    fn failed(&self, e: &str) {
+        self.metrics.flush_failures.inc();
+        // A failed fsync leaves the state of the files unknown; refusing every later
+        // acknowledgement is the only honest answer (PostgreSQL learnt this in 2018).
+        tracing::error!(error = %e, "storage flush failed; no further produce will be acknowledged");
     }
 }
