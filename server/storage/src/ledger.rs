@@ -15,6 +15,11 @@
 //! check out at the end of the file is a write cut short by a crash (never acknowledged); one
 //! in the middle is damage, reported, and skipped up to the next record that checks out. The
 //! file is rewritten as one record per partition when it grows ([`Ledger::compact`]).
+//!
+//! The file is kept [`PADDING_BYTES`] longer than its records, in zeros written when it is
+//! made: a record is written over them in place, so its `fdatasync` changes no file size and
+//! needs no journal commit of the filesystem's metadata. No record ends in a zero byte (the
+//! topic name is last), so trailing zeros are always the padding.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -34,6 +39,8 @@ const KIND_END: u8 = 1;
 const KIND_FORGET: u8 = 2;
 /// Records the file may hold beyond one per partition before it is rewritten.
 const SLACK_RECORDS: u64 = 65_536;
+/// Zeros kept after the records, written over by the next ones.
+pub const PADDING_BYTES: usize = 4 << 20;
 
 /// One partition of one incarnation of a topic (a topic deleted and created again is another).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,6 +124,8 @@ fn decode_one(bytes: &[u8]) -> Result<(Entry, usize), (bool, String)> {
 
 /// Reads every record of a ledger file's bytes. Never panics, whatever the bytes.
 pub fn decode(bytes: &[u8]) -> Reading {
+    // The padding: trailing zeros, never the end of a record.
+    let bytes = &bytes[..bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1)];
     let mut reading = Reading::default();
     let mut at = 0;
     while at < bytes.len() {
@@ -175,6 +184,8 @@ pub fn ends(entries: &[Entry]) -> BTreeMap<PartitionKey, u64> {
 /// The ledger file of a broker, open for appending.
 pub struct Ledger {
     path: PathBuf,
+    /// Zeros kept after the records ([`PADDING_BYTES`]).
+    padding: usize,
     inner: Mutex<Inner>,
 }
 
@@ -183,19 +194,31 @@ struct Inner {
     ends: BTreeMap<PartitionKey, u64>,
     /// Records in the file.
     records: u64,
+    /// Where the next record goes: the end of the records, the start of the padding.
+    at: u64,
+    /// The file's length.
+    len: u64,
 }
 
 impl Ledger {
     /// Reads the ledger at `path` (creating it when absent) and opens it for appending; the
     /// reading is returned so the caller can report damage. Does not rewrite the file.
     pub fn open(path: &Path) -> Result<(Ledger, Reading), StorageError> {
+        Ledger::open_padded(path, PADDING_BYTES)
+    }
+
+    fn open_padded(path: &Path, padding: usize) -> Result<(Ledger, Reading), StorageError> {
         let reading = read(path)?;
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let at: u64 = reading.entries.iter().map(|e| encode(e).len() as u64).sum();
         let ends = ends(&reading.entries);
-        let inner = Inner { file, ends, records: reading.entries.len() as u64 };
-        let ledger = Ledger { path: path.to_owned(), inner: Mutex::new(inner) };
-        if reading.torn_tail > 0 || !reading.damaged.is_empty() {
-            // Appending after damage would leave it in the middle: start over clean.
+        let inner = Inner { file, ends, records: reading.entries.len() as u64, at, len };
+        let ledger = Ledger { path: path.to_owned(), padding, inner: Mutex::new(inner) };
+        if reading.torn_tail > 0 || !reading.damaged.is_empty() || len < at + padding as u64 / 2 {
+            // Writing after damage would leave it in the middle, and a file without its
+            // padding would grow with every record: start over clean.
             ledger.compact()?;
         }
         Ok((ledger, reading))
@@ -225,8 +248,12 @@ impl Ledger {
         if moved.is_empty() {
             return Ok(());
         }
-        inner.file.write_all(&bytes).map_err(io)?;
-        inner.file.sync_data().map_err(io)?;
+        if inner.at + bytes.len() as u64 > inner.len {
+            drop(inner);
+            self.compact()?;
+            inner = self.lock();
+        }
+        write_at(&mut inner, &bytes)?;
         inner.records += moved.len() as u64;
         inner.ends.extend(moved);
         let rewrite = inner.records > inner.ends.len() as u64 * 2 + SLACK_RECORDS;
@@ -241,8 +268,13 @@ impl Ledger {
     pub fn forget(&self, topic: &str, incarnation: u64) -> Result<(), StorageError> {
         let mut inner = self.lock();
         let entry = Entry::Forget { topic: topic.to_owned(), incarnation };
-        inner.file.write_all(&encode(&entry)).map_err(io)?;
-        inner.file.sync_data().map_err(io)?;
+        let bytes = encode(&entry);
+        if inner.at + bytes.len() as u64 > inner.len {
+            drop(inner);
+            self.compact()?;
+            inner = self.lock();
+        }
+        write_at(&mut inner, &bytes)?;
         inner.records += 1;
         inner.ends.retain(|k, _| !(k.topic == topic && k.incarnation == incarnation));
         Ok(())
@@ -257,6 +289,8 @@ impl Ledger {
         for (key, end) in &inner.ends {
             bytes.extend_from_slice(&encode(&Entry::End { key: key.clone(), end: *end }));
         }
+        let at = bytes.len() as u64;
+        bytes.resize(bytes.len() + self.padding, 0);
         let mut file = File::create(&tmp).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
@@ -264,10 +298,21 @@ impl Ledger {
         if let Some(dir) = self.path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
-        inner.file = OpenOptions::new().append(true).open(&self.path).map_err(io)?;
+        inner.file = OpenOptions::new().read(true).write(true).open(&self.path).map_err(io)?;
         inner.records = inner.ends.len() as u64;
+        inner.at = at;
+        inner.len = bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Writes `bytes` over the padding at the end of the records, durably.
+fn write_at(inner: &mut Inner, bytes: &[u8]) -> Result<(), StorageError> {
+    use std::os::unix::fs::FileExt;
+    inner.file.write_all_at(bytes, inner.at).map_err(io)?;
+    inner.file.sync_data().map_err(io)?;
+    inner.at += bytes.len() as u64;
+    Ok(())
 }
 
 /// Reads the ledger file at `path`; an absent file reads as empty.
@@ -331,7 +376,8 @@ mod tests {
         for cut in 1..records[3].len() {
             let reading = decode(&bytes[..bytes.len() - cut]);
             assert_eq!(reading.entries.len(), 3, "cut {cut}");
-            assert_eq!(reading.torn_tail as usize, records[3].len() - cut);
+            // Zeros at the end of what was written count as padding, not as the torn record.
+            assert!(reading.torn_tail as usize <= records[3].len() - cut, "cut {cut}");
             assert!(reading.damaged.is_empty());
         }
         let second = records[0].len();
@@ -364,14 +410,38 @@ mod tests {
         let (ledger, reading) = Ledger::open(&path).unwrap();
         assert_eq!(reading.entries.len(), 3);
         assert_eq!(ledger.ends().get(&key("a", 1)), Some(&12));
-        // A torn last record is dropped, and the file is clean again afterwards.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&encode(&end("a", 0, 99))[..10]).unwrap();
+        // A torn last record (written over the padding, where the next one goes) is dropped,
+        // and the file is clean again afterwards.
+        let records: u64 = read(&path).unwrap().entries.iter().map(|e| encode(e).len() as u64).sum();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &encode(&end("a", 0, 99))[..10], records).unwrap();
         drop((f, ledger));
         let (ledger, reading) = Ledger::open(&path).unwrap();
-        assert_eq!(reading.torn_tail, 10);
+        assert!((1..=10).contains(&reading.torn_tail), "{}", reading.torn_tail);
         assert_eq!(ledger.ends().get(&key("a", 0)), Some(&5));
         drop(ledger);
         assert_eq!(read(&path).unwrap().torn_tail, 0);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(len >= PADDING_BYTES, "the file keeps its padding ({len} bytes)");
+    }
+
+    /// Records written over the padding one by one read back, and a full padding makes the
+    /// file be rewritten with fresh padding rather than grow.
+    #[test]
+    fn records_fill_the_padding_and_the_file_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger");
+        let padding = 4096;
+        let (ledger, _) = Ledger::open_padded(&path, padding).unwrap();
+        let one = encode(&end("t", 0, 1)).len();
+        let n = 3 * padding / one;
+        for i in 1..=n as u64 {
+            ledger.record([(key("t", 0), i)]).unwrap();
+        }
+        drop(ledger);
+        let reading = read(&path).unwrap();
+        assert!(reading.damaged.is_empty() && reading.torn_tail == 0);
+        assert_eq!(ends(&reading.entries).get(&key("t", 0)), Some(&(n as u64)));
+        assert!(std::fs::metadata(&path).unwrap().len() as usize <= 2 * padding);
     }
 }

@@ -394,17 +394,32 @@ impl Partition {
             return Ok(outcome);
         }
         let out_len_before = out.len();
+        // Where the next batch taken must begin: offsets follow on from batch to batch, and a
+        // batch missing from the store (sled lost it) is an error, never skipped.
+        let mut expected: Option<u64> = None;
         // Adds one batch to `out`; false when the read is complete.
         let mut take = |key: &IVec, value: &IVec| -> Result<bool, StorageError> {
             let view = self.checked(key, value)?;
             if view.next_offset() <= start {
                 // Only a batch that ends before `start` (the one found below it when `start`
-                // is at or past the high watermark).
+                // is at or past the high watermark, or before a gap).
                 return Ok(true);
             }
             if view.base_offset() >= limit {
                 return Ok(false);
             }
+            // The first batch may begin after `start` only when retention moved the log start
+            // past it meanwhile.
+            let want = expected.unwrap_or_else(|| start.max(self.log_start.load(Ordering::Acquire)));
+            if view.base_offset() > want {
+                return Err(StorageError::Corrupt {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    offset: want,
+                    reason: format!("offsets {want}..{} are missing from the store", view.base_offset()),
+                });
+            }
+            expected = Some(view.next_offset());
             let taken = out.len() - out_len_before;
             if outcome.batches > 0 && taken.saturating_add(value.len()) > max_bytes {
                 return Ok(false);

@@ -433,3 +433,37 @@ fn handles_are_send_and_sync() {
     shared::<silt_storage::Store>();
     shared::<std::sync::Arc<silt_storage::Partition>>();
 }
+
+/// A batch missing from the middle of a partition (sled lost it) is an error naming the
+/// missing offsets when a read reaches it, never skipped over, and `scan` names it too.
+#[test]
+fn a_batch_missing_from_the_middle_is_an_error_not_a_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_topic(topic("gap", 1)).unwrap();
+    let p = store.partition("gap", 0).unwrap();
+    for i in 0..3 {
+        p.append(&mut batch(0, 0, &[(i, b"v"), (i, b"w")]), 1).unwrap();
+    }
+    let incarnation = store.incarnation("gap").unwrap();
+    drop(p);
+    store.flush().unwrap();
+    drop(store);
+    let db = sled::open(dir.path()).unwrap();
+    let tree = db.open_tree(format!("batches/gap\0{incarnation:016x}\00")).unwrap();
+    assert!(tree.remove(2u64.to_be_bytes()).unwrap().is_some(), "the second batch begins at 2");
+    db.flush().unwrap();
+    drop((tree, db));
+
+    let store = open(dir.path());
+    let p = store.partition("gap", 0).unwrap();
+    let mut out = Vec::new();
+    let e = p.read(0, 1 << 20, u64::MAX, &mut out).unwrap_err();
+    assert!(e.to_string().contains("offsets 2..4 are missing"), "{e}");
+    let e = p.read(3, 1 << 20, u64::MAX, &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("offsets 3..4 are missing"), "{e}");
+    let mut tail = Vec::new();
+    p.read(4, 1 << 20, u64::MAX, &mut tail).expect("what follows the gap reads");
+    assert_eq!(bases(&tail), [4]);
+    assert!(p.scan().problems.iter().any(|m| m.contains("offsets 2..4 are missing")));
+}
