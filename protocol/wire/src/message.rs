@@ -433,6 +433,9 @@ pub enum ErrorCode {
     /// what it still holds, and refuses produces and reads of the lost range until an
     /// operator accepts the loss.
     DataLoss,
+    /// The broker's disk is nearly full: nothing of the batch was stored. Retriable; the
+    /// broker takes produces again on its own once space is freed.
+    DiskFull,
 }
 
 /// A response, one per request, in request order on a stream.

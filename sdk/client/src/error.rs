@@ -37,7 +37,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::Unreachable { .. } | ClientError::ConnectionLost(_) | ClientError::Timeout(_)
-        ) || matches!(self, ClientError::Broker { code: ErrorCode::ShuttingDown, .. })
+        ) || matches!(self, ClientError::Broker { code: ErrorCode::ShuttingDown | ErrorCode::DiskFull, .. })
     }
 
     pub(crate) fn from_response(code: ErrorCode, message: String) -> ClientError {

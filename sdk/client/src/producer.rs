@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use silt_wire::time::unix_ms;
-use silt_wire::{partition_for_key, BatchBuilder, Compression, Request, Response};
+use silt_wire::{partition_for_key, BatchBuilder, Compression, ErrorCode, Request, Response};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -463,6 +463,9 @@ impl PartitionSender {
         let mut inflight: VecDeque<Sealed> = VecDeque::new();
         let mut link: Option<(ChannelSender, mpsc::Receiver<Result<Response, ClientError>>)> = None;
         let mut queue_open = true;
+        // Since when the broker has refused batches for a full disk, and the pause before the
+        // next resend.
+        let mut disk_full: Option<(Instant, Duration)> = None;
         loop {
             if !queue_open && inflight.is_empty() {
                 return;
@@ -509,10 +512,26 @@ impl PartitionSender {
                         });
                     }
                     self.delivery.acked.send_modify(|n| *n += 1);
+                    disk_full = None;
                 }
                 Event::Response(Ok(other)) => {
                     self.delivery.fail(unexpected(&other));
                     return;
+                }
+                Event::Response(Err(e @ ClientError::Broker { code: ErrorCode::DiskFull, .. })) => {
+                    // Nothing of the batch was stored: wait, then resend it and every later one
+                    // (the broker stored none of those out of order) on a fresh stream, until
+                    // `retry_timeout` after the first refusal.
+                    let (since, pause) =
+                        *disk_full.get_or_insert((Instant::now(), Duration::from_millis(50)));
+                    if since.elapsed() + pause > self.config.retry_timeout {
+                        self.delivery.fail(e);
+                        return;
+                    }
+                    tracing::debug!(error = %e, partition = self.partition, "broker's disk is full; resending later");
+                    tokio::time::sleep(pause).await;
+                    disk_full = Some((since, (pause * 2).min(Duration::from_secs(1))));
+                    link = None;
                 }
                 Event::Response(Err(e)) if e.is_retriable() => {
                     tracing::debug!(error = %e, partition = self.partition, "produce stream lost; resending");

@@ -61,6 +61,10 @@ pub struct Config {
     pub retention_check_ms: u64,
     /// sled page cache.
     pub cache_bytes: u64,
+    /// Produces are refused (retriable `DiskFull`) while the data directory's filesystem has
+    /// less than this free (`crate::space`). `None`: 5 % of the filesystem, between 4 and 256
+    /// MiB; 0: never.
+    pub disk_free_min_bytes: Option<u64>,
     pub processors: ProcessorConfig,
     /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) traces are exported to; `None`: none.
     pub otlp_endpoint: Option<String>,
@@ -164,6 +168,7 @@ impl Default for Config {
             quotas: crate::quotas::QuotaConfig::default(),
             retention_check_ms: 10_000,
             cache_bytes: 256 * 1024 * 1024,
+            disk_free_min_bytes: None,
             processors: ProcessorConfig::default(),
             otlp_endpoint: None,
             auth: crate::auth::AuthConfig::default(),
@@ -187,6 +192,8 @@ pub struct FileConfig {
     pub tls_names: Option<Vec<String>>,
     pub retention_check_ms: Option<u64>,
     pub cache_bytes: Option<u64>,
+    /// Free bytes below which produces are refused; 0 turns the guard off.
+    pub disk_free_min_bytes: Option<u64>,
     pub connections_max: Option<usize>,
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
@@ -264,6 +271,9 @@ impl Config {
         }
         if let Some(v) = file.cache_bytes {
             c.cache_bytes = v;
+        }
+        if let Some(v) = file.disk_free_min_bytes {
+            c.disk_free_min_bytes = Some(v);
         }
         if let Some(v) = file.connections_max {
             c.limits.connections_max = v.max(1);

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::FsyncPolicy;
 use crate::metrics::Metrics;
+use crate::space::SpaceGuard;
 
 /// Shared by the request handlers and the flusher task.
 pub struct Durability {
@@ -30,6 +31,25 @@ pub struct Durability {
     wake: Notify,
     metrics: Arc<Metrics>,
     ledger: OnceLock<LedgerHook>,
+    space: OnceLock<Arc<SpaceGuard>>,
+}
+
+/// Why a write is not taken.
+#[derive(Debug, Clone)]
+pub enum Refused {
+    /// The disk is nearly full; retriable, produces resume on their own.
+    DiskFull(String),
+    /// A flush failed: nothing more is acknowledged until the broker restarts.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::DiskFull(e) => write!(f, "disk full: {e}"),
+            Refused::Failed(e) => write!(f, "storage failed: {e}"),
+        }
+    }
 }
 
 /// The ledger, and where the partitions' written ends come from.
@@ -66,6 +86,7 @@ impl Durability {
             wake: Notify::new(),
             metrics,
             ledger: OnceLock::new(),
+            space: OnceLock::new(),
         })
     }
 
@@ -73,6 +94,41 @@ impl Durability {
     /// done. Set once, when the partitions exist.
     pub fn keep_ledger(&self, ledger: Arc<Ledger>, ends: EndsOfPartitions) {
         let _ = self.ledger.set(LedgerHook { ledger, ends });
+    }
+
+    /// Makes [`Durability::admit`] refuse writes while `guard` finds the disk nearly full.
+    pub fn guard_space(&self, guard: Arc<SpaceGuard>) {
+        let _ = self.space.set(guard);
+    }
+
+    /// Whether a produce of `bytes` may be appended: not after a failed flush, nor while
+    /// the disk is nearly full.
+    pub fn admit(&self, bytes: u64) -> Result<(), Refused> {
+        self.healthy()?;
+        match self.space.get() {
+            Some(space) => space.admit(bytes).map_err(Refused::DiskFull),
+            None => Ok(()),
+        }
+    }
+
+    /// `Err` once a flush failed: under every fsync policy, no write is acknowledged after it.
+    pub fn healthy(&self) -> Result<(), Refused> {
+        match &*self.flushed.borrow() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Refused::Failed(e.clone())),
+        }
+    }
+
+    /// Waits until writes that do not come from producers (processor outputs) may go on:
+    /// while the disk is nearly full; `Err` once a flush failed.
+    pub async fn room(&self) -> Result<(), Refused> {
+        loop {
+            self.healthy()?;
+            if !self.space.get().is_some_and(|s| s.is_full()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn commit(&self) -> std::sync::MutexGuard<'_, GroupCommit> {
@@ -121,7 +177,13 @@ impl Durability {
                 let mut tick = tokio::time::interval(Duration::from_millis(ms));
                 loop {
                     tick.tick().await;
-                    let target = self.commit().handle_tick();
+                    let (target, failed) = {
+                        let mut commit = self.commit();
+                        (commit.handle_tick(), commit.flushed().is_err())
+                    };
+                    if failed {
+                        return;
+                    }
                     if let Some(target) = target {
                         self.flush(&store, target, &done).await;
                     }
@@ -199,6 +261,24 @@ impl Durability {
                 changed
             });
         }
+    }
+
+    /// A write to the store failed with an I/O error: sled keeps that error for the rest of
+    /// the process (every later write and flush returns it, and a flush already waiting may
+    /// never return), so the broker stops acknowledging now, as after a failed flush, and
+    /// wakes every produce waiting for one.
+    pub fn fail(&self, e: String) {
+        self.failed(&e);
+        let e = format!("a write failed: {e}");
+        self.commit().fail(e.clone());
+        self.flushed.send_if_modified(|f| {
+            let changed = f.is_ok();
+            if changed {
+                *f = Err(e);
+            }
+            changed
+        });
+        self.wake.notify_one();
     }
 
     fn failed(&self, e: &str) {

@@ -22,6 +22,7 @@ pub mod processors;
 pub mod quic;
 pub mod quotas;
 pub mod requests;
+pub mod space;
 pub mod trace_context;
 
 use std::sync::Arc;
@@ -126,6 +127,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(metrics::Metrics::new());
     let durability = Durability::new(config.fsync, metrics.clone());
     let (ledger, losses) = open_ledger(&config.data_dir, &store, &metrics)?;
+    let space = space::SpaceGuard::new(&config.data_dir, config.disk_free_min_bytes, metrics.clone())
+        .context("reading the free space of the data directory's filesystem")?;
+    durability.guard_space(space.clone());
     let partitions = Partitions::new(store.clone(), durability.clone(), metrics.clone(), ledger, losses);
     check_exposure(&config)?;
     ensure_audit_topic(&store)?;
@@ -156,6 +160,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(%listen, admin = %admin_listen, data_dir = %config.data_dir.display(), fsync = ?config.fsync, "silt-broker started");
 
     let flusher = tokio::spawn(durability.clone().run(store.clone()));
+    let durability_at_stop = durability.clone();
+    let space_guard = tokio::spawn(space.run());
     broker.start_processors();
     let housekeeping = {
         let broker = broker.clone();
@@ -189,12 +195,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("shutting down: closing connections and flushing");
         endpoint.close(quic::close_code::SHUTDOWN.into(), b"broker shutting down");
         housekeeping.abort();
+        space_guard.abort();
         flusher.abort();
-        let s = store.clone();
-        tokio::task::spawn_blocking(move || s.flush()).await?.context("final flush")?;
+        // After a failed write sled returns the same error to every call, and a flush may
+        // never return: the broker stops without one, and says so in its exit code.
+        let final_flush = match durability_at_stop.healthy() {
+            Ok(()) => {
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.flush()).await?.context("final flush")
+            }
+            Err(refused) => Err(anyhow::anyhow!("no final flush: {refused}")),
+        };
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         quic.abort();
         let _ = admin.await;
+        final_flush?;
         tracing::info!("silt-broker stopped");
         Ok(())
     });

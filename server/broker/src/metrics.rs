@@ -50,6 +50,12 @@ pub struct Metrics {
     pub processor_state: IntGaugeVec,
     pub processor_lag: IntGaugeVec,
     pub flush_failures: IntCounter,
+    /// Free bytes of the data directory's filesystem, as last sampled.
+    pub disk_free_bytes: IntGauge,
+    /// 1 while produces are refused because the disk is nearly full.
+    pub disk_full: IntGauge,
+    /// Produces refused because the disk is nearly full.
+    pub disk_full_refusals: IntCounter,
     /// Requests refused by authentication or authorization, by reason and request.
     pub auth_refusals: IntCounterVec,
     /// Audit events that did not fit the audit writer's queue (still in the log).
@@ -157,6 +163,18 @@ impl Metrics {
                 &["processor"],
             ),
             flush_failures: r.counter("silt_flush_failures_total", "Durability flushes that failed."),
+            disk_free_bytes: r.gauge(
+                "silt_disk_free_bytes",
+                "Free bytes of the filesystem that holds the data directory (sampled 5 times a second).",
+            ),
+            disk_full: r.gauge(
+                "silt_disk_full",
+                "1 while produces are refused because free space is below disk_free_min_bytes.",
+            ),
+            disk_full_refusals: r.counter(
+                "silt_disk_full_refusals_total",
+                "Produces refused because the disk was nearly full (retriable; nothing of them stored).",
+            ),
             auth_refusals: counter(
                 "silt_auth_refusals_total",
                 "Requests refused: unauthenticated (no or a bad credential) or denied (no right).",

@@ -29,7 +29,7 @@ use crate::auth::{rights, Auth, Method, Principal, Session};
 use crate::clock::now_ms;
 use crate::config::{Limits, ProcessorConfig};
 use crate::devices;
-use crate::durability::Durability;
+use crate::durability::{Durability, Refused};
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionHandle, Partitions};
 use crate::processors::{HostError, ProcessorHost};
@@ -90,6 +90,17 @@ pub fn wire_error(e: &WireError) -> Reply {
         _ => ErrorCode::InvalidBatch,
     };
     error(code, e.to_string())
+}
+
+/// The answer to a write the broker does not take.
+fn refusal(refused: Refused) -> (Response, Bytes) {
+    match refused {
+        Refused::DiskFull(message) => error(ErrorCode::DiskFull, message),
+        Refused::Failed(e) => error(
+            ErrorCode::Storage,
+            format!("the broker cannot make writes durable ({e}): it acknowledges no produce until it is restarted"),
+        ),
+    }
 }
 
 impl Broker {
@@ -436,6 +447,9 @@ impl Broker {
         }
         let records = batch::peek_header(frame.payload()).0;
         let bytes = frame.payload().len() as u64;
+        if let Err(refused) = self.durability.admit(bytes) {
+            return ready(refusal(refused));
+        }
         let records_in = self.metrics.records_in.with_label_values(&[topic]);
         let bytes_in = self.metrics.bytes_in.with_label_values(&[topic]);
         let ack_seconds = self.metrics.ack_seconds.clone();
@@ -470,12 +484,20 @@ impl Broker {
                     Response::Produced { base_offset: base_offset.unwrap_or(u64::MAX), duplicate: true },
                     None,
                 ),
+                Err(e) if e.is_io() => {
+                    durability.fail(e.to_string());
+                    return refusal(Refused::Failed(e.to_string()));
+                }
                 Err(e) => return storage_error(e),
             };
             if durability.acks_wait_for_flush() {
                 if let Err(e) = durability.wait(ticket).await {
-                    return error(ErrorCode::Storage, e);
+                    return refusal(Refused::Failed(e));
                 }
+            } else if let Err(refused) = durability.healthy() {
+                // Under `every` and `never` an ack does not wait for its flush, but none is
+                // given once a flush failed.
+                return refusal(refused);
             }
             if let Some(next) = next {
                 handle.durable(next);

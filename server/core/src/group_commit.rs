@@ -97,6 +97,12 @@ impl GroupCommit {
         }
     }
 
+    /// A write failed outside a flush: no ticket is covered from now on. A flush in flight
+    /// may still finish; it covers nothing.
+    pub fn fail(&mut self, e: String) {
+        self.failed.get_or_insert(e);
+    }
+
     /// The highest ticket covered, or the failure.
     pub fn flushed(&self) -> Result<u64, String> {
         match &self.failed {

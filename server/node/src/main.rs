@@ -136,5 +136,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         broker.log_format == LogFormat::Json,
         broker.otlp_endpoint.as_deref(),
     )?;
-    runtime.block_on(serve::run(config))
+    let result = runtime.block_on(serve::run(config));
+    // A blocking task can outlive the broker: a sled flush that never returns after a disk
+    // error. Dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }

@@ -40,6 +40,12 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// An I/O error from the disk (a full disk, EIO). sled keeps the first one for as long as
+    /// the store is open: every later write and flush fails with it.
+    pub fn is_io(&self) -> bool {
+        matches!(self, StorageError::Sled(sled::Error::Io(_)))
+    }
+
     /// A copy of a corruption error, which a broken partition returns on every call.
     /// `None` for other errors (sled's error type cannot be copied).
     pub(crate) fn copy_corruption(&self) -> Option<StorageError> {

@@ -76,11 +76,13 @@ mod auth;
 pub mod check;
 mod devices;
 mod error;
+mod failpoint;
 mod layout;
 pub mod ledger;
 mod partition;
 mod processors;
 pub mod records;
+pub mod space;
 mod store;
 
 pub use auth::AuthTree;

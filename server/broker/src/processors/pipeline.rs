@@ -247,6 +247,15 @@ impl PartitionTask {
             if let Err(why) = self.may_run() {
                 return self.fail(&why);
             }
+            // Outputs wait while the disk is nearly full, and stop for good after a failed
+            // flush (the broker acknowledges nothing more until restarted).
+            tokio::select! {
+                room = self.pipelines.durability.room() => if let Err(refused) = room {
+                    tracing::error!(processor = %self.name, partition = self.partition, ?refused, "storage failed; pipeline stops");
+                    return;
+                },
+                _ = self.stop.wait_for(|s| *s) => return,
+            }
             let (returned, result) = match self.chunk(instance, checkpoint.clone()).await {
                 Ok(v) => v,
                 Err(message) => return self.fail(&message),
