@@ -419,9 +419,34 @@ impl Broker {
                 if !frame.payload().is_empty() {
                     return ready(error(ErrorCode::InvalidRequest, "this request takes no payload"));
                 }
-                ready(self.admin(other, &principal))
+                let commit = matches!(other, Request::CommitOffsets { .. });
+                let reply = self.admin(other, &principal);
+                if commit && matches!(reply.0, Response::Done) {
+                    return self.once_durable(reply);
+                }
+                ready(reply)
             }
         }
+    }
+
+    /// `reply` to a write outside the log (a group's offsets), given once that write is
+    /// durable as an append would be: after the next flush under `fsync = always`, at once
+    /// otherwise; refused after a failed flush.
+    fn once_durable(&self, reply: Reply) -> PendingReply {
+        if !self.durability.acks_wait_for_flush() {
+            return ready(match self.durability.healthy() {
+                Ok(()) => reply,
+                Err(refused) => refusal(refused),
+            });
+        }
+        let ticket = self.durability.register();
+        let durability = self.durability.clone();
+        Box::pin(async move {
+            match durability.wait(ticket).await {
+                Ok(()) => reply,
+                Err(e) => refusal(Refused::Failed(e)),
+            }
+        })
     }
 
     /// A processor control call, answered once the host has done it.

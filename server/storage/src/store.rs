@@ -285,7 +285,8 @@ impl Store {
 
     /// Stores a consumer group's committed offset.
     ///
-    /// Not flushed: it becomes durable with the next [`Store::flush`]. `UnknownTopic` /
+    /// Not flushed: it becomes durable with the next [`Store::flush`] (the broker acknowledges
+    /// a commit only after it). `UnknownTopic` /
     /// `UnknownPartition` when the partition does not exist; `InvalidName` for an empty group
     /// name or one longer than 255 bytes.
     pub fn commit_offset(
