@@ -83,6 +83,10 @@ impl AppenderHandle {
     }
 }
 
+/// The broker refused a batch's sequence as skipping ahead (its message).
+#[derive(Debug)]
+struct OutOfOrder(String);
+
 /// The appender is gone: the bridge is stopping.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the bridge is stopping")]
@@ -183,7 +187,7 @@ impl Appender {
                     b.bytes = bytes.into();
                 }
             }
-            self.send_round(&round).await;
+            self.send_round(&round).await?;
             self.finish_round(&round)?;
         }
         let journal = self.journal.clone();
@@ -239,7 +243,7 @@ impl Appender {
             .expect("journal write panicked")?;
         self.metrics.journal_flush_seconds.observe(flush_started.elapsed().as_secs_f64());
 
-        self.send_round(&round).await;
+        self.send_round(&round).await?;
         self.finish_round(&round)?;
         let records: usize = subs.iter().map(|s| s.records.len()).sum();
         self.metrics.records_appended.inc_by(records as u64);
@@ -266,31 +270,80 @@ impl Appender {
     /// failures. Partitions go at once; a partition's batches (more than one when its records
     /// pass a batch's size limit) go one after another, in sequence order: the broker refuses
     /// a sequence that skips ahead, and requests on separate streams may arrive in any order.
-    async fn send_round(&self, round: &Round) {
-        let mut chains: BTreeMap<(&str, u32), Vec<&RoundBatch>> = BTreeMap::new();
+    ///
+    /// A batch refused as out of order (the broker lost this producer's state: its data was
+    /// restored from an older copy) is never dropped: the bridge takes a fresh producer id,
+    /// under which the broker takes any first sequence, and sends that batch and the rest of
+    /// its partition's chain again under it. Errs only when the journal cannot record the id.
+    async fn send_round(&mut self, round: &Round) -> Result<(), JournalError> {
+        let mut chains: Vec<Vec<RoundBatch>> = Vec::new();
+        let mut index: BTreeMap<(&str, u32), usize> = BTreeMap::new();
         for b in &round.batches {
-            chains.entry((&b.topic, b.partition)).or_default().push(b);
+            let i = *index.entry((&b.topic, b.partition)).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[i].push(b.clone());
         }
-        let sends = chains.into_values().map(|chain| async move {
-            for b in chain {
-                self.send_batch(b).await;
+        loop {
+            let this = &*self;
+            let sends = chains.into_iter().map(|chain| async move {
+                for (i, b) in chain.iter().enumerate() {
+                    if let Err(refused) = this.send_batch(b).await {
+                        tracing::warn!(topic = %b.topic, partition = b.partition, sequence = b.sequence,
+                            message = %refused.0, "the broker refused a batch as out of order (it lost this \
+                            producer's state); sending it again under a fresh producer id");
+                        return chain[i..].to_vec();
+                    }
+                }
+                Vec::new()
+            });
+            chains = futures::future::join_all(sends).await.into_iter().filter(|c| !c.is_empty()).collect();
+            if chains.is_empty() {
+                return Ok(());
             }
-        });
-        futures::future::join_all(sends).await;
+            self.renew_producer_id().await?;
+            for b in chains.iter_mut().flatten() {
+                let mut bytes = b.bytes.to_vec();
+                batch::set_producer(&mut bytes, self.producer_id, b.sequence);
+                b.bytes = bytes.into();
+            }
+        }
     }
 
-    async fn send_batch(&self, b: &RoundBatch) {
+    /// Asks the broker for a new producer id (retrying until it answers) and journals it:
+    /// later rounds, and rounds sent again after a restart, go under it.
+    async fn renew_producer_id(&mut self) -> Result<(), JournalError> {
+        let mut pause = Duration::from_millis(RETRY_FIRST_MS);
+        let id = loop {
+            match self.client.init_producer().await {
+                Ok(id) => break id,
+                Err(e) => tracing::warn!(error = %e, "cannot get a fresh producer id; retrying"),
+            }
+            self.metrics.broker_retries.inc();
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(RETRY_MAX_MS));
+        };
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || journal.set_producer_id(id))
+            .await
+            .expect("journal write panicked")?;
+        tracing::warn!(old = self.producer_id, new = id, "took a fresh producer id");
+        self.metrics.producer_renewals.inc();
+        self.producer_id = id;
+        Ok(())
+    }
+
+    /// Sends one batch until the broker stores it (or already had it); `Err` when the broker
+    /// refuses it as out of order, which no retry under the same producer id can change.
+    async fn send_batch(&self, b: &RoundBatch) -> Result<(), OutOfOrder> {
         let request = Request::Produce { topic: b.topic.clone(), partition: b.partition };
         let mut pause = Duration::from_millis(RETRY_FIRST_MS);
         loop {
             match self.client.request(&request, b.bytes.clone()).await {
-                Ok((Response::Produced { .. }, _)) => return,
+                Ok((Response::Produced { .. }, _)) => return Ok(()),
                 Err(ClientError::Broker { code: ErrorCode::OutOfOrderSequence, message }) => {
-                    // Only possible when the broker lost this producer's state (its data was
-                    // replaced): the batch cannot be placed, and retrying would block forever.
-                    tracing::error!(topic = %b.topic, partition = b.partition, sequence = b.sequence, %message,
-                        "the broker refused a journaled batch as out of order; it is dropped");
-                    return;
+                    return Err(OutOfOrder(message));
                 }
                 Err(ClientError::UnknownTopic(_)) if self.config.create_topics => {
                     tracing::warn!(topic = %b.topic, "topic vanished; creating it again");

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub broker_retries: IntCounter,
     /// Device refusals that could not reach the broker's audit topic (they are still logged).
     pub audit_dropped: IntCounter,
+    /// Fresh producer ids taken after the broker refused a batch as out of order.
+    pub producer_renewals: IntCounter,
 }
 
 impl Metrics {
@@ -91,6 +93,10 @@ impl Metrics {
             audit_dropped: c(
                 "silt_bridge_audit_dropped_total",
                 "Device refusals that did not reach the broker's audit topic (still logged).",
+            ),
+            producer_renewals: c(
+                "silt_bridge_producer_renewals_total",
+                "Fresh producer ids taken after the broker refused a batch as out of order.",
             ),
             registry: r,
         }

@@ -1,6 +1,7 @@
 //! Frames over TCP through the real bridge binary into a real broker: acks only after
 //! durability, dedup of retransmissions, nacks for every kind of bad frame, and exactly-once
-//! across a SIGKILL of the bridge.
+//! across a SIGKILL of the bridge; a batch the broker refuses as out of order is sent again
+//! under a fresh producer id, never dropped.
 
 mod support;
 
@@ -160,4 +161,62 @@ async fn a_bridge_killed_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(unique, (1..=FRAMES).collect(), "missing readings after restarts");
     drop(bridge);
     broker.stop().await;
+}
+
+/// A broker restored from an older copy of its data has lost the bridge's producer state: it
+/// refuses the bridge's next batches as out of order. The bridge takes a fresh producer id
+/// and sends them again; it never acks a frame whose readings are not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_out_of_order_is_sent_again_under_a_fresh_producer_id() {
+    let mut broker = Broker::start().await;
+    let bridge = BridgeProcess::start(&broker, "", &[]).await;
+    let key = broker.add_device("dev-1").await;
+    let mut dev = TestDevice::connect(bridge.tcp, "dev-1", key).await;
+    assert_eq!(dev.hello(0).await, Reply::Ack(0));
+    for seq in 1..=5 {
+        dev.data(seq).await;
+    }
+    dev.wait_ack(5).await;
+
+    // A copy of the broker's data as it is now, then more frames on top of it (on another
+    // copy, the broker's data from now on).
+    let copies = tempfile::tempdir().expect("temp dir");
+    let older = copies.path().join("older");
+    broker
+        .restart_with(|data| {
+            copy_dir(data, &older);
+            let newer = copies.path().join("newer");
+            copy_dir(data, &newer);
+            newer
+        })
+        .await;
+    for seq in 6..=10 {
+        dev.data(seq).await;
+    }
+    dev.wait_ack(10).await;
+
+    // The operator restores the older copy: frames 6..=10 are gone with it (not the bridge's
+    // doing), and the broker expects the bridge's sequences to go on from frame 5's.
+    broker.restart_with(|_| older.clone()).await;
+    for seq in 11..=15 {
+        dev.data(seq).await;
+    }
+    dev.wait_ack(15).await;
+
+    let want: Vec<u32> = (1..=5).chain(11..=15).collect();
+    for topic in ["sensors.temperature", "sensors.humidity"] {
+        let seqs: Vec<u32> = read_to_end(&broker.client, topic).await.iter().map(seq_of).collect();
+        assert_eq!(seqs, want, "{topic}: every frame acked after the restore is stored, once");
+    }
+    let metrics = bridge.metrics().await;
+    assert!(metrics.contains("silt_bridge_producer_renewals_total 1"), "{metrics}");
+    assert!(bridge.log().contains("fresh producer id"), "{}", bridge.log());
+    drop(bridge);
+    broker.stop().await;
+}
+
+/// `cp -a from to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().expect("running cp");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
 }

@@ -39,6 +39,8 @@ pub struct Broker {
     /// The admin token the broker wrote; bridges started here authenticate with it.
     pub token: String,
     pub client: Client,
+    /// Where the running broker keeps its data (`dir/data` until [`Broker::restart_with`]).
+    pub data_dir: PathBuf,
 }
 
 impl Broker {
@@ -60,6 +62,7 @@ impl Broker {
             ca_cert: running.ca_cert.clone(),
             token,
             running: Some(running),
+            data_dir: dir.path().join("data"),
             dir,
             client,
         }
@@ -80,6 +83,30 @@ impl Broker {
             allow: true,
         };
         self.client.grant_acl(entry).await.expect("granting a right");
+    }
+
+    /// Stops the broker and starts it again on the same QUIC port, so bridges find it where
+    /// it was, on the data directory `between` returns, given the one it stopped on. (A new
+    /// directory each time: a broker stopped in this process may hold its store's lock a
+    /// while longer.)
+    pub async fn restart_with(&mut self, between: impl FnOnce(&std::path::Path) -> PathBuf) {
+        self.client.close().await;
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("broker shutdown");
+        }
+        self.data_dir = between(&self.data_dir);
+        let config = silt_broker::config::Config {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..silt_broker::config::Config::default()
+        };
+        let running = silt_broker::start(config).await.expect("restarting the broker");
+        let config = ClientConfig::new(running.listen.to_string(), &running.ca_cert).unwrap();
+        self.client =
+            Client::connect(config.with_token(&self.token)).await.expect("connecting to the broker");
+        self.admin = running.admin_listen;
+        self.running = Some(running);
     }
 
     pub async fn stop(mut self) {
