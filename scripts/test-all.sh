@@ -61,6 +61,12 @@ scripts/firmware-esp32c3.sh
 step "cargo test"
 cargo test --workspace --locked
 
+step "power cuts in a virtual machine"
+# 3 cycles of produce, power cut (SIGKILL to QEMU) and verify, with the debug binaries cargo
+# test just built; scripts/powercut.sh runs long campaigns (docs/reliability.md). Installs
+# qemu-system-x86 and a Debian kernel package itself; about 2 minutes under emulation.
+POWERCUT_PROFILE=debug scripts/powercut.sh 3
+
 step "fuzz the decoders of untrusted bytes"
 # 20 s of libFuzzer on each decoder of untrusted bytes: device frames, the network frames,
 # control messages and record batches of the protocol, and the control-plane records on disk
