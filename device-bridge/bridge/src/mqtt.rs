@@ -155,14 +155,62 @@ struct Conn<S> {
     packet_bytes_max: usize,
 }
 
+/// The largest packet a session reads when publishes carry at most `payload_bytes_max`: a
+/// publish carries its topic (up to 64 KiB) and payload besides the fixed header.
+pub fn packet_bytes_max(payload_bytes_max: usize) -> usize {
+    payload_bytes_max + 70_000
+}
+
+/// Decodes the packet at the front of `input` as a session does, refusing one of more than
+/// `packet_bytes_max` bytes: `Ok(None)` while it is incomplete. The bytes are the device's.
+pub fn read_packet(
+    input: &mut BytesMut,
+    packet_bytes_max: usize,
+) -> Result<Option<Packet>, rumqttc::mqttbytes::Error> {
+    match Packet::read(input, packet_bytes_max) {
+        Ok(p) => Ok(Some(p)),
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The Silt topic a PUBLISH to `mqtt` goes to; `None` (and the session is closed) when the
+/// name is not a valid MQTT topic name or maps to no valid Silt topic.
+pub fn publish_topic(map: &[MqttMap], mqtt: &str) -> Option<String> {
+    valid_topic(mqtt).then(|| silt_topic(map, mqtt)).flatten()
+}
+
+/// What a SUBSCRIBE filter asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Not a valid MQTT filter: refused.
+    Invalid,
+    /// A wildcard: the session follows each topic it matches that the device may read.
+    Wildcard,
+    /// One topic by name: the Silt topic it maps to, if any (refused when none, or when the
+    /// device may not read it).
+    Exact(Option<String>),
+}
+
+/// Classifies a SUBSCRIBE filter.
+pub fn subscribe_filter(map: &[MqttMap], filter: &str) -> Filter {
+    if !valid_filter(filter) {
+        Filter::Invalid
+    } else if filter.contains(['+', '#']) {
+        Filter::Wildcard
+    } else {
+        Filter::Exact(silt_topic(map, filter))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// The next packet, reading as needed.
     async fn next(&mut self) -> Result<Packet, SessionError> {
         loop {
-            match Packet::read(&mut self.input, self.packet_bytes_max) {
-                Ok(p) => return Ok(p),
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => return Err(SessionError::Mqtt(e)),
+            if let Some(p) =
+                read_packet(&mut self.input, self.packet_bytes_max).map_err(SessionError::Mqtt)?
+            {
+                return Ok(p);
             }
             self.input.reserve(4096);
             if self.socket.read_buf(&mut self.input).await? == 0 {
@@ -198,8 +246,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         socket,
         input: BytesMut::with_capacity(4096),
         output: BytesMut::with_capacity(4096),
-        // A publish carries its topic (up to 64 KiB) and payload besides the fixed header.
-        packet_bytes_max: ingest.config.mqtt.payload_bytes_max + 70_000,
+        packet_bytes_max: packet_bytes_max(ingest.config.mqtt.payload_bytes_max),
     };
     let first = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), conn.next())
         .await
@@ -319,7 +366,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         let topic = match topics.get(&p.topic) {
                             Some(t) => t.clone(),
                             None => {
-                                let Some(t) = valid_topic(&p.topic).then(|| silt_topic(&ingest.config.mqtt.map, &p.topic)).flatten() else {
+                                let Some(t) = publish_topic(&ingest.config.mqtt.map, &p.topic) else {
                                     return Err(SessionError::Protocol(format!("topic {:?} maps to no valid Silt topic", p.topic)));
                                 };
                                 let t: Arc<str> = Arc::from(t);
@@ -353,20 +400,21 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     Packet::Subscribe(s) => {
                         let mut codes = Vec::with_capacity(s.filters.len());
                         for f in s.filters {
-                            if !valid_filter(&f.path) || subscriptions.len() >= SUBSCRIPTIONS_MAX {
+                            let filter = subscribe_filter(&ingest.config.mqtt.map, &f.path);
+                            if filter == Filter::Invalid || subscriptions.len() >= SUBSCRIPTIONS_MAX {
                                 codes.push(SubscribeReasonCode::Failure);
                                 continue;
                             }
                             // A filter naming one topic is refused outright when the device
                             // may not read it; a wildcard follows only the topics it may.
-                            let exact = !f.path.contains(['+', '#']);
-                            let named = exact.then(|| silt_topic(&ingest.config.mqtt.map, &f.path)).flatten();
-                            if exact && !named.as_ref().is_some_and(|t| rights.borrow().may(device, Operation::Consume, t)) {
-                                ingest.metrics.mqtt_refused.with_label_values(&["forbidden_subscribe"]).inc();
-                                let resource = named.as_ref().map_or_else(|| format!("mqtt:{}", f.path), |t| format!("topic:{t}"));
-                                ingest.audit.refused(Some(device), peer, "mqtt-subscribe", resource, "the device may not read the topic");
-                                codes.push(SubscribeReasonCode::Failure);
-                                continue;
+                            if let Filter::Exact(named) = &filter {
+                                if !named.as_ref().is_some_and(|t| rights.borrow().may(device, Operation::Consume, t)) {
+                                    ingest.metrics.mqtt_refused.with_label_values(&["forbidden_subscribe"]).inc();
+                                    let resource = named.as_ref().map_or_else(|| format!("mqtt:{}", f.path), |t| format!("topic:{t}"));
+                                    ingest.audit.refused(Some(device), peer, "mqtt-subscribe", resource, "the device may not read the topic");
+                                    codes.push(SubscribeReasonCode::Failure);
+                                    continue;
+                                }
                             }
                             let qos = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                             let mut set = JoinSet::new();

@@ -143,7 +143,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Parses 64 hex digits into 32 bytes.
 pub fn parse_key_hex(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
-    if text.len() != 64 || !text.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would take "+f" for 0x0f.
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -163,6 +164,16 @@ mod tests {
         let mut m = b"\0asm\x01\0\0\0".to_vec();
         m.extend_from_slice(&[0, 4, 3, b'a', b'b', b'c']);
         m
+    }
+
+    #[test]
+    fn a_key_in_hex_is_hex_digits_only() {
+        let key = [0xab; 32];
+        assert_eq!(parse_key_hex(&hex(&key)), Some(key));
+        assert_eq!(parse_key_hex(&format!(" {} ", hex(&key).to_uppercase())), Some(key));
+        // `u8::from_str_radix` takes a sign: "+b" would read as 0x0b.
+        assert_eq!(parse_key_hex(&format!("+b{}", &hex(&key)[2..])), None);
+        assert_eq!(parse_key_hex(&hex(&key)[2..]), None);
     }
 
     #[test]
