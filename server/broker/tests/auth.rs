@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use silt_client::{AclEntry, Client, ClientError, Credential, ErrorCode, FetchFrom, Operation};
 use silt_wire::{Deployment, DeviceRefusal, PartitionOffset, Request, Response};
-use support::{abi_module, batch_of, create_topic, read_all, BrokerProcess, PASSTHROUGH};
-
-/// Bound on an audit record reaching the audit topic.
-const AUDIT_WAIT: Duration = Duration::from_secs(15);
+use support::{
+    abi_module, audit_events, await_audit, batch_of, create_topic, read_all, BrokerProcess, AUDIT_WAIT,
+    PASSTHROUGH,
+};
 
 fn entry(principal: &str, op: Operation, resource: &str) -> AclEntry {
     AclEntry { principal: principal.into(), operation: op, resource: resource.into(), allow: true }
@@ -81,31 +81,6 @@ fn code(r: &Result<(Response, Bytes), ClientError>) -> Option<ErrorCode> {
         Err(ClientError::Broker { code, .. }) => Some(*code),
         Err(ClientError::UnknownTopic(_)) => Some(ErrorCode::UnknownTopic),
         _ => None,
-    }
-}
-
-/// Audit events (the JSON of each record of `silt.audit`), read as the admin.
-async fn audit_events(admin: &Client) -> Vec<serde_json::Value> {
-    read_all(admin, "silt.audit", FetchFrom::Earliest)
-        .await
-        .into_iter()
-        .map(|r| serde_json::from_str(&r.value).expect("audit records are JSON"))
-        .collect()
-}
-
-/// Waits until the audit holds an event for which `pred` holds.
-async fn await_audit(
-    admin: &Client,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + AUDIT_WAIT;
-    loop {
-        if let Some(e) = audit_events(admin).await.into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        assert!(Instant::now() < deadline, "no audit event for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use silt_client::FetchFrom;
 use silt_wire::Request;
-use support::{create_topic, produce, read_all, request_frame, BrokerProcess};
+use support::{await_audit, create_topic, produce, read_all, request_frame, BrokerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1024 * 1024;
@@ -125,11 +125,11 @@ async fn quotas_throttle_and_connections_per_address_are_capped() {
     let refused = silt_client::Client::connect(config.with_token(broker.admin_token())).await;
     assert!(refused.is_err(), "a fourth connection from one address is refused");
     assert!(metric(broker.admin, r#"silt_connections_refused_total{reason="per_address"}"#).await >= 1);
-    let audited = read_all(&client, "silt.audit", FetchFrom::Earliest)
-        .await
-        .into_iter()
-        .any(|r| r.value.contains(r#""operation":"connect""#) && r.value.contains(r#""outcome":"denied""#));
-    assert!(audited, "the refused connection is in the audit");
+    // The audit is written asynchronously: wait for the event.
+    await_audit(&client, "the refused connection", |e| {
+        e["operation"] == "connect" && e["outcome"] == "denied"
+    })
+    .await;
 }
 
 /// A principal named in `[quotas."user:NAME"]` runs under its own rates: here the admin is

@@ -544,3 +544,32 @@ pub use server_bin::broker_bin;
 mod abi;
 #[allow(unused_imports)]
 pub use abi::{abi_module, abi_module_with, PASSTHROUGH};
+
+/// Bound on an audit record reaching the audit topic: requests record events without waiting,
+/// and one task appends them once they are durable.
+pub const AUDIT_WAIT: Duration = Duration::from_secs(15);
+
+/// Audit events (the JSON of each record of `silt.audit`), read as the admin.
+pub async fn audit_events(admin: &Client) -> Vec<serde_json::Value> {
+    read_all(admin, "silt.audit", FetchFrom::Earliest)
+        .await
+        .into_iter()
+        .map(|r| serde_json::from_str(&r.value).expect("audit records are JSON"))
+        .collect()
+}
+
+/// Waits until the audit holds an event for which `pred` holds.
+pub async fn await_audit(
+    admin: &Client,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + AUDIT_WAIT;
+    loop {
+        if let Some(e) = audit_events(admin).await.into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no audit event for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
