@@ -127,8 +127,10 @@ fn json(line: &str) -> Value {
 /// summary adds up, exit code 0, and the temporary data is gone. `demo` builds the command
 /// for the demo's arguments (`--json` among them, and `--modules`).
 pub fn a_short_run_flows_smooths_and_alerts(demo: impl Fn(&[&str]) -> Command) {
+    // Making the command may build the server binary and the modules first: not the run.
+    let command = demo(&["--json", "--devices", "20", "--rate", "4", "--duration", "12s"]);
     let started = Instant::now();
-    let run = Demo::start(demo(&["--json", "--devices", "20", "--rate", "4", "--duration", "12s"]));
+    let run = Demo::start(command);
     let (status, lines, stderr) = run.finish();
     let out = lines.join("\n");
     assert_eq!(status.code(), Some(0), "stdout:\n{out}\nstderr:\n{stderr}");
