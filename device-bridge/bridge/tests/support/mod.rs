@@ -135,9 +135,36 @@ impl BridgeProcess {
     /// more flags.
     pub async fn start(broker: &Broker, config: &str, extra: &[&str]) -> BridgeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let (tcp, mqtt, mqtts, admin) = (port(0), port(1), port(2), port(3));
         std::fs::write(dir.path().join("bridge.toml"), config).unwrap();
+        let mut bridge = BridgeProcess {
+            dir,
+            tcp: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtt: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mqtts: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            args: Vec::new(),
+            child: None,
+        };
+        // A port free a moment ago may be taken by a test running beside this one before the
+        // bridge binds it: then the bridge exits at once, and it starts again on new ports.
+        for attempt in 1.. {
+            let port = |_| SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+            (bridge.tcp, bridge.mqtt, bridge.mqtts, bridge.admin) = (port(0), port(1), port(2), port(3));
+            bridge.args = bridge.args_for(broker, extra);
+            bridge.spawn();
+            match bridge.try_ready().await {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => {
+                    let _ = std::fs::remove_file(bridge.log_path());
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        bridge
+    }
+
+    fn args_for(&self, broker: &Broker, extra: &[&str]) -> Vec<String> {
+        let dir = self.dir.path();
         let mut args: Vec<String> = vec![
             "--broker".into(),
             broker.listen.to_string(),
@@ -146,23 +173,20 @@ impl BridgeProcess {
             "--token".into(),
             broker.token.clone(),
             "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
+            dir.join("data").display().to_string(),
             "--listen-tcp".into(),
-            tcp.to_string(),
+            self.tcp.to_string(),
             "--listen-mqtt".into(),
-            mqtt.to_string(),
+            self.mqtt.to_string(),
             "--listen-mqtts".into(),
-            mqtts.to_string(),
+            self.mqtts.to_string(),
             "--admin-listen".into(),
-            admin.to_string(),
+            self.admin.to_string(),
             "--config".into(),
-            dir.path().join("bridge.toml").display().to_string(),
+            dir.join("bridge.toml").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut bridge = BridgeProcess { dir, tcp, mqtt, mqtts, admin, args, child: None };
-        bridge.spawn();
-        bridge.wait_ready().await;
-        bridge
+        args
     }
 
     fn log_path(&self) -> PathBuf {
@@ -193,17 +217,25 @@ impl BridgeProcess {
 
     /// Waits until the admin port answers `GET /health`.
     pub async fn wait_ready(&mut self) {
+        if let Err(why) = self.try_ready().await {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits until the admin port answers `GET /health`; `Err` says why not, with the log.
+    async fn try_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("silt-bridge exited with {status}:\n{}", self.log());
+                self.child = None;
+                return Err(format!("silt-bridge exited with {status}:\n{}", self.log()));
             }
             if http_get(self.admin, "/health").await.is_some_and(|b| b.contains("ok")) {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("silt-bridge did not answer /health within {READY_TIMEOUT:?}:\n{}", self.log());
+        Err(format!("silt-bridge did not answer /health within {READY_TIMEOUT:?}:\n{}", self.log()))
     }
 
     /// SIGKILL: no shutdown code runs.
