@@ -29,7 +29,7 @@ use silt_client::{
     ProcessorState, Producer, ProducerConfig, ProducerRecord,
 };
 use silt_wire::{Request, Response};
-use support::{create_topic, example_wasm, BrokerProcess};
+use support::{create_topic, example_wasm, BrokerProcess, Rng};
 
 /// Input partitions: records alternate between them, so every cycle exercises two appenders,
 /// two pipeline tasks and two group offsets.
@@ -108,22 +108,6 @@ fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     let start = text.find(&format!("\"{name}\":"))? + name.len() + 3;
     let rest = &text[start..];
     Some(&rest[..rest.find([',', '}'])?])
-}
-
-/// A small xorshift generator: the kill moments are reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {

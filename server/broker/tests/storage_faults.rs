@@ -28,7 +28,7 @@ use bytes::Bytes;
 use silt_client::{Client, ErrorCode, FetchFrom};
 use silt_wire::batch::{decompress, split_batches, BatchView};
 use silt_wire::{Request, Response};
-use support::{broker_bin, create_topic, free_tcp_port, free_udp_port, produce, BrokerProcess};
+use support::{broker_bin, create_topic, free_tcp_port, free_udp_port, produce, BrokerProcess, Rng};
 
 /// Acknowledged records in the partition: 500 batches of 100.
 const RECORDS: u64 = 50_000;
@@ -43,22 +43,6 @@ fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), &target).unwrap();
         }
-    }
-}
-
-/// A small xorshift generator: the campaign is reproducible from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
