@@ -197,6 +197,14 @@ pub enum Request {
     AuditDevices {
         events: Vec<DeviceRefusal>,
     },
+    /// Finds the acknowledged offsets of a partition that storage damage destroyed; with
+    /// `accept_loss`, accepts their loss: the damaged batches are removed, reads step over
+    /// the range and produces continue after it. Answers `Repaired`.
+    RepairPartition {
+        topic: String,
+        partition: u32,
+        accept_loss: bool,
+    },
 }
 
 /// Events one [`Request::AuditDevices`] carries at most.
@@ -364,6 +372,31 @@ pub struct PartitionInfo {
     /// Acknowledged offsets `from..to` the partition can no longer serve, when storage damage
     /// lost them (`ErrorCode::DataLoss`).
     pub lost: Option<(u64, u64)>,
+    /// Offset ranges whose loss an operator accepted (`RepairPartition`): reads step over them.
+    pub accepted_losses: Vec<(u64, u64)>,
+}
+
+/// What a `RepairPartition` found and did.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RepairInfo {
+    pub topic: String,
+    pub partition: u32,
+    /// Ranges of acknowledged offsets the partition could not serve, each with what is wrong.
+    pub damaged: Vec<DamagedRange>,
+    /// Whether their loss is now accepted.
+    pub accepted: bool,
+    /// Damaged batches removed from the store.
+    pub batches_removed: u64,
+    /// Every accepted loss of the partition, after this repair.
+    pub accepted_losses: Vec<(u64, u64)>,
+}
+
+/// Offsets `from..to` a partition cannot serve.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRange {
+    pub from: u64,
+    pub to: u64,
+    pub reason: String,
 }
 
 /// A topic and its partitions.
@@ -429,9 +462,10 @@ pub enum ErrorCode {
     ProducerFenced,
     /// The broker never assigned this producer id (or lost it with its data).
     UnknownProducer,
-    /// The partition lost acknowledged records (storage damage found at start): it serves
-    /// what it still holds, and refuses produces and reads of the lost range until an
-    /// operator accepts the loss.
+    /// The partition lost acknowledged records to storage damage (found at start, or a stored
+    /// batch that fails its checks when read): it serves what it still holds, and refuses
+    /// produces and reads of the damaged range until an operator accepts the loss
+    /// (`RepairPartition`).
     DataLoss,
     /// The broker's disk is nearly full: nothing of the batch was stored. Retriable; the
     /// broker takes produces again on its own once space is freed.
@@ -493,6 +527,7 @@ pub enum Response {
         id: u64,
         epoch: u32,
     },
+    Repaired(RepairInfo),
 }
 
 macro_rules! codec {

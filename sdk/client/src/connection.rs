@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use silt_wire::frame::{self, Frame};
 use silt_wire::message::{decode_response, encode_request};
-use silt_wire::{Credential, Request, Response, TopicInfo};
+use silt_wire::{Credential, RepairInfo, Request, Response, TopicInfo};
 use tokio::sync::Mutex;
 
 use crate::ClientError;
@@ -322,6 +322,21 @@ impl Client {
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
         match self.request(&Request::DescribeTopic { name: name.into() }, Bytes::new()).await?.0 {
             Response::Topic(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reports the acknowledged offsets of a partition that storage damage destroyed; with
+    /// `accept_loss`, accepts their loss so that readers and produces go on past them.
+    pub async fn repair_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        accept_loss: bool,
+    ) -> Result<RepairInfo, ClientError> {
+        let request = Request::RepairPartition { topic: topic.into(), partition, accept_loss };
+        match self.request(&request, Bytes::new()).await?.0 {
+            Response::Repaired(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

@@ -74,5 +74,5 @@ pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
 pub use silt_wire::auth::{TokenInfo, UserInfo, WhoAmI};
 pub use silt_wire::{
     AclEntry, Compression, Credential, DeviceInfo, DeviceRefusal, ErrorCode, FetchFrom, Operation,
-    ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState, ProcessorVersion, TopicInfo,
+    ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState, ProcessorVersion, RepairInfo, TopicInfo,
 };

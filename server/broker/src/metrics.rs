@@ -64,6 +64,8 @@ pub struct Metrics {
     pub storage_faults: IntCounterVec,
     /// Acknowledged records a partition lost to storage damage, found at start.
     pub lost_records: IntGaugeVec,
+    /// Offsets whose loss an operator accepted (`silt topic repair --accept-loss`).
+    pub accepted_loss_records: IntCounterVec,
 }
 
 impl Metrics {
@@ -192,6 +194,11 @@ impl Metrics {
             lost_records: gauge(
                 "silt_partition_lost_records",
                 "Acknowledged records a partition lost to storage damage (found when the broker started).",
+                &["topic", "partition"],
+            ),
+            accepted_loss_records: counter(
+                "silt_accepted_loss_records_total",
+                "Offsets of damaged records whose loss an operator accepted (silt topic repair --accept-loss).",
                 &["topic", "partition"],
             ),
             registry: r,

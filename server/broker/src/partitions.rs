@@ -11,6 +11,7 @@ use silt_core::watermarks::{FetchRefused, FetchStart, Watermarks};
 use silt_storage::ledger::{Ledger, PartitionKey};
 use silt_storage::{Appended, Loss, Partition, StorageError, Store};
 use silt_wire::frame::Frame;
+use silt_wire::{DamagedRange, RepairInfo};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::now_ms;
@@ -98,8 +99,9 @@ impl PartitionHandle {
 pub fn lost_message(l: &Loss) -> String {
     format!(
         "partition {} of {} lost acknowledged records {}..{} to storage damage ({}); it serves offsets \
-         before {} and refuses produces and later reads (silt-broker check reports the damage)",
-        l.partition, l.topic, l.from, l.to, l.reason, l.from
+         before {} and refuses produces and later reads until an operator accepts the loss \
+         (`silt topic repair {} --partition {} --accept-loss`)",
+        l.partition, l.topic, l.from, l.to, l.reason, l.from, l.topic, l.partition
     )
 }
 
@@ -179,6 +181,60 @@ impl Partitions {
             }
         };
         Ok(handle)
+    }
+
+    /// Finds the acknowledged offsets of a partition that storage damage destroyed and, with
+    /// `accept`, accepts their loss (`silt_storage::Store::repair`), for `who`: logged,
+    /// counted in `silt_accepted_loss_records_total`, and the partition serves again (a handle
+    /// that refused as lost is replaced by one that does not). Blocking.
+    pub fn repair(
+        &self,
+        topic: &str,
+        partition: u32,
+        accept: bool,
+        who: &str,
+    ) -> Result<RepairInfo, StorageError> {
+        let key = (topic.to_string(), partition);
+        let ledger_end = self.store.incarnation(topic).and_then(|incarnation| {
+            let ledger_key = PartitionKey { topic: topic.to_string(), incarnation, partition };
+            self.ledger.ends().get(&ledger_key).copied()
+        });
+        let lost_to = self.lost.get(&key).map(|l| l.to);
+        let acked_end = ledger_end.unwrap_or(0).max(lost_to.unwrap_or(0));
+        let repair = self.store.repair(topic, partition, acked_end, accept).inspect_err(|e| {
+            if e.is_io() {
+                self.durability.fail(e.to_string());
+            }
+        })?;
+        for d in &repair.damaged {
+            if repair.accepted {
+                tracing::warn!(topic, partition, from = d.from, to = d.to, reason = %d.reason, by = who,
+                    "loss of acknowledged records accepted: readers step over them, produces go on after them");
+            } else {
+                tracing::warn!(topic, partition, from = d.from, to = d.to, reason = %d.reason,
+                    "damaged records found by a repair without --accept-loss; nothing changed");
+            }
+        }
+        if repair.accepted {
+            let label = partition.to_string();
+            self.metrics.accepted_loss_records.with_label_values(&[topic, &label]).inc_by(repair.records());
+            self.metrics.lost_records.with_label_values(&[topic, &label]).set(0);
+            if self.lost.remove(&key).is_some() {
+                self.open.remove(&key);
+            }
+        }
+        Ok(RepairInfo {
+            topic: topic.to_string(),
+            partition,
+            damaged: repair
+                .damaged
+                .iter()
+                .map(|d| DamagedRange { from: d.from, to: d.to, reason: d.reason.clone() })
+                .collect(),
+            accepted: repair.accepted,
+            batches_removed: repair.batches_removed,
+            accepted_losses: repair.gaps,
+        })
     }
 
     /// Drops the handles of a deleted topic; their appenders end with them.

@@ -75,6 +75,13 @@ fn storage_error(e: StorageError) -> Reply {
             ErrorCode::InvalidRequest
         }
         StorageError::InvalidBatch { .. } => ErrorCode::InvalidBatch,
+        StorageError::Corrupt { topic, partition, .. } => {
+            let hint = format!(
+                "; `silt topic repair {topic} --partition {partition}` reports the damage, and with \
+                 --accept-loss moves readers past it"
+            );
+            return error(ErrorCode::DataLoss, e.to_string() + &hint);
+        }
         _ => ErrorCode::Storage,
     };
     error(code, e.to_string())
@@ -403,6 +410,27 @@ impl Broker {
                     reply
                 })
             }
+            Request::RepairPartition { topic, partition, accept_loss } => {
+                // Accepting a loss writes: not after a failed flush, nor on a full disk.
+                let admitted = if accept_loss { self.durability.admit(0) } else { Ok(()) };
+                if let Err(refused) = admitted {
+                    return ready(refusal(refused));
+                }
+                let this = self.clone();
+                Box::pin(async move {
+                    let who = principal.name.clone();
+                    let partitions = this.partitions.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        partitions.repair(&topic, partition, accept_loss, &who)
+                    })
+                    .await;
+                    match done {
+                        Ok(Ok(info)) => (Response::Repaired(info), Bytes::new()),
+                        Ok(Err(e)) => storage_error(e),
+                        Err(e) => error(ErrorCode::Storage, format!("repair task failed: {e}")),
+                    }
+                })
+            }
             Request::RollbackProcessor { name } => {
                 self.control(|host| async move { host.rollback(&name).await.map(Response::Processor) })
             }
@@ -702,6 +730,7 @@ impl Broker {
                 size_bytes: h.log.size_bytes(),
                 batches: h.log.batch_count(),
                 lost: h.lost.as_ref().map(|l| (l.from, l.to)),
+                accepted_losses: h.log.accepted_losses(),
             });
         }
         Ok(TopicInfo {

@@ -127,9 +127,59 @@ async fn a_log_cut_short_is_reported_and_never_served_as_whole() {
                     RECORDS - from
                 );
                 assert!(metrics.contains(&lost), "{lost} not in the metrics");
+                accept_the_loss(&mut broker, &values, from).await;
             }
         }
         broker.terminate(std::time::Duration::from_secs(20)).await;
     }
     assert!(detected > 0, "no cut lost anything: the test did not exercise detection");
+}
+
+/// `silt topic repair`: a report changes nothing; accepting the loss of `from..RECORDS` lets
+/// readers go on past it and produces after it (offsets are never reused), is audited and
+/// counted, and holds across a restart with a clean `silt-broker check`.
+async fn accept_the_loss(broker: &mut BrokerProcess, values: &[String], from: u64) {
+    let client = broker.client().await;
+    let report = client.repair_partition("cut", 0, false).await.unwrap();
+    let ranges = |r: &silt_wire::RepairInfo| r.damaged.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>();
+    assert_eq!((ranges(&report), report.accepted), (vec![(from, RECORDS)], false));
+    assert!(
+        client.describe_topic("cut").await.unwrap().partitions[0].lost.is_some(),
+        "a report changes nothing"
+    );
+
+    let repaired = client.repair_partition("cut", 0, true).await.unwrap();
+    assert_eq!((ranges(&repaired), repaired.accepted), (vec![(from, RECORDS)], true));
+    let p = client.describe_topic("cut").await.unwrap().partitions[0].clone();
+    assert_eq!((p.lost, p.accepted_losses, p.high_watermark), (None, vec![(from, RECORDS)], RECORDS));
+    let new = vec!["after the repair".to_string()];
+    produce(&client, "cut", 0, &new, 1).await;
+    let after_loss = read_all(&client, "cut", FetchFrom::Offset(from)).await;
+    assert_eq!(
+        after_loss.iter().map(|r| (r.offset, r.value.as_str())).collect::<Vec<_>>(),
+        [(RECORDS, "after the repair")]
+    );
+    let all = read_all(&client, "cut", FetchFrom::Earliest).await;
+    let expected: Vec<&String> = values[..from as usize].iter().chain(&new).collect();
+    assert!(all.iter().map(|r| &r.value).eq(expected), "what was kept, then the new record");
+
+    let metrics = support::metrics_text(broker.admin).await;
+    let accepted =
+        format!("silt_accepted_loss_records_total{{partition=\"0\",topic=\"cut\"}} {}", RECORDS - from);
+    assert!(metrics.contains(&accepted), "{accepted} not in the metrics");
+    assert!(metrics.contains("silt_partition_lost_records{partition=\"0\",topic=\"cut\"} 0"));
+    support::await_audit(&client, "the repair", |e| {
+        e["operation"] == "repair-partition" && e["outcome"] == "ok" && e["resource"] == "topic:cut/0"
+    })
+    .await;
+    drop(client);
+
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+    let (clean, report) = check(&broker.data_dir());
+    assert_eq!(clean, Some(0), "{report}");
+    assert!(report.contains(&format!("accepted loss of offsets {from}..{RECORDS}")), "{report}");
+    broker.restart().await;
+    let client = broker.client().await;
+    let p = client.describe_topic("cut").await.unwrap().partitions[0].clone();
+    assert_eq!((p.lost, p.accepted_losses, p.high_watermark), (None, vec![(from, RECORDS)], RECORDS + 1));
 }

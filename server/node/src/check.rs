@@ -65,6 +65,7 @@ fn partition_json(p: &PartitionReport) -> serde_json::Value {
         "acknowledged": p.acknowledged,
         "problems": p.problems,
         "problem_count": p.problem_count,
+        "accepted_losses": p.accepted_losses.iter().map(|(from, to)| serde_json::json!({ "from": from, "to": to })).collect::<Vec<_>>(),
     })
 }
 
@@ -117,6 +118,9 @@ fn print_text(dir: &std::path::Path, r: &Report) {
         );
         for problem in &p.problems {
             println!("  CORRUPT {problem}");
+        }
+        for (from, to) in &p.accepted_losses {
+            println!("  accepted loss of offsets {from}..{to} (silt topic repair --accept-loss)");
         }
     }
     for loss in &r.losses {

@@ -46,6 +46,8 @@ pub struct PartitionReport {
     /// The first problems found (at most [`PROBLEMS_SHOWN_MAX`]), and how many in all.
     pub problems: Vec<String>,
     pub problem_count: u64,
+    /// Offset ranges whose loss an operator accepted (not problems).
+    pub accepted_losses: Vec<(u64, u64)>,
 }
 
 impl Report {
@@ -150,6 +152,7 @@ pub fn check(data_dir: &Path, scratch: &Path, config: StoreConfig) -> Report {
                     let scan = partition.scan();
                     pr.log_start = partition.log_start();
                     pr.end = partition.high_watermark();
+                    pr.accepted_losses = partition.accepted_losses();
                     pr.batches = scan.batches;
                     pr.bytes = scan.bytes;
                     pr.problem_count = scan.problems.len() as u64;

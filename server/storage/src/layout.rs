@@ -34,8 +34,10 @@ pub(crate) const DEVICES_TREE: &[u8] = b"silt/devices";
 /// Principals and rights: `silt/auth/users`, `silt/auth/tokens`, `silt/auth/acls` (entries
 /// opaque here; the broker encodes and checks them).
 pub(crate) const AUTH_TREE_PREFIX: &str = "silt/auth/";
-/// The one key of a partition's stats tree.
+/// The key of a partition's [`Stats`] in its stats tree.
 pub(crate) const STATS_KEY: &[u8] = b"stats";
+/// The key of a partition's accepted losses in its stats tree (`records::StoredGaps`).
+pub(crate) const GAPS_KEY: &[u8] = b"gaps";
 
 /// Longest topic name accepted: the protocol's limit (`silt_wire::message`), so the two cannot
 /// drift apart.
@@ -56,7 +58,8 @@ pub(crate) enum PartitionTree {
     Times,
     /// Producer id (u64 big-endian) -> [`ProducerEntry`].
     Producers,
-    /// [`STATS_KEY`] -> [`Stats`].
+    /// [`STATS_KEY`] -> [`Stats`]; [`GAPS_KEY`] -> the ranges of offsets whose loss an
+    /// operator accepted, when there are any.
     Stats,
 }
 

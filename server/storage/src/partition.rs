@@ -1,12 +1,13 @@
 //! One topic-partition log: appends, reads, the timestamp index, producer dedup, retention.
 
+mod repair;
 mod retention;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use silt_core::partition::{Admission, BatchMeta, LogEnds, PartitionLog};
 use silt_core::retention::{OldestBatch, RetentionPolicy};
@@ -16,9 +17,12 @@ use sled::IVec;
 
 use crate::layout::{
     checkpoint_key, decode_offset_key, decode_time_key, offset_key, partition_tree_name, time_key,
-    PartitionTree, ProducerEntry, Stats, CHECKPOINTS_TREE, STATS_KEY,
+    PartitionTree, ProducerEntry, Stats, CHECKPOINTS_TREE, GAPS_KEY, STATS_KEY,
 };
+use crate::records::{StoredGaps, GAPS_BYTES_MAX};
 use crate::{Appended, ReadOutcome, Retained, StorageError};
+
+pub use repair::{Damage, Repair};
 
 /// Most batches one retention transaction removes. sled runs every transaction under one
 /// process-wide write lock, so a retention pass is cut into steps that each hold appends of
@@ -62,6 +66,11 @@ pub struct Partition {
     /// Set (under the writer lock) when the topic is deleted; every later call fails with
     /// `UnknownTopic`.
     deleted: AtomicBool,
+    /// Ranges of offsets whose loss an operator accepted ([`Partition::repair`]), which reads
+    /// step over. Only the writer changes them; `has_gaps` spares reads the lock when there
+    /// are none, as almost always.
+    gaps: RwLock<StoredGaps>,
+    has_gaps: AtomicBool,
 }
 
 /// State only the writer touches.
@@ -83,6 +92,18 @@ impl Partition {
         incarnation: u64,
         partition: u32,
     ) -> Result<Partition, StorageError> {
+        let p = Partition::unrecovered(db, topic, incarnation, partition)?;
+        p.recover()?;
+        Ok(p)
+    }
+
+    /// The partition's trees, with nothing recovered from them yet.
+    pub(crate) fn unrecovered(
+        db: &sled::Db,
+        topic: &str,
+        incarnation: u64,
+        partition: u32,
+    ) -> Result<Partition, StorageError> {
         let tree = |kind| db.open_tree(partition_tree_name(kind, topic, incarnation, partition));
         let p = Partition {
             topic: topic.to_owned(),
@@ -99,12 +120,20 @@ impl Partition {
             size_bytes: AtomicU64::new(0),
             batch_count: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            gaps: RwLock::new(StoredGaps::default()),
+            has_gaps: AtomicBool::new(false),
         };
-        p.recover()?;
         Ok(p)
     }
 
     fn recover(&self) -> Result<(), StorageError> {
+        let mut writer = self.lock_writer()?;
+        self.recover_locked(&mut writer)
+    }
+
+    /// Recovers the in-memory state from the trees; the caller holds the writer lock.
+    fn recover_locked(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        let gaps = self.load_gaps()?;
         let (log_start, next_offset) = match (self.batches.first()?, self.batches.last()?) {
             (Some((first_key, _)), Some((last_key, last))) => {
                 let first = decode_offset_key(&first_key).ok_or_else(|| self.bad_key(&first_key))?;
@@ -141,11 +170,21 @@ impl Partition {
         if running_max_ts.is_none() && span > 0 {
             return Err(self.corrupt_meta("timestamp index", "empty although batches are stored"));
         }
+        // Accepted losses at the end of the log keep their offsets taken: appends go on after
+        // them, so no offset a reader may have seen ever names another record.
+        let gaps_end = gaps.ranges.last().map_or(0, |&(_, to)| to);
+        let (log_start, next_offset) = if gaps_end > next_offset {
+            (if span == 0 { gaps_end } else { log_start }, gaps_end)
+        } else {
+            (log_start, next_offset)
+        };
+        self.has_gaps.store(!gaps.ranges.is_empty(), Ordering::Release);
+        *self.gaps.write().unwrap_or_else(|e| e.into_inner()) = gaps;
         self.log_start.store(log_start, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
         self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
         self.batch_count.store(stats.batch_count, Ordering::Relaxed);
-        self.lock_writer()?.log = PartitionLog::recovered(LogEnds {
+        writer.log = PartitionLog::recovered(LogEnds {
             log_start,
             next_offset,
             size_bytes: stats.size_bytes,
@@ -390,8 +429,8 @@ impl Partition {
         limit: u64,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StorageError> {
+        let start = self.past_gaps(from.max(self.log_start.load(Ordering::Acquire)));
         let mut outcome = ReadOutcome { next_offset: from, batches: 0 };
-        let start = from.max(self.log_start.load(Ordering::Acquire));
         if start >= limit {
             return Ok(outcome);
         }
@@ -413,7 +452,7 @@ impl Partition {
             // The first batch may begin after `start` only when retention moved the log start
             // past it meanwhile.
             let want = expected.unwrap_or_else(|| start.max(self.log_start.load(Ordering::Acquire)));
-            if view.base_offset() > want {
+            if view.base_offset() > want && !self.accepted(want, view.base_offset()) {
                 return Err(StorageError::Corrupt {
                     topic: self.topic.clone(),
                     partition: self.partition,
@@ -496,7 +535,8 @@ impl Partition {
             scan.bytes += value.len() as u64;
             match self.checked(&key, &value) {
                 Ok(view) => {
-                    if let Some(want) = expected.filter(|&w| w != view.base_offset()) {
+                    let missing = |w: u64| w != view.base_offset() && !self.accepted(w, view.base_offset());
+                    if let Some(want) = expected.filter(|&w| missing(w)) {
                         scan.problems.push(format!(
                             "offsets {want}..{} are missing between two batches",
                             view.base_offset()
@@ -527,6 +567,45 @@ impl Partition {
             incarnation: self.incarnation,
             partition: self.partition,
         }
+    }
+
+    /// `offset`, or the end of the accepted loss that holds it.
+    pub fn past_gaps(&self, offset: u64) -> u64 {
+        if !self.has_gaps.load(Ordering::Acquire) {
+            return offset;
+        }
+        let gaps = self.gaps.read().unwrap_or_else(|e| e.into_inner());
+        gaps.ranges.iter().fold(offset, |o, &(from, to)| if (from..to).contains(&o) { to } else { o })
+    }
+
+    /// Whether offsets `from..to` lie in one accepted loss.
+    fn accepted(&self, from: u64, to: u64) -> bool {
+        self.has_gaps.load(Ordering::Acquire)
+            && self
+                .gaps
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .ranges
+                .iter()
+                .any(|&(a, b)| a <= from && to <= b)
+    }
+
+    /// The ranges of offsets whose loss an operator accepted.
+    pub fn accepted_losses(&self) -> Vec<(u64, u64)> {
+        self.gaps.read().unwrap_or_else(|e| e.into_inner()).ranges.clone()
+    }
+
+    fn load_gaps(&self) -> Result<StoredGaps, StorageError> {
+        let Some(bytes) = self.stats.get(GAPS_KEY)? else {
+            return Ok(StoredGaps::default());
+        };
+        let what = format!("accepted losses of {}/{}", self.topic, self.partition);
+        let gaps: StoredGaps = crate::records::open_at_most(&what, &bytes, GAPS_BYTES_MAX)
+            .map_err(|reason| StorageError::CorruptMeta { what: what.clone(), reason })?;
+        if !gaps.well_formed() {
+            return Err(StorageError::CorruptMeta { what, reason: "ranges out of order".into() });
+        }
+        Ok(gaps)
     }
 
     /// Offset of the first retained record.

@@ -258,6 +258,46 @@ impl Store {
         losses
     }
 
+    /// Finds the offsets below `acked_end` a partition cannot serve and, with `accept`,
+    /// accepts their loss ([`Partition::repair`]); a partition that could not be opened is
+    /// opened again afterwards. Flushes what it changed before it returns.
+    pub fn repair(
+        &self,
+        topic: &str,
+        partition: u32,
+        acked_end: u64,
+        accept: bool,
+    ) -> Result<crate::Repair, StorageError> {
+        let unknown = || StorageError::UnknownPartition { topic: topic.to_owned(), partition };
+        let (log, incarnation) = {
+            let topics = self.read_topics();
+            let t = topics.get(topic).ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
+            match t.partitions.get(partition as usize).ok_or_else(unknown)? {
+                Slot::Open(p) => (Some(Arc::clone(p)), t.incarnation),
+                Slot::Broken(_) => (None, t.incarnation),
+            }
+        };
+        let repair = match log {
+            Some(p) => p.repair(acked_end, accept)?,
+            None => {
+                let p = Partition::unrecovered(&self.db, topic, incarnation, partition)?;
+                let repair = p.repair(acked_end, accept)?;
+                if repair.accepted {
+                    let mut topics = self.write_topics();
+                    let t = topics.get_mut(topic).filter(|t| t.incarnation == incarnation);
+                    let slot =
+                        t.and_then(|t| t.partitions.get_mut(partition as usize)).ok_or_else(unknown)?;
+                    *slot = Slot::Open(Arc::new(p));
+                }
+                repair
+            }
+        };
+        if repair.accepted {
+            self.flush()?;
+        }
+        Ok(repair)
+    }
+
     /// A partition handle; `UnknownTopic` / `UnknownPartition` if absent.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, StorageError> {
         let topics = self.read_topics();

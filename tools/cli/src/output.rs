@@ -1,7 +1,7 @@
 //! Human and JSON output of topic metadata, and the progress bar.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use silt_client::TopicInfo;
+use silt_client::{RepairInfo, TopicInfo};
 
 fn topic_json(t: &TopicInfo) -> serde_json::Value {
     serde_json::json!({
@@ -16,8 +16,45 @@ fn topic_json(t: &TopicInfo) -> serde_json::Value {
             "size_bytes": p.size_bytes,
             "batches": p.batches,
             "lost": p.lost.map(|(from, to)| serde_json::json!({ "from": from, "to": to })),
+            "accepted_losses": ranges_json(&p.accepted_losses),
         })).collect::<Vec<_>>(),
     })
+}
+
+fn ranges_json(ranges: &[(u64, u64)]) -> serde_json::Value {
+    ranges.iter().map(|(from, to)| serde_json::json!({ "from": from, "to": to })).collect()
+}
+
+/// What `silt topic repair` found and did.
+pub fn print_repair(r: &RepairInfo, json: bool) {
+    if json {
+        let damaged: Vec<_> = r
+            .damaged
+            .iter()
+            .map(|d| serde_json::json!({ "from": d.from, "to": d.to, "reason": d.reason }))
+            .collect();
+        let out = serde_json::json!({
+            "topic": r.topic,
+            "partition": r.partition,
+            "damaged": damaged,
+            "accepted": r.accepted,
+            "batches_removed": r.batches_removed,
+            "accepted_losses": ranges_json(&r.accepted_losses),
+        });
+        println!("{out}");
+        return;
+    }
+    let at = format!("{}/{}", r.topic, r.partition);
+    if r.damaged.is_empty() {
+        println!("{at}: no damaged records found");
+    }
+    for d in &r.damaged {
+        let verb = if r.accepted { "ACCEPTED as lost" } else { "DAMAGED" };
+        println!("{at}: offsets {}..{} {verb}: {}", d.from, d.to, d.reason);
+    }
+    if r.accepted && !r.damaged.is_empty() {
+        println!("{at}: {} damaged batch(es) removed; readers go on after the loss", r.batches_removed);
+    }
 }
 
 pub fn print_topic(t: &TopicInfo, json: bool) {
@@ -41,9 +78,12 @@ pub fn print_topic(t: &TopicInfo, json: bool) {
         );
         if let Some((from, to)) = p.lost {
             println!(
-                "  {:>9} LOST acknowledged records {from}..{to} to storage damage (silt-broker check)",
+                "  {:>9} LOST acknowledged records {from}..{to} to storage damage (silt topic repair)",
                 ""
             );
+        }
+        for (from, to) in &p.accepted_losses {
+            println!("  {:>9} accepted loss of offsets {from}..{to} (skipped by readers)", "");
         }
     }
 }

@@ -71,6 +71,18 @@ fn topic_commands_in_text_and_json() {
     assert!(size[0] == 0 && size[1] > 7 * "value-0".len() as u64 && size[2] == 0, "{size:?}");
     let text = broker.silt(&["topic", "describe", "sensors"]).run();
     assert!(text.ok().starts_with("topic sensors: 3 partition(s), 7 record(s)"), "{text:?}");
+    // `topic repair` on an undamaged partition finds nothing, and accepting changes nothing
+    // (damaged ones: server/broker/tests/integrity.rs).
+    let repair = broker.silt(&["topic", "repair", "sensors", "--partition", "1"]).run();
+    assert_eq!(repair.ok(), "sensors/1: no damaged records found\n");
+    let repair =
+        json(broker.silt(&["--json", "topic", "repair", "sensors", "-p", "1", "--accept-loss"]).run().ok());
+    assert_eq!((repair["damaged"].as_array().unwrap().len(), repair["accepted"].as_bool()), (0, Some(true)));
+    let described = json(broker.silt(&["topic", "describe", "sensors", "--json"]).run().ok());
+    assert_eq!(described["partitions"][1]["high_watermark"], 7);
+    assert_eq!(described["partitions"][1]["accepted_losses"], serde_json::json!([]));
+    let missing = broker.silt(&["topic", "repair", "sensors", "--partition", "9"]).run();
+    assert!(missing.fails(1).contains("no partition 9"), "{missing:?}");
 
     assert_eq!(broker.silt(&["topic", "delete", "alarms"]).run().ok(), "deleted topic alarms\n");
     let listed = json(broker.silt(&["--json", "topic", "list"]).run().ok());

@@ -51,6 +51,7 @@ pub fn needs(request: &Request, principal: &str) -> Need {
         Request::DeleteTopic { name } if is_internal(name) => internal(name),
         Request::DeleteTopic { name } => one(Op::DeleteTopic, topic(name)),
         Request::DescribeTopic { name } => one(Op::Describe, topic(name)),
+        Request::RepairPartition { topic: t, .. } => one(Op::AlterTopic, topic(t)),
         Request::Produce { topic: t, .. } if is_internal(t) => internal(t),
         Request::Produce { topic: t, .. } => one(Op::Produce, topic(t)),
         Request::Fetch { topic: t, processor, .. } => {
@@ -184,6 +185,7 @@ pub fn name(request: &Request) -> &'static str {
         Request::InitProducer { .. } => "init-producer",
         Request::RotateDevice { .. } => "rotate-device",
         Request::AuditDevices { .. } => "audit-devices",
+        Request::RepairPartition { .. } => "repair-partition",
     }
 }
 
@@ -229,6 +231,7 @@ pub fn is_change(request: &Request) -> bool {
             | Request::RevokeToken { .. }
             | Request::GrantAcl { .. }
             | Request::RevokeAcl { .. }
+            | Request::RepairPartition { accept_loss: true, .. }
     )
 }
 
@@ -238,7 +241,9 @@ pub fn resource(request: &Request) -> String {
         Request::CreateTopic { name, .. }
         | Request::DeleteTopic { name }
         | Request::DescribeTopic { name } => topic(name),
-        Request::Produce { topic: t, partition } | Request::Fetch { topic: t, partition, .. } => {
+        Request::Produce { topic: t, partition }
+        | Request::Fetch { topic: t, partition, .. }
+        | Request::RepairPartition { topic: t, partition, .. } => {
             format!("topic:{t}/{partition}")
         }
         Request::DeployProcessor { name, .. }

@@ -356,6 +356,12 @@ impl ChunkWork<'_> {
                 "retention removed unprocessed input; continuing at the log start");
             checkpoint.next_offset = log_start;
         }
+        let past = self.input.past_gaps(checkpoint.next_offset);
+        if past > checkpoint.next_offset {
+            tracing::warn!(processor = %name, partition, skipped = past - checkpoint.next_offset,
+                "input lost to storage damage was accepted as lost; continuing after it");
+            checkpoint.next_offset = past;
+        }
         let mut bytes = Vec::new();
         self.input
             .read(checkpoint.next_offset, COMMIT_INPUT_BYTES_MAX, limit, &mut bytes)

@@ -38,6 +38,8 @@ impl Broker {
         if let Some(lost) = handle.lost.as_ref().filter(|l| asked >= l.from) {
             return error(ErrorCode::DataLoss, crate::partitions::lost_message(lost));
         }
+        // A reader inside a loss an operator accepted goes on after it.
+        let asked = handle.log.past_gaps(asked);
         let (mut start, wait) = match handle.fetch_start(asked, max_wait_ms > 0) {
             Ok(s) => (s.start, s.wait),
             Err(FetchRefused::BeyondEnd { asked, visible }) => {

@@ -1,6 +1,7 @@
 //! Fuzzes the decoders of the control-plane records the store holds (`silt_storage::records`):
 //! users, tokens, access-control entries, producer ids, devices (both formats), processor
-//! definitions (both formats) and checkpoints, and the acknowledgement ledger's file. Bytes on
+//! definitions (both formats) and checkpoints, a partition's accepted losses, and the
+//! acknowledgement ledger's file. Bytes on
 //! disk are not trusted: none may panic, whatever the bytes, and a record one accepts encodes
 //! back to bytes it reads the same.
 #![no_main]
@@ -9,7 +10,9 @@ use libfuzzer_sys::fuzz_target;
 use silt_storage::ledger;
 use silt_storage::records::devices::StoredDevice;
 use silt_storage::records::processors::{Checkpoint, StoredDefinition};
-use silt_storage::records::{open, seal, StoredProducer, StoredToken, StoredUser};
+use silt_storage::records::{
+    open, open_at_most, seal, StoredGaps, StoredProducer, StoredToken, StoredUser, GAPS_BYTES_MAX,
+};
 use silt_wire::AclEntry;
 
 /// Opens `data` as a `T`; what opens must seal and open again unchanged.
@@ -30,6 +33,10 @@ fuzz_target!(|data: &[u8]| {
         round_trip!(StoredToken, bytes);
         round_trip!(StoredProducer, bytes);
         round_trip!(AclEntry, bytes);
+        if let Ok(gaps) = open_at_most::<StoredGaps>("gaps", bytes, GAPS_BYTES_MAX) {
+            let _ = gaps.well_formed();
+            assert_eq!(open_at_most::<StoredGaps>("gaps", &seal(&gaps), GAPS_BYTES_MAX), Ok(gaps));
+        }
         if let Ok(def) = StoredDefinition::decode(bytes) {
             assert_eq!(StoredDefinition::decode(&def.encode()), Ok(def));
         }

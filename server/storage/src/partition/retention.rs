@@ -50,6 +50,11 @@ impl Partition {
             }
             let (key, value) = item?;
             let view = self.checked(&key, &value)?;
+            if stats.batch_count <= 1 && self.has_gaps.load(Ordering::Acquire) {
+                // The newest batch, before an accepted loss at the end of the log: it stays,
+                // as below.
+                break;
+            }
             if view.next_offset() >= high_watermark {
                 // The newest batch stays, so the high watermark survives a restart.
                 assert_eq!(stats.batch_count, 1, "the newest batch is the last one counted");

@@ -46,6 +46,48 @@ pub struct StoredProducer {
     pub claimed_ms: i64,
 }
 
+/// Offset ranges `from..to` of a partition that storage damage destroyed and whose loss an
+/// operator accepted (`silt topic repair --accept-loss`): sorted, disjoint and not adjacent.
+/// Reads step over them, and appends continue after the last. Kept in the partition's stats
+/// tree.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredGaps {
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Most accepted-loss ranges one partition keeps.
+pub const GAPS_MAX: usize = 1024;
+/// Longest stored [`StoredGaps`]: [`GAPS_MAX`] ranges and the encoding's overhead.
+pub const GAPS_BYTES_MAX: usize = 4 + 16 * GAPS_MAX + 64;
+
+impl StoredGaps {
+    /// Adds `from..to`, merging it with the ranges it touches.
+    pub fn add(&mut self, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        let (mut from, mut to) = (from, to);
+        self.ranges.retain(|&(a, b)| {
+            let apart = b < from || a > to;
+            if !apart {
+                from = from.min(a);
+                to = to.max(b);
+            }
+            apart
+        });
+        let at = self.ranges.partition_point(|&(a, _)| a < from);
+        self.ranges.insert(at, (from, to));
+    }
+
+    /// Whether the ranges are sorted, disjoint, not adjacent and not empty, as `add` keeps
+    /// them: stored ranges are checked with this before they are trusted.
+    pub fn well_formed(&self) -> bool {
+        self.ranges.len() <= GAPS_MAX
+            && self.ranges.iter().all(|&(a, b)| a < b)
+            && self.ranges.windows(2).all(|w| w[0].1 < w[1].0)
+    }
+}
+
 /// Encodes one record with its checksum.
 pub fn seal<T>(value: &T) -> Vec<u8>
 where
@@ -103,6 +145,20 @@ pub fn acl_key(e: &AclEntry) -> Vec<u8> {
 mod tests {
     use super::*;
     use silt_wire::Operation;
+
+    #[test]
+    fn accepted_losses_merge_into_sorted_disjoint_ranges() {
+        let mut gaps = StoredGaps::default();
+        for (from, to) in [(10, 20), (40, 50), (5, 5), (20, 25), (0, 3), (45, 60), (2, 4)] {
+            gaps.add(from, to);
+            assert!(gaps.well_formed(), "{gaps:?}");
+        }
+        assert_eq!(gaps.ranges, [(0, 4), (10, 25), (40, 60)]);
+        let sealed = seal(&gaps);
+        assert_eq!(open_at_most::<StoredGaps>("gaps", &sealed, GAPS_BYTES_MAX), Ok(gaps));
+        let unordered = StoredGaps { ranges: vec![(5, 9), (1, 2)] };
+        assert!(!unordered.well_formed());
+    }
 
     fn token() -> StoredToken {
         StoredToken {

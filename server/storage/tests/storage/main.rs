@@ -8,6 +8,7 @@ mod crash;
 mod group_append;
 mod measure;
 mod model;
+mod repair;
 
 use std::path::Path;
 
