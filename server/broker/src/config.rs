@@ -65,6 +65,10 @@ pub struct Config {
     /// less than this free (`crate::space`). `None`: 5 % of the filesystem, between 4 and 256
     /// MiB; 0: never.
     pub disk_free_min_bytes: Option<u64>,
+    /// The background scrub's rate (`crate::scrub`); 0: off.
+    pub scrub_bytes_per_s: u64,
+    /// Least time between the starts of two scrub passes.
+    pub scrub_interval_ms: u64,
     pub processors: ProcessorConfig,
     /// OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`) traces are exported to; `None`: none.
     pub otlp_endpoint: Option<String>,
@@ -169,6 +173,8 @@ impl Default for Config {
             retention_check_ms: 10_000,
             cache_bytes: 256 * 1024 * 1024,
             disk_free_min_bytes: None,
+            scrub_bytes_per_s: 8 * 1024 * 1024,
+            scrub_interval_ms: 3_600_000,
             processors: ProcessorConfig::default(),
             otlp_endpoint: None,
             auth: crate::auth::AuthConfig::default(),
@@ -194,6 +200,9 @@ pub struct FileConfig {
     pub cache_bytes: Option<u64>,
     /// Free bytes below which produces are refused; 0 turns the guard off.
     pub disk_free_min_bytes: Option<u64>,
+    /// The background scrub's rate, 0 for none, and the least time between two passes.
+    pub scrub_bytes_per_s: Option<u64>,
+    pub scrub_interval_ms: Option<u64>,
     pub connections_max: Option<usize>,
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
@@ -275,6 +284,8 @@ impl Config {
         if let Some(v) = file.disk_free_min_bytes {
             c.disk_free_min_bytes = Some(v);
         }
+        c.scrub_bytes_per_s = file.scrub_bytes_per_s.unwrap_or(c.scrub_bytes_per_s);
+        c.scrub_interval_ms = file.scrub_interval_ms.map_or(c.scrub_interval_ms, |v| v.max(100));
         if let Some(v) = file.connections_max {
             c.limits.connections_max = v.max(1);
         }

@@ -22,6 +22,7 @@ pub mod processors;
 pub mod quic;
 pub mod quotas;
 pub mod requests;
+pub mod scrub;
 pub mod space;
 pub mod trace_context;
 
@@ -148,7 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.limits,
         config.quotas.clone(),
         config.processors.clone(),
-        metrics,
+        metrics.clone(),
         auth.clone(),
     )?;
 
@@ -162,6 +163,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let flusher = tokio::spawn(durability.clone().run(store.clone()));
     let durability_at_stop = durability.clone();
     let space_guard = tokio::spawn(space.run());
+    let scrub = tokio::spawn(scrub::run(
+        store.clone(),
+        config.scrub_bytes_per_s,
+        Duration::from_millis(config.scrub_interval_ms),
+        metrics,
+    ));
     broker.start_processors();
     let housekeeping = {
         let broker = broker.clone();
@@ -196,6 +203,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         endpoint.close(quic::close_code::SHUTDOWN.into(), b"broker shutting down");
         housekeeping.abort();
         space_guard.abort();
+        scrub.abort();
         flusher.abort();
         // After a failed write sled returns the same error to every call, and a flush may
         // never return: the broker stops without one, and says so in its exit code.

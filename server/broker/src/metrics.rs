@@ -66,6 +66,12 @@ pub struct Metrics {
     pub lost_records: IntGaugeVec,
     /// Offsets whose loss an operator accepted (`silt topic repair --accept-loss`).
     pub accepted_loss_records: IntCounterVec,
+    /// The background scrub (`crate::scrub`): bytes and batches read again, whole passes, and
+    /// the problems each partition's last scrub found.
+    pub scrub_bytes: IntCounter,
+    pub scrub_batches: IntCounter,
+    pub scrub_passes: IntCounter,
+    pub scrub_damage: IntGaugeVec,
 }
 
 impl Metrics {
@@ -201,6 +207,14 @@ impl Metrics {
                 "Offsets of damaged records whose loss an operator accepted (silt topic repair --accept-loss).",
                 &["topic", "partition"],
             ),
+            scrub_bytes: r.counter("silt_scrub_bytes_total", "Stored bytes the background scrub read again and checked."),
+            scrub_batches: r.counter("silt_scrub_batches_total", "Stored batches the background scrub read again and checked."),
+            scrub_passes: r.counter("silt_scrub_passes_total", "Whole passes of the background scrub over every partition."),
+            scrub_damage: gauge(
+                "silt_partition_scrub_damage",
+                "Problems (batches failing their checks, missing offsets) the last scrub of the partition found.",
+                &["topic", "partition"],
+            ),
             registry: r,
         };
         // Every series of the throttling and refusal counters exists from the start: a panel
@@ -211,7 +225,7 @@ impl Metrics {
         for reason in ["connections_max", "per_address"] {
             metrics.connections_refused.with_label_values(&[reason]);
         }
-        for kind in ["lost_records", "ledger"] {
+        for kind in ["lost_records", "ledger", "scrub"] {
             metrics.storage_faults.with_label_values(&[kind]);
         }
         metrics

@@ -183,3 +183,65 @@ async fn accept_the_loss(broker: &mut BrokerProcess, values: &[String], from: u6
     let p = client.describe_topic("cut").await.unwrap().partitions[0].clone();
     assert_eq!((p.lost, p.accepted_losses, p.high_watermark), (None, vec![(from, RECORDS)], RECORDS + 1));
 }
+
+/// Flips one byte at the end of the middle stored batch of `topic`'s partition 0, in the
+/// store under a stopped broker's data directory; returns the offsets the batch held.
+fn damage_middle_batch(data: &Path, topic: &str) -> (u64, u64) {
+    let db = sled::open(data.join("log")).expect("opening the stopped broker's store");
+    let prefix = format!("batches/{topic}\0");
+    let name =
+        db.tree_names().into_iter().find(|n| n.starts_with(prefix.as_bytes())).expect("the batches tree");
+    let tree = db.open_tree(name).unwrap();
+    let keys: Vec<u64> =
+        tree.iter().keys().map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap())).collect();
+    let (from, to) = (keys[keys.len() / 2], keys[keys.len() / 2 + 1]);
+    let mut value = tree.get(from.to_be_bytes()).unwrap().unwrap().to_vec();
+    let last = value.len() - 1;
+    value[last] ^= 0x10;
+    tree.insert(from.to_be_bytes(), value).unwrap();
+    db.flush().unwrap();
+    (from, to)
+}
+
+/// Waits until the broker's metrics hold the line `line` exactly.
+async fn await_metric(admin: std::net::SocketAddr, line: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !support::metrics_text(admin).await.lines().any(|l| l == line) {
+        assert!(std::time::Instant::now() < deadline, "no metric line {line:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The background scrub finds a batch damaged in the middle of a partition, which neither the
+/// start (it reads the first and last batch) nor any reader has met, and counts it; after the
+/// loss is accepted, its next pass finds the partition whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_finds_damage_no_reader_met() {
+    let config = "scrub_bytes_per_s = 1000000000\nscrub_interval_ms = 200\n";
+    let mut broker = support::BrokerProcess::start_with_config(config, &[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "cold", 1).await;
+    let values: Vec<String> = (0..1000).map(|i| format!("cold reading {i}")).collect();
+    produce(&client, "cold", 0, &values, 100).await;
+    await_metric(broker.admin, "silt_partition_scrub_damage{partition=\"0\",topic=\"cold\"} 0").await;
+    drop(client);
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+
+    let (from, to) = damage_middle_batch(&broker.data_dir(), "cold");
+    broker.restart().await;
+    await_metric(broker.admin, "silt_partition_scrub_damage{partition=\"0\",topic=\"cold\"} 1").await;
+    let metrics = support::metrics_text(broker.admin).await;
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("silt_storage_faults_total{kind=\"scrub\"}") && !l.ends_with(" 0")));
+
+    let client = broker.client().await;
+    let repair = client.repair_partition("cold", 0, true).await.unwrap();
+    let ranges: Vec<(u64, u64)> = repair.damaged.iter().map(|d| (d.from, d.to)).collect();
+    assert_eq!(ranges, [(from, to)]);
+    await_metric(broker.admin, "silt_partition_scrub_damage{partition=\"0\",topic=\"cold\"} 0").await;
+    let served = read_all(&client, "cold", FetchFrom::Earliest).await;
+    let expected: Vec<&String> = values[..from as usize].iter().chain(&values[to as usize..]).collect();
+    assert!(served.iter().map(|r| &r.value).eq(expected));
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+}

@@ -88,7 +88,7 @@ mod store;
 pub use auth::AuthTree;
 pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
-pub use partition::{Damage, Partition, Repair, Scan};
+pub use partition::{Damage, Partition, Repair, Scan, ScrubCursor, ScrubStep};
 pub use processors::MODULE_BYTES_MAX;
 pub use store::{flush_durably, Loss, Store};
 
