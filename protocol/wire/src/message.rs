@@ -470,6 +470,9 @@ pub enum ErrorCode {
     /// The broker's disk is nearly full: nothing of the batch was stored. Retriable; the
     /// broker takes produces again on its own once space is freed.
     DiskFull,
+    /// The broker is at a limit of work running at once (read-time processing instances):
+    /// nothing was done. Retriable.
+    Busy,
 }
 
 /// A response, one per request, in request order on a stream.

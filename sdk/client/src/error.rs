@@ -37,7 +37,10 @@ impl ClientError {
         matches!(
             self,
             ClientError::Unreachable { .. } | ClientError::ConnectionLost(_) | ClientError::Timeout(_)
-        ) || matches!(self, ClientError::Broker { code: ErrorCode::ShuttingDown | ErrorCode::DiskFull, .. })
+        ) || matches!(
+            self,
+            ClientError::Broker { code: ErrorCode::ShuttingDown | ErrorCode::DiskFull | ErrorCode::Busy, .. }
+        )
     }
 
     pub(crate) fn from_response(code: ErrorCode, message: String) -> ClientError {

@@ -98,6 +98,9 @@ pub struct ProcessorConfig {
     pub call_time_ms_max: u64,
     /// Output bytes one input batch may produce.
     pub output_bytes_max: usize,
+    /// Read-time processing instances running or kept between a read's fetches, at most; the
+    /// rest of the runtime's instance slots stay for pipelines.
+    pub read_time_instances_max: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -107,6 +110,7 @@ impl Default for ProcessorConfig {
             memory_bytes_max: 64 * 1024 * 1024,
             call_time_ms_max: 1000,
             output_bytes_max: silt_wire::batch::BATCH_BYTES_MAX - silt_wire::batch::HEADER_LEN,
+            read_time_instances_max: 16,
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct FileProcessors {
     pub memory_bytes_max: Option<usize>,
     pub call_time_ms_max: Option<u64>,
     pub output_bytes_max: Option<usize>,
+    pub read_time_instances_max: Option<usize>,
 }
 
 /// Named maxima, checked at the edge.
@@ -142,6 +147,14 @@ pub struct Limits {
     /// Fetch response bytes the broker holds at once, read but not yet taken by their clients:
     /// a fetch waits for its share, so slow readers cannot pin more memory than this.
     pub response_bytes_max: u64,
+    /// Request frame bytes the broker holds at once, read but not yet answered (produces
+    /// waiting for their append and flush, say): past it, reading requests waits, and QUIC's
+    /// flow control holds the clients back. Per connection, and broker-wide.
+    pub connection_request_bytes_max: u64,
+    pub request_bytes_max: u64,
+    /// Fetch response bytes one connection holds at once (within `response_bytes_max`), so
+    /// that one connection's slow reads wait on it alone.
+    pub connection_response_bytes_max: u64,
 }
 
 impl Default for Limits {
@@ -155,6 +168,9 @@ impl Default for Limits {
             pipeline_depth_max: 64,
             group_members_max: 1024,
             response_bytes_max: 512 * 1024 * 1024,
+            connection_request_bytes_max: 64 * 1024 * 1024,
+            request_bytes_max: 512 * 1024 * 1024,
+            connection_response_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -207,6 +223,10 @@ pub struct FileConfig {
     pub fetch_bytes_max: Option<u32>,
     pub fetch_wait_ms_max: Option<u32>,
     pub response_bytes_max: Option<u64>,
+    /// Request bytes read and not yet answered, per connection and broker-wide.
+    pub connection_request_bytes_max: Option<u64>,
+    pub request_bytes_max: Option<u64>,
+    pub connection_response_bytes_max: Option<u64>,
     /// Per principal, 0 for none: produce and fetch bytes and requests per second.
     pub quota_produce_bytes_per_s: Option<u64>,
     pub quota_fetch_bytes_per_s: Option<u64>,
@@ -314,6 +334,16 @@ impl Config {
             c.limits.response_bytes_max =
                 v.max(u64::from(c.limits.fetch_bytes_max).max(silt_wire::batch::BATCH_BYTES_MAX as u64));
         }
+        // At least one largest frame each (quic.rs raises them to that too).
+        let frame = c.limits.frame_bytes_max as u64;
+        c.limits.connection_request_bytes_max =
+            file.connection_request_bytes_max.map_or(c.limits.connection_request_bytes_max, |v| v.max(frame));
+        c.limits.request_bytes_max =
+            file.request_bytes_max.map_or(c.limits.request_bytes_max, |v| v.max(frame));
+        // At least one largest fetch.
+        c.limits.connection_response_bytes_max = file
+            .connection_response_bytes_max
+            .map_or(c.limits.connection_response_bytes_max, |v| v.max(u64::from(c.limits.fetch_bytes_max)));
         if let Some(p) = file.processors {
             if let Some(keys) = p.trusted_keys {
                 for k in keys {
@@ -334,6 +364,10 @@ impl Config {
             }
             if let Some(v) = p.output_bytes_max {
                 c.processors.output_bytes_max = v.clamp(1, ProcessorConfig::default().output_bytes_max);
+            }
+            if let Some(v) = p.read_time_instances_max {
+                // The runtime's pool has 128 slots; pipelines keep at least 64 of them.
+                c.processors.read_time_instances_max = v.clamp(1, 64);
             }
         }
         if let Some(v) = file.otlp_endpoint {

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Fetch response bytes read and not yet dropped (written and acknowledged).
     pub response_bytes_pending: IntGauge,
+    /// Request frame bytes read and not yet answered (`Limits::request_bytes_max`).
+    pub request_bytes_pending: IntGauge,
     pub partition_size_bytes: IntGaugeVec,
     pub partition_high_watermark: IntGaugeVec,
     pub consumer_group_lag: IntGaugeVec,
@@ -114,6 +116,10 @@ impl Metrics {
                 "silt_connections_refused_total",
                 "QUIC connections refused before their handshake, by reason.",
                 &["reason"],
+            ),
+            request_bytes_pending: r.gauge(
+                "silt_request_bytes_pending",
+                "Request bytes read and not yet answered (capped per connection and broker-wide).",
             ),
             response_bytes_pending: r.gauge(
                 "silt_response_bytes_pending",

@@ -119,6 +119,9 @@ pub fn transport(limits: &Limits) -> quinn::TransportConfig {
 /// Accepts connections until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.connections_max));
+    // At least one largest frame fits in each budget, so a lone request never waits forever.
+    let budget = |bytes: u64| Arc::new(Semaphore::new(bytes.max(limits.frame_bytes_max as u64) as usize));
+    let requests = budget(limits.request_bytes_max);
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(remote = %incoming.remote_address(), "connection refused: too many connections");
@@ -139,13 +142,20 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
         };
         let broker = broker.clone();
         let remote = incoming.remote_address();
+        let budgets = Budgets {
+            connection: budget(limits.connection_request_bytes_max),
+            broker: requests.clone(),
+            responses: Arc::new(Semaphore::new(
+                limits.connection_response_bytes_max.max(u64::from(limits.fetch_bytes_max)) as usize,
+            )),
+        };
         tokio::spawn(async move {
             let _permit = (permit, address_slot);
             match incoming.await {
                 Ok(conn) => {
                     let open = broker.metrics.connections.clone();
                     open.inc();
-                    connection(conn, broker, limits).await;
+                    connection(conn, broker, limits, budgets).await;
                     open.dec();
                 }
                 Err(e) => {
@@ -157,11 +167,46 @@ pub async fn serve(endpoint: quinn::Endpoint, broker: Arc<Broker>, limits: Limit
     }
 }
 
-async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits) {
+/// Permits, one per byte, for request frames read and not yet answered: the connection's
+/// (`Limits::connection_request_bytes_max`) and the broker's (`Limits::request_bytes_max`).
+#[derive(Clone)]
+struct Budgets {
+    connection: Arc<Semaphore>,
+    broker: Arc<Semaphore>,
+    /// The connection's fetch response budget (`Limits::connection_response_bytes_max`).
+    responses: Arc<Semaphore>,
+}
+
+impl Budgets {
+    /// Waits until `bytes` more may be held; the permits go when the result is dropped.
+    async fn hold(&self, bytes: usize, pending: &prometheus::IntGauge) -> Option<impl Send + 'static> {
+        let n = u32::try_from(bytes).ok()?;
+        let connection = self.connection.clone().acquire_many_owned(n).await.ok()?;
+        let broker = self.broker.clone().acquire_many_owned(n).await.ok()?;
+        pending.add(bytes as i64);
+        let gauge = PendingGauge { gauge: pending.clone(), bytes: bytes as i64 };
+        Some((connection, broker, gauge))
+    }
+}
+
+/// Counts held request bytes in `silt_request_bytes_pending` while it lives.
+struct PendingGauge {
+    gauge: prometheus::IntGauge,
+    bytes: i64,
+}
+
+impl Drop for PendingGauge {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
+}
+
+async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits, budgets: Budgets) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection open");
     // Every stream of the connection acts as the principal it authenticated as.
     let session = broker.session(Some(remote));
+    let _ = session.responses.set(budgets.responses.clone());
     let certificate = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
@@ -172,9 +217,9 @@ async fn connection(conn: quinn::Connection, broker: Arc<Broker>, limits: Limits
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let (broker, session) = (broker.clone(), session.clone());
+                let (broker, session, budgets) = (broker.clone(), session.clone(), budgets.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = stream(send, recv, broker, session, limits).await {
+                    if let Err(e) = stream(send, recv, broker, session, limits, budgets).await {
                         tracing::debug!(%remote, error = %e, "stream ended with an error");
                     }
                 });
@@ -195,6 +240,7 @@ async fn stream(
     broker: Arc<Broker>,
     session: Arc<Session>,
     limits: Limits,
+    budgets: Budgets,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<PendingReply>(limits.pipeline_depth_max);
     let writer = tokio::spawn(async move {
@@ -205,7 +251,7 @@ async fn stream(
         send.finish()?;
         anyhow::Ok(send)
     });
-    let result = read_requests(&mut recv, &broker, &session, &limits, &tx).await;
+    let result = read_requests(&mut recv, &broker, &session, &limits, &budgets, &tx).await;
     drop(tx);
     let send = writer.await.context("response writer")??;
     if let Err(e) = &result {
@@ -222,6 +268,7 @@ async fn read_requests(
     broker: &Arc<Broker>,
     session: &Arc<Session>,
     limits: &Limits,
+    budgets: &Budgets,
     tx: &mpsc::Sender<PendingReply>,
 ) -> anyhow::Result<()> {
     loop {
@@ -243,6 +290,10 @@ async fn read_requests(
             Ok(len) => len,
             Err(e) => return refuse(tx, e, None).await,
         };
+        // Held until the request is answered.
+        let Some(held) = budgets.hold(PREFIX_LEN + len, &broker.metrics.request_bytes_pending).await else {
+            anyhow::bail!("the broker is shutting down");
+        };
         let mut body = vec![0u8; len];
         match recv.read_exact(&mut body).await {
             Ok(()) => {}
@@ -255,6 +306,11 @@ async fn read_requests(
             Ok(f) => broker.handle(f, session).await,
             Err(e) => return refuse(tx, e, None).await,
         };
+        let pending: PendingReply = Box::pin(async move {
+            let reply = pending.await;
+            drop(held);
+            reply
+        });
         if tx.send(pending).await.is_err() {
             anyhow::bail!("response writer stopped");
         }

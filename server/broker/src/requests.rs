@@ -297,7 +297,7 @@ impl Broker {
         }
         let audited =
             rights::is_change(&request).then(|| (rights::name(&request), rights::resource(&request)));
-        let pending = self.dispatch(request, frame, principal).await;
+        let pending = self.dispatch(request, frame, principal, session.responses.get().cloned()).await;
         let (auth, session) = (self.auth.clone(), session.clone());
         Box::pin(async move {
             let reply = pending.await;
@@ -367,6 +367,7 @@ impl Broker {
         request: Request,
         frame: Frame,
         principal: Arc<Principal>,
+        responses: Option<Arc<Semaphore>>,
     ) -> PendingReply {
         let request = match Deployment::try_from(request) {
             Ok(deployment) => {
@@ -399,7 +400,9 @@ impl Broker {
             Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
                 let this = self.clone();
                 Box::pin(async move {
-                    let reply = this.fetch(&topic, partition, from, max_bytes, max_wait_ms, processor).await;
+                    let reply = this
+                        .fetch(&topic, partition, from, max_bytes, max_wait_ms, processor, responses)
+                        .await;
                     // Fetched bytes count after the read: over the rate, the answer waits.
                     let bytes = reply.1.len() as u64;
                     let wait = this.quotas.delay(&principal.name, Rate::FetchBytes, bytes, Instant::now());

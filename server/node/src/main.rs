@@ -82,7 +82,22 @@ enum Command {
     Check(check::CheckArgs),
 }
 
+/// glibc's malloc raises its mmap threshold to the largest block freed (up to 32 MiB); from
+/// then on blocks of several MiB (processor outputs of up to 8 MiB, fetch buffers) come from
+/// per-thread arenas, which keep them once freed. Under server/broker/tests/hostile_load.rs
+/// that held hundreds of MiB more in the broker's dozens of blocking threads, and the kernel
+/// killed it inside its 1 GiB cgroup. A fixed threshold returns such blocks to the kernel when
+/// they are freed; smaller ones stay in the arenas as before.
+fn return_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; it runs before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_blocks();
     let mut args = Args::parse();
     match args.command.take() {
         Some(Command::Demo(demo)) => return demo::main(demo),

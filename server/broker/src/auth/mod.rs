@@ -104,6 +104,9 @@ pub struct Session {
     producers: producers::Held,
     /// Produces and fetches this connection was allowed, for as long as nothing changed.
     decisions: Mutex<decisions::Decisions>,
+    /// The connection's budget of fetch response bytes (`Limits::connection_response_bytes_max`),
+    /// set by the QUIC shell; unset, only the broker-wide one applies.
+    pub responses: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Session {
@@ -291,6 +294,7 @@ impl Auth {
             principal: RwLock::new(principal),
             producers: Default::default(),
             decisions: Default::default(),
+            responses: Default::default(),
         }
     }
 

@@ -158,13 +158,14 @@ impl ProcessorHost {
         topic_created: TopicCreated,
         may_run: MayRun,
     ) -> anyhow::Result<ProcessorHost> {
+        let read_time = ReadTime::new(config.read_time_instances_max);
         Ok(ProcessorHost {
             modules: Modules::new(store.clone(), config)?,
             pipelines: Arc::new(Pipelines::new(store.clone(), durability, metrics.clone(), may_run)),
             store,
             partitions,
             metrics,
-            read_time: ReadTime::default(),
+            read_time,
             topic_created,
             control: tokio::sync::Mutex::new(()),
         })
@@ -603,8 +604,12 @@ impl ProcessorHost {
     }
 
     /// Read-time processing of one fetch: runs `processor` over the fetched batches (the
-    /// first trimmed to start at `start`) and returns its output batches, stamped with the
-    /// base offset of the input batch each came from. Called from a blocking thread.
+    /// first trimmed to start at `start`, ending at `next_offset`) and returns its output
+    /// batches, stamped with the base offset of the input batch each came from, and where the
+    /// next fetch goes on: it stops after the input batch whose output reaches `out_max`
+    /// bytes. At most `read_time_instances_max` instances run or wait for a read's next
+    /// fetch; past that, `Busy`. Called from a blocking thread.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
         topic: &str,
@@ -613,7 +618,8 @@ impl ProcessorHost {
         start: u64,
         next_offset: u64,
         fetched: &[u8],
-    ) -> Result<Vec<u8>, HostError> {
+        out_max: usize,
+    ) -> Result<(Vec<u8>, u64), HostError> {
         let def = self.definition(&processor.name)?;
         let version = processor.version.unwrap_or(def.active);
         let v = def.version(version).ok_or_else(|| {
@@ -631,15 +637,16 @@ impl ProcessorHost {
             params,
             next_offset: start,
         };
-        let mut instance = match self.read_time.take(&key) {
-            Some(i) => i,
-            None => {
+        let mut held = match self.read_time.take(&key) {
+            Some(held) => held,
+            None => self.read_time.hold(|| {
                 let module = self.modules.module(&v.module_hash)?;
-                module.instantiate(&key.params, &self.modules.limits(v)).map_err(module_error)?
-            }
+                module.instantiate(&key.params, &self.modules.limits(v)).map_err(module_error)
+            })?,
         };
-        let out = read_time::apply(&mut instance, &def.name, start, fetched)?;
-        self.read_time.keep(ReadKey { next_offset, ..key }, instance);
-        Ok(out)
+        let (out, stopped) = read_time::apply(&mut held.instance, &def.name, start, fetched, out_max)?;
+        let next_offset = stopped.unwrap_or(next_offset);
+        self.read_time.keep(ReadKey { next_offset, ..key }, held);
+        Ok((out, next_offset))
     }
 }

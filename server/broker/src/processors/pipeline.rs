@@ -27,8 +27,13 @@ use crate::partitions::PartitionHandle;
 
 /// Input bytes one pipeline commit covers at most. A commit is one sled transaction (about
 /// 90 µs whatever it holds) plus a state snapshot, so it should cover many batches; 1 MiB is
-/// about 10,000 100-byte events, and bounds the output held in memory before the commit.
+/// about 10,000 100-byte events.
 const COMMIT_INPUT_BYTES_MAX: usize = 1024 * 1024;
+/// Output bytes (compressed, as stored) one commit holds at most before it is written: a
+/// commit ends after the input batch that reaches this, so a module emitting the most it may
+/// per batch (8 MiB) holds at most this plus one batch's output, not one per input batch of
+/// the chunk.
+const COMMIT_OUTPUT_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Counters of one running input partition, read by `status`.
 #[derive(Default)]
@@ -367,7 +372,12 @@ impl ChunkWork<'_> {
             .read(checkpoint.next_offset, COMMIT_INPUT_BYTES_MAX, limit, &mut bytes)
             .map_err(|e| at(&e))?;
         let mut outputs: Vec<Vec<u8>> = Vec::new();
+        let mut output_bytes = 0usize;
         for view in batch::split_batches(&bytes) {
+            if output_bytes >= COMMIT_OUTPUT_BYTES_MAX {
+                // The rest of the input goes into the next commit.
+                break;
+            }
             let view = view.map_err(|e| at(&e))?;
             let trimmed;
             let batch_bytes: &[u8] = if view.base_offset() < checkpoint.next_offset {
@@ -398,7 +408,9 @@ impl ChunkWork<'_> {
                 // Stored compressed, as producers store theirs: sensor output shrinks several
                 // times, and sled writes far fewer bytes (an uncompressed 50 KB batch became a
                 // blob file of its own in `silt-loadtest pipeline` profiles).
-                outputs.push(batch::compress(out, Compression::Lz4));
+                let stored = batch::compress(out, Compression::Lz4);
+                output_bytes += stored.len();
+                outputs.push(stored);
             }
             checkpoint.events_in += records;
             checkpoint.next_offset = view.next_offset();

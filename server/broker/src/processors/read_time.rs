@@ -2,7 +2,8 @@
 //! and never stored. An instance is kept between the fetches of one read, so a stateful
 //! processor keeps its state from one fetch to the next.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use silt_runtime::Instance;
@@ -32,46 +33,102 @@ pub(super) struct ReadKey {
 /// A consume-time instance waiting for the next fetch of the same read.
 struct Cached {
     key: ReadKey,
-    instance: Instance,
+    held: Held,
     used: Instant,
 }
 
-/// The instances of reads in progress.
-#[derive(Default)]
+/// A read-time instance with its place in the read-time budget, given back when it is
+/// dropped.
+pub(super) struct Held {
+    pub instance: Instance,
+    _slot: Slot,
+}
+
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The instances of reads in progress: at most `max` at once, running or kept between
+/// fetches, so a flood of read-time processing cannot take the instance slots pipelines
+/// need to start (they share the runtime's pool).
 pub(super) struct ReadTime {
     cache: Mutex<Vec<Cached>>,
+    held: Arc<AtomicUsize>,
+    max: usize,
 }
 
 impl ReadTime {
-    /// The instance kept for `key`, if its read went on recently.
-    pub fn take(&self, key: &ReadKey) -> Option<Instance> {
-        let mut cache = self.cache.lock().expect("consume cache");
-        cache.retain(|c| c.used.elapsed() < Duration::from_millis(CONSUME_IDLE_MS_MAX));
-        cache.iter().position(|c| c.key == *key).map(|i| cache.swap_remove(i).instance)
+    pub fn new(max: usize) -> ReadTime {
+        ReadTime { cache: Mutex::default(), held: Arc::default(), max }
     }
 
-    /// Keeps `instance` for the fetch that continues at `key.next_offset`.
-    pub fn keep(&self, key: ReadKey, instance: Instance) {
+    /// The instance kept for `key`, if its read went on recently.
+    pub fn take(&self, key: &ReadKey) -> Option<Held> {
+        let mut cache = self.cache.lock().expect("consume cache");
+        cache.retain(|c| c.used.elapsed() < Duration::from_millis(CONSUME_IDLE_MS_MAX));
+        cache.iter().position(|c| c.key == *key).map(|i| cache.swap_remove(i).held)
+    }
+
+    /// Makes `instance` count against the budget, dropping the least recently used kept
+    /// instance when the budget is spent; `None` when every slot is running a fetch.
+    pub fn hold(&self, instance: impl FnOnce() -> Result<Instance, HostError>) -> Result<Held, HostError> {
+        loop {
+            let n = self.held.load(Ordering::Acquire);
+            if n < self.max {
+                if self.held.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let slot = Slot(self.held.clone());
+                    return Ok(Held { instance: instance()?, _slot: slot });
+                }
+                continue;
+            }
+            let mut cache = self.cache.lock().expect("consume cache");
+            match cache.iter().enumerate().min_by_key(|(_, c)| c.used).map(|(i, _)| i) {
+                Some(oldest) => drop(cache.swap_remove(oldest)),
+                None => {
+                    return Err(HostError::new(
+                        ErrorCode::Busy,
+                        format!(
+                            "read-time processing is at its limit of {} instances running at once; try again",
+                            self.max
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Keeps `held` for the fetch that continues at `key.next_offset`.
+    pub fn keep(&self, key: ReadKey, held: Held) {
         let mut cache = self.cache.lock().expect("consume cache");
         if cache.len() >= CONSUME_CACHE_MAX {
             if let Some(oldest) = cache.iter().enumerate().min_by_key(|(_, c)| c.used).map(|(i, _)| i) {
                 cache.swap_remove(oldest);
             }
         }
-        cache.push(Cached { key, instance, used: Instant::now() });
+        cache.push(Cached { key, held, used: Instant::now() });
     }
 }
 
 /// Runs `instance` over fetched batches (the first trimmed to start at `start`) and returns
-/// its output batches, each stamped with the base offset of the input batch it came from.
+/// its output batches, each stamped with the base offset of the input batch it came from,
+/// and the offset after the last input batch it ran over: it stops after the batch whose
+/// output reaches `out_max` bytes (`None`: it ran over them all).
 pub(super) fn apply(
     instance: &mut Instance,
     processor: &str,
     start: u64,
     fetched: &[u8],
-) -> Result<Vec<u8>, HostError> {
+    out_max: usize,
+) -> Result<(Vec<u8>, Option<u64>), HostError> {
     let mut out = Vec::new();
     for view in batch::split_batches(fetched) {
+        if out.len() >= out_max {
+            return Ok((out, Some(view.map_or(start, |v| v.base_offset().max(start)))));
+        }
         let view = view.map_err(|e| HostError::new(ErrorCode::Storage, format!("stored batch: {e}")))?;
         let trimmed;
         let input: &[u8] = if view.base_offset() < start {
@@ -96,7 +153,7 @@ pub(super) fn apply(
             out.extend_from_slice(&b);
         }
     }
-    Ok(out)
+    Ok((out, None))
 }
 
 /// The records of `view` at or after `start`, as a batch of their own (based at `start`).

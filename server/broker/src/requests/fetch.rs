@@ -8,11 +8,13 @@ use bytes::Bytes;
 use silt_core::watermarks::FetchRefused;
 use silt_wire::batch::{self, BatchView};
 use silt_wire::{ErrorCode, FetchFrom, ProcessorRef, Response};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{error, storage_error, Broker, Reply};
 
 impl Broker {
+    /// `connection`: the response budget of the connection asking, if it has one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch(
         self: &Arc<Self>,
         topic: &str,
@@ -21,6 +23,7 @@ impl Broker {
         max_bytes: u32,
         max_wait_ms: u32,
         processor: Option<ProcessorRef>,
+        connection: Option<Arc<Semaphore>>,
     ) -> Reply {
         let handle = match self.partition(topic, partition) {
             Ok(h) => h,
@@ -60,6 +63,14 @@ impl Broker {
         let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max as usize);
         // The response's share of the budget, before any byte is read: with slow readers
         // holding it all, this waits instead of growing memory.
+        // The connection's share first, so one connection's slow reads wait on it alone.
+        let mut connection_permit = match connection {
+            Some(budget) => match budget.clone().acquire_many_owned(max_bytes as u32).await {
+                Ok(p) => Some((budget, p)),
+                Err(_) => return error(ErrorCode::ShuttingDown, "the broker is shutting down"),
+            },
+            None => None,
+        };
         let Ok(mut permit) = self.responses.clone().acquire_many_owned(max_bytes as u32).await else {
             return error(ErrorCode::ShuttingDown, "the broker is shutting down");
         };
@@ -80,18 +91,21 @@ impl Broker {
                 start = first_at_or_after(first, t).unwrap_or(start).max(start);
             }
         }
-        let next_offset = if outcome.batches == 0 { start } else { outcome.next_offset };
+        let mut next_offset = if outcome.batches == 0 { start } else { outcome.next_offset };
         let out = match processor {
             None => out,
             Some(p) => {
                 let this = self.clone();
                 let topic = topic.to_string();
                 let applied = tokio::task::spawn_blocking(move || {
-                    this.processors.apply(&topic, partition, &p, start, next_offset, &out)
+                    this.processors.apply(&topic, partition, &p, start, next_offset, &out, max_bytes)
                 })
                 .await;
                 match applied {
-                    Ok(Ok(v)) => v,
+                    Ok(Ok((v, next))) => {
+                        next_offset = next;
+                        v
+                    }
                     Ok(Err(e)) => return error(e.code, e.message),
                     Err(e) => return error(ErrorCode::Storage, format!("processor task failed: {e}")),
                 }
@@ -105,12 +119,22 @@ impl Broker {
             next_offset,
             from_offset: start,
         };
-        (response, self.budgeted(out, &mut permit).await)
+        if let Some((budget, held)) = connection_permit.as_mut() {
+            // Beyond the fetch's size (one large batch, or read-time output) only what is
+            // free: the broker-wide budget below waits, and bounds it.
+            resize(held, out.len(), |more| budget.clone().try_acquire_many_owned(more).ok());
+        }
+        (response, self.budgeted(out, &mut permit, connection_permit.map(|(_, p)| p)).await)
     }
 
     /// `out` as response bytes that hold exactly their size of the response budget until they
     /// are dropped (written, and no longer needed by QUIC).
-    async fn budgeted(&self, out: Vec<u8>, permit: &mut OwnedSemaphorePermit) -> Bytes {
+    async fn budgeted(
+        &self,
+        out: Vec<u8>,
+        permit: &mut OwnedSemaphorePermit,
+        connection: Option<OwnedSemaphorePermit>,
+    ) -> Bytes {
         let held = permit.num_permits();
         if out.len() < held {
             drop(permit.split(held - out.len()));
@@ -124,14 +148,31 @@ impl Broker {
         let permit = permit.split(permit.num_permits()).expect("a permit splits into its own size");
         let pending = self.metrics.response_bytes_pending.clone();
         pending.add(out.len() as i64);
-        Bytes::from_owner(Budgeted { bytes: out, _permit: permit, pending })
+        Bytes::from_owner(Budgeted { bytes: out, _permits: (permit, connection), pending })
+    }
+}
+
+/// Makes `permit` hold `len` permits: gives back what is over, and adds what `more` gets.
+fn resize(
+    permit: &mut OwnedSemaphorePermit,
+    len: usize,
+    more: impl FnOnce(u32) -> Option<OwnedSemaphorePermit>,
+) {
+    let held = permit.num_permits();
+    if len < held {
+        drop(permit.split(held - len));
+    } else if len > held {
+        if let Some(extra) = more(u32::try_from(len - held).unwrap_or(u32::MAX)) {
+            permit.merge(extra);
+        }
     }
 }
 
 /// Response bytes with their share of the response budget (`Broker::responses`).
 struct Budgeted {
     bytes: Vec<u8>,
-    _permit: OwnedSemaphorePermit,
+    /// The broker's, and the connection's when it has a budget.
+    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
     pending: prometheus::IntGauge,
 }
 

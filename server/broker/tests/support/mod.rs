@@ -187,6 +187,16 @@ impl BrokerProcess {
         self.wait_ready().await;
     }
 
+    /// The running broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker is running").id()
+    }
+
+    /// The broker's exit status, if it has exited (killed by the kernel, say).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait"))
+    }
+
     /// SIGKILL: the process gets no chance to flush or close anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
