@@ -86,6 +86,17 @@ pub mod space;
 mod store;
 
 pub use auth::AuthTree;
+
+/// Hands the calling thread's deferred frees to crossbeam-epoch's global queue.
+///
+/// sled frees replaced tree nodes through crossbeam-epoch, which keeps up to 64 deferred frees
+/// per thread until that thread pins again. On a broker's dozens of blocking threads, old
+/// nodes holding large batches waited there by hundreds of MiB (server/broker/tests/
+/// hostile_load.rs); once in the global queue, any thread frees them. Called after each
+/// append, read, retention pass and flush: one pin, well under a microsecond.
+pub(crate) fn release_deferred() {
+    crossbeam_epoch::pin().flush();
+}
 pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 pub use partition::{Damage, Partition, Repair, Scan, ScrubCursor, ScrubStep};

@@ -276,6 +276,17 @@ impl Partition {
         append_time_ms: i64,
         checkpoint: Option<(&[u8], &[u8])>,
     ) -> Vec<Result<Appended, StorageError>> {
+        let results = self.append_locked(batches, append_time_ms, checkpoint);
+        crate::release_deferred();
+        results
+    }
+
+    fn append_locked(
+        &self,
+        batches: &mut [&mut [u8]],
+        append_time_ms: i64,
+        checkpoint: Option<(&[u8], &[u8])>,
+    ) -> Vec<Result<Appended, StorageError>> {
         let mut writer = match self.lock_writer() {
             Ok(w) => w,
             Err(e) => return batches.iter().map(|_| Err(clone_live_error(&e))).collect(),
@@ -439,7 +450,9 @@ impl Partition {
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, StorageError> {
         self.check_live()?;
-        self.read_batches(from, max_bytes, limit, out).map_err(|e| self.after_delete(e))
+        let read = self.read_batches(from, max_bytes, limit, out).map_err(|e| self.after_delete(e));
+        crate::release_deferred();
+        read
     }
 
     fn read_batches(

@@ -320,7 +320,9 @@ impl Store {
     /// nothing either way: its writes are in the page cache.
     pub fn flush(&self) -> Result<usize, StorageError> {
         crate::failpoint::check("flush")?;
-        flush_durably(&self.db, &self.dir)
+        let flushed = flush_durably(&self.db, &self.dir);
+        crate::release_deferred();
+        flushed
     }
 
     /// Stores a consumer group's committed offset.

@@ -17,6 +17,17 @@ impl Partition {
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
     ) -> Result<Retained, StorageError> {
+        let retained = self.retain(now_ms, retention_ms, retention_bytes);
+        crate::release_deferred();
+        retained
+    }
+
+    fn retain(
+        &self,
+        now_ms: i64,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<Retained, StorageError> {
         let mut writer = self.lock_writer()?;
         let policy = RetentionPolicy::at(now_ms, retention_ms, retention_bytes);
         let mut total = Retained::default();
