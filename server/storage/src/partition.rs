@@ -166,7 +166,7 @@ impl Partition {
         }
         // Accepted losses at the end of the log keep their offsets taken: appends go on after
         // them, so no offset a reader may have seen ever names another record.
-        let gaps_end = gaps.ranges.last().map_or(0, |&(_, to)| to);
+        let gaps_end = gaps.end();
         let (log_start, next_offset) = if gaps_end > next_offset {
             (if span == 0 { gaps_end } else { log_start }, gaps_end)
         } else {
@@ -538,20 +538,13 @@ impl Partition {
         if !self.has_gaps.load(Ordering::Acquire) {
             return offset;
         }
-        let gaps = self.gaps.read().unwrap_or_else(|e| e.into_inner());
-        gaps.ranges.iter().fold(offset, |o, &(from, to)| if (from..to).contains(&o) { to } else { o })
+        self.gaps.read().unwrap_or_else(|e| e.into_inner()).past(offset)
     }
 
     /// Whether offsets `from..to` lie in one accepted loss.
     fn accepted(&self, from: u64, to: u64) -> bool {
         self.has_gaps.load(Ordering::Acquire)
-            && self
-                .gaps
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .ranges
-                .iter()
-                .any(|&(a, b)| a <= from && to <= b)
+            && self.gaps.read().unwrap_or_else(|e| e.into_inner()).covers(from, to)
     }
 
     /// The ranges of offsets whose loss an operator accepted.

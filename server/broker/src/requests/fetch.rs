@@ -61,10 +61,10 @@ impl Broker {
         }
         let limit = handle.visible();
         let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max as usize);
-        // The response's share of the budget, before any byte is read: with slow readers
-        // holding it all, this waits instead of growing memory.
-        // The connection's share first, so one connection's slow reads wait on it alone.
-        let mut connection_permit = match connection {
+        // The response's share of the budgets, before any byte is read: with slow readers
+        // holding them, this waits instead of growing memory. The connection's share first,
+        // so one connection's slow reads wait on it alone.
+        let connection_permit = match connection {
             Some(budget) => match budget.clone().acquire_many_owned(max_bytes as u32).await {
                 Ok(p) => Some((budget, p)),
                 Err(_) => return error(ErrorCode::ShuttingDown, "the broker is shutting down"),
@@ -119,12 +119,7 @@ impl Broker {
             next_offset,
             from_offset: start,
         };
-        if let Some((budget, held)) = connection_permit.as_mut() {
-            // Beyond the fetch's size (one large batch, or read-time output) only what is
-            // free: the broker-wide budget below waits, and bounds it.
-            resize(held, out.len(), |more| budget.clone().try_acquire_many_owned(more).ok());
-        }
-        (response, self.budgeted(out, &mut permit, connection_permit.map(|(_, p)| p)).await)
+        (response, self.budgeted(out, &mut permit, connection_permit).await)
     }
 
     /// `out` as response bytes that hold exactly their size of the response budget until they
@@ -133,18 +128,21 @@ impl Broker {
         &self,
         out: Vec<u8>,
         permit: &mut OwnedSemaphorePermit,
-        connection: Option<OwnedSemaphorePermit>,
+        connection: Option<(Arc<Semaphore>, OwnedSemaphorePermit)>,
     ) -> Bytes {
-        let held = permit.num_permits();
-        if out.len() < held {
-            drop(permit.split(held - out.len()));
-        } else if out.len() > held {
-            // A single batch larger than the fetch's size, which a fetch always returns.
-            let more = u32::try_from(out.len() - held).unwrap_or(u32::MAX);
-            if let Ok(extra) = self.responses.clone().acquire_many_owned(more).await {
-                permit.merge(extra);
-            }
-        }
+        // More than the fetch's size: a single batch larger than it, which a fetch always
+        // returns, or read-time output. The broker's budget waits for it, and bounds it.
+        let missing = out.len().saturating_sub(permit.num_permits());
+        let extra = match missing {
+            0 => None,
+            n => self.responses.clone().acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX)).await.ok(),
+        };
+        resize(permit, out.len(), |_| extra);
+        // The connection's takes only what is free.
+        let connection = connection.map(|(budget, mut held)| {
+            resize(&mut held, out.len(), |more| budget.try_acquire_many_owned(more).ok());
+            held
+        });
         let permit = permit.split(permit.num_permits()).expect("a permit splits into its own size");
         let pending = self.metrics.response_bytes_pending.clone();
         pending.add(out.len() as i64);

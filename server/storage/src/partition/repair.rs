@@ -102,7 +102,6 @@ impl Partition {
 
     fn survey(&self, gaps: &StoredGaps, acked_end: u64) -> Result<Survey, StorageError> {
         let mut survey = Survey::default();
-        let known = |from: u64, to: u64| gaps.ranges.iter().any(|&(a, b)| a <= from && to <= b);
         // Where the next batch must begin, and the start of a run of bad batches with why.
         let mut expected: Option<u64> = None;
         let mut bad_run: Option<(u64, String)> = None;
@@ -123,7 +122,7 @@ impl Partition {
                     let base = view.base_offset();
                     if let Some((from, reason)) = bad_run.take() {
                         survey.damaged.push(Damage { from, to: base, reason });
-                    } else if let Some(want) = expected.filter(|&w| w < base && !known(w, base)) {
+                    } else if let Some(want) = expected.filter(|&w| w < base && !gaps.covers(w, base)) {
                         let reason = "missing from the store".to_string();
                         survey.damaged.push(Damage { from: want, to: base, reason });
                     }
@@ -142,7 +141,7 @@ impl Partition {
             }
         }
         let kept_end = expected.unwrap_or(0);
-        let known_end = gaps.ranges.last().map_or(0, |&(_, to)| to);
+        let known_end = gaps.end();
         if let Some((from, reason)) = bad_run {
             let to = acked_end.max(bad_end).max(kept_end);
             survey.damaged.push(Damage { from, to, reason });

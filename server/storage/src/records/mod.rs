@@ -79,6 +79,21 @@ impl StoredGaps {
         self.ranges.insert(at, (from, to));
     }
 
+    /// Whether offsets `from..to` lie in one range.
+    pub fn covers(&self, from: u64, to: u64) -> bool {
+        self.ranges.iter().any(|&(a, b)| a <= from && to <= b)
+    }
+
+    /// The offset after the range holding `offset`, or `offset` when none does.
+    pub fn past(&self, offset: u64) -> u64 {
+        self.ranges.iter().fold(offset, |o, &(from, to)| if (from..to).contains(&o) { to } else { o })
+    }
+
+    /// The end of the last range, 0 when there is none.
+    pub fn end(&self) -> u64 {
+        self.ranges.last().map_or(0, |&(_, to)| to)
+    }
+
     /// Whether the ranges are sorted, disjoint, not adjacent and not empty, as `add` keeps
     /// them: stored ranges are checked with this before they are trusted.
     pub fn well_formed(&self) -> bool {
