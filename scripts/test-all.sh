@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints the seconds since the start, so a slow step shows in the log.
+started=$SECONDS
+step() { printf '\n== [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
 
 step "toolchain components and targets"
 rustup component add rustfmt clippy >/dev/null 2>&1 || rustup component add rustfmt clippy
@@ -74,4 +76,4 @@ step "fuzz the decoders of untrusted bytes"
 scripts/fuzz.sh 20
 
 echo
-echo "all tests passed"
+echo "all tests passed in $((SECONDS - started)) s"
