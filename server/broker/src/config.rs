@@ -59,7 +59,8 @@ pub struct Config {
     pub quotas: crate::quotas::QuotaConfig,
     /// How often retention runs.
     pub retention_check_ms: u64,
-    /// sled page cache.
+    /// sled's page cache, shared out among the topics' databases (each gets an equal share
+    /// when it opens, and at least 16 MiB; the metadata database 32 MiB at most).
     pub cache_bytes: u64,
     /// Produces are refused (retriable `DiskFull`) while the data directory's filesystem has
     /// less than this free (`crate::space`). `None`: 5 % of the filesystem, between 4 and 256

@@ -158,6 +158,11 @@ impl Partitions {
         }
     }
 
+    /// The acknowledged offsets a partition lost to storage damage, as found at start.
+    pub fn lost(&self, topic: &str, partition: u32) -> Option<Loss> {
+        self.lost.get(&(topic.to_string(), partition)).map(|l| l.value().clone())
+    }
+
     /// The handle of a partition, opening it (and starting its appender) on first use.
     pub fn get(&self, topic: &str, partition: u32) -> Result<Arc<PartitionHandle>, StorageError> {
         if let Some(h) = self.open.get(&(topic.to_string(), partition)) {
@@ -186,7 +191,9 @@ impl Partitions {
     /// Finds the acknowledged offsets of a partition that storage damage destroyed and, with
     /// `accept`, accepts their loss (`silt_storage::Store::repair`), for `who`: logged,
     /// counted in `silt_accepted_loss_records_total`, and the partition serves again (a handle
-    /// that refused as lost is replaced by one that does not). Blocking.
+    /// that refused as lost is replaced by one that does not). When the topic's database did
+    /// not open, accepting covers every partition of the topic, each logged and counted.
+    /// Blocking.
     pub fn repair(
         &self,
         topic: &str,
@@ -194,35 +201,25 @@ impl Partitions {
         accept: bool,
         who: &str,
     ) -> Result<RepairInfo, StorageError> {
-        let key = (topic.to_string(), partition);
-        let ledger_end = self.store.incarnation(topic).and_then(|incarnation| {
-            let ledger_key = PartitionKey { topic: topic.to_string(), incarnation, partition };
-            self.ledger.ends().get(&ledger_key).copied()
-        });
-        let lost_to = self.lost.get(&key).map(|l| l.to);
-        let acked_end = ledger_end.unwrap_or(0).max(lost_to.unwrap_or(0));
-        let repair = self.store.repair(topic, partition, acked_end, accept).inspect_err(|e| {
+        let incarnation = self.store.incarnation(topic);
+        let acked_end = |p: u32| {
+            let ledger_end = incarnation.and_then(|incarnation| {
+                let ledger_key = PartitionKey { topic: topic.to_string(), incarnation, partition: p };
+                self.ledger.ends().get(&ledger_key).copied()
+            });
+            let lost_to = self.lost.get(&(topic.to_string(), p)).map(|l| l.to);
+            ledger_end.unwrap_or(0).max(lost_to.unwrap_or(0))
+        };
+        let repairs = self.store.repair(topic, partition, &acked_end, accept).inspect_err(|e| {
             if e.is_io() {
                 self.durability.fail(e.to_string());
             }
         })?;
-        for d in &repair.damaged {
-            if repair.accepted {
-                tracing::warn!(topic, partition, from = d.from, to = d.to, reason = %d.reason, by = who,
-                    "loss of acknowledged records accepted: readers step over them, produces go on after them");
-            } else {
-                tracing::warn!(topic, partition, from = d.from, to = d.to, reason = %d.reason,
-                    "damaged records found by a repair without --accept-loss; nothing changed");
-            }
+        for (p, repair) in &repairs {
+            self.repaired(topic, *p, repair, who);
         }
-        if repair.accepted {
-            let label = partition.to_string();
-            self.metrics.accepted_loss_records.with_label_values(&[topic, &label]).inc_by(repair.records());
-            self.metrics.lost_records.with_label_values(&[topic, &label]).set(0);
-            if self.lost.remove(&key).is_some() {
-                self.open.remove(&key);
-            }
-        }
+        let (_, repair) =
+            repairs.into_iter().next().expect("the repair of the partition asked for comes first");
         Ok(RepairInfo {
             topic: topic.to_string(),
             partition,
@@ -235,6 +232,28 @@ impl Partitions {
             batches_removed: repair.batches_removed,
             accepted_losses: repair.gaps,
         })
+    }
+
+    /// Logs and counts one partition's repair, and drops a handle that refused as lost.
+    fn repaired(&self, topic: &str, partition: u32, repair: &silt_storage::Repair, who: &str) {
+        for d in &repair.damaged {
+            if repair.accepted {
+                tracing::warn!(topic, partition, from = d.from, to = d.to, reason = %d.reason, by = who,
+                    "loss of acknowledged records accepted: readers step over them, produces go on after them");
+            } else {
+                tracing::warn!(topic, partition, from = d.from, to = d.to, reason = %d.reason,
+                    "damaged records found by a repair without --accept-loss; nothing changed");
+            }
+        }
+        if repair.accepted {
+            let key = (topic.to_string(), partition);
+            let label = partition.to_string();
+            self.metrics.accepted_loss_records.with_label_values(&[topic, &label]).inc_by(repair.records());
+            self.metrics.lost_records.with_label_values(&[topic, &label]).set(0);
+            if self.lost.remove(&key).is_some() {
+                self.open.remove(&key);
+            }
+        }
     }
 
     /// Drops the handles of a deleted topic; their appenders end with them.
@@ -263,6 +282,15 @@ async fn appender(
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
+        }
+        // After a failed flush sled keeps its I/O error, and a write may block inside it
+        // instead of failing: this task runs on a runtime worker, so it stays out of sled and
+        // refuses, which keeps the runtime (and a SIGTERM) working.
+        if let Err(refused) = durability.healthy() {
+            for job in jobs {
+                let _ = job.done.send((Err(StorageError::io(refused.to_string())), 0));
+            }
+            continue;
         }
         let mut payloads: Vec<&mut [u8]> = jobs.iter_mut().map(|j| j.frame.payload_mut()).collect();
         let timer = metrics.append_seconds.start_timer();

@@ -76,7 +76,8 @@ fn storage_error(e: StorageError) -> Reply {
             ErrorCode::InvalidRequest
         }
         StorageError::InvalidBatch { .. } => ErrorCode::InvalidBatch,
-        StorageError::Corrupt { topic, partition, .. } => {
+        StorageError::Corrupt { topic, partition, .. }
+        | StorageError::Unopenable { topic, partition, .. } => {
             let hint = format!(
                 "; `silt topic repair {topic} --partition {partition}` reports the damage, and with \
                  --accept-loss moves readers past it"
@@ -652,7 +653,24 @@ impl Broker {
         let meta = self.store.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let h = self.partition(name, p)?;
+            let h = match self.partition(name, p) {
+                Ok(h) => h,
+                // A partition that cannot be opened at all still describes: it serves nothing
+                // and lost everything the ledger says it acknowledged.
+                Err(e) => {
+                    let lost = self.partitions.lost(name, p).ok_or(e)?;
+                    partitions.push(PartitionInfo {
+                        partition: p,
+                        log_start: 0,
+                        high_watermark: lost.from,
+                        size_bytes: 0,
+                        batches: 0,
+                        lost: Some((lost.from, lost.to)),
+                        accepted_losses: Vec::new(),
+                    });
+                    continue;
+                }
+            };
             partitions.push(PartitionInfo {
                 partition: p,
                 log_start: h.log.log_start(),

@@ -6,32 +6,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
 use silt_client::{ErrorCode, FetchFrom};
 use silt_wire::{Request, Response};
-use support::{batch_of, broker_bin, create_topic, produce, read_all, BrokerProcess};
+use support::{batch_of, broker_bin, create_topic, produce, read_all, topic_db_dir, BrokerProcess};
 
 /// Acknowledged records before the kill: 200 batches of 100.
 const RECORDS: u64 = 20_000;
-
-/// sled's log file under the data directory.
-fn sled_log(data: &Path) -> PathBuf {
-    let mut stack = vec![data.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("reading the data directory") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.file_name().is_some_and(|n| n == "db") {
-                return path;
-            }
-        }
-    }
-    panic!("no sled log file under {}", data.display());
-}
 
 /// `silt-broker check --data-dir DATA`: its exit code and stdout.
 fn check(data: &Path) -> (Option<i32>, String) {
@@ -76,7 +60,7 @@ async fn a_log_cut_short_is_reported_and_never_served_as_whole() {
         let (clean, report) = check(&data);
         assert_eq!(clean, Some(0), "a clean data directory: {report}");
 
-        let log = sled_log(&data);
+        let log = topic_db_dir(&data, "cut").join("db");
         let len = std::fs::metadata(&log).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - cut).unwrap();
         let (code_after, report) = check(&data);
@@ -187,7 +171,7 @@ async fn accept_the_loss(broker: &mut BrokerProcess, values: &[String], from: u6
 /// Flips one byte at the end of the middle stored batch of `topic`'s partition 0, in the
 /// store under a stopped broker's data directory; returns the offsets the batch held.
 fn damage_middle_batch(data: &Path, topic: &str) -> (u64, u64) {
-    let db = sled::open(data.join("log")).expect("opening the stopped broker's store");
+    let db = sled::open(topic_db_dir(data, topic)).expect("opening the stopped broker's store");
     let prefix = format!("batches/{topic}\0");
     let name =
         db.tree_names().into_iter().find(|n| n.starts_with(prefix.as_bytes())).expect("the batches tree");
@@ -244,4 +228,67 @@ async fn the_scrub_finds_damage_no_reader_met() {
     let expected: Vec<&String> = values[..from as usize].iter().chain(&values[to as usize..]).collect();
     assert!(served.iter().map(|r| &r.value).eq(expected));
     broker.terminate(std::time::Duration::from_secs(20)).await;
+}
+
+/// A topic's database is a failure boundary: when sled cannot open it, the broker starts, the
+/// other topics serve, the topic reports every acknowledged record of each partition as lost
+/// and refuses reads with a typed error, and `silt topic repair --accept-loss` gives it an
+/// empty database whose offsets continue after what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_whose_database_does_not_open_stops_alone() {
+    let mut broker = BrokerProcess::start(&[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "gone", 2).await;
+    create_topic(&client, "kept", 1).await;
+    let values: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
+    produce(&client, "gone", 0, &values, 100).await;
+    produce(&client, "gone", 1, &values[..200], 100).await;
+    produce(&client, "kept", 0, &values, 100).await;
+    drop(client);
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+    // sled panics or fails on many kinds of damage to its files as it opens them; a
+    // configuration file of garbage is one that always does.
+    std::fs::write(topic_db_dir(&broker.data_dir(), "gone").join("conf"), b"not a sled configuration")
+        .unwrap();
+    let (clean, report) = check(&broker.data_dir());
+    assert_eq!(clean, Some(1), "{report}");
+    assert!(report.contains("LOST gone/0: acknowledged offsets 0..300"), "{report}");
+
+    broker.restart().await;
+    let client = broker.client().await;
+    let kept = read_all(&client, "kept", FetchFrom::Earliest).await;
+    assert!(kept.iter().map(|r| &r.value).eq(values.iter()), "the other topic serves");
+    let info = client.describe_topic("gone").await.unwrap();
+    let lost: Vec<_> = info.partitions.iter().map(|p| p.lost).collect();
+    assert_eq!(lost, [Some((0, 300)), Some((0, 200))]);
+    let fetch = Request::Fetch {
+        topic: "gone".into(),
+        partition: 1,
+        from: FetchFrom::Offset(0),
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+        processor: None,
+    };
+    let refused = client.request(&fetch, Bytes::new()).await;
+    assert_eq!(code(&refused), Some(ErrorCode::DataLoss), "{refused:?}");
+
+    let repaired = client.repair_partition("gone", 0, true).await.unwrap();
+    assert!(repaired.accepted, "{repaired:?}");
+    assert_eq!(repaired.accepted_losses, [(0, 300)]);
+    let info = client.describe_topic("gone").await.unwrap();
+    let state: Vec<_> =
+        info.partitions.iter().map(|p| (p.lost, p.accepted_losses.clone(), p.high_watermark)).collect();
+    assert_eq!(state, [(None, vec![(0, 300)], 300), (None, vec![(0, 200)], 200)], "both partitions move on");
+    produce(&client, "gone", 1, &["after".to_string()], 1).await;
+    let after = read_all(&client, "gone", FetchFrom::Earliest).await;
+    assert_eq!(after.iter().map(|r| (r.offset, r.value.as_str())).collect::<Vec<_>>(), [(200, "after")]);
+    let metrics = support::metrics_text(broker.admin).await;
+    assert!(
+        metrics.contains("silt_accepted_loss_records_total{partition=\"1\",topic=\"gone\"} 200"),
+        "{metrics}"
+    );
+    drop(client);
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+    let (clean, report) = check(&broker.data_dir());
+    assert_eq!(clean, Some(0), "{report}");
 }

@@ -1,18 +1,19 @@
-//! A campaign of storage faults (issue 14, point 1): acknowledged records are produced once and
-//! the broker is killed; then, in each trial, a copy of its data directory gets one fault in
-//! sled's log file (the tail cut off by 512 B to 32 KiB, as a torn write or lost pages would,
-//! or one bit flipped anywhere), `silt-broker check` runs on it, and the broker is started on
-//! it and read from.
+//! A campaign of storage faults (issue 14, point 1): acknowledged records are produced once to
+//! two topics and the broker is killed; then, in each trial, a copy of its data directory gets
+//! one fault in the log file of topic `f`'s sled database (the tail cut off by 512 B to 32 KiB,
+//! as a torn write or lost pages would, or one bit flipped anywhere), `silt-broker check` runs
+//! on it, and the broker is started on it and read from.
 //!
-//! Each trial must end one of four ways, none of them silent: every acknowledged record served
-//! byte for byte (`whole`); the partition reports exactly the acknowledged range it lost and
-//! serves everything before it (`reported`); a batch that fails its checksum is refused with a
-//! typed error and named by the check (`corrupt`); or sled cannot open the store, the broker
-//! does not start and the check says so (`unopenable`, until partitions live in stores of their
-//! own). Serving fewer records than were acknowledged without saying so, or any wrong byte,
-//! fails the test. Each damaged trial then accepts the loss (`silt topic repair
-//! --accept-loss`) and reads the partition again: every offset must then be served right or
-//! lie in the accepted loss.
+//! The broker must start in every trial and serve the other topic, `g`, whole: a topic's
+//! database is a failure boundary. Topic `f` must end one of four ways, none of them silent:
+//! every acknowledged record served byte for byte (`whole`); the partition reports exactly the
+//! acknowledged range it lost and serves everything before it (`reported`); a batch that fails
+//! its checksum is refused with a typed error and named by the check (`corrupt`); or sled
+//! cannot open the topic's database, and the topic reports all it acknowledged as lost and
+//! refuses reads with a typed error (`unopenable`). Serving fewer records than were
+//! acknowledged without saying so, or any wrong byte, fails the test. Each damaged trial then
+//! accepts the loss (`silt topic repair --accept-loss`) and reads the partition again: every
+//! offset must then be served right or lie in the accepted loss.
 //!
 //! `SILT_FAULT_TRIALS` sets the number of trials (default 4, alternating the two faults) and
 //! `SILT_FAULT_SEED` the seed; `scripts/storage-faults.sh` runs a long campaign. The last line
@@ -30,10 +31,14 @@ use bytes::Bytes;
 use silt_client::{Client, ErrorCode, FetchFrom};
 use silt_wire::batch::{decompress, split_batches, BatchView};
 use silt_wire::{Request, Response};
-use support::{broker_bin, create_topic, free_tcp_port, free_udp_port, produce, BrokerProcess, Rng};
+use support::{
+    broker_bin, create_topic, free_tcp_port, free_udp_port, produce, read_all, BrokerProcess, Rng,
+};
 
-/// Acknowledged records in the partition: 500 batches of 100.
+/// Acknowledged records in the damaged topic's partition: 500 batches of 100.
 const RECORDS: u64 = 50_000;
+/// Acknowledged records in the other topic, which every trial must serve whole.
+const OTHER_RECORDS: u64 = 2_000;
 
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -107,6 +112,24 @@ async fn fetch_all(client: &Client, end: u64) -> (Vec<(u64, Vec<u8>)>, Option<(E
     (out, None)
 }
 
+/// Whether a fetch of `f` at offset 0 is refused because the topic's database does not open.
+async fn unopenable(client: &Client) -> bool {
+    let request = Request::Fetch {
+        topic: "f".into(),
+        partition: 0,
+        from: FetchFrom::Offset(0),
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+        processor: None,
+    };
+    match client.request(&request, Bytes::new()).await {
+        Err(silt_client::ClientError::Broker { code: ErrorCode::DataLoss, message }) => {
+            message.contains("database does not open")
+        }
+        _ => false,
+    }
+}
+
 /// `silt topic repair --accept-loss` on a damaged partition: afterwards every offset below the
 /// acknowledged end is either served with its acknowledged value or in an accepted loss, never
 /// both, and nothing is refused.
@@ -139,6 +162,9 @@ async fn storage_faults_are_found_and_never_served_silently() {
     let values: Vec<String> =
         (0..RECORDS).map(|i| format!("reading-{i:08}-{:016x}", i.wrapping_mul(seed | 1))).collect();
     produce(&client, "f", 0, &values, 100).await;
+    create_topic(&client, "g", 1).await;
+    let others: Vec<String> = (0..OTHER_RECORDS).map(|i| format!("other-{i:06}")).collect();
+    produce(&client, "g", 0, &others, 100).await;
     drop(client);
     broker.kill();
     let base = broker.data_dir();
@@ -151,7 +177,7 @@ async fn storage_faults_are_found_and_never_served_silently() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         copy_tree(&base, &data);
-        let log = data.join("log").join("db");
+        let log = support::topic_db_dir(&data, "f").join("db");
         let bits = std::fs::metadata(&log).unwrap().len() * 8;
         let fault = if trial % 2 == 0 {
             Fault::Truncate(512 + rng.below(32 * 1024 - 512))
@@ -181,11 +207,16 @@ async fn storage_faults_are_found_and_never_served_silently() {
         let start_ms = starting.elapsed().as_millis() as u64;
         let outcome = match ready {
             Err(why) => {
-                assert_eq!(check.status.code(), Some(1), "trial {trial} ({fault:?}): the broker did not start ({why}) and the check passed:\n{report}");
-                "unopenable"
+                panic!("trial {trial} ({fault:?}): the broker did not start ({why}); check said:\n{report}")
             }
             Ok(()) => {
                 let client = b.client().await;
+                let other = read_all(&client, "g", FetchFrom::Earliest).await;
+                assert!(
+                    other.iter().map(|r| &r.value).eq(others.iter()),
+                    "trial {trial} ({fault:?}): the undamaged topic served {} of {OTHER_RECORDS} records",
+                    other.len()
+                );
                 let p = client.describe_topic("f").await.unwrap().partitions[0].clone();
                 let (served, refused) = fetch_all(&client, p.high_watermark).await;
                 for (offset, value) in &served {
@@ -198,6 +229,7 @@ async fn storage_faults_are_found_and_never_served_silently() {
                 let outcome = match (p.lost, refused) {
                     (None, None) if served.len() as u64 == RECORDS => "whole",
                     (Some((from, to)), None) if from == p.high_watermark && to == RECORDS && served.len() as u64 == from => "reported",
+                    (Some((0, to)), None) if to == RECORDS && served.is_empty() && unopenable(&client).await => "unopenable",
                     (_, Some((ErrorCode::DataLoss, why))) if why.contains("checksum") || why.contains("orrupt") => "corrupt",
                     (lost, refused) => panic!(
                         "trial {trial} ({fault:?}): served {} of {RECORDS} acknowledged records, lost {lost:?}, refused {refused:?}; check:\n{report}",

@@ -13,6 +13,10 @@ pub enum StorageError {
     OutOfOrderSequence { producer_id: u64, expected: u64, got: u64 },
     #[error("stored batch at offset {offset} in {topic}/{partition} is corrupt: {reason}")]
     Corrupt { topic: String, partition: u32, offset: u64, reason: String },
+    /// The topic's own sled database does not open (sled failed or panicked on its files):
+    /// every partition of the topic stops, the rest of the store works.
+    #[error("{topic}/{partition} cannot be read: the topic's database does not open: {reason}")]
+    Unopenable { topic: String, partition: u32, reason: String },
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     /// A name refused by `create_topic` or `commit_offset`.
@@ -40,6 +44,12 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// An I/O error of this message ([`StorageError::is_io`]): what a caller that refuses to
+    /// touch the store after a failed write returns.
+    pub fn io(message: impl Into<String>) -> StorageError {
+        StorageError::Sled(sled::Error::Io(std::io::Error::other(message.into())))
+    }
+
     /// An I/O error from the disk (a full disk, EIO). sled keeps the first one for as long as
     /// the store is open: every later write and flush fails with it.
     pub fn is_io(&self) -> bool {
@@ -54,6 +64,11 @@ impl StorageError {
                 topic: topic.clone(),
                 partition: *partition,
                 offset: *offset,
+                reason: reason.clone(),
+            }),
+            StorageError::Unopenable { topic, partition, reason } => Some(StorageError::Unopenable {
+                topic: topic.clone(),
+                partition: *partition,
                 reason: reason.clone(),
             }),
             StorageError::CorruptMeta { what, reason } => {

@@ -14,7 +14,7 @@ pub(crate) const FORMAT_KEY: &[u8] = b"silt-storage/format";
 /// has it, without the ledger file, lost that file.
 pub(crate) const LEDGER_KEY: &[u8] = b"silt-storage/ledger";
 /// The layout this crate writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Topic name -> [`StoredTopic`].
 pub(crate) const TOPICS_TREE: &[u8] = b"silt/topics";

@@ -1,8 +1,10 @@
 //! `silt-storage`: the partition log on sled.
 //!
-//! One sled `Db` per broker; per topic-partition one tree of record batches keyed by big-endian
-//! base offset, plus a timestamp index tree, an idempotent-producer tree and a stats tree.
-//! Topic metadata and consumer-group offsets live in their own trees. Batches are stored
+//! A sled `Db` of metadata per broker (topics, consumer-group offsets, processors, devices,
+//! principals) and one `Db` per topic (`store.rs`: a failure boundary); in it, per partition,
+//! one tree of record batches keyed by big-endian base offset, plus a timestamp index tree, an
+//! idempotent-producer tree and a stats tree, and the checkpoints of the pipelines writing to
+//! the topic. Batches are stored
 //! exactly as the producer sent them, with the broker-owned header fields stamped (see
 //! `docs/record-batch.md`).
 //!
@@ -20,11 +22,13 @@
 //!
 //! # Layout
 //!
-//! Each partition is four sled trees named `{kind}/{topic}\0{incarnation:016x}\0{partition}`
-//! (kinds `batches`, `times`, `producers`, `stats`). Topic names match
+//! Each partition is four sled trees, in its topic's database (the directory
+//! `topics/{topic}.{incarnation:016x}` of the store's), named
+//! `{kind}/{topic}\0{incarnation:016x}\0{partition}` (kinds `batches`, `times`, `producers`,
+//! `stats`). Topic names match
 //! `[A-Za-z0-9._-]{1,200}`, so the first `\0` ends the name. The incarnation is a sled-generated
 //! id fixed when the topic is created: a topic deleted and created again gets fresh trees, and
-//! trees a crash left behind in `delete_topic` are dropped at the next open.
+//! databases a crash left behind in `delete_topic` are removed at the next open.
 //!
 //! - `batches`: base offset (u64 big-endian) -> the stamped batch bytes.
 //! - `times`: running maximum of the batches' max timestamps (i64 big-endian, sign bit

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 
-use sled::transaction::{ConflictableTransactionError, Transactional};
+use sled::transaction::ConflictableTransactionError;
 
 use crate::layout::{checkpoint_key, checkpoint_prefix};
 use crate::{StorageError, Store};
@@ -42,14 +42,25 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a processor's definition and all its checkpoints in one transaction. Module
-    /// bytes and artefacts stay: other processors may share them (they are keyed by hash).
-    pub fn delete_processor(&self, name: &str) -> Result<(), StorageError> {
+    /// Removes a processor's definition, then its checkpoints in the database of its output
+    /// topic `output` (a pipeline's; `None` for read-time processors, which have none). The
+    /// definition goes durably first: a crash between the two leaves checkpoints that no
+    /// processor reads (a deploy under the name writes its own), never a processor without
+    /// its checkpoints, which would start again from the beginning. Module bytes and artefacts
+    /// stay: other processors may share them (they are keyed by hash).
+    pub fn delete_processor(&self, name: &str, output: Option<&str>) -> Result<(), StorageError> {
+        self.processors.remove(name.as_bytes())?;
+        crate::store::flush_durably(&self.db, &self.dir)?;
+        let Some(output) = output else { return Ok(()) };
+        let checkpoints = match self.checkpoint_tree(output) {
+            Ok(tree) => tree,
+            Err(StorageError::UnknownTopic(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let keys: Vec<sled::IVec> =
-            self.checkpoints.scan_prefix(checkpoint_prefix(name)).keys().collect::<Result<_, _>>()?;
-        (&self.processors, &self.checkpoints)
-            .transaction(|(processors, checkpoints)| {
-                processors.remove(name.as_bytes())?;
+            checkpoints.scan_prefix(checkpoint_prefix(name)).keys().collect::<Result<_, _>>()?;
+        checkpoints
+            .transaction(|checkpoints| {
                 for key in &keys {
                     checkpoints.remove(key)?;
                 }
@@ -79,9 +90,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Every checkpoint, as `(processor/partition, bytes)`: for checks.
+    /// Every checkpoint of every topic's database, as `(topic: key as text, bytes)`: for checks.
     pub fn checkpoints(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        named_entries(&self.checkpoints)
+        let mut out = Vec::new();
+        for topic in self.topics() {
+            let Ok(tree) = self.checkpoint_tree(&topic.name) else { continue };
+            for (key, value) in named_entries(&tree)? {
+                out.push((format!("{}: {key}", topic.name), value));
+            }
+        }
+        Ok(out)
     }
 
     /// Module bytes by hash.
@@ -101,9 +119,16 @@ impl Store {
         Ok(self.artefacts.get(key)?.map(|v| v.to_vec()))
     }
 
-    /// A processor's checkpoint for one input partition, as last committed.
-    pub fn checkpoint(&self, processor: &str, input_partition: u32) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.checkpoints.get(checkpoint_key(processor, input_partition))?.map(|v| v.to_vec()))
+    /// A processor's checkpoint for one input partition, as last committed, from the database
+    /// of its output topic `output` (where [`crate::Partition::append_checkpointed`] writes it).
+    pub fn checkpoint(
+        &self,
+        output: &str,
+        processor: &str,
+        input_partition: u32,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let tree = self.checkpoint_tree(output)?;
+        Ok(tree.get(checkpoint_key(processor, input_partition))?.map(|v| v.to_vec()))
     }
 
     /// Replaces a processor's checkpoint for one input partition outside an append (a deploy
@@ -111,11 +136,13 @@ impl Store {
     /// [`crate::Partition::append_checkpointed`] instead.
     pub fn put_checkpoint(
         &self,
+        output: &str,
         processor: &str,
         input_partition: u32,
         value: &[u8],
     ) -> Result<(), StorageError> {
-        self.checkpoints.insert(checkpoint_key(processor, input_partition), value)?;
+        let tree = self.checkpoint_tree(output)?;
+        tree.insert(checkpoint_key(processor, input_partition), value)?;
         Ok(())
     }
 }

@@ -1,8 +1,16 @@
-//! The store: one sled database holding topics, their partitions and group offsets.
+//! The store: a sled database of metadata (topics, group offsets, processors, devices,
+//! principals) and one sled database per topic holding its partitions.
+//!
+//! Each topic's database is a failure boundary: sled panics or fails on some damage to its
+//! files when it opens them, and a database that does not open stops its topic alone
+//! (`StorageError::Unopenable` on each of its partitions) while the broker and every other
+//! topic serve. docs/reliability.md has the choice and what it costs.
+
+mod migrate;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -10,9 +18,9 @@ use sled::transaction::{TransactionError, Transactional};
 
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
-    group_prefix, parse_partition_tree_name, partition_tree_name, topic_group_prefix, PartitionTree,
-    StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE, FORMAT_KEY, FORMAT_VERSION,
-    GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
+    group_prefix, topic_group_prefix, StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE,
+    FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX,
+    PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
@@ -29,27 +37,46 @@ pub struct Loss {
     pub reason: String,
 }
 
+/// The directory under the store's that holds one sled database per topic, named
+/// [`topic_dir_name`].
+const TOPICS_DIR: &str = "topics";
+/// Where [`Store::repair`] moves a topic's database that does not open, under the store's
+/// directory.
+const DAMAGED_DIR: &str = "damaged";
+/// sled's page cache for the metadata database: topic and processor definitions, modules,
+/// artefacts, offsets and principals; the partitions' batches are in the topics' databases.
+const META_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// Least page cache a topic's database gets, however many topics share `cache_bytes`.
+const TOPIC_CACHE_BYTES_MIN: u64 = 16 * 1024 * 1024;
+
 /// The log store: topics, partitions, group offsets.
 pub struct Store {
+    /// The metadata database (the store's directory itself).
     pub(crate) db: sled::Db,
+    /// The store's directory.
+    root: PathBuf,
+    /// sled's page cache, shared out among the topics' databases ([`Store::topic_cache_bytes`]).
+    cache_bytes: u64,
     topics_tree: sled::Tree,
     group_offsets: sled::Tree,
     pub(crate) processors: sled::Tree,
     pub(crate) modules: sled::Tree,
     pub(crate) artefacts: sled::Tree,
-    pub(crate) checkpoints: sled::Tree,
     pub(crate) devices: sled::Tree,
     /// Every topic with its open partitions, so `partition()` is a map lookup and an `Arc`
     /// clone. Written only by `create_topic` and `delete_topic`; `commit_offset` holds it for
     /// reading so that no offset is committed for a topic while it is being deleted.
     topics: RwLock<BTreeMap<String, Topic>>,
     /// The database directory, kept open for `syncfs` (see [`Store::flush`]).
-    dir: std::fs::File,
+    pub(crate) dir: std::fs::File,
 }
 
 struct Topic {
     meta: TopicMeta,
     incarnation: u64,
+    /// The topic's own database; `None` when it did not open, and then every partition is
+    /// `Slot::Broken` with `StorageError::Unopenable`.
+    db: Option<sled::Db>,
     partitions: Vec<Slot>,
 }
 
@@ -62,22 +89,28 @@ enum Slot {
     Broken(StorageError),
 }
 
+impl Slot {
+    /// A copy of the error of a broken partition.
+    fn error(&self) -> Option<StorageError> {
+        match self {
+            Slot::Broken(e) => e.copy_corruption(),
+            Slot::Open(_) => None,
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     ///
-    /// Opens every partition (four sled trees each, reading the first and last batch and the
-    /// stats entry) and drops the trees of topics whose deletion a crash interrupted.
+    /// Opens the metadata database, then each topic's database and every partition in it
+    /// (four sled trees each, reading the first and last batch and the stats entry), drops the
+    /// databases of topics whose deletion a crash interrupted, and moves a store of layout 1
+    /// (every partition in the one database) to this layout first.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StorageError> {
-        let db = open_db(dir, &config)?;
-        check_format(&db)?;
+        let db = open_db(dir, META_CACHE_BYTES.min(config.cache_bytes))?;
+        let format = check_format(&db)?;
         let topics_tree = db.open_tree(TOPICS_TREE)?;
-        let group_offsets = db.open_tree(GROUP_OFFSETS_TREE)?;
-        let processors = db.open_tree(PROCESSORS_TREE)?;
-        let modules = db.open_tree(MODULES_TREE)?;
-        let artefacts = db.open_tree(ARTEFACTS_TREE)?;
-        let checkpoints = db.open_tree(CHECKPOINTS_TREE)?;
-        let devices = db.open_tree(DEVICES_TREE)?;
-        let mut topics = BTreeMap::new();
+        let mut stored_topics = Vec::new();
         for item in topics_tree.iter() {
             let (key, value) = item?;
             let name = String::from_utf8_lossy(&key).into_owned();
@@ -89,22 +122,33 @@ impl Store {
             if stored.name.as_bytes() != &key[..] {
                 return Err(corrupt(format!("it names topic {:?}", stored.name)));
             }
-            let topic = Topic::open(&db, stored)?;
-            topics.insert(name, topic);
+            stored_topics.push(stored);
         }
-        drop_orphan_trees(&db, &topics)?;
-        let dir = std::fs::File::open(dir).map_err(sled::Error::Io)?;
+        if format == migrate::FORMAT_SHARED {
+            migrate::split_topics(&db, dir, &stored_topics)?;
+        }
+        migrate::drop_shared_trees(&db)?;
+        let cache_bytes = config.cache_bytes;
+        let topic_cache = topic_cache_bytes(cache_bytes, stored_topics.len());
+        let mut topics = BTreeMap::new();
+        for stored in stored_topics {
+            let topic = Topic::open(dir, topic_cache, stored)?;
+            topics.insert(topic.meta.name.clone(), topic);
+        }
+        drop_orphan_dirs(dir, &topics)?;
+        let file = std::fs::File::open(dir).map_err(sled::Error::Io)?;
         Ok(Store {
-            db,
             topics_tree,
-            group_offsets,
-            processors,
-            modules,
-            artefacts,
-            checkpoints,
-            devices,
+            group_offsets: db.open_tree(GROUP_OFFSETS_TREE)?,
+            processors: db.open_tree(PROCESSORS_TREE)?,
+            modules: db.open_tree(MODULES_TREE)?,
+            artefacts: db.open_tree(ARTEFACTS_TREE)?,
+            devices: db.open_tree(DEVICES_TREE)?,
+            db,
+            root: dir.to_owned(),
+            cache_bytes,
             topics: RwLock::new(topics),
-            dir,
+            dir: file,
         })
     }
 
@@ -139,10 +183,20 @@ impl Store {
             created_ms: meta.created_ms,
             incarnation: self.db.generate_id()?,
         };
-        // Trees first: if the metadata write fails, they are orphans dropped at the next open.
-        let topic = Topic::open(&self.db, stored.clone())?;
+        // Its database first: if the metadata write fails, the database is an orphan that the
+        // next open removes.
+        let topic =
+            Topic::open(&self.root, topic_cache_bytes(self.cache_bytes, topics.len() + 1), stored.clone())?;
+        let Some(topic_db) = &topic.db else {
+            return Err(topic
+                .partitions
+                .iter()
+                .find_map(Slot::error)
+                .expect("a topic without a database is broken"));
+        };
+        flush_durably(topic_db, &self.dir)?;
         self.topics_tree.insert(meta.name.as_bytes(), stored.encode())?;
-        self.db.flush()?;
+        flush_durably(&self.db, &self.dir)?;
         topics.insert(meta.name, topic);
         Ok(())
     }
@@ -161,16 +215,14 @@ impl Store {
             return Err(e);
         }
         let topic = topics.remove(name).expect("looked up above under the same lock");
-        // The topic is gone once its metadata is; dropping the trees only frees space, and a
-        // crash or failure here leaves orphans that the next open drops.
-        for p in 0..topic.meta.partitions {
-            for kind in PartitionTree::ALL {
-                let tree = partition_tree_name(kind, name, topic.incarnation, p);
-                if let Err(e) = self.db.drop_tree(&tree) {
-                    tracing::warn!(topic = name, tree = %String::from_utf8_lossy(&tree), error = %e,
-                        "could not drop a deleted topic's tree; the next open retries");
-                }
-            }
+        // The topic is gone once its metadata is; removing its database only frees space
+        // (handles still held keep the open files until they go), and a crash or failure here
+        // leaves an orphan that the next open removes.
+        let dir = self.root.join(TOPICS_DIR).join(topic_dir_name(name, topic.incarnation));
+        drop(topic);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(topic = name, dir = %dir.display(), error = %e,
+                "could not remove a deleted topic's database; the next open retries");
         }
         Ok(())
     }
@@ -193,7 +245,7 @@ impl Store {
                 TransactionError::Storage(e) => StorageError::Sled(e),
                 TransactionError::Abort(never) => match never {},
             })?;
-        self.db.flush()?;
+        flush_durably(&self.db, &self.dir)?;
         Ok(())
     }
 
@@ -258,44 +310,144 @@ impl Store {
         losses
     }
 
-    /// Finds the offsets below `acked_end` a partition cannot serve and, with `accept`,
-    /// accepts their loss ([`Partition::repair`]); a partition that could not be opened is
-    /// opened again afterwards. Flushes what it changed before it returns.
+    /// Finds the offsets below `acked_end(partition)` a partition cannot serve and, with
+    /// `accept`, accepts their loss ([`Partition::repair`]); a partition that could not be
+    /// opened is opened again afterwards. Flushes what it changed before it returns. Returns
+    /// the repair of each partition it changed, `partition` first: only that one, unless the
+    /// topic's database did not open; accepting then moves that database aside (under
+    /// `damaged/` in the store's directory, for the operator to inspect or delete), starts an
+    /// empty one, and accepts the loss of every partition of the topic up to its
+    /// `acked_end`.
     pub fn repair(
         &self,
         topic: &str,
         partition: u32,
-        acked_end: u64,
+        acked_end: &dyn Fn(u32) -> u64,
         accept: bool,
-    ) -> Result<crate::Repair, StorageError> {
+    ) -> Result<Vec<(u32, crate::Repair)>, StorageError> {
         let unknown = || StorageError::UnknownPartition { topic: topic.to_owned(), partition };
-        let (log, incarnation) = {
+        let (log, db, incarnation) = {
             let topics = self.read_topics();
             let t = topics.get(topic).ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
-            match t.partitions.get(partition as usize).ok_or_else(unknown)? {
-                Slot::Open(p) => (Some(Arc::clone(p)), t.incarnation),
-                Slot::Broken(_) => (None, t.incarnation),
-            }
+            let log = match t.partitions.get(partition as usize).ok_or_else(unknown)? {
+                Slot::Open(p) => Some(Arc::clone(p)),
+                Slot::Broken(_) => None,
+            };
+            (log, t.db.clone(), t.incarnation)
         };
-        let repair = match log {
-            Some(p) => p.repair(acked_end, accept)?,
-            None => {
-                let p = Partition::unrecovered(&self.db, topic, incarnation, partition)?;
-                let repair = p.repair(acked_end, accept)?;
+        let end = acked_end(partition);
+        let repair = match (log, db) {
+            (Some(p), _) => p.repair(end, accept)?,
+            (None, Some(db)) => {
+                let p = Partition::unrecovered(&db, topic, incarnation, partition)?;
+                let repair = p.repair(end, accept)?;
                 if repair.accepted {
-                    let mut topics = self.write_topics();
-                    let t = topics.get_mut(topic).filter(|t| t.incarnation == incarnation);
-                    let slot =
-                        t.and_then(|t| t.partitions.get_mut(partition as usize)).ok_or_else(unknown)?;
-                    *slot = Slot::Open(Arc::new(p));
+                    self.replace_slot(topic, incarnation, partition, Slot::Open(Arc::new(p)))?;
                 }
                 repair
             }
+            (None, None) if !accept => {
+                let reason = match self.partition(topic, partition) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "it opened meanwhile".into(),
+                };
+                let damaged =
+                    if end > 0 { vec![crate::Damage { from: 0, to: end, reason }] } else { Vec::new() };
+                crate::Repair { damaged, ..crate::Repair::default() }
+            }
+            (None, None) => return self.replace_topic_db(topic, incarnation, partition, acked_end),
         };
         if repair.accepted {
             self.flush()?;
         }
-        Ok(repair)
+        Ok(vec![(partition, repair)])
+    }
+
+    /// Accepts the loss of everything in a topic whose database does not open: see
+    /// [`Store::repair`].
+    fn replace_topic_db(
+        &self,
+        topic: &str,
+        incarnation: u64,
+        first: u32,
+        acked_end: &dyn Fn(u32) -> u64,
+    ) -> Result<Vec<(u32, crate::Repair)>, StorageError> {
+        let mut topics = self.write_topics();
+        let cache_bytes = topic_cache_bytes(self.cache_bytes, topics.len());
+        let t = topics
+            .get_mut(topic)
+            .filter(|t| t.incarnation == incarnation && t.db.is_none())
+            .ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
+        let name = topic_dir_name(topic, incarnation);
+        let from = self.root.join(TOPICS_DIR).join(&name);
+        let aside = self
+            .root
+            .join(DAMAGED_DIR)
+            .join(format!("{name}.{}", silt_wire::time::unix_ms(std::time::SystemTime::now())));
+        std::fs::create_dir_all(self.root.join(DAMAGED_DIR)).map_err(sled::Error::Io)?;
+        std::fs::rename(&from, &aside).map_err(sled::Error::Io)?;
+        tracing::warn!(topic, from = %from.display(), to = %aside.display(),
+            "the database of the topic, which does not open, is moved aside; the topic starts an empty one");
+        let stored = StoredTopic {
+            name: topic.to_owned(),
+            partitions: t.meta.partitions,
+            retention_ms: t.meta.retention_ms,
+            retention_bytes: t.meta.retention_bytes,
+            created_ms: t.meta.created_ms,
+            incarnation,
+        };
+        let fresh = Topic::open(&self.root, cache_bytes, stored)?;
+        let db = fresh.db.clone().ok_or_else(|| {
+            fresh.partitions.iter().find_map(Slot::error).expect("a topic without a database is broken")
+        })?;
+        let mut repairs = Vec::new();
+        let mut partitions = Vec::new();
+        for p in 0..t.meta.partitions {
+            let log = Partition::unrecovered(&db, topic, incarnation, p)?;
+            let repair = log.repair(acked_end(p), true)?;
+            if !repair.damaged.is_empty() || p == first {
+                repairs.push((p, repair));
+            }
+            partitions.push(Slot::Open(Arc::new(log)));
+        }
+        repairs.sort_by_key(|(p, _)| *p != first);
+        t.db = Some(db);
+        t.partitions = partitions;
+        drop(topics);
+        self.flush()?;
+        Ok(repairs)
+    }
+
+    /// Puts `slot` in place of a partition of the topic's incarnation `incarnation`.
+    fn replace_slot(
+        &self,
+        topic: &str,
+        incarnation: u64,
+        partition: u32,
+        slot: Slot,
+    ) -> Result<(), StorageError> {
+        let mut topics = self.write_topics();
+        let t = topics.get_mut(topic).filter(|t| t.incarnation == incarnation);
+        let old = t
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .ok_or_else(|| StorageError::UnknownPartition { topic: topic.to_owned(), partition })?;
+        *old = slot;
+        Ok(())
+    }
+
+    /// The checkpoint tree in the database of topic `topic`.
+    pub(crate) fn checkpoint_tree(&self, topic: &str) -> Result<sled::Tree, StorageError> {
+        let topics = self.read_topics();
+        let t = topics.get(topic).ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
+        match &t.db {
+            Some(db) => Ok(db.open_tree(CHECKPOINTS_TREE)?),
+            None => {
+                Err(t.partitions.iter().find_map(Slot::error).unwrap_or_else(|| StorageError::CorruptMeta {
+                    what: format!("database of topic {topic:?}"),
+                    reason: "it does not open".into(),
+                }))
+            }
+        }
     }
 
     /// A partition handle; `UnknownTopic` / `UnknownPartition` if absent.
@@ -318,11 +470,18 @@ impl Store {
     /// sled's flush makes the log and the blobs durable; measured with strace during a
     /// 1000-event-batch ingest it took 0.4 ms (median) per flush. A killed process loses
     /// nothing either way: its writes are in the page cache.
+    ///
+    /// Flushes every topic's database, then the metadata, then syncs the filesystem once.
     pub fn flush(&self) -> Result<usize, StorageError> {
         crate::failpoint::check("flush")?;
-        let flushed = flush_durably(&self.db, &self.dir);
+        let dbs: Vec<sled::Db> = self.read_topics().values().filter_map(|t| t.db.clone()).collect();
+        let mut flushed = 0;
+        for db in &dbs {
+            flushed += db.flush()?;
+        }
+        let result = flush_durably(&self.db, &self.dir).map(|meta| flushed + meta);
         crate::release_deferred();
-        flushed
+        result
     }
 
     /// Stores a consumer group's committed offset.
@@ -404,20 +563,46 @@ impl Store {
 }
 
 impl Topic {
-    fn open(db: &sled::Db, stored: StoredTopic) -> Result<Topic, StorageError> {
+    /// Opens the topic's database under `root` (creating it when absent) and its partitions.
+    /// A database that fails or panics in sled as it opens, or a partition that fails the
+    /// checks of recovery, stops (`Slot::Broken`); the caller's store opens all the same. Only
+    /// an I/O error is returned.
+    fn open(root: &Path, cache_bytes: u64, stored: StoredTopic) -> Result<Topic, StorageError> {
+        let path = root.join(TOPICS_DIR).join(topic_dir_name(&stored.name, stored.incarnation));
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_db(&path, cache_bytes)));
+        let failure = match opened {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(e)) if e.is_io() => return Err(e),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(format!("sled panicked: {}", panic_message(&*panic))),
+        };
         let mut partitions = Vec::with_capacity(stored.partitions as usize);
-        for p in 0..stored.partitions {
-            let slot = match Partition::open(db, &stored.name, stored.incarnation, p) {
-                Ok(partition) => Slot::Open(Arc::new(partition)),
-                Err(e) if e.copy_corruption().is_some() => {
-                    tracing::error!(topic = %stored.name, partition = p, error = %e,
-                        "partition is corrupt and stays stopped; the rest of the store opens");
-                    Slot::Broken(e)
+        let db = match failure {
+            Ok(db) => {
+                for p in 0..stored.partitions {
+                    let slot = match Partition::open(&db, &stored.name, stored.incarnation, p) {
+                        Ok(partition) => Slot::Open(Arc::new(partition)),
+                        Err(e) if e.copy_corruption().is_some() => {
+                            tracing::error!(topic = %stored.name, partition = p, error = %e,
+                                "partition is corrupt and stays stopped; the rest of the store opens");
+                            Slot::Broken(e)
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    partitions.push(slot);
                 }
-                Err(e) => return Err(e),
-            };
-            partitions.push(slot);
-        }
+                Some(db)
+            }
+            Err(reason) => {
+                tracing::error!(topic = %stored.name, dir = %path.display(), error = %reason,
+                    "the topic's database does not open: the topic stays stopped, the rest of the store opens");
+                for p in 0..stored.partitions {
+                    let (topic, reason) = (stored.name.clone(), reason.clone());
+                    partitions.push(Slot::Broken(StorageError::Unopenable { topic, partition: p, reason }));
+                }
+                None
+            }
+        };
         let meta = TopicMeta {
             name: stored.name,
             partitions: stored.partitions,
@@ -425,7 +610,7 @@ impl Topic {
             retention_bytes: stored.retention_bytes,
             created_ms: stored.created_ms,
         };
-        Ok(Topic { meta, incarnation: stored.incarnation, partitions })
+        Ok(Topic { meta, incarnation: stored.incarnation, db, partitions })
     }
 
     fn set_deleted(&self, deleted: bool) {
@@ -474,13 +659,44 @@ pub fn flush_durably(db: &sled::Db, dir: &std::fs::File) -> Result<usize, Storag
     Ok(bytes)
 }
 
-fn open_db(dir: &Path, config: &StoreConfig) -> Result<sled::Db, StorageError> {
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// The directory of a topic's database under [`TOPICS_DIR`]: `{topic}.{incarnation:016x}`
+/// (topic names are `[A-Za-z0-9._-]`, at most 200 bytes, so the last `.` ends the name).
+pub(crate) fn topic_dir_name(topic: &str, incarnation: u64) -> String {
+    format!("{topic}.{incarnation:016x}")
+}
+
+/// The inverse of [`topic_dir_name`].
+fn parse_topic_dir_name(name: &str) -> Option<(&str, u64)> {
+    let (topic, incarnation) = name.rsplit_once('.')?;
+    if incarnation.len() != 16 {
+        return None;
+    }
+    Some((topic, u64::from_str_radix(incarnation, 16).ok()?))
+}
+
+/// Each topic's share of `cache_bytes` among `topics` topics, and at least
+/// [`TOPIC_CACHE_BYTES_MIN`]: a share is fixed when the database opens (sled cannot resize its
+/// cache), so a store that gains topics may hold somewhat more than `cache_bytes`.
+fn topic_cache_bytes(cache_bytes: u64, topics: usize) -> u64 {
+    (cache_bytes / topics.max(1) as u64).max(TOPIC_CACHE_BYTES_MIN)
+}
+
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StorageError> {
     // HighThroughput cleans segments less eagerly than the default LowSpace. Measured with
     // `silt-loadtest produce` (5M events of 100 B, LZ4, 1000-event batches, window 8), three
     // alternating pairs: 1.51M/1.41M/1.48M events/s against 1.46M/1.25M/1.36M, with 5-15%
     // less broker CPU and the same size on disk. A log reclaims space by retention anyway.
     let sled_config =
-        sled::Config::new().path(dir).cache_capacity(config.cache_bytes).mode(sled::Mode::HighThroughput);
+        sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput);
     let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
     loop {
         match sled_config.open() {
@@ -495,11 +711,13 @@ fn open_db(dir: &Path, config: &StoreConfig) -> Result<sled::Db, StorageError> {
     }
 }
 
-/// Writes the layout version into a new store, and refuses a store of another version.
-fn check_format(db: &sled::Db) -> Result<(), StorageError> {
+/// Writes the layout version into a new store, and refuses a store of a version this build
+/// cannot read; returns the version found (this build's for a new store).
+fn check_format(db: &sled::Db) -> Result<u32, StorageError> {
     let want = FORMAT_VERSION.to_le_bytes();
     match db.get(FORMAT_KEY)? {
-        Some(found) if found[..] == want[..] => Ok(()),
+        Some(found) if found[..] == want[..] => Ok(FORMAT_VERSION),
+        Some(found) if found[..] == migrate::FORMAT_SHARED.to_le_bytes()[..] => Ok(migrate::FORMAT_SHARED),
         Some(found) => Err(StorageError::UnsupportedFormat {
             found: format!("{:?}", &found[..]),
             supported: FORMAT_VERSION,
@@ -516,23 +734,29 @@ fn check_format(db: &sled::Db) -> Result<(), StorageError> {
             // Durable before any tree of the store exists, so no crash leaves trees without it.
             db.insert(FORMAT_KEY, &want)?;
             db.flush()?;
-            Ok(())
+            Ok(FORMAT_VERSION)
         }
     }
 }
 
-/// Drops partition trees that belong to no live topic: left by a crash in `delete_topic`
-/// after the metadata was removed, or in `create_topic` before it was written.
-fn drop_orphan_trees(db: &sled::Db, topics: &BTreeMap<String, Topic>) -> Result<(), StorageError> {
-    for name in db.tree_names() {
-        let Some((_, topic, incarnation, partition)) = parse_partition_tree_name(&name) else {
-            continue;
-        };
-        let live =
-            topics.get(topic).is_some_and(|t| t.incarnation == incarnation && partition < t.meta.partitions);
+/// Removes the databases under [`TOPICS_DIR`] that belong to no live topic: left by a crash in
+/// `delete_topic` after the metadata was removed, or in `create_topic` before it was written.
+fn drop_orphan_dirs(root: &Path, topics: &BTreeMap<String, Topic>) -> Result<(), StorageError> {
+    let dir = root.join(TOPICS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(sled::Error::Io(e).into()),
+    };
+    for entry in entries {
+        let entry = entry.map_err(sled::Error::Io)?;
+        let name = entry.file_name();
+        let live = name.to_str().and_then(parse_topic_dir_name).is_some_and(|(topic, incarnation)| {
+            topics.get(topic).is_some_and(|t| t.incarnation == incarnation)
+        });
         if !live {
-            tracing::info!(tree = %String::from_utf8_lossy(&name), "dropping the tree of a deleted topic");
-            db.drop_tree(&name)?;
+            tracing::info!(dir = %entry.path().display(), "removing the database of a deleted topic");
+            std::fs::remove_dir_all(entry.path()).map_err(sled::Error::Io)?;
         }
     }
     Ok(())

@@ -114,10 +114,14 @@ impl Audit {
     /// Starts the task that appends queued events to the audit topic (once).
     pub fn start_writer(&self, partitions: Arc<Partitions>, durability: Arc<Durability>) {
         let Some(mut rx) = self.rx.lock().expect("audit lock").take() else { return };
+        let dropped = self.dropped.clone();
         tokio::spawn(async move {
             let mut events = Vec::with_capacity(BATCH_EVENTS_MAX);
             while rx.recv_many(&mut events, BATCH_EVENTS_MAX).await > 0 {
-                if let Err(e) = append(&partitions, &durability, &events).await {
+                if durability.healthy().is_err() {
+                    // Nothing is written after a failed flush; the events are in the log.
+                    dropped.inc_by(events.len() as u64);
+                } else if let Err(e) = append(&partitions, &durability, &events).await {
                     tracing::error!(error = %e, events = events.len(), "could not append to the audit topic");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

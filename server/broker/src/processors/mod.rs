@@ -406,16 +406,17 @@ impl ProcessorHost {
                 FetchFrom::Offset(o) => o.clamp(handle.log.log_start(), handle.visible()),
                 FetchFrom::Timestamp(t) => handle.log.offset_for_time(t)?.min(handle.visible()),
             };
-            let previous = self.checkpoint(&def.name, p)?.unwrap_or_default();
+            let previous = self.checkpoint(def, p)?.unwrap_or_default();
             let cp = Checkpoint { next_offset, version, state: None, ..previous };
-            self.store.put_checkpoint(&def.name, p, &cp.encode())?;
+            self.store.put_checkpoint(&def.output, &def.name, p, &cp.encode())?;
         }
         Ok(())
     }
 
-    fn checkpoint(&self, name: &str, partition: u32) -> Result<Option<Checkpoint>, HostError> {
+    /// A pipeline's checkpoint for one input partition (in its output topic's database).
+    fn checkpoint(&self, def: &StoredDefinition, partition: u32) -> Result<Option<Checkpoint>, HostError> {
         self.store
-            .checkpoint(name, partition)?
+            .checkpoint(&def.output, &def.name, partition)?
             .map(|b| Checkpoint::decode(&b).map_err(|m| HostError::new(ErrorCode::Storage, m)))
             .transpose()
     }
@@ -441,7 +442,7 @@ impl ProcessorHost {
             let input = self.partitions.get(&def.input, p)?;
             let output = self.partitions.get(&def.output, p)?;
             let cp = self
-                .checkpoint(&def.name, p)?
+                .checkpoint(def, p)?
                 .unwrap_or(Checkpoint { version: active.version, ..Checkpoint::default() });
             partitions.push((input, output, cp));
         }
@@ -496,9 +497,9 @@ impl ProcessorHost {
 
     pub async fn undeploy(&self, name: &str) -> Result<(), HostError> {
         let _control = self.control.lock().await;
-        self.definition(name)?;
+        let def = self.definition(name)?;
         self.pipelines.stop(name).await;
-        self.store.delete_processor(name)?;
+        self.store.delete_processor(name, Some(&def.output))?;
         self.store.flush()?;
         tracing::info!(processor = %name, "processor undeployed");
         Ok(())
@@ -561,9 +562,7 @@ impl ProcessorHost {
                 pr.events_out.load(Ordering::Relaxed),
             ));
         }
-        Ok(self
-            .checkpoint(&def.name, p)?
-            .map_or((0, 0, 0), |cp| (cp.next_offset, cp.events_in, cp.events_out)))
+        Ok(self.checkpoint(def, p)?.map_or((0, 0, 0), |cp| (cp.next_offset, cp.events_in, cp.events_out)))
     }
 
     fn processor_info(&self, def: &StoredDefinition) -> Result<ProcessorInfo, HostError> {

@@ -42,6 +42,21 @@ const BROKER_ENV: [&str; 7] = [
 ];
 
 /// A loopback UDP port that was free a moment ago (for the QUIC listener).
+/// The directory of the sled database of topic `topic` under a broker's data directory
+/// (`log/topics/{topic}.{incarnation}`).
+#[allow(dead_code)]
+pub fn topic_db_dir(data: &Path, topic: &str) -> PathBuf {
+    let prefix = format!("{topic}.");
+    std::fs::read_dir(data.join("log").join("topics"))
+        .expect("reading the store's topics directory")
+        .map(|e| e.expect("a directory entry").path())
+        .find(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.strip_prefix(&prefix).is_some_and(|inc| inc.len() == 16)
+        })
+        .unwrap_or_else(|| panic!("no database of topic {topic} under {}", data.display()))
+}
+
 pub fn free_udp_port() -> u16 {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
     s.local_addr().expect("local address").port()

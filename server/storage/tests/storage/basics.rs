@@ -346,7 +346,7 @@ fn corruption_is_reported() {
     // Flip one body byte of the batch at offset 2 of partition 0, and of the only batch of
     // partition 1, behind the store's back.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = super::topic_db(dir.path(), "t");
         for (partition, offset) in [(0u32, 2u64), (1, 0)] {
             let suffix = format!("\0{partition}");
             let name = db
@@ -449,7 +449,7 @@ fn a_batch_missing_from_the_middle_is_an_error_not_a_skip() {
     drop(p);
     store.flush().unwrap();
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = super::topic_db(dir.path(), "gap");
     let tree = db.open_tree(format!("batches/gap\0{incarnation:016x}\00")).unwrap();
     assert!(tree.remove(2u64.to_be_bytes()).unwrap().is_some(), "the second batch begins at 2");
     db.flush().unwrap();

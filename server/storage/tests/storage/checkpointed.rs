@@ -15,8 +15,8 @@ fn output_and_checkpoint_commit_together() {
         let mut b = batch(0, 0, &[(3, b"c")]);
         let offsets = p.append_checkpointed(&mut [&mut a, &mut b], 9, "proc", 1, b"cp-1").unwrap();
         assert_eq!(offsets, vec![0, 2]);
-        assert_eq!(store.checkpoint("proc", 1).unwrap().as_deref(), Some(&b"cp-1"[..]));
-        assert_eq!(store.checkpoint("proc", 0).unwrap(), None);
+        assert_eq!(store.checkpoint("out", "proc", 1).unwrap().as_deref(), Some(&b"cp-1"[..]));
+        assert_eq!(store.checkpoint("out", "proc", 0).unwrap(), None);
 
         // Nothing to output: only the checkpoint moves.
         assert_eq!(p.append_checkpointed(&mut [], 9, "proc", 1, b"cp-2").unwrap(), Vec::<u64>::new());
@@ -27,13 +27,13 @@ fn output_and_checkpoint_commit_together() {
         p.append(&mut dup.clone(), 9).unwrap();
         let mut ok = batch(0, 0, &[(5, b"e")]);
         assert!(p.append_checkpointed(&mut [&mut ok, &mut dup], 9, "proc", 1, b"cp-3").is_err());
-        assert_eq!(store.checkpoint("proc", 1).unwrap().as_deref(), Some(&b"cp-2"[..]));
+        assert_eq!(store.checkpoint("out", "proc", 1).unwrap().as_deref(), Some(&b"cp-2"[..]));
         assert_eq!(p.high_watermark(), 4);
         store.flush().unwrap();
     }
     let store = open(dir.path());
-    assert_eq!(store.checkpoint("proc", 1).unwrap().as_deref(), Some(&b"cp-2"[..]));
+    assert_eq!(store.checkpoint("out", "proc", 1).unwrap().as_deref(), Some(&b"cp-2"[..]));
     assert_eq!(store.partition("out", 1).unwrap().high_watermark(), 4);
-    store.delete_processor("proc").unwrap();
-    assert_eq!(store.checkpoint("proc", 1).unwrap(), None);
+    store.delete_processor("proc", Some("out")).unwrap();
+    assert_eq!(store.checkpoint("out", "proc", 1).unwrap(), None);
 }

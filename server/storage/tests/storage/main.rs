@@ -3,6 +3,7 @@
 //! One test binary (modules below) so that sled and proptest are linked once.
 
 mod basics;
+mod boundaries;
 mod checkpointed;
 mod crash;
 mod group_append;
@@ -18,6 +19,20 @@ use silt_wire::batch::{split_batches, BatchBuilder};
 /// Opens a store with a small page cache: tests hold many stores at once.
 fn open(dir: &Path) -> Store {
     Store::open(dir, StoreConfig { cache_bytes: 8 * 1024 * 1024 }).expect("open store")
+}
+
+/// Opens, behind a closed store's back, the sled database of its topic `name`
+/// (`topics/{name}.{incarnation}` under the store's directory).
+fn topic_db(dir: &Path, name: &str) -> sled::Db {
+    let prefix = format!("{name}.");
+    let entry = std::fs::read_dir(dir.join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name().unwrap().to_str().unwrap().strip_prefix(&prefix).is_some_and(|inc| inc.len() == 16)
+        })
+        .unwrap_or_else(|| panic!("no database of topic {name} under {}", dir.display()));
+    sled::open(entry).unwrap()
 }
 
 fn topic(name: &str, partitions: u32) -> TopicMeta {

@@ -150,3 +150,50 @@ fn measure_open_cost() {
         t.elapsed()
     );
 }
+
+/// A reading of this process from /proc/self/status: `Threads` or `VmRSS` (kB).
+fn status(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = text.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What a database per topic costs as topics grow: creating a topic, opening the store,
+/// threads, resident memory, and the latency of an append and flush to one topic while the
+/// others sit idle (each flush visits every topic's database).
+#[test]
+#[ignore]
+fn measure_topic_databases() {
+    println!("| topics | create per topic | open | threads | RSS | append + flush (median of 200) |");
+    for topics in [1usize, 10, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let (threads, rss) = (status("Threads:"), status("VmRSS:"));
+        let t = Instant::now();
+        {
+            let store = open(dir.path());
+            for i in 0..topics {
+                store.create_topic(topic(&format!("t{i}"), 1)).unwrap();
+            }
+        }
+        let create = t.elapsed() / topics as u32;
+        let t = Instant::now();
+        let store = open(dir.path());
+        let opened = t.elapsed();
+        let p = store.partition("t0", 0).unwrap();
+        let value = vec![7u8; 1000];
+        let mut flushes = Vec::new();
+        for _ in 0..200 {
+            let t = Instant::now();
+            p.append(&mut batch(0, 0, &[(0, &value[..])]), 0).unwrap();
+            store.flush().unwrap();
+            flushes.push(t.elapsed());
+        }
+        flushes.sort();
+        println!(
+            "| {topics} | {create:?} | {opened:?} | +{} | +{} MiB | {:?} |",
+            status("Threads:").saturating_sub(threads),
+            status("VmRSS:").saturating_sub(rss) >> 10,
+            flushes[flushes.len() / 2]
+        );
+    }
+}

@@ -4,7 +4,7 @@
 
 use silt_storage::{Appended, StorageError};
 
-use super::{bases, batch, open, records, topic};
+use super::{bases, batch, open, records, topic, topic_db};
 
 /// Rewrites one stored batch behind the store's back: `damage` gets its bytes.
 fn damage_batch(
@@ -14,7 +14,7 @@ fn damage_batch(
     offset: u64,
     damage: impl Fn(&mut Vec<u8>),
 ) {
-    let db = sled::open(dir).unwrap();
+    let db = topic_db(dir, name);
     let suffix = format!("\0{partition}");
     let tree_name = db
         .tree_names()
@@ -56,12 +56,12 @@ fn a_corrupt_batch_in_the_middle_is_reported_then_stepped_over_once_accepted() {
         Err(StorageError::Corrupt { offset: 2, .. })
     ));
 
-    let report = store.repair("mid", 0, 8, false).unwrap();
+    let report = repair_one(&store, "mid", 0, 8, false);
     assert!(!report.accepted);
     assert_eq!(report.damaged.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>(), [(2, 4)]);
     assert!(p.read(0, 1 << 20, u64::MAX, &mut Vec::new()).is_err(), "a report changes nothing");
 
-    let repair = store.repair("mid", 0, 8, true).unwrap();
+    let repair = repair_one(&store, "mid", 0, 8, true);
     assert!(repair.accepted);
     assert_eq!((repair.batches_removed, repair.gaps.clone()), (1, vec![(2, 4)]));
     let mut out = Vec::new();
@@ -86,7 +86,7 @@ fn a_corrupt_batch_in_the_middle_is_reported_then_stepped_over_once_accepted() {
     p.read(0, 1 << 20, u64::MAX, &mut out).unwrap();
     let offsets: Vec<u64> = records(&out).iter().map(|r| r.0).collect();
     assert_eq!(offsets, [0, 1, 4, 5, 6, 7, 8]);
-    assert!(store.repair("mid", 0, 9, false).unwrap().damaged.is_empty(), "an accepted loss is not damage");
+    assert!(repair_one(&store, "mid", 0, 9, false).damaged.is_empty(), "an accepted loss is not damage");
 }
 
 #[test]
@@ -95,10 +95,10 @@ fn a_lost_tail_keeps_its_offsets_taken_once_accepted() {
     four_batches(dir.path(), "tail", 1);
     let store = open(dir.path());
     // The ledger said 20 records were acknowledged; the log holds 8.
-    let report = store.repair("tail", 0, 20, false).unwrap();
+    let report = repair_one(&store, "tail", 0, 20, false);
     assert_eq!(report.damaged.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>(), [(8, 20)]);
     assert!(report.damaged[0].reason.contains("ends at offset 8"), "{:?}", report.damaged);
-    store.repair("tail", 0, 20, true).unwrap();
+    repair_one(&store, "tail", 0, 20, true);
     let p = store.partition("tail", 0).unwrap();
     assert_eq!(p.high_watermark(), 20, "offsets of acknowledged records are never given again");
     assert_eq!(p.append(&mut batch(0, 0, &[(1, b"new")]), 1).unwrap(), Appended::New { base_offset: 20 });
@@ -123,14 +123,28 @@ fn a_partition_that_cannot_open_serves_again_once_its_loss_is_accepted() {
     let store = open(dir.path());
     assert!(matches!(store.partition("last", 1), Err(StorageError::Corrupt { offset: 6, .. })));
     assert_eq!(store.partition("last", 0).unwrap().high_watermark(), 8, "the other partition serves");
-    let report = store.repair("last", 1, 8, false).unwrap();
+    let report = repair_one(&store, "last", 1, 8, false);
     assert_eq!(report.damaged.iter().map(|d| (d.from, d.to)).collect::<Vec<_>>(), [(6, 8)]);
     assert!(store.partition("last", 1).is_err());
-    store.repair("last", 1, 8, true).unwrap();
+    repair_one(&store, "last", 1, 8, true);
     let p = store.partition("last", 1).expect("open again after the repair");
     assert_eq!((p.batch_count(), p.high_watermark()), (3, 8));
     let mut out = Vec::new();
     p.read(0, 1 << 20, u64::MAX, &mut out).unwrap();
     assert_eq!(bases(&out), [0, 2, 4]);
     assert_eq!(p.append(&mut batch(0, 0, &[(1, b"new")]), 1).unwrap(), Appended::New { base_offset: 8 });
+}
+
+/// The repair of one partition, which is all `Store::repair` changes when the topic's
+/// database opened.
+fn repair_one(
+    store: &silt_storage::Store,
+    topic: &str,
+    partition: u32,
+    acked_end: u64,
+    accept: bool,
+) -> silt_storage::Repair {
+    let mut repairs = store.repair(topic, partition, &|_| acked_end, accept).unwrap();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    repairs.remove(0).1
 }

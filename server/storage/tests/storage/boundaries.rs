@@ -1,0 +1,156 @@
+//! A topic's database is a failure boundary: one that does not open stops its topic alone,
+//! and accepting the loss gives the topic an empty database that continues after what was
+//! acknowledged. Stores of layout 1 (every partition in one database) move to a database per
+//! topic when they open, with nothing lost, also after an interrupted move.
+
+use silt_storage::StorageError;
+
+use super::{batch, open, records, topic, topic_db};
+
+/// Writes two records to each of two partitions of `name`; flushed.
+fn two_by_two(store: &silt_storage::Store, name: &str) {
+    store.create_topic(topic(name, 2)).unwrap();
+    for p in 0..2 {
+        store.partition(name, p).unwrap().append(&mut batch(0, 0, &[(1, b"a"), (2, b"b")]), 1).unwrap();
+    }
+    store.flush().unwrap();
+}
+
+fn topic_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("topics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&format!("{name}.")))
+        .unwrap()
+}
+
+#[test]
+fn a_topic_whose_database_does_not_open_stops_alone_until_its_loss_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        two_by_two(&store, "bad");
+        two_by_two(&store, "good");
+    }
+    // sled refuses a log whose configuration file is garbage; any damage that makes it fail
+    // or panic on open stops the topic the same way (server/broker/tests/storage_faults.rs
+    // flips bits and cuts logs).
+    std::fs::write(topic_dir(dir.path(), "bad").join("conf"), b"not a sled configuration").unwrap();
+
+    let store = open(dir.path());
+    let mut out = Vec::new();
+    store.partition("good", 1).unwrap().read(0, usize::MAX, u64::MAX, &mut out).unwrap();
+    assert_eq!(records(&out).len(), 2, "the other topic serves");
+    for p in 0..2 {
+        match store.partition("bad", p) {
+            Err(StorageError::Unopenable { topic, partition, .. }) => {
+                assert_eq!((topic.as_str(), partition), ("bad", p))
+            }
+            other => panic!("partition {p}: {other:?}"),
+        }
+    }
+    let ends = [("bad", 0, 2), ("bad", 1, 2), ("good", 0, 2)];
+    let ledger = ends
+        .iter()
+        .map(|&(t, p, end)| {
+            let key = silt_storage::ledger::PartitionKey {
+                topic: t.into(),
+                incarnation: store.incarnation(t).unwrap(),
+                partition: p,
+            };
+            (key, end)
+        })
+        .collect();
+    let losses = store.verify(&ledger);
+    assert_eq!(
+        losses.iter().map(|l| (l.partition, l.from, l.to)).collect::<Vec<_>>(),
+        [(0, 0, 2), (1, 0, 2)]
+    );
+
+    // A report changes nothing; accepting replaces the database and covers both partitions.
+    let report = store.repair("bad", 1, &|_| 2, false).unwrap();
+    assert_eq!(report.len(), 1);
+    assert!(!report[0].1.accepted && report[0].1.damaged[0].reason.contains("does not open"), "{report:?}");
+    assert!(store.partition("bad", 0).is_err());
+    let repairs = store.repair("bad", 1, &|p| 2 + u64::from(p), true).unwrap();
+    assert_eq!(
+        repairs.iter().map(|(p, r)| (*p, r.gaps.clone())).collect::<Vec<_>>(),
+        [(1, vec![(0, 3)]), (0, vec![(0, 2)])]
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("damaged")).unwrap().count(),
+        1,
+        "the old database is kept aside"
+    );
+    let p = store.partition("bad", 0).unwrap();
+    assert_eq!(p.high_watermark(), 2, "offsets are never reused");
+    p.append(&mut batch(0, 0, &[(3, b"c")]), 1).unwrap();
+    store.flush().unwrap();
+    drop((p, store));
+    let store = open(dir.path());
+    let mut out = Vec::new();
+    store.partition("bad", 0).unwrap().read(0, usize::MAX, u64::MAX, &mut out).unwrap();
+    assert_eq!(records(&out), [(2, 3, b"c".to_vec())]);
+}
+
+/// Turns a store of this layout back into layout 1: every tree of every topic's database in
+/// the metadata database, the version 1, no topic databases.
+fn back_to_layout_1(dir: &std::path::Path, names: &[&str]) {
+    let meta = sled::open(dir).unwrap();
+    for name in names {
+        let db = topic_db(dir, name);
+        for tree in db.tree_names() {
+            if tree == b"__sled__default" {
+                continue;
+            }
+            let (from, to) = (db.open_tree(&tree).unwrap(), meta.open_tree(&tree).unwrap());
+            for item in from.iter() {
+                let (k, v) = item.unwrap();
+                to.insert(k, v).unwrap();
+            }
+        }
+    }
+    meta.insert(b"silt-storage/format", &1u32.to_le_bytes()).unwrap();
+    meta.flush().unwrap();
+    std::fs::remove_dir_all(dir.join("topics")).unwrap();
+}
+
+#[test]
+fn a_store_of_layout_1_moves_to_a_database_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let incarnation = {
+        let store = open(dir.path());
+        two_by_two(&store, "a");
+        two_by_two(&store, "b");
+        let p = store.partition("b", 1).unwrap();
+        p.append_checkpointed(&mut [&mut batch(0, 0, &[(9, b"z")])], 1, "proc", 1, b"cp").unwrap();
+        store.commit_offset("g", "a", 1, 2).unwrap();
+        store.flush().unwrap();
+        store.incarnation("a").unwrap()
+    };
+    back_to_layout_1(dir.path(), &["a", "b"]);
+    // A move interrupted after it began leaves a partial database, which the move replaces.
+    let partial = dir.path().join("topics").join(format!("a.{incarnation:016x}"));
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("db"), b"half a log").unwrap();
+    {
+        let store = open(dir.path());
+        for (t, p, n) in [("a", 0, 2), ("a", 1, 2), ("b", 0, 2), ("b", 1, 3)] {
+            let mut out = Vec::new();
+            store.partition(t, p).unwrap().read(0, usize::MAX, u64::MAX, &mut out).unwrap();
+            assert_eq!(records(&out).len(), n, "{t}/{p}");
+        }
+        assert_eq!(store.checkpoint("b", "proc", 1).unwrap().as_deref(), Some(&b"cp"[..]));
+        assert_eq!(store.committed_offsets("g", "a").unwrap(), [(1, 2)]);
+        store.partition("a", 0).unwrap().append(&mut batch(0, 0, &[(3, b"c")]), 1).unwrap();
+        store.flush().unwrap();
+    }
+    let meta = sled::open(dir.path()).unwrap();
+    assert!(
+        meta.tree_names().iter().all(|n| !n.starts_with(b"batches/") && n != b"silt/checkpoints"),
+        "the shared copies are dropped"
+    );
+    drop(meta);
+    let store = open(dir.path());
+    assert_eq!(store.partition("a", 0).unwrap().high_watermark(), 3);
+}
