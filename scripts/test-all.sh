@@ -61,7 +61,9 @@ export SILT_FW_QEMU_ELF
 scripts/firmware-esp32c3.sh
 
 step "cargo test"
-cargo test --workspace --locked
+# Tests outside silt-server that run silt-broker use the one this command builds for
+# silt-server's own tests (server/broker/tests/support/server_bin.rs says why).
+SILT_BROKER_BIN="$CARGO_TARGET_DIR/debug/silt-broker" cargo test --workspace --locked
 
 step "power cuts in a virtual machine"
 # 3 cycles of produce, power cut (SIGKILL to QEMU) and verify, with the debug binaries cargo

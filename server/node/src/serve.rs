@@ -9,6 +9,8 @@ use crate::config::ServerConfig;
 
 /// Bound on the embedded bridge flushing its journal after the stop signal.
 const BRIDGE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker may take to stop once told to, before the process exits without it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The principal of the embedded bridge.
 const BRIDGE_USER: &str = "bridge";
@@ -76,12 +78,28 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             }
             r = &mut task => {
                 let e = r.map_err(anyhow::Error::from).and_then(|r| r).err();
-                let _ = running.shutdown().await;
+                let _ = stop(running).await;
                 return Err(e.unwrap_or_else(|| anyhow::anyhow!("the embedded bridge stopped")).context("embedded device bridge"));
             }
         },
         None => shutdown_signal().await,
     }
+    stop(running).await
+}
+
+/// Stops the broker; if that takes longer than [`STOP_TIMEOUT`], a thread of its own (the
+/// runtime's workers may be what is stuck: a write that blocks inside sled after a disk
+/// error) ends the process with exit code 1, as a crash would: what the fsync policy made
+/// durable is kept.
+async fn stop(running: Running) -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        std::thread::sleep(STOP_TIMEOUT);
+        tracing::error!(
+            seconds = STOP_TIMEOUT.as_secs(),
+            "the broker did not stop in time; exiting without it"
+        );
+        std::process::exit(1);
+    });
     running.shutdown().await
 }
 

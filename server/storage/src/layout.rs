@@ -13,7 +13,8 @@ pub(crate) const FORMAT_KEY: &[u8] = b"silt-storage/format";
 /// Present once the broker keeps an acknowledgement ledger beside this store: a store that
 /// has it, without the ledger file, lost that file.
 pub(crate) const LEDGER_KEY: &[u8] = b"silt-storage/ledger";
-/// The layout this crate writes.
+/// The layout this crate writes: 2, a database per topic. Layout 1 kept every partition in
+/// the metadata database; `store::migrate` moves such a store when it opens.
 pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Topic name -> [`StoredTopic`].

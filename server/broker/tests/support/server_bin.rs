@@ -1,7 +1,10 @@
 //! The `silt-broker` binary for tests that run it. It belongs to the package `silt-server`
 //! (server/node, the composition root), whose own tests get it from cargo; other packages'
 //! tests build it here, once per test process, into the target dir they were built in, next
-//! to their own binaries (a no-op when it is up to date, as after `cargo test --workspace`).
+//! to their own binaries. `SILT_BROKER_BIN` names a binary to use instead: the one `cargo test
+//! --workspace` builds for silt-server's tests is up to date, but a `cargo build -p
+//! silt-server` resolves features without the workspace's dev-dependencies and so links
+//! another (about a minute of a cold CI run); scripts/test-all.sh sets it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +13,9 @@ use std::sync::OnceLock;
 /// The path of the `silt-broker` binary, built if need be.
 pub fn broker_bin() -> PathBuf {
     if let Some(bin) = option_env!("CARGO_BIN_EXE_silt-broker") {
+        return PathBuf::from(bin);
+    }
+    if let Some(bin) = std::env::var_os("SILT_BROKER_BIN") {
         return PathBuf::from(bin);
     }
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
