@@ -28,7 +28,8 @@
 //! `stats`). Topic names match
 //! `[A-Za-z0-9._-]{1,200}`, so the first `\0` ends the name. The incarnation is a sled-generated
 //! id fixed when the topic is created: a topic deleted and created again gets fresh trees, and
-//! databases a crash left behind in `delete_topic` are removed at the next open.
+//! databases a crash left behind in `delete_topic` are moved aside (`orphaned/`) at the next
+//! open.
 //!
 //! - `batches`: base offset (u64 big-endian) -> the stamped batch bytes.
 //! - `times`: running maximum of the batches' max timestamps (i64 big-endian, sign bit

@@ -43,6 +43,9 @@ const TOPICS_DIR: &str = "topics";
 /// Where [`Store::repair`] moves a topic's database that does not open, under the store's
 /// directory.
 const DAMAGED_DIR: &str = "damaged";
+/// Where [`Store::open`] moves a topic's database that no topic names, under the store's
+/// directory.
+const ORPHANS_DIR: &str = "orphaned";
 /// sled's page cache for the metadata database: topic and processor definitions, modules,
 /// artefacts, offsets and principals; the partitions' batches are in the topics' databases.
 const META_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -103,8 +106,8 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     ///
     /// Opens the metadata database, then each topic's database and every partition in it
-    /// (four sled trees each, reading the first and last batch and the stats entry), drops the
-    /// databases of topics whose deletion a crash interrupted, and moves a store of layout 1
+    /// (four sled trees each, reading the first and last batch and the stats entry), moves aside
+    /// the databases no topic names ([`ORPHANS_DIR`]), and moves a store of layout 1
     /// (every partition in the one database) to this layout first.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StorageError> {
         let db = open_db(dir, META_CACHE_BYTES.min(config.cache_bytes))?;
@@ -135,7 +138,7 @@ impl Store {
             let topic = Topic::open(dir, topic_cache, stored)?;
             topics.insert(topic.meta.name.clone(), topic);
         }
-        drop_orphan_dirs(dir, &topics)?;
+        move_orphan_dirs(dir, &topics)?;
         let file = std::fs::File::open(dir).map_err(sled::Error::Io)?;
         Ok(Store {
             topics_tree,
@@ -184,7 +187,7 @@ impl Store {
             incarnation: self.db.generate_id()?,
         };
         // Its database first: if the metadata write fails, the database is an orphan that the
-        // next open removes.
+        // next open moves aside.
         let topic =
             Topic::open(&self.root, topic_cache_bytes(self.cache_bytes, topics.len() + 1), stored.clone())?;
         let Some(topic_db) = &topic.db else {
@@ -217,7 +220,7 @@ impl Store {
         let topic = topics.remove(name).expect("looked up above under the same lock");
         // The topic is gone once its metadata is; removing its database only frees space
         // (handles still held keep the open files until they go), and a crash or failure here
-        // leaves an orphan that the next open removes.
+        // leaves an orphan that the next open moves aside.
         let dir = self.root.join(TOPICS_DIR).join(topic_dir_name(name, topic.incarnation));
         drop(topic);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -739,9 +742,11 @@ fn check_format(db: &sled::Db) -> Result<u32, StorageError> {
     }
 }
 
-/// Removes the databases under [`TOPICS_DIR`] that belong to no live topic: left by a crash in
-/// `delete_topic` after the metadata was removed, or in `create_topic` before it was written.
-fn drop_orphan_dirs(root: &Path, topics: &BTreeMap<String, Topic>) -> Result<(), StorageError> {
+/// Moves the databases under [`TOPICS_DIR`] that belong to no live topic to [`ORPHANS_DIR`]:
+/// left by a crash in `delete_topic` after the metadata was removed, or in `create_topic`
+/// before it was written, but also what a damaged metadata database no longer names, so
+/// they are kept (and logged) for an operator to delete or recover, never removed here.
+fn move_orphan_dirs(root: &Path, topics: &BTreeMap<String, Topic>) -> Result<(), StorageError> {
     let dir = root.join(TOPICS_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -755,8 +760,14 @@ fn drop_orphan_dirs(root: &Path, topics: &BTreeMap<String, Topic>) -> Result<(),
             topics.get(topic).is_some_and(|t| t.incarnation == incarnation)
         });
         if !live {
-            tracing::info!(dir = %entry.path().display(), "removing the database of a deleted topic");
-            std::fs::remove_dir_all(entry.path()).map_err(sled::Error::Io)?;
+            let orphans = root.join(ORPHANS_DIR);
+            std::fs::create_dir_all(&orphans).map_err(sled::Error::Io)?;
+            let mut to = name.clone();
+            to.push(format!(".{}", silt_wire::time::unix_ms(std::time::SystemTime::now())));
+            let to = orphans.join(to);
+            tracing::warn!(from = %entry.path().display(), to = %to.display(),
+                "a topic database that no topic names is moved aside: a deletion or creation a crash interrupted, or damaged metadata; delete it once it is not needed");
+            std::fs::rename(entry.path(), &to).map_err(sled::Error::Io)?;
         }
     }
     Ok(())

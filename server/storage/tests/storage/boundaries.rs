@@ -154,3 +154,26 @@ fn a_store_of_layout_1_moves_to_a_database_per_topic() {
     let store = open(dir.path());
     assert_eq!(store.partition("a", 0).unwrap().high_watermark(), 3);
 }
+
+/// A topic database no topic names (a crash in a deletion, or metadata that lost the topic)
+/// is moved aside at open, never removed, and the store opens without it.
+#[test]
+fn a_database_no_topic_names_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        two_by_two(&store, "live");
+    }
+    for _ in 0..2 {
+        let ghost = dir.path().join("topics").join("ghost.000000000000002a");
+        std::fs::create_dir_all(&ghost).unwrap();
+        std::fs::write(ghost.join("db"), b"records nobody names").unwrap();
+        let store = open(dir.path());
+        assert_eq!(store.topics().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["live"]);
+        assert!(!ghost.exists());
+    }
+    let kept: Vec<_> =
+        std::fs::read_dir(dir.path().join("orphaned")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 2, "both moved, neither replaced: {kept:?}");
+    assert!(kept.iter().all(|k| std::fs::read(k.join("db")).unwrap() == b"records nobody names"));
+}
