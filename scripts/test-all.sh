@@ -73,8 +73,8 @@ POWERCUT_PROFILE=debug scripts/powercut.sh 3
 
 step "fuzz the decoders of untrusted bytes"
 # 20 s of libFuzzer on each decoder of untrusted bytes: device frames, the network frames,
-# control messages and record batches of the protocol, and the control-plane records on disk
-# (installs cargo-fuzz once).
+# control messages and record batches of the protocol, the control-plane records on disk and
+# the bridge's MQTT packets (built with stable cargo; no cargo-fuzz to install).
 scripts/fuzz.sh 20
 
 echo
