@@ -119,11 +119,7 @@ pub fn check(data_dir: &Path, scratch: &Path, config: StoreConfig) -> Report {
             return report;
         }
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
+            let why = crate::store::panic_message(&*panic);
             report.open_error = Some(format!("sled cannot open the store: {why}"));
             return report;
         }

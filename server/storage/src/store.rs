@@ -190,14 +190,7 @@ impl Store {
         // next open moves aside.
         let topic =
             Topic::open(&self.root, topic_cache_bytes(self.cache_bytes, topics.len() + 1), stored.clone())?;
-        let Some(topic_db) = &topic.db else {
-            return Err(topic
-                .partitions
-                .iter()
-                .find_map(Slot::error)
-                .expect("a topic without a database is broken"));
-        };
-        flush_durably(topic_db, &self.dir)?;
+        flush_durably(topic.db()?, &self.dir)?;
         self.topics_tree.insert(meta.name.as_bytes(), stored.encode())?;
         flush_durably(&self.db, &self.dir)?;
         topics.insert(meta.name, topic);
@@ -381,14 +374,8 @@ impl Store {
             .get_mut(topic)
             .filter(|t| t.incarnation == incarnation && t.db.is_none())
             .ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
-        let name = topic_dir_name(topic, incarnation);
-        let from = self.root.join(TOPICS_DIR).join(&name);
-        let aside = self
-            .root
-            .join(DAMAGED_DIR)
-            .join(format!("{name}.{}", silt_wire::time::unix_ms(std::time::SystemTime::now())));
-        std::fs::create_dir_all(self.root.join(DAMAGED_DIR)).map_err(sled::Error::Io)?;
-        std::fs::rename(&from, &aside).map_err(sled::Error::Io)?;
+        let from = self.root.join(TOPICS_DIR).join(topic_dir_name(topic, incarnation));
+        let aside = move_aside(&from, &self.root.join(DAMAGED_DIR))?;
         tracing::warn!(topic, from = %from.display(), to = %aside.display(),
             "the database of the topic, which does not open, is moved aside; the topic starts an empty one");
         let stored = StoredTopic {
@@ -400,9 +387,7 @@ impl Store {
             incarnation,
         };
         let fresh = Topic::open(&self.root, cache_bytes, stored)?;
-        let db = fresh.db.clone().ok_or_else(|| {
-            fresh.partitions.iter().find_map(Slot::error).expect("a topic without a database is broken")
-        })?;
+        let db = fresh.db()?.clone();
         let mut repairs = Vec::new();
         let mut partitions = Vec::new();
         for p in 0..t.meta.partitions {
@@ -442,15 +427,7 @@ impl Store {
     pub(crate) fn checkpoint_tree(&self, topic: &str) -> Result<sled::Tree, StorageError> {
         let topics = self.read_topics();
         let t = topics.get(topic).ok_or_else(|| StorageError::UnknownTopic(topic.to_owned()))?;
-        match &t.db {
-            Some(db) => Ok(db.open_tree(CHECKPOINTS_TREE)?),
-            None => {
-                Err(t.partitions.iter().find_map(Slot::error).unwrap_or_else(|| StorageError::CorruptMeta {
-                    what: format!("database of topic {topic:?}"),
-                    reason: "it does not open".into(),
-                }))
-            }
-        }
+        Ok(t.db()?.open_tree(CHECKPOINTS_TREE)?)
     }
 
     /// A partition handle; `UnknownTopic` / `UnknownPartition` if absent.
@@ -566,6 +543,16 @@ impl Store {
 }
 
 impl Topic {
+    /// The topic's database, or the error its partitions give when it did not open.
+    fn db(&self) -> Result<&sled::Db, StorageError> {
+        self.db.as_ref().ok_or_else(|| {
+            self.partitions
+                .iter()
+                .find_map(Slot::error)
+                .expect("a topic without a database has broken partitions")
+        })
+    }
+
     /// Opens the topic's database under `root` (creating it when absent) and its partitions.
     /// A database that fails or panics in sled as it opens, or a partition that fails the
     /// checks of recovery, stops (`Slot::Broken`); the caller's store opens all the same. Only
@@ -760,15 +747,21 @@ fn move_orphan_dirs(root: &Path, topics: &BTreeMap<String, Topic>) -> Result<(),
             topics.get(topic).is_some_and(|t| t.incarnation == incarnation)
         });
         if !live {
-            let orphans = root.join(ORPHANS_DIR);
-            std::fs::create_dir_all(&orphans).map_err(sled::Error::Io)?;
-            let mut to = name.clone();
-            to.push(format!(".{}", silt_wire::time::unix_ms(std::time::SystemTime::now())));
-            let to = orphans.join(to);
+            let to = move_aside(&entry.path(), &root.join(ORPHANS_DIR))?;
             tracing::warn!(from = %entry.path().display(), to = %to.display(),
                 "a topic database that no topic names is moved aside: a deletion or creation a crash interrupted, or damaged metadata; delete it once it is not needed");
-            std::fs::rename(entry.path(), &to).map_err(sled::Error::Io)?;
         }
     }
     Ok(())
+}
+
+/// Moves the directory `from` into `under` (made when absent) as `{its name}.{unix ms}`, so a
+/// later one of the same name never meets it; returns where it went.
+fn move_aside(from: &Path, under: &Path) -> Result<PathBuf, StorageError> {
+    let mut name = from.file_name().expect("a topic database's directory has a name").to_owned();
+    name.push(format!(".{}", silt_wire::time::unix_ms(std::time::SystemTime::now())));
+    let to = under.join(name);
+    std::fs::create_dir_all(under).map_err(sled::Error::Io)?;
+    std::fs::rename(from, &to).map_err(sled::Error::Io)?;
+    Ok(to)
 }
