@@ -37,9 +37,10 @@ fn code(r: &Result<(Response, Bytes), silt_client::ClientError>) -> Option<Error
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_cut_short_is_reported_and_never_served_as_whole() {
     let mut detected = 0;
-    // sled's newest writes are not always at the end of its file (it reuses segments), so a
-    // small cut may take only older, rewritten state; these sizes cut into the log's records.
-    for cut in [32 * 1024, 96 * 1024] {
+    // Cuts of sled's log, which holds where each batch is (its newest writes are not always
+    // at the end of the file, as it reuses segments, so a small cut may take only older,
+    // rewritten state), and of the batch file, whose end holds the newest batches.
+    for (file, eighths) in [("db", 2), ("db", 5), ("batches", 1)] {
         let mut broker = BrokerProcess::start(&[]).await;
         let client = broker.client().await;
         create_topic(&client, "cut", 1).await;
@@ -60,9 +61,17 @@ async fn a_log_cut_short_is_reported_and_never_served_as_whole() {
         let (clean, report) = check(&data);
         assert_eq!(clean, Some(0), "a clean data directory: {report}");
 
-        let log = topic_db_dir(&data, "cut").join("db");
+        let log = match file {
+            "db" => topic_db_dir(&data, "cut").join("db"),
+            _ => {
+                let files = std::fs::read_dir(topic_db_dir(&data, "cut").join("files").join("0")).unwrap();
+                let files: Vec<_> = files.map(|e| e.unwrap().path()).collect();
+                assert_eq!(files.len(), 1, "one batch file: {files:?}");
+                files[0].clone()
+            }
+        };
         let len = std::fs::metadata(&log).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - cut).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - len * eighths / 8).unwrap();
         let (code_after, report) = check(&data);
 
         broker.restart().await;
@@ -71,6 +80,7 @@ async fn a_log_cut_short_is_reported_and_never_served_as_whole() {
         let p = &info.partitions[0];
         match p.lost {
             None => {
+                assert_eq!(file, "db", "cutting the batch file always takes acknowledged batches");
                 assert_eq!(p.high_watermark, RECORDS, "nothing lost, so nothing may be missing");
                 assert_eq!(code_after, Some(0), "{report}");
                 let served = read_all(&client, "cut", FetchFrom::Earliest).await;

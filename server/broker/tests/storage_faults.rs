@@ -1,8 +1,9 @@
 //! A campaign of storage faults (issue 14, point 1): acknowledged records are produced once to
 //! two topics and the broker is killed; then, in each trial, a copy of its data directory gets
-//! one fault in the log file of topic `f`'s sled database (the tail cut off by 512 B to 32 KiB,
-//! as a torn write or lost pages would, or one bit flipped anywhere), `silt-broker check` runs
-//! on it, and the broker is started on it and read from.
+//! one fault in topic `f`'s files, the log file of its sled database (where each batch is) or
+//! its partition's batch file (the bytes), in turn: the tail cut off by 512 B to 32 KiB, as a
+//! torn write or lost pages would, or one bit flipped anywhere. `silt-broker check` runs on
+//! it, and the broker is started on it and read from.
 //!
 //! The broker must start in every trial and serve the other topic, `g`, whole: a topic's
 //! database is a failure boundary. Topic `f` must end one of four ways, none of them silent:
@@ -15,7 +16,7 @@
 //! accepts the loss (`silt topic repair --accept-loss`) and reads the partition again: every
 //! offset must then be served right or lie in the accepted loss.
 //!
-//! `SILT_FAULT_TRIALS` sets the number of trials (default 4, alternating the two faults) and
+//! `SILT_FAULT_TRIALS` sets the number of trials (default 4: each fault in each file) and
 //! `SILT_FAULT_SEED` the seed; `scripts/storage-faults.sh` runs a long campaign. The last line
 //! printed is the tally as JSON.
 
@@ -53,7 +54,15 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// One fault, applied to sled's log file.
+/// The one batch file of partition 0 of the topic whose database is in `topic_dir`.
+fn batch_file(topic_dir: &Path) -> std::path::PathBuf {
+    let files: Vec<_> =
+        std::fs::read_dir(topic_dir.join("files").join("0")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// One fault, applied to one file: sled's log or the batch file.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     /// Cut this many bytes off the end.
@@ -177,14 +186,18 @@ async fn storage_faults_are_found_and_never_served_silently() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         copy_tree(&base, &data);
-        let log = support::topic_db_dir(&data, "f").join("db");
+        // sled's log (where each batch is) in half the trials, the batch file in the others.
+        let topic_dir = support::topic_db_dir(&data, "f");
+        let log = if trial % 4 < 2 { topic_dir.join("db") } else { batch_file(&topic_dir) };
         let bits = std::fs::metadata(&log).unwrap().len() * 8;
         let fault = if trial % 2 == 0 {
             Fault::Truncate(512 + rng.below(32 * 1024 - 512))
         } else {
             Fault::Flip(rng.below(bits))
         };
-        apply(fault, &log);
+        let fault_in = log.file_name().unwrap().to_string_lossy().into_owned();
+        let fault = (fault_in, fault);
+        apply(fault.1, &log);
         let checking = std::time::Instant::now();
         let check = Command::new(broker_bin()).args(["check", "--data-dir"]).arg(&data).output().unwrap();
         let check_ms = checking.elapsed().as_millis() as u64;

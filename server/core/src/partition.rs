@@ -118,6 +118,11 @@ impl PartitionLog {
         ids
     }
 
+    /// The entry of a producer loaded or appended since open (`None` also for one never seen).
+    pub fn producer(&self, producer_id: u64) -> Option<ProducerEntry> {
+        self.producers.get(&producer_id).copied().flatten()
+    }
+
     /// Records a producer's stored entry (`None`: never seen here).
     pub fn learn_producer(&mut self, producer_id: u64, entry: Option<ProducerEntry>) {
         self.producers.entry(producer_id).or_insert(entry);

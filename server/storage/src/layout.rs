@@ -13,9 +13,11 @@ pub(crate) const FORMAT_KEY: &[u8] = b"silt-storage/format";
 /// Present once the broker keeps an acknowledgement ledger beside this store: a store that
 /// has it, without the ledger file, lost that file.
 pub(crate) const LEDGER_KEY: &[u8] = b"silt-storage/ledger";
-/// The layout this crate writes: 2, a database per topic. Layout 1 kept every partition in
-/// the metadata database; `store::migrate` moves such a store when it opens.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The layout this crate writes: 3, a database per topic and the batches in files beside it
+/// (`partition::files`). Layout 1 kept every partition in the metadata database;
+/// `store::migrate` moves such a store when it opens. Layout 2 kept each batch in its tree,
+/// where layout 3 keeps a locator; its batches read as they are.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Topic name -> [`StoredTopic`].
 pub(crate) const TOPICS_TREE: &[u8] = b"silt/topics";
@@ -52,7 +54,8 @@ pub const PARTITIONS_PER_TOPIC_MAX: u32 = silt_wire::message::PARTITIONS_MAX;
 /// The sled trees that make up one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PartitionTree {
-    /// Base offset (u64 big-endian) -> stamped batch bytes.
+    /// Base offset (u64 big-endian) -> where the stamped batch bytes are
+    /// (`partition::files::Locator`), or the bytes themselves when layout 2 stored them.
     Batches,
     /// [`time_key`] of the running maximum event time -> base offset (u64 big-endian) of the
     /// first batch at which the running maximum reached that value.

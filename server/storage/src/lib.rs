@@ -2,11 +2,11 @@
 //!
 //! A sled `Db` of metadata per broker (topics, consumer-group offsets, processors, devices,
 //! principals) and one `Db` per topic (`store.rs`: a failure boundary); in it, per partition,
-//! one tree of record batches keyed by big-endian base offset, plus a timestamp index tree, an
+//! one tree of batch locators keyed by big-endian base offset, plus a timestamp index tree, an
 //! idempotent-producer tree and a stats tree, and the checkpoints of the pipelines writing to
-//! the topic. Batches are stored
-//! exactly as the producer sent them, with the broker-owned header fields stamped (see
-//! `docs/record-batch.md`).
+//! the topic. The batches themselves are in append-only files beside the trees
+//! (`partition/files.rs`), stored exactly as the producer sent them, with the broker-owned
+//! header fields stamped (see `docs/record-batch.md`).
 //!
 //! This crate is synchronous and knows nothing of networking or async runtimes; durability is
 //! explicit: nothing is durable until [`Store::flush`] returns, and the broker decides when to
@@ -18,20 +18,24 @@
 //! panicking), wake-ups for long polls (the broker's job), a retention timer (the broker calls
 //! [`Partition::apply_retention`] with the topic's settings), expiry of idempotent-producer
 //! state (one small entry per producer id and partition is kept for the life of the topic),
-//! and any cache of batches of its own (sled's page cache is the cache).
+//! and any cache of batches of its own (the kernel's page cache is the cache).
 //!
 //! # Layout
 //!
 //! Each partition is four sled trees, in its topic's database (the directory
 //! `topics/{topic}.{incarnation:016x}` of the store's), named
 //! `{kind}/{topic}\0{incarnation:016x}\0{partition}` (kinds `batches`, `times`, `producers`,
-//! `stats`). Topic names match
+//! `stats`), and a directory of batch files, `files/{partition}/{id:016x}.batches`. Topic
+//! names match
 //! `[A-Za-z0-9._-]{1,200}`, so the first `\0` ends the name. The incarnation is a sled-generated
 //! id fixed when the topic is created: a topic deleted and created again gets fresh trees, and
 //! databases a crash left behind in `delete_topic` are moved aside (`orphaned/`) at the next
 //! open.
 //!
-//! - `batches`: base offset (u64 big-endian) -> the stamped batch bytes.
+//! - `batches`: base offset (u64 big-endian) -> a 52-byte locator: file id, position and length
+//!   of the stamped batch bytes, the batch's producer id and that producer's entry before it,
+//!   and a CRC32C (`partition::files::Locator`). A store of layout 2 kept the batch bytes here
+//!   instead, which still read.
 //! - `times`: running maximum of the batches' max timestamps (i64 big-endian, sign bit
 //!   flipped) -> base offset of the first batch at which it reached that value. An entry is
 //!   added only when the running maximum grows, so the keys stay sorted and unique even though

@@ -1,5 +1,6 @@
 //! One topic-partition log: appends, reads, the timestamp index, producer dedup, retention.
 
+mod files;
 mod repair;
 mod retention;
 mod scrub;
@@ -41,6 +42,8 @@ pub struct Partition {
     /// Fixed when its topic was created; a topic created again under the name is another.
     incarnation: u64,
     partition: u32,
+    /// Base offset -> where the batch is in `files` (`files::Locator`), or the batch itself
+    /// when layout 2 stored it.
     batches: sled::Tree,
     times: sled::Tree,
     producers: sled::Tree,
@@ -48,6 +51,9 @@ pub struct Partition {
     /// The store-wide checkpoint tree of pipeline processors, written in the same transaction
     /// as their output batches ([`Partition::append_checkpointed`]).
     checkpoints: sled::Tree,
+    /// The topic's database, for file ids and flushes before files are removed.
+    db: sled::Db,
+    files: files::BatchFiles,
     /// Held for the whole of an append or a retention step, never by reads.
     writer: Mutex<Writer>,
     /// Offset of the first retained record. Only the writer changes it.
@@ -74,6 +80,9 @@ struct Writer {
     /// distinct producer ids) and the running maximum event time, the key of the last
     /// timestamp index entry.
     log: PartitionLog,
+    /// The batch file appends go to; none until the first append after an open or a failed
+    /// write.
+    active: Option<files::Active>,
 }
 
 impl Partition {
@@ -82,18 +91,21 @@ impl Partition {
     /// running maximum event time from the last index entry. Reads two batches, not the log.
     pub(crate) fn open(
         db: &sled::Db,
+        dir: &std::path::Path,
         topic: &str,
         incarnation: u64,
         partition: u32,
     ) -> Result<Partition, StorageError> {
-        let p = Partition::unrecovered(db, topic, incarnation, partition)?;
+        let p = Partition::unrecovered(db, dir, topic, incarnation, partition)?;
         p.recover()?;
         Ok(p)
     }
 
-    /// The partition's trees, with nothing recovered from them yet.
+    /// The partition's trees and files (of the topic whose database is in `dir`), with nothing
+    /// recovered from them yet.
     pub(crate) fn unrecovered(
         db: &sled::Db,
+        dir: &std::path::Path,
         topic: &str,
         incarnation: u64,
         partition: u32,
@@ -108,7 +120,9 @@ impl Partition {
             producers: tree(PartitionTree::Producers)?,
             stats: tree(PartitionTree::Stats)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
-            writer: Mutex::new(Writer { log: PartitionLog::default() }),
+            db: db.clone(),
+            files: files::BatchFiles::new(dir, partition),
+            writer: Mutex::new(Writer { log: PartitionLog::default(), active: None }),
             log_start: AtomicU64::new(0),
             next_offset: AtomicU64::new(0),
             size_bytes: AtomicU64::new(0),
@@ -127,10 +141,12 @@ impl Partition {
 
     /// Recovers the in-memory state from the trees; the caller holds the writer lock.
     fn recover_locked(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        self.drop_torn_tail()?;
         let gaps = self.load_gaps()?;
         let (log_start, next_offset) = match (self.batches.first()?, self.batches.last()?) {
             (Some((first_key, _)), Some((last_key, last))) => {
                 let first = decode_offset_key(&first_key).ok_or_else(|| self.bad_key(&first_key))?;
+                let last = self.whole(&last_key, last)?;
                 let last = self.checked(&last_key, &last)?;
                 (first, last.next_offset())
             }
@@ -178,6 +194,7 @@ impl Partition {
         self.next_offset.store(next_offset, Ordering::Release);
         self.size_bytes.store(stats.size_bytes, Ordering::Relaxed);
         self.batch_count.store(stats.batch_count, Ordering::Relaxed);
+        writer.active = None;
         writer.log = PartitionLog::recovered(LogEnds {
             log_start,
             next_offset,
@@ -298,6 +315,10 @@ impl Partition {
         let mut admissions = plan.admissions.iter();
         let mut results: Vec<Result<Appended, StorageError>> = Vec::with_capacity(batches.len());
         let mut staged: Vec<(usize, [u8; 8], Option<[u8; 8]>)> = Vec::new();
+        // What undoing each staged batch takes (`files::Locator`): its producer and that
+        // producer's entry before it.
+        let mut undo: Vec<(u64, Option<silt_core::partition::ProducerEntry>)> = Vec::new();
+        let mut entries: HashMap<u64, Option<silt_core::partition::ProducerEntry>> = HashMap::new();
         for (index, shape_error) in shape_errors.into_iter().enumerate() {
             if let Some(e) = shape_error {
                 results.push(Err(e));
@@ -306,6 +327,18 @@ impl Partition {
             let admission = *admissions.next().expect("one admission per well-formed batch");
             results.push(match admission {
                 Admission::New { base_offset, index_time } => {
+                    let (_, producer_id, sequence, _) = peek_header(batches[index]);
+                    let previous = if producer_id == silt_core::partition::ANONYMOUS_PRODUCER {
+                        None
+                    } else {
+                        let entry =
+                            entries.entry(producer_id).or_insert_with(|| writer.log.producer(producer_id));
+                        entry.replace(silt_core::partition::ProducerEntry {
+                            last_sequence: sequence,
+                            base_offset,
+                        })
+                    };
+                    undo.push((producer_id, previous));
                     stamp(batches[index], base_offset, append_time_ms);
                     staged.push((index, offset_key(base_offset), index_time.map(time_key)));
                     Ok(Appended::New { base_offset })
@@ -340,11 +373,32 @@ impl Partition {
                 (id.to_be_bytes(), entry.encode())
             })
             .collect();
+        // The bytes go to the batch file first; the transaction commits where they are.
+        let mut locators = Vec::with_capacity(staged.len());
+        let mut written = Ok(());
+        for ((index, _, _), undo) in staged.iter().zip(&undo) {
+            match self.files.write(&self.db, &mut writer.active, batches[*index], *undo) {
+                Ok(locator) => locators.push(locator.encode()),
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
+            }
+        }
+        if written.is_ok() && checkpoint.is_some() {
+            written = self.files.sync(&mut writer.active);
+        }
+        if let Err(e) = written {
+            for (index, _, _) in &staged {
+                results[*index] = Err(clone_sled_error(&e));
+            }
+            return results;
+        }
         let trees = (&self.batches, &self.times, &self.producers, &self.stats, &self.checkpoints);
         let written = trees
             .transaction(|(batches_tree, times, producers_tree, stats_tree, checkpoints)| {
-                for (index, key, time_entry) in &staged {
-                    batches_tree.insert(&key[..], &batches[*index][..])?;
+                for ((_, key, time_entry), locator) in staged.iter().zip(&locators) {
+                    batches_tree.insert(&key[..], &locator[..])?;
                     if let Some(time) = time_entry {
                         times.insert(&time[..], &key[..])?;
                     }
@@ -446,8 +500,14 @@ impl Partition {
         // batch missing from the store (sled lost it) is an error, never skipped.
         let mut expected: Option<u64> = None;
         // Adds one batch to `out`; false when the read is complete.
-        let mut take = |key: &IVec, value: &IVec| -> Result<bool, StorageError> {
-            let view = self.checked(key, value)?;
+        let mut take = |key: &IVec, stored: IVec| -> Result<bool, StorageError> {
+            let value = match self.whole(key, stored) {
+                Ok(value) => value,
+                // Retention removed it (and maybe its file) since the read found it.
+                Err(_) if self.retained_meanwhile(key) => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            let view = self.checked(key, &value)?;
             if view.next_offset() <= start {
                 // Only a batch that ends before `start` (the one found below it when `start`
                 // is at or past the high watermark, or before a gap).
@@ -472,7 +532,7 @@ impl Partition {
             if outcome.batches > 0 && taken.saturating_add(value.len()) > max_bytes {
                 return Ok(false);
             }
-            out.extend_from_slice(value);
+            out.extend_from_slice(&value);
             outcome.batches += 1;
             outcome.next_offset = view.next_offset();
             Ok(taken + value.len() < max_bytes)
@@ -481,7 +541,7 @@ impl Partition {
         let lower = match self.batches.range(..=offset_key(start)).next_back() {
             Some(found) => {
                 let (key, value) = found?;
-                if !take(&key, &value)? {
+                if !take(&key, value)? {
                     return Ok(outcome);
                 }
                 Bound::Excluded(key)
@@ -490,7 +550,7 @@ impl Partition {
         };
         for item in self.batches.range((lower, Bound::Unbounded)) {
             let (key, value) = item?;
-            if !take(&key, &value)? {
+            if !take(&key, value)? {
                 break;
             }
         }
@@ -643,6 +703,12 @@ impl Partition {
             return Err(corrupt(format!("record count {} is impossible here", view.record_count())));
         }
         Ok(view)
+    }
+
+    /// Whether the batch under `key` is below the log start now: retention removed it, and
+    /// perhaps its file, after a reader found it.
+    fn retained_meanwhile(&self, key: &[u8]) -> bool {
+        decode_offset_key(key).is_some_and(|offset| offset < self.log_start.load(Ordering::Acquire))
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StorageError> {

@@ -6,24 +6,24 @@
 //! (`StorageError::Unopenable` on each of its partitions) while the broker and every other
 //! topic serve. docs/reliability.md has the choice and what it costs.
 
+mod databases;
 mod migrate;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
 
 use sled::transaction::{TransactionError, Transactional};
 
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
     group_prefix, topic_group_prefix, StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE,
-    FORMAT_KEY, FORMAT_VERSION, GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX,
-    PROCESSORS_TREE, TOPICS_TREE,
+    GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
+use databases::{check_format, open_db, topic_cache_bytes};
 
 /// A range of acknowledged records a partition can no longer serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,7 +335,8 @@ impl Store {
         let repair = match (log, db) {
             (Some(p), _) => p.repair(end, accept)?,
             (None, Some(db)) => {
-                let p = Partition::unrecovered(&db, topic, incarnation, partition)?;
+                let dir = self.root.join(TOPICS_DIR).join(topic_dir_name(topic, incarnation));
+                let p = Partition::unrecovered(&db, &dir, topic, incarnation, partition)?;
                 let repair = p.repair(end, accept)?;
                 if repair.accepted {
                     self.replace_slot(topic, incarnation, partition, Slot::Open(Arc::new(p)))?;
@@ -391,7 +392,7 @@ impl Store {
         let mut repairs = Vec::new();
         let mut partitions = Vec::new();
         for p in 0..t.meta.partitions {
-            let log = Partition::unrecovered(&db, topic, incarnation, p)?;
+            let log = Partition::unrecovered(&db, &from, topic, incarnation, p)?;
             let repair = log.repair(acked_end(p), true)?;
             if !repair.damaged.is_empty() || p == first {
                 repairs.push((p, repair));
@@ -570,7 +571,7 @@ impl Topic {
         let db = match failure {
             Ok(db) => {
                 for p in 0..stored.partitions {
-                    let slot = match Partition::open(&db, &stored.name, stored.incarnation, p) {
+                    let slot = match Partition::open(&db, &path, &stored.name, stored.incarnation, p) {
                         Ok(partition) => Slot::Open(Arc::new(partition)),
                         Err(e) if e.copy_corruption().is_some() => {
                             tracing::error!(topic = %stored.name, partition = p, error = %e,
@@ -626,15 +627,6 @@ fn check_group(group: &str) -> Result<(), StorageError> {
     })
 }
 
-/// How long `Store::open` waits for sled's file lock. sled releases the lock from its I/O
-/// threads some milliseconds after the last handle of a database is dropped (sled issues
-/// #1234, #1289), so a store closed and reopened in one process (tests, an embedded broker
-/// restarting) would otherwise fail at random; two seconds is far above the delays seen here
-/// and short enough to report a second process holding the store promptly.
-const OPEN_LOCK_WAIT_MS_MAX: u64 = 2_000;
-/// Pause between attempts to take the lock.
-const OPEN_LOCK_RETRY_MS: u64 = 5;
-
 /// Flushes a sled database so that what it holds survives a power cut: sled's flush, then
 /// one `syncfs` of the filesystem of `dir` (the database's directory, kept open by the caller).
 /// See [`Store::flush`] for why sled's flush alone is not enough. Other sled users of the
@@ -671,62 +663,6 @@ fn parse_topic_dir_name(name: &str) -> Option<(&str, u64)> {
         return None;
     }
     Some((topic, u64::from_str_radix(incarnation, 16).ok()?))
-}
-
-/// Each topic's share of `cache_bytes` among `topics` topics, and at least
-/// [`TOPIC_CACHE_BYTES_MIN`]: a share is fixed when the database opens (sled cannot resize its
-/// cache), so a store that gains topics may hold somewhat more than `cache_bytes`.
-fn topic_cache_bytes(cache_bytes: u64, topics: usize) -> u64 {
-    (cache_bytes / topics.max(1) as u64).max(TOPIC_CACHE_BYTES_MIN)
-}
-
-fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StorageError> {
-    // HighThroughput cleans segments less eagerly than the default LowSpace. Measured with
-    // `silt-loadtest produce` (5M events of 100 B, LZ4, 1000-event batches, window 8), three
-    // alternating pairs: 1.51M/1.41M/1.48M events/s against 1.46M/1.25M/1.36M, with 5-15%
-    // less broker CPU and the same size on disk. A log reclaims space by retention anyway.
-    let sled_config =
-        sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::HighThroughput);
-    let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
-    loop {
-        match sled_config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {
-                if Instant::now() >= deadline {
-                    return Err(StorageError::Locked { dir: dir.to_owned() });
-                }
-                std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_MS));
-            }
-            result => return Ok(result?),
-        }
-    }
-}
-
-/// Writes the layout version into a new store, and refuses a store of a version this build
-/// cannot read; returns the version found (this build's for a new store).
-fn check_format(db: &sled::Db) -> Result<u32, StorageError> {
-    let want = FORMAT_VERSION.to_le_bytes();
-    match db.get(FORMAT_KEY)? {
-        Some(found) if found[..] == want[..] => Ok(FORMAT_VERSION),
-        Some(found) if found[..] == migrate::FORMAT_SHARED.to_le_bytes()[..] => Ok(migrate::FORMAT_SHARED),
-        Some(found) => Err(StorageError::UnsupportedFormat {
-            found: format!("{:?}", &found[..]),
-            supported: FORMAT_VERSION,
-        }),
-        None if db.tree_names().len() > 1 => {
-            // sled always has its default tree; any other tree means this directory holds a
-            // database someone else wrote.
-            Err(StorageError::UnsupportedFormat {
-                found: "none (not a silt store)".into(),
-                supported: FORMAT_VERSION,
-            })
-        }
-        None => {
-            // Durable before any tree of the store exists, so no crash leaves trees without it.
-            db.insert(FORMAT_KEY, &want)?;
-            db.flush()?;
-            Ok(FORMAT_VERSION)
-        }
-    }
 }
 
 /// Moves the databases under [`TOPICS_DIR`] that belong to no live topic to [`ORPHANS_DIR`]:

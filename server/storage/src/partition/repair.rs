@@ -94,6 +94,7 @@ impl Partition {
             }
         }
         self.recover_locked(&mut writer)?;
+        self.remove_unneeded_files(&writer)?;
         repair.accepted = true;
         repair.batches_removed = survey.bad_keys.len() as u64;
         repair.gaps = gaps.ranges;
@@ -107,29 +108,32 @@ impl Partition {
         let mut bad_run: Option<(u64, String)> = None;
         let mut bad_end = 0u64;
         for item in self.batches.iter() {
-            let (key, value) = item?;
-            let checked = self.checked(&key, &value).and_then(|view| match expected {
-                Some(want) if view.base_offset() < want => Err(StorageError::Corrupt {
-                    topic: self.topic.clone(),
-                    partition: self.partition,
-                    offset: view.base_offset(),
-                    reason: format!("it overlaps the batch before, which ends at {want}"),
-                }),
-                _ => Ok(view),
+            let (key, stored) = item?;
+            // What a sound batch tells: base offset, end, max event time, stored length.
+            let checked = self.whole(&key, stored).and_then(|value| {
+                let view = self.checked(&key, &value)?;
+                match expected {
+                    Some(want) if view.base_offset() < want => Err(StorageError::Corrupt {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset: view.base_offset(),
+                        reason: format!("it overlaps the batch before, which ends at {want}"),
+                    }),
+                    _ => Ok((view.base_offset(), view.next_offset(), view.max_timestamp_ms(), value.len())),
+                }
             });
             match checked {
-                Ok(view) => {
-                    let base = view.base_offset();
+                Ok((base, next_offset, max_timestamp_ms, len)) => {
                     if let Some((from, reason)) = bad_run.take() {
                         survey.damaged.push(Damage { from, to: base, reason });
                     } else if let Some(want) = expected.filter(|&w| w < base && !gaps.covers(w, base)) {
                         let reason = "missing from the store".to_string();
                         survey.damaged.push(Damage { from: want, to: base, reason });
                     }
-                    survey.kept.push((base, view.max_timestamp_ms()));
+                    survey.kept.push((base, max_timestamp_ms));
                     survey.stats.batch_count += 1;
-                    survey.stats.size_bytes += value.len() as u64;
-                    expected = Some(view.next_offset());
+                    survey.stats.size_bytes += len as u64;
+                    expected = Some(next_offset);
                 }
                 Err(e) => {
                     let at = decode_offset_key(&key);

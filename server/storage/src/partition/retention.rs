@@ -36,6 +36,9 @@ impl Partition {
         for _ in 0..=steps_max {
             let step = self.retention_step(&mut writer, policy)?;
             if step.batches_removed == 0 {
+                if total.batches_removed > 0 {
+                    self.remove_unneeded_files(&writer)?;
+                }
                 return Ok(total);
             }
             total.batches_removed += step.batches_removed;
@@ -59,7 +62,8 @@ impl Partition {
             if victims.len() >= RETENTION_STEP_BATCHES_MAX || step_bytes >= RETENTION_STEP_BYTES_MAX {
                 break;
             }
-            let (key, value) = item?;
+            let (key, stored) = item?;
+            let value = self.whole(&key, stored)?;
             let view = self.checked(&key, &value)?;
             if stats.batch_count <= 1 && self.has_gaps.load(Ordering::Acquire) {
                 // The newest batch, before an accepted loss at the end of the log: it stays,

@@ -63,20 +63,27 @@ impl Partition {
         self.check_live()?;
         let mut step = ScrubStep::default();
         for item in self.batches.range(offset_key(cursor.next)..) {
-            let (key, value) = item.map_err(|e| self.after_delete(e.into()))?;
+            let (key, stored) = item.map_err(|e| self.after_delete(e.into()))?;
+            let value = match self.whole(&key, stored) {
+                Ok(value) => Ok(value),
+                // Retention removed it since the scrub found it.
+                Err(_) if self.retained_meanwhile(&key) => continue,
+                Err(e) => Err(e),
+            };
             step.batches += 1;
-            step.bytes += value.len() as u64;
-            match self.checked(&key, &value) {
-                Ok(view) => {
-                    let base = view.base_offset();
+            step.bytes += value.as_ref().map_or(0, |v| v.len() as u64);
+            match value
+                .and_then(|v| self.checked(&key, &v).map(|view| (view.base_offset(), view.next_offset())))
+            {
+                Ok((base, next_offset)) => {
                     // Retention may have moved the start past `want` since the last step.
                     let missing = |w: u64| w < base && w >= self.log_start() && !self.accepted(w, base);
                     if let Some(want) = cursor.expected.filter(|&w| missing(w)) {
                         step.problems
                             .push((want, format!("offsets {want}..{base} are missing between two batches")));
                     }
-                    cursor.expected = Some(view.next_offset());
-                    cursor.next = view.next_offset();
+                    cursor.expected = Some(next_offset);
+                    cursor.next = next_offset;
                 }
                 Err(e) => {
                     let at = decode_offset_key(&key);

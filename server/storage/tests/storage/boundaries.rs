@@ -93,6 +93,21 @@ fn a_topic_whose_database_does_not_open_stops_alone_until_its_loss_is_accepted()
     assert_eq!(records(&out), [(2, 3, b"c".to_vec())]);
 }
 
+/// The database directory of topic `name`.
+fn db_dir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let entries = std::fs::read_dir(dir.join("topics")).unwrap();
+    entries.map(|e| e.unwrap().path()).find(|p| p.to_str().unwrap().contains(&format!("/{name}."))).unwrap()
+}
+
+/// The batch a locator (file id, position and length first, little-endian) points at
+/// among the batch files in `files`.
+fn inline(files: &std::path::Path, locator: &[u8]) -> Vec<u8> {
+    let word = |at: usize| u64::from_le_bytes(locator[at..at + 8].try_into().unwrap());
+    let len = u32::from_le_bytes(locator[16..20].try_into().unwrap()) as usize;
+    let bytes = std::fs::read(files.join(format!("{:016x}.batches", word(0)))).unwrap();
+    bytes[word(8) as usize..][..len].to_vec()
+}
+
 /// Turns a store of this layout back into layout 1: every tree of every topic's database in
 /// the metadata database, the version 1, no topic databases.
 fn back_to_layout_1(dir: &std::path::Path, names: &[&str]) {
@@ -104,9 +119,16 @@ fn back_to_layout_1(dir: &std::path::Path, names: &[&str]) {
                 continue;
             }
             let (from, to) = (db.open_tree(&tree).unwrap(), meta.open_tree(&tree).unwrap());
+            let partition = tree.rsplit(|&b| b == 0).next().map(|p| String::from_utf8_lossy(p).into_owned());
             for item in from.iter() {
                 let (k, v) = item.unwrap();
-                to.insert(k, v).unwrap();
+                if tree.starts_with(b"batches/") {
+                    // Layout 1 kept the batch itself, where this one keeps its locator.
+                    let topic_dir = db_dir(dir, name).join("files").join(partition.as_deref().unwrap());
+                    to.insert(k, inline(&topic_dir, &v)).unwrap();
+                } else {
+                    to.insert(k, v).unwrap();
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ mod basics;
 mod boundaries;
 mod checkpointed;
 mod crash;
+mod files;
 mod group_append;
 mod measure;
 mod model;
@@ -32,7 +33,24 @@ fn topic_db(dir: &Path, name: &str) -> sled::Db {
             p.file_name().unwrap().to_str().unwrap().strip_prefix(&prefix).is_some_and(|inc| inc.len() == 16)
         })
         .unwrap_or_else(|| panic!("no database of topic {name} under {}", dir.display()));
-    sled::open(entry).unwrap()
+    open_sled(&entry)
+}
+
+/// Opens a sled database of a closed store behind its back: sled lets go of its lock some
+/// milliseconds after a store closes, so this waits for it up to 2 s.
+fn open_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::open(dir) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            opened => return opened.unwrap(),
+        }
+    }
 }
 
 fn topic(name: &str, partitions: u32) -> TopicMeta {
@@ -46,6 +64,19 @@ fn batch(producer_id: u64, sequence: u64, records: &[(i64, &[u8])]) -> Vec<u8> {
         b.push(*ts, b"", value, &[]).expect("small record");
     }
     b.finish(producer_id, sequence)
+}
+
+/// Bytes no compression shrinks, different for each `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// `(offset, event time, value)` of every record in a read buffer; panics on a bad batch.

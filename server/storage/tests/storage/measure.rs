@@ -197,3 +197,38 @@ fn measure_topic_databases() {
         );
     }
 }
+
+/// Resident memory as a topic retains large batches: sled's cache must count and evict them
+/// (`partition::pieces`). 100 batches of 4 MiB of incompressible bytes into one topic with a
+/// 32 MiB page cache, then every batch read back once.
+#[test]
+#[ignore]
+fn measure_large_batch_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        silt_storage::Store::open(dir.path(), silt_storage::StoreConfig { cache_bytes: 32 << 20 }).unwrap();
+    store.create_topic(topic("big", 1)).unwrap();
+    let p = store.partition("big", 0).unwrap();
+    let rss = status("VmRSS:");
+    let mut peak = 0;
+    for i in 0..100 {
+        let value = crate::noise(i as u64, 4 << 20);
+        p.append(&mut batch(0, 0, &[(i, &value[..])]), 0).unwrap();
+        if i % 10 == 9 {
+            store.flush().unwrap();
+            peak = peak.max(status("VmRSS:"));
+        }
+    }
+    let written = status("VmRSS:").saturating_sub(rss) >> 10;
+    let mut out = Vec::new();
+    for from in 0..100 {
+        out.clear();
+        p.read(from, 1, u64::MAX, &mut out).unwrap();
+        peak = peak.max(status("VmRSS:"));
+    }
+    println!(
+        "400 MiB in 4 MiB batches, cache 32 MiB: +{written} MiB resident after writing, +{} MiB after reading, peak +{} MiB",
+        status("VmRSS:").saturating_sub(rss) >> 10,
+        peak.saturating_sub(rss) >> 10
+    );
+}
