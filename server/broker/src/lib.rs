@@ -97,6 +97,12 @@ fn open_ledger(
         tracing::error!(from, to, reason = %why, "the acknowledgement ledger is damaged; its records there are skipped");
         metrics.storage_faults.with_label_values(&["ledger"]).inc();
     }
+    if let Some(r) = store.metadata_restored() {
+        tracing::error!(reason = %r.reason, moved_to = %r.moved_to.display(), meta_written_ms = r.meta_written_ms,
+            offsets_written_ms = ?r.offsets_written_ms,
+            "the metadata database could not be used and was restored from its copies; changes after them are lost");
+        metrics.storage_faults.with_label_values(&["metadata"]).inc();
+    }
     if !store.ledger_kept()? {
         store.keep_ledger()?;
     }

@@ -62,7 +62,8 @@ pub struct Metrics {
     pub auth_refusals: IntCounterVec,
     /// Audit events that did not fit the audit writer's queue (still in the log).
     pub audit_dropped: IntCounter,
-    /// Storage faults found, by kind (`lost_records`, `ledger`).
+    /// Storage faults found, by kind (`lost_records`, `ledger`, `scrub`, `metadata`: the
+    /// metadata database restored from its copies at start).
     pub storage_faults: IntCounterVec,
     /// Acknowledged records a partition lost to storage damage, found at start.
     pub lost_records: IntGaugeVec,
@@ -231,7 +232,7 @@ impl Metrics {
         for reason in ["connections_max", "per_address"] {
             metrics.connections_refused.with_label_values(&[reason]);
         }
-        for kind in ["lost_records", "ledger", "scrub"] {
+        for kind in ["lost_records", "ledger", "scrub", "metadata"] {
             metrics.storage_faults.with_label_values(&[kind]);
         }
         metrics

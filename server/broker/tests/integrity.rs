@@ -302,3 +302,38 @@ async fn a_topic_whose_database_does_not_open_stops_alone() {
     let (clean, report) = check(&broker.data_dir());
     assert_eq!(clean, Some(0), "{report}");
 }
+
+/// The metadata database (topics, principals, offsets) is no topic's: one sled cannot open is
+/// restored from the copies the broker keeps beside it, and everything serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_database_that_does_not_open_is_restored_from_its_copies() {
+    let mut broker = BrokerProcess::start(&[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "m", 2).await;
+    let values: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
+    produce(&client, "m", 0, &values, 100).await;
+    produce(&client, "m", 1, &values[..100], 100).await;
+    drop(client);
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+    std::fs::write(broker.data_dir().join("log").join("conf"), b"not a sled configuration").unwrap();
+    let (clean, report) = check(&broker.data_dir());
+    assert_eq!(clean, Some(1), "{report}");
+    assert!(report.contains("restore it from its copies"), "{report}");
+
+    broker.restart().await;
+    // The admin token works: principals came back with the topics.
+    let client = broker.client().await;
+    let served = read_all(&client, "m", FetchFrom::Earliest).await;
+    assert_eq!(served.len(), 400, "both partitions serve everything");
+    let info = client.describe_topic("m").await.unwrap();
+    assert!(info.partitions.iter().all(|p| p.lost.is_none()), "{info:?}");
+    produce(&client, "m", 1, &["after".to_string()], 1).await;
+    let metrics = support::metrics_text(broker.admin).await;
+    assert!(metrics.contains("silt_storage_faults_total{kind=\"metadata\"} 1"), "{metrics}");
+    drop(client);
+    broker.terminate(std::time::Duration::from_secs(20)).await;
+    let (clean, report) = check(&broker.data_dir());
+    assert_eq!(clean, Some(0), "the restored store is clean: {report}");
+    let aside = std::fs::read_dir(broker.data_dir().join("log").join("damaged")).unwrap().count();
+    assert_eq!(aside, 1, "sled's files of the broken database are kept aside");
+}

@@ -1,22 +1,23 @@
 //! A campaign of storage faults (issue 14, point 1): acknowledged records are produced once to
 //! two topics and the broker is killed; then, in each trial, a copy of its data directory gets
-//! one fault in topic `f`'s files, the log file of its sled database (where each batch is) or
-//! its partition's batch file (the bytes), in turn: the tail cut off by 512 B to 32 KiB, as a
-//! torn write or lost pages would, or one bit flipped anywhere. `silt-broker check` runs on
+//! one fault, in turn in the log file of topic `f`'s sled database (where each batch is), its
+//! partition's batch file (the bytes), or the log file of the metadata database: the tail cut
+//! off by 512 B to 32 KiB, as a torn write or lost pages would, or one bit flipped anywhere. `silt-broker check` runs on
 //! it, and the broker is started on it and read from.
 //!
 //! The broker must start in every trial and serve the other topic, `g`, whole: a topic's
-//! database is a failure boundary. Topic `f` must end one of four ways, none of them silent:
-//! every acknowledged record served byte for byte (`whole`); the partition reports exactly the
-//! acknowledged range it lost and serves everything before it (`reported`); a batch that fails
-//! its checksum is refused with a typed error and named by the check (`corrupt`); or sled
-//! cannot open the topic's database, and the topic reports all it acknowledged as lost and
-//! refuses reads with a typed error (`unopenable`). Serving fewer records than were
+//! database is a failure boundary. Topic `f` must end one of five ways, none of them silent:
+//! every acknowledged record served byte for byte (`whole`), also after the broker restored
+//! its metadata database from the copies it keeps, which the check names (`restored`); the
+//! partition reports exactly the acknowledged range it lost and serves everything before it
+//! (`reported`); a batch that fails its checksum is refused with a typed error and named by
+//! the check (`corrupt`); or sled cannot open the topic's database, and the topic reports all
+//! it acknowledged as lost and refuses reads with a typed error (`unopenable`). Serving fewer records than were
 //! acknowledged without saying so, or any wrong byte, fails the test. Each damaged trial then
 //! accepts the loss (`silt topic repair --accept-loss`) and reads the partition again: every
 //! offset must then be served right or lie in the accepted loss.
 //!
-//! `SILT_FAULT_TRIALS` sets the number of trials (default 4: each fault in each file) and
+//! `SILT_FAULT_TRIALS` sets the number of trials (default 6: each fault in each file) and
 //! `SILT_FAULT_SEED` the seed; `scripts/storage-faults.sh` runs a long campaign. The last line
 //! printed is the tally as JSON.
 
@@ -161,7 +162,7 @@ async fn accept_and_read_on(client: &Client, values: &[String], trial: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_faults_are_found_and_never_served_silently() {
-    let trials: u64 = std::env::var("SILT_FAULT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let trials: u64 = std::env::var("SILT_FAULT_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let seed: u64 = std::env::var("SILT_FAULT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5117);
     println!("storage fault campaign: {trials} trials, seed {seed}");
 
@@ -186,16 +187,21 @@ async fn storage_faults_are_found_and_never_served_silently() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         copy_tree(&base, &data);
-        // sled's log (where each batch is) in half the trials, the batch file in the others.
+        // In turn: the topic's sled log (where each batch is), its batch file, the metadata
+        // database's log (topics, principals, offsets).
         let topic_dir = support::topic_db_dir(&data, "f");
-        let log = if trial % 4 < 2 { topic_dir.join("db") } else { batch_file(&topic_dir) };
+        let log = match trial % 6 / 2 {
+            0 => topic_dir.join("db"),
+            1 => batch_file(&topic_dir),
+            _ => data.join("log").join("db"),
+        };
         let bits = std::fs::metadata(&log).unwrap().len() * 8;
         let fault = if trial % 2 == 0 {
             Fault::Truncate(512 + rng.below(32 * 1024 - 512))
         } else {
             Fault::Flip(rng.below(bits))
         };
-        let fault_in = log.file_name().unwrap().to_string_lossy().into_owned();
+        let fault_in = log.strip_prefix(&data).unwrap().to_string_lossy().into_owned();
         let fault = (fault_in, fault);
         apply(fault.1, &log);
         let checking = std::time::Instant::now();
@@ -240,6 +246,10 @@ async fn storage_faults_are_found_and_never_served_silently() {
                     );
                 }
                 let outcome = match (p.lost, refused) {
+                    // The metadata database restored from its copies, which the check named.
+                    (None, None) if served.len() as u64 == RECORDS && report.contains("restore it from its copies") => {
+                        "restored"
+                    }
                     (None, None) if served.len() as u64 == RECORDS => "whole",
                     (Some((from, to)), None) if from == p.high_watermark && to == RECORDS && served.len() as u64 == from => "reported",
                     (Some((0, to)), None) if to == RECORDS && served.is_empty() && unopenable(&client).await => "unopenable",
@@ -249,7 +259,7 @@ async fn storage_faults_are_found_and_never_served_silently() {
                         served.len()
                     ),
                 };
-                if outcome != "whole" {
+                if outcome != "whole" && outcome != "restored" {
                     accept_and_read_on(&client, &values, trial).await;
                 }
                 let clean = check.status.code() == Some(0);

@@ -36,6 +36,13 @@ impl Store {
         Ok(self.db.open_tree(tree.name())?)
     }
 
+    /// Marks the metadata for the next flush to copy (`store::backup`): producer ids, which
+    /// every new client claims, with the group offsets, at most once a second.
+    fn changed(&self, tree: AuthTree) {
+        let flag = if tree == AuthTree::Producers { &self.offsets_changed } else { &self.meta_changed };
+        flag.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Every entry of `tree`, as `(key, value)` sorted by key.
     pub fn auth_entries(&self, tree: AuthTree) -> Result<Vec<Entry>, StorageError> {
         let mut out = Vec::new();
@@ -48,17 +55,22 @@ impl Store {
 
     /// Stores `value` under `key` only if `key` has none yet; returns whether it did.
     pub fn auth_insert_new(&self, tree: AuthTree, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
-        Ok(self.auth_tree(tree)?.compare_and_swap(key, None as Option<&[u8]>, Some(value))?.is_ok())
+        let done = self.auth_tree(tree)?.compare_and_swap(key, None as Option<&[u8]>, Some(value))?.is_ok();
+        self.changed(tree);
+        Ok(done)
     }
 
     /// Stores `value` under `key`, replacing what was there.
     pub fn auth_put(&self, tree: AuthTree, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.auth_tree(tree)?.insert(key, value)?;
+        self.changed(tree);
         Ok(())
     }
 
     /// Removes `key`; returns whether it was there.
     pub fn auth_remove(&self, tree: AuthTree, key: &[u8]) -> Result<bool, StorageError> {
-        Ok(self.auth_tree(tree)?.remove(key)?.is_some())
+        let done = self.auth_tree(tree)?.remove(key)?.is_some();
+        self.changed(tree);
+        Ok(done)
     }
 }

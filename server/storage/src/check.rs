@@ -163,6 +163,17 @@ pub fn check(data_dir: &Path, scratch: &Path, config: StoreConfig) -> Report {
         }
     }
     report.records = check_records(&store);
+    if let Some(r) = store.metadata_restored() {
+        report.records.insert(
+            0,
+            format!(
+                "the metadata database cannot be used ({}): the broker will restore it from its copies \
+                 (metadata of {} ms, group offsets and producer ids of {:?} ms, Unix time), \
+                 losing changes made after them",
+                r.reason, r.meta_written_ms, r.offsets_written_ms
+            ),
+        );
+    }
     drop(store);
     drop(scratch);
     report

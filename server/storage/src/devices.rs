@@ -17,11 +17,15 @@ impl Store {
 
     /// Stores `entry` for `id` only if `id` has none yet; returns whether it did.
     pub fn insert_device(&self, id: &str, entry: &[u8]) -> Result<bool, StorageError> {
-        Ok(self.devices.compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(entry))?.is_ok())
+        let done = self.devices.compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(entry))?.is_ok();
+        self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
+        Ok(done)
     }
 
     /// Replaces a device's entry if it is still `old`; returns whether it did.
     pub fn swap_device(&self, id: &str, old: &[u8], entry: &[u8]) -> Result<bool, StorageError> {
-        Ok(self.devices.compare_and_swap(id.as_bytes(), Some(old), Some(entry))?.is_ok())
+        let done = self.devices.compare_and_swap(id.as_bytes(), Some(old), Some(entry))?.is_ok();
+        self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
+        Ok(done)
     }
 }

@@ -39,6 +39,7 @@ impl Store {
     /// Stores a processor definition, replacing the previous one.
     pub fn put_processor(&self, name: &str, definition: &[u8]) -> Result<(), StorageError> {
         self.processors.insert(name.as_bytes(), definition)?;
+        self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -50,6 +51,7 @@ impl Store {
     /// stay: other processors may share them (they are keyed by hash).
     pub fn delete_processor(&self, name: &str, output: Option<&str>) -> Result<(), StorageError> {
         self.processors.remove(name.as_bytes())?;
+        self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
         crate::store::flush_durably(&self.db, &self.dir)?;
         let Some(output) = output else { return Ok(()) };
         let checkpoints = match self.checkpoint_tree(output) {
@@ -77,6 +79,7 @@ impl Store {
     pub fn put_module(&self, hash: &[u8; 32], wasm: &[u8]) -> Result<(), StorageError> {
         assert!(wasm.len() <= MODULE_BYTES_MAX, "the broker checks module size first");
         self.modules.insert(&hash[..], wasm)?;
+        self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

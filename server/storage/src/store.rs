@@ -6,13 +6,15 @@
 //! (`StorageError::Unopenable` on each of its partitions) while the broker and every other
 //! topic serve. docs/reliability.md has the choice and what it costs.
 
+mod backup;
 mod databases;
 mod migrate;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sled::transaction::{TransactionError, Transactional};
 
@@ -23,7 +25,8 @@ use crate::layout::{
 };
 use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
-use databases::{check_format, open_db, topic_cache_bytes};
+pub use backup::MetadataRestore;
+use databases::{open_db, open_metadata, read_metadata, topic_cache_bytes};
 
 /// A range of acknowledged records a partition can no longer serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +75,22 @@ pub struct Store {
     topics: RwLock<BTreeMap<String, Topic>>,
     /// The database directory, kept open for `syncfs` (see [`Store::flush`]).
     pub(crate) dir: std::fs::File,
+    /// The metadata changed since its last copy (`store::backup`); the next flush copies it.
+    pub(crate) meta_changed: AtomicBool,
+    /// A group offset was committed, or a producer id claimed, since the last copy of them.
+    pub(crate) offsets_changed: AtomicBool,
+    /// When the offsets were last copied (Unix ms).
+    offsets_copied_ms: AtomicU64,
+    /// Held while a copy is written.
+    copying: Mutex<()>,
+    /// The last copy failed (so far logged once).
+    copy_failing: AtomicBool,
+    /// What opening did when the metadata database did not open.
+    restored: Option<MetadataRestore>,
 }
+
+/// Least time between two copies of the group offsets.
+const OFFSETS_COPY_MS: u64 = 1_000;
 
 struct Topic {
     meta: TopicMeta,
@@ -109,24 +127,35 @@ impl Store {
     /// (four sled trees each, reading the first and last batch and the stats entry), moves aside
     /// the databases no topic names ([`ORPHANS_DIR`]), and moves a store of layout 1
     /// (every partition in the one database) to this layout first.
+    ///
+    /// A metadata database that sled fails or panics on, or whose topics do not decode, is
+    /// restored from its copies (`store::backup`; [`Store::metadata_restored`] says so);
+    /// without a sound copy, opening fails.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StorageError> {
-        let db = open_db(dir, META_CACHE_BYTES.min(config.cache_bytes))?;
-        let format = check_format(&db)?;
-        let topics_tree = db.open_tree(TOPICS_TREE)?;
-        let mut stored_topics = Vec::new();
-        for item in topics_tree.iter() {
-            let (key, value) = item?;
-            let name = String::from_utf8_lossy(&key).into_owned();
-            let corrupt = |reason: String| StorageError::CorruptMeta {
-                what: format!("metadata of topic {name:?}"),
-                reason,
-            };
-            let stored = StoredTopic::decode(&value).map_err(corrupt)?;
-            if stored.name.as_bytes() != &key[..] {
-                return Err(corrupt(format!("it names topic {:?}", stored.name)));
+        let meta_cache = META_CACHE_BYTES.min(config.cache_bytes);
+        let (db, format, stored_topics, restored) = match open_metadata(dir, meta_cache) {
+            Ok((db, format, topics)) => match backup::lost_topics(dir, &topics) {
+                None => (db, format, topics, None),
+                Some(why) => {
+                    drop(db);
+                    let (db, restored) = backup::restore(dir, meta_cache, &why)?;
+                    let (db, format, topics) = read_metadata(db)?;
+                    (db, format, topics, Some(restored))
+                }
+            },
+            Err(e)
+                if e.is_io()
+                    || matches!(e, StorageError::Locked { .. } | StorageError::UnsupportedFormat { .. }) =>
+            {
+                return Err(e)
             }
-            stored_topics.push(stored);
-        }
+            Err(e) => {
+                let (db, restored) = backup::restore(dir, meta_cache, &e.to_string())?;
+                let (db, format, topics) = read_metadata(db)?;
+                (db, format, topics, Some(restored))
+            }
+        };
+        let topics_tree = db.open_tree(TOPICS_TREE)?;
         if format == migrate::FORMAT_SHARED {
             migrate::split_topics(&db, dir, &stored_topics)?;
         }
@@ -152,6 +181,16 @@ impl Store {
             cache_bytes,
             topics: RwLock::new(topics),
             dir: file,
+            meta_changed: AtomicBool::new(true),
+            offsets_changed: AtomicBool::new(true),
+            offsets_copied_ms: AtomicU64::new(0),
+            copying: Mutex::new(()),
+            copy_failing: AtomicBool::new(false),
+            restored,
+        })
+        .and_then(|store| {
+            store.copy_metadata()?;
+            Ok(store)
         })
     }
 
@@ -192,8 +231,10 @@ impl Store {
             Topic::open(&self.root, topic_cache_bytes(self.cache_bytes, topics.len() + 1), stored.clone())?;
         flush_durably(topic.db()?, &self.dir)?;
         self.topics_tree.insert(meta.name.as_bytes(), stored.encode())?;
+        self.meta_changed.store(true, Ordering::Release);
         flush_durably(&self.db, &self.dir)?;
         topics.insert(meta.name, topic);
+        self.copy_metadata_or_warn();
         Ok(())
     }
 
@@ -241,7 +282,9 @@ impl Store {
                 TransactionError::Storage(e) => StorageError::Sled(e),
                 TransactionError::Abort(never) => match never {},
             })?;
+        self.meta_changed.store(true, Ordering::Release);
         flush_durably(&self.db, &self.dir)?;
+        self.copy_metadata_or_warn();
         Ok(())
     }
 
@@ -263,6 +306,7 @@ impl Store {
     /// Records, durably, that an acknowledgement ledger is kept beside this store.
     pub fn keep_ledger(&self) -> Result<(), StorageError> {
         self.db.insert(LEDGER_KEY, &b"1"[..])?;
+        self.meta_changed.store(true, Ordering::Release);
         self.flush()?;
         Ok(())
     }
@@ -462,7 +506,9 @@ impl Store {
         }
         let result = flush_durably(&self.db, &self.dir).map(|meta| flushed + meta);
         crate::release_deferred();
-        result
+        let flushed = result?;
+        self.copy_metadata_or_warn();
+        Ok(flushed)
     }
 
     /// Stores a consumer group's committed offset.
@@ -485,6 +531,7 @@ impl Store {
             return Err(StorageError::UnknownPartition { topic: topic.to_owned(), partition });
         }
         self.group_offsets.insert(group_offset_key(group, topic, partition), &offset.to_le_bytes())?;
+        self.offsets_changed.store(true, Ordering::Release);
         Ok(())
     }
 

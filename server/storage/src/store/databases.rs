@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::panic_message;
 use super::TOPIC_CACHE_BYTES_MIN;
-use crate::layout::{FORMAT_KEY, FORMAT_VERSION};
+use crate::layout::{StoredTopic, FORMAT_KEY, FORMAT_VERSION, TOPICS_TREE};
 use crate::StorageError;
 
 /// Layout 2: a database per topic, every batch stored in its batches tree.
@@ -84,4 +85,38 @@ pub(super) fn check_format(db: &sled::Db) -> Result<u32, StorageError> {
             Ok(FORMAT_VERSION)
         }
     }
+}
+
+/// Opens the metadata database in `dir` and reads its topics; a panic in sled is an error.
+pub(super) fn open_metadata(
+    dir: &Path,
+    cache_bytes: u64,
+) -> Result<(sled::Db, u32, Vec<StoredTopic>), StorageError> {
+    match std::panic::catch_unwind(|| open_db(dir, cache_bytes)) {
+        Ok(db) => read_metadata(db?),
+        Err(panic) => Err(StorageError::CorruptMeta {
+            what: "the metadata database".into(),
+            reason: format!("sled panicked opening it: {}", panic_message(&*panic)),
+        }),
+    }
+}
+
+/// The layout version and the topics of a metadata database.
+pub(super) fn read_metadata(db: sled::Db) -> Result<(sled::Db, u32, Vec<StoredTopic>), StorageError> {
+    let format = check_format(&db)?;
+    let mut stored_topics = Vec::new();
+    for item in db.open_tree(TOPICS_TREE)?.iter() {
+        let (key, value) = item?;
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let corrupt = |reason: String| StorageError::CorruptMeta {
+            what: format!("metadata of topic {name:?}"),
+            reason,
+        };
+        let stored = StoredTopic::decode(&value).map_err(corrupt)?;
+        if stored.name.as_bytes() != &key[..] {
+            return Err(corrupt(format!("it names topic {:?}", stored.name)));
+        }
+        stored_topics.push(stored);
+    }
+    Ok((db, format, stored_topics))
 }

@@ -199,3 +199,101 @@ fn a_database_no_topic_names_is_kept_aside() {
     assert_eq!(kept.len(), 2, "both moved, neither replaced: {kept:?}");
     assert!(kept.iter().all(|k| std::fs::read(k.join("db")).unwrap() == b"records nobody names"));
 }
+
+/// A store with two topics, a processor, a device, a user and a committed group offset, the
+/// offset copied (a second after the store opened); flushed and closed.
+fn store_with_metadata(dir: &std::path::Path) {
+    let store = open(dir);
+    two_by_two(&store, "a");
+    two_by_two(&store, "b");
+    store.put_processor("p", b"definition").unwrap();
+    store.insert_device("dev-1", b"entry").unwrap();
+    store.auth_put(silt_storage::AuthTree::Users, b"alice", b"user").unwrap();
+    store.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    store.commit_offset("g", "a", 1, 2).unwrap();
+    store.flush().unwrap();
+}
+
+/// Makes the metadata database one sled refuses to open: its config file fails its checksum.
+fn break_metadata(dir: &std::path::Path) {
+    let conf = dir.join("conf");
+    let mut bytes = std::fs::read(&conf).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&conf, bytes).unwrap();
+}
+
+#[test]
+fn a_metadata_database_that_does_not_open_is_restored_from_its_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_metadata(dir.path());
+    break_metadata(dir.path());
+    let store = open(dir.path());
+    let restored = store.metadata_restored().expect("the metadata was restored");
+    assert!(restored.moved_to.join("db").exists(), "sled's files are kept aside: {restored:?}");
+    assert!(restored.offsets_written_ms.is_some());
+    assert_eq!(store.topics().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    for name in ["a", "b"] {
+        for p in 0..2 {
+            let mut out = Vec::new();
+            store.partition(name, p).unwrap().read(0, 1 << 20, u64::MAX, &mut out).unwrap();
+            assert_eq!(records(&out).len(), 2, "{name}/{p} whole");
+        }
+    }
+    assert_eq!(store.processor("p").unwrap().as_deref(), Some(&b"definition"[..]));
+    assert_eq!(store.device("dev-1").unwrap().as_deref(), Some(&b"entry"[..]));
+    let users = store.auth_entries(silt_storage::AuthTree::Users).unwrap();
+    assert_eq!(users, [(b"alice".to_vec(), b"user".to_vec())]);
+    assert_eq!(store.committed_offsets("g", "a").unwrap(), [(1, 2)]);
+    // The restored database is the store's from now on.
+    store.partition("a", 0).unwrap().append(&mut batch(0, 0, &[(3, b"c")]), 1).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert!(store.metadata_restored().is_none());
+    assert_eq!(store.partition("a", 0).unwrap().high_watermark(), 3);
+}
+
+#[test]
+fn without_a_sound_copy_a_broken_metadata_database_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_metadata(dir.path());
+    break_metadata(dir.path());
+    let copy = dir.path().join("metadata.backup");
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&copy, bytes).unwrap();
+    match silt_storage::Store::open(dir.path(), silt_storage::StoreConfig { cache_bytes: 8 << 20 }) {
+        Err(StorageError::CorruptMeta { reason, .. }) => {
+            assert!(reason.contains("no sound copy") && reason.contains("checksum"), "{reason}")
+        }
+        Err(e) => panic!("want CorruptMeta, got {e}"),
+        Ok(_) => panic!("a store without sound metadata opened"),
+    }
+    assert!(dir.path().join("db").exists(), "nothing was moved");
+}
+
+#[test]
+fn a_topic_the_metadata_database_lost_is_restored_from_its_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_metadata(dir.path());
+    {
+        // As sled recovering a damaged log as a shorter one would: topic b's entry is gone.
+        let meta = super::open_sled(dir.path());
+        meta.open_tree(b"silt/topics").unwrap().remove(b"b").unwrap().unwrap();
+        meta.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let restored = store.metadata_restored().expect("restored");
+    assert!(restored.reason.contains("lacks topics its copy names: b"), "{restored:?}");
+    let mut out = Vec::new();
+    store.partition("b", 1).unwrap().read(0, 1 << 20, u64::MAX, &mut out).unwrap();
+    assert_eq!(records(&out).len(), 2, "topic b serves again, whole");
+    // A topic deleted for good stays deleted.
+    store.delete_topic("b").unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert!(store.metadata_restored().is_none());
+    assert!(store.topic("b").is_none());
+}
