@@ -365,3 +365,37 @@ impl Partition {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use silt_core::partition::ProducerEntry;
+
+    use super::*;
+
+    proptest! {
+        /// Locators round-trip, and any other value of their length decodes or is refused.
+        #[test]
+        fn locators_round_trip(file: u64, position: u64, len: u32, producer_id: u64, previous: Option<(u64, u64)>) {
+            let previous = previous.map(|(last_sequence, base_offset)| ProducerEntry { last_sequence, base_offset });
+            let locator = Locator { file, position, len, producer_id, previous };
+            prop_assert_eq!(Locator::decode(&locator.encode()), Some(Ok(locator)));
+        }
+
+        #[test]
+        fn decoding_any_value_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = Locator::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_locator_is_caught() {
+        let locator = Locator { file: 9, position: 1 << 40, len: 70_000, producer_id: 3, previous: None };
+        let good = locator.encode();
+        for bit in 0..good.len() * 8 {
+            let mut bad = good;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(matches!(Locator::decode(&bad), Some(Err(_))), "bit {bit}");
+        }
+    }
+}
