@@ -24,6 +24,7 @@ use crate::layout::{
 use crate::records::{StoredGaps, GAPS_BYTES_MAX};
 use crate::{Appended, ReadOutcome, Retained, StorageError};
 
+pub use files::Locator;
 pub use repair::{Damage, Repair};
 pub use scrub::{Scan, ScrubCursor, ScrubStep};
 

@@ -25,7 +25,7 @@ use crate::layout::{
 };
 use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
-pub use backup::MetadataRestore;
+pub use backup::{decode_metadata_copy, MetadataCopy, MetadataRestore};
 use databases::{open_db, open_metadata, read_metadata, topic_cache_bytes};
 
 /// A range of acknowledged records a partition can no longer serve.

@@ -1,7 +1,8 @@
 //! Fuzzes the decoders of the control-plane records the store holds (`silt_storage::records`):
 //! users, tokens, access-control entries, producer ids, devices (both formats), processor
-//! definitions (both formats) and checkpoints, a partition's accepted losses, and the
-//! acknowledgement ledger's file. Bytes on
+//! definitions (both formats) and checkpoints, a partition's accepted losses, the
+//! acknowledgement ledger's file, batch locators and the copies of the metadata database.
+//! Bytes on
 //! disk are not trusted: none may panic, whatever the bytes, and a record one accepts encodes
 //! back to bytes it reads the same.
 #![no_main]
@@ -11,7 +12,8 @@ use silt_storage::ledger;
 use silt_storage::records::devices::StoredDevice;
 use silt_storage::records::processors::{Checkpoint, StoredDefinition};
 use silt_storage::records::{
-    open, open_at_most, seal, StoredGaps, StoredProducer, StoredToken, StoredUser, GAPS_BYTES_MAX,
+    decode_metadata_copy, open, open_at_most, seal, Locator, StoredGaps, StoredProducer, StoredToken,
+    StoredUser, GAPS_BYTES_MAX,
 };
 use silt_wire::AclEntry;
 
@@ -46,6 +48,15 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(cp) = Checkpoint::decode(data) {
         assert_eq!(Checkpoint::decode(&cp.encode()), Ok(cp));
+    }
+    if let Some(Ok(locator)) = Locator::decode(data) {
+        assert_eq!(Locator::decode(&locator.encode()), Some(Ok(locator)));
+    }
+    // A metadata copy, also under a matching checksum (it comes last there).
+    let _ = decode_metadata_copy(data);
+    let checked = [data, &crc32c::crc32c(data).to_le_bytes()[..]].concat();
+    if let Ok(copy) = decode_metadata_copy(&checked) {
+        assert!(copy.entries.len() <= data.len());
     }
     let reading = ledger::decode(data);
     let again: Vec<u8> = reading.entries.iter().flat_map(ledger::encode).collect();

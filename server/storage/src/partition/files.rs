@@ -37,13 +37,14 @@ use super::*;
 pub(crate) const FILE_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// Files kept open for reads per partition; past it the least recently opened closes.
 const READ_FILES_OPEN_MAX: usize = 8;
-const LOCATOR_BYTES: usize = 52;
+/// Bytes of an encoded [`Locator`].
+pub const LOCATOR_BYTES: usize = 52;
 
 /// Where one batch is (file id, position, length), and what undoing it takes: its producer id
 /// and that producer's entry before it. Encoded little-endian in 52 bytes, the last four a
 /// CRC32C of the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Locator {
+pub struct Locator {
     pub file: u64,
     pub position: u64,
     pub len: u32,
@@ -54,7 +55,7 @@ pub(crate) struct Locator {
 }
 
 impl Locator {
-    pub(crate) fn encode(&self) -> [u8; LOCATOR_BYTES] {
+    pub fn encode(&self) -> [u8; LOCATOR_BYTES] {
         let mut b = [0; LOCATOR_BYTES];
         b[..8].copy_from_slice(&self.file.to_le_bytes());
         b[8..16].copy_from_slice(&self.position.to_le_bytes());
@@ -72,7 +73,7 @@ impl Locator {
 
     /// `None` for a value that is not a locator (a batch stored inline by layout 2);
     /// `Some(Err)` for one of a locator's length that fails its checksum.
-    pub(crate) fn decode(value: &[u8]) -> Option<Result<Locator, &'static str>> {
+    pub fn decode(value: &[u8]) -> Option<Result<Locator, &'static str>> {
         let b: &[u8; LOCATOR_BYTES] = value.try_into().ok()?;
         let crc = u32::from_le_bytes([b[48], b[49], b[50], b[51]]);
         if crc32c::crc32c(&b[..48]) != crc || b[44] > 1 {

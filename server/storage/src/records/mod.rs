@@ -10,6 +10,11 @@
 pub mod devices;
 pub mod processors;
 
+/// The decoders of the storage's own records of where things are, for fuzzing: a batch's
+/// locator in its batches tree, and the copies of the metadata database.
+pub use crate::partition::Locator;
+pub use crate::store::{decode_metadata_copy, MetadataCopy};
+
 use rkyv::{Archive, Deserialize, Serialize};
 use silt_wire::AclEntry;
 

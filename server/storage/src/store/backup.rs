@@ -114,23 +114,24 @@ pub(super) fn write(db: &sled::Db, dir: &Path, part: Part) -> Result<(), Storage
 
 /// A copy as read: when it was written, and its entries (tree, key, value).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Copy {
+pub struct MetadataCopy {
     pub written_ms: u64,
     pub entries: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
 }
 
 /// Reads and checks the copy `part` in `dir`.
-pub(super) fn read(dir: &Path, part: Part) -> Result<Copy, String> {
+pub(super) fn read(dir: &Path, part: Part) -> Result<MetadataCopy, String> {
     let path = dir.join(part.file());
     let len = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?.len();
     if len > FILE_BYTES_MAX {
         return Err(format!("{} is {len} bytes, more than a copy may be", path.display()));
     }
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    decode(&bytes).map_err(|why| format!("{}: {why}", path.display()))
+    decode_metadata_copy(&bytes).map_err(|why| format!("{}: {why}", path.display()))
 }
 
-fn decode(bytes: &[u8]) -> Result<Copy, &'static str> {
+/// Decodes the bytes of a copy's file, checking its checksum and every length; never panics.
+pub fn decode_metadata_copy(bytes: &[u8]) -> Result<MetadataCopy, &'static str> {
     let Some((body, crc)) = bytes.split_last_chunk::<4>() else { return Err("shorter than a copy") };
     if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
         return Err("it fails its checksum");
@@ -158,7 +159,7 @@ fn decode(bytes: &[u8]) -> Result<Copy, &'static str> {
     if !rest.is_empty() {
         return Err("bytes follow the last entry");
     }
-    Ok(Copy { written_ms, entries })
+    Ok(MetadataCopy { written_ms, entries })
 }
 
 /// What the metadata database in `dir` lost that its copy has, when it lost something: sled
@@ -300,16 +301,16 @@ mod tests {
     #[test]
     fn copies_decode_and_damage_is_refused() {
         let good = encoded(&[(b"silt/topics", b"t", b"meta"), (b"silt/devices", b"d", b"")]);
-        let copy = decode(&good).unwrap();
+        let copy = decode_metadata_copy(&good).unwrap();
         assert_eq!(copy.written_ms, 7);
         assert_eq!(copy.entries[1], (b"silt/devices".to_vec(), b"d".to_vec(), Vec::new()));
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x20;
-            assert!(decode(&bad).is_err(), "a flip at {at} passed");
+            assert!(decode_metadata_copy(&bad).is_err(), "a flip at {at} passed");
         }
         for cut in 0..good.len() {
-            assert!(decode(&good[..cut]).is_err(), "a copy cut to {cut} bytes passed");
+            assert!(decode_metadata_copy(&good[..cut]).is_err(), "a copy cut to {cut} bytes passed");
         }
     }
 
@@ -322,7 +323,7 @@ mod tests {
             bytes.extend_from_slice(&body);
             let crc = crc32c::crc32c(&bytes);
             bytes.extend_from_slice(&crc.to_le_bytes());
-            let _ = decode(&bytes);
+            let _ = decode_metadata_copy(&bytes);
         }
     }
 }
