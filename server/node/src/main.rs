@@ -96,8 +96,23 @@ fn return_large_blocks() {
     }
 }
 
+/// Raises the limit of open files to the hard limit (often 1,024 against 524,288 under
+/// systemd): each partition keeps its batch file open for appends and up to four for reads,
+/// besides sled's files and every connection's socket.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     return_large_blocks();
+    raise_open_files_limit();
     let mut args = Args::parse();
     match args.command.take() {
         Some(Command::Demo(demo)) => return demo::main(demo),

@@ -36,7 +36,7 @@ use super::*;
 /// A file takes appends until it holds this much; the next append starts another.
 pub(crate) const FILE_BYTES_MAX: u64 = 128 * 1024 * 1024;
 /// Files kept open for reads per partition; past it the least recently opened closes.
-const READ_FILES_OPEN_MAX: usize = 8;
+const READ_FILES_OPEN_MAX: usize = 4;
 /// Bytes of an encoded [`Locator`].
 pub const LOCATOR_BYTES: usize = 52;
 
