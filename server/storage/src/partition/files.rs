@@ -11,7 +11,8 @@
 //!
 //! A partition's files are `{topic database}/files/{partition}/{id:016x}.batches`, the id a
 //! sled-generated one, so a file is never written again under a name a crash left behind.
-//! Appends go to the newest file this process made, up to [`FILE_BYTES_MAX`]; after an
+//! Appends go to the newest file this process made, up to [`FILE_BYTES_MAX`] (an eighth of a
+//! retention policy's bytes or age, when smaller: `follow_retention`); after an
 //! open or a failed write they start a new one, so bytes written but never committed (a crash
 //! before the sled transaction) are left where they are, referenced by nothing. A file goes
 //! once retention or repair moved the log start past every batch in it, after the store has
@@ -35,6 +36,12 @@ use super::*;
 
 /// A file takes appends until it holds this much; the next append starts another.
 pub(crate) const FILE_BYTES_MAX: u64 = 128 * 1024 * 1024;
+/// Under a retention policy files roll at an eighth of what it keeps (bytes, and age), so
+/// the disk holds about an eighth more than the policy keeps, not a whole file more.
+const ROLLS_PER_RETENTION: u64 = 8;
+/// The smallest files a retention policy makes.
+const FILE_BYTES_MIN: u64 = 1024 * 1024;
+const FILE_AGE_MS_MIN: u64 = 1_000;
 /// Files kept open for reads per partition; past it the least recently opened closes.
 const READ_FILES_OPEN_MAX: usize = 4;
 /// Bytes of an encoded [`Locator`].
@@ -97,6 +104,7 @@ pub(super) struct Active {
     id: u64,
     file: File,
     len: u64,
+    opened: std::time::Instant,
 }
 
 /// One partition's batch files.
@@ -104,6 +112,9 @@ pub(crate) struct BatchFiles {
     dir: PathBuf,
     /// Handles open for reads, by file id.
     readers: Mutex<BTreeMap<u64, Arc<File>>>,
+    /// The size and age at which the active file rolls ([`BatchFiles::follow_retention`]).
+    roll_bytes: AtomicU64,
+    roll_ms: AtomicU64,
 }
 
 fn file_name(id: u64) -> String {
@@ -121,7 +132,28 @@ fn parse_file_name(name: &str) -> Option<u64> {
 impl BatchFiles {
     /// The files of `partition` of the topic whose database is in `topic_dir`.
     pub(super) fn new(topic_dir: &Path, partition: u32) -> BatchFiles {
-        BatchFiles { dir: topic_dir.join("files").join(partition.to_string()), readers: Mutex::default() }
+        BatchFiles {
+            dir: topic_dir.join("files").join(partition.to_string()),
+            readers: Mutex::default(),
+            roll_bytes: AtomicU64::new(FILE_BYTES_MAX),
+            roll_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Rolls files at an eighth of what the retention policy keeps, in bytes and in age.
+    pub(super) fn follow_retention(&self, retention_ms: Option<u64>, retention_bytes: Option<u64>) {
+        let bytes = retention_bytes
+            .map_or(FILE_BYTES_MAX, |b| (b / ROLLS_PER_RETENTION).clamp(FILE_BYTES_MIN, FILE_BYTES_MAX));
+        let ms = retention_ms.map_or(u64::MAX, |ms| (ms / ROLLS_PER_RETENTION).max(FILE_AGE_MS_MIN));
+        self.roll_bytes.store(bytes, Ordering::Relaxed);
+        self.roll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether `active` takes no more appends, `batch` next.
+    fn full(&self, active: &Active, batch: &[u8]) -> bool {
+        let (bytes, ms) = (self.roll_bytes.load(Ordering::Relaxed), self.roll_ms.load(Ordering::Relaxed));
+        active.len > 0
+            && (active.len + batch.len() as u64 > bytes || active.opened.elapsed().as_millis() as u64 > ms)
     }
 
     /// Writes `batch` at the end of the active file (starting one when there is none or it is
@@ -148,7 +180,7 @@ impl BatchFiles {
         batch: &[u8],
         (producer_id, previous): (u64, Option<silt_core::partition::ProducerEntry>),
     ) -> Result<Locator, StorageError> {
-        if active.as_ref().is_none_or(|a| a.len > 0 && a.len + batch.len() as u64 > FILE_BYTES_MAX) {
+        if active.as_ref().is_none_or(|a| self.full(a, batch)) {
             if let Some(full) = active.take() {
                 // Each file is whole on disk before the next takes appends, so a batch whose
                 // bytes a crash lost is always in the newest file (`sync` below).
@@ -161,7 +193,7 @@ impl BatchFiles {
                 .create_new(true)
                 .open(self.dir.join(file_name(id)))
                 .map_err(io_error)?;
-            *active = Some(Active { id, file, len: 0 });
+            *active = Some(Active { id, file, len: 0, opened: std::time::Instant::now() });
         }
         let a = active.as_mut().expect("made above");
         crate::failpoint::check("storage.batch_file_write")?;

@@ -29,6 +29,7 @@ impl Partition {
         retention_bytes: Option<u64>,
     ) -> Result<Retained, StorageError> {
         let mut writer = self.lock_writer()?;
+        self.files.follow_retention(retention_ms, retention_bytes);
         let policy = RetentionPolicy::at(now_ms, retention_ms, retention_bytes);
         let mut total = Retained::default();
         // Each step removes at least one batch or ends the pass, so the batch count bounds it.

@@ -268,3 +268,26 @@ fn batches_whose_bytes_a_crash_left_unwritten_are_dropped_and_their_producers_re
     assert_eq!(values.len(), 7);
     assert_eq!(values[4..], [b"eight".to_vec(), b"again".to_vec(), b"again".to_vec()]);
 }
+
+/// Under a retention policy files roll at an eighth of what it keeps, so the disk holds
+/// little more than the policy: 40 batches of 256 KiB under `retention_bytes` of 8 MiB.
+#[test]
+fn files_roll_so_retention_frees_the_disk_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_topic(topic("kept", 1)).unwrap();
+    let p = store.partition("kept", 0).unwrap();
+    for i in 0..40 {
+        p.append(&mut batch(0, 0, &[(i, &noise(i as u64, 256 * 1024)[..])]), i).unwrap();
+        p.apply_retention(i, None, Some(8 << 20)).unwrap();
+    }
+    store.flush().unwrap();
+    let files = batch_files(dir.path(), "kept");
+    let on_disk: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    assert!(p.size_bytes() <= 8 << 20, "{}", p.size_bytes());
+    assert!(on_disk <= (8 << 20) + (2 << 20), "{on_disk} bytes in {} files", files.len());
+    assert!(files.len() >= 4, "files of about 1 MiB: {files:?}");
+    let mut out = Vec::new();
+    p.read(p.log_start(), usize::MAX, u64::MAX, &mut out).unwrap();
+    assert_eq!(records(&out).len() as u64, p.high_watermark() - p.log_start());
+}
