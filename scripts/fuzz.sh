@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target of a decoder of untrusted bytes for SECONDS each (default 30):
 # the device frame decoder (protocol/frame/fuzz, `decode`) and the network frames, control
-# messages, record batches and module signatures the broker and its clients read
-# (protocol/wire/fuzz, `control`), the control-plane records and the acknowledgement ledger the
+# messages, record batches and module signatures the broker and its clients read, and the
+# counters blocks processor modules report (protocol/wire/fuzz, `control`), the control-plane records and the acknowledgement ledger the
 # broker reads from disk (server/storage/fuzz, `records`), and the MQTT packets the bridge reads
 # from devices (device-bridge/bridge/fuzz, `mqtt`).
 #

@@ -580,21 +580,22 @@ impl Load {
             }),
         ));
 
-        // A processor that copies the load topic, and one that traps on its first batch.
-        let deploy = |name: &str, body: &str| {
-            let d = Deployment {
-                name: name.into(),
-                input: "load".into(),
-                output: format!("load.{name}"),
-                params: vec![],
-                from: None,
-                limits: Default::default(),
-            };
-            (d, abi_module(body))
+        // A processor that copies the load topic and reports counters (silt_counters), and one
+        // that traps on its first batch.
+        let deployment = |name: &str| Deployment {
+            name: name.into(),
+            input: "load".into(),
+            output: format!("load.{name}"),
+            params: vec![],
+            from: None,
+            limits: Default::default(),
         };
-        for (name, body) in [("copy", PASSTHROUGH), ("broken", "(unreachable)")] {
-            let (d, module) = deploy(name, body);
-            client.deploy_processor(d, module).await.unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+        let copy = abi_module_with(COUNTERS, &format!("{COUNT_BATCH} {PASSTHROUGH}"));
+        for (name, module) in [("copy", copy), ("broken", abi_module("(unreachable)"))] {
+            client
+                .deploy_processor(deployment(name), module)
+                .await
+                .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
         }
         wait_processor(client, "copy", |i| i.state == ProcessorState::Running && i.events_out > 0).await;
         wait_processor(client, "broken", |i| i.state == ProcessorState::Failed).await;

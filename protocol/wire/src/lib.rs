@@ -9,8 +9,9 @@
 //!
 //! Without its default `std` feature the crate is `no_std` (it needs `alloc`) and holds only
 //! its core: [`varint`], the batch layout constants and header, [`batch::BatchView`] and its
-//! records read in place. The guest SDK (`silt-processor`) reads its input batches with that
-//! core, so there is one decoder of records. Checksums, validation, building, compression,
+//! records read in place, and the processor ABI's [`counters`] block. The guest SDK
+//! (`silt-processor`) reads its input batches and checks its counters with that core, so there
+//! is one decoder of records and one of counters, for guest and host. Checksums, validation, building, compression,
 //! framing, control messages, signatures and [`time`] need `std`: the crates and types they use do.
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -19,6 +20,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 pub mod auth;
 pub mod batch;
+pub mod counters;
 mod error;
 #[cfg(feature = "std")]
 pub mod frame;

@@ -267,6 +267,10 @@ pub struct ProcessorPartition {
     pub high_watermark: u64,
     pub events_in: u64,
     pub events_out: u64,
+    /// The module's counters (`silt_counters`, docs/processor-abi.md) as last reported by this
+    /// partition's running instance, in the module's order; empty while it is not running or
+    /// when the module reports none.
+    pub counters: Vec<(String, u64)>,
 }
 
 /// A processor's deployment and state.
@@ -283,6 +287,8 @@ pub struct ProcessorInfo {
     pub lag: u64,
     pub events_in: u64,
     pub events_out: u64,
+    /// The partitions' counters summed by name, names in order of first appearance.
+    pub counters: Vec<(String, u64)>,
     pub partitions: Vec<ProcessorPartition>,
 }
 

@@ -134,6 +134,20 @@ mod wasm {
         }
     }
 
+    /// `silt_counters`.
+    ///
+    /// # Safety
+    /// Arguments as the ABI defines them; one call at a time.
+    pub unsafe fn counters<P: Processor>(cell: &GuestCell<P>, result_ptr: i32) -> i32 {
+        // SAFETY: the caller's contract.
+        let guest = unsafe { cell.get() };
+        match guest.counters() {
+            // SAFETY: the block lives in the guest until the next counters call.
+            Ok(block) => unsafe { answer(result_ptr, block, 0) },
+            Err(e) => unsafe { answer(result_ptr, guest.error_message(&e), 1) },
+        }
+    }
+
     /// `silt_snapshot`.
     ///
     /// # Safety

@@ -30,6 +30,9 @@ pub enum Error {
     /// The output of one batch crosses a host limit, or a record cannot be encoded.
     #[error("output: {0}")]
     Output(String),
+    /// A counters block breaks the ABI's format (`silt_wire::counters`, the host's decoder).
+    #[error("{0}")]
+    Counters(#[from] silt_wire::counters::CountersError),
     /// A snapshot is larger than the host accepts.
     #[error("state snapshot of {size} bytes is over the host's limit of {max} bytes")]
     SnapshotTooLarge { size: usize, max: usize },

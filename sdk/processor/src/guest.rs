@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
-use crate::{Batch, Error, Output, Params, Processor, Stateful};
+use crate::{Batch, Counters, Error, Output, Params, Processor, Stateful};
 
 /// Largest snapshot the host accepts (`docs/processor-abi.md`, limits).
 pub const SNAPSHOT_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -22,6 +22,7 @@ pub struct Guest<P> {
     processor: Option<P>,
     output: Output,
     state: Vec<u8>,
+    counters: Counters,
     message: String,
 }
 
@@ -34,7 +35,13 @@ impl<P> Default for Guest<P> {
 impl<P> Guest<P> {
     /// A guest before `silt_init`. `const` so the exports can keep it in a static.
     pub const fn new() -> Self {
-        Guest { processor: None, output: Output::new(), state: Vec::new(), message: String::new() }
+        Guest {
+            processor: None,
+            output: Output::new(),
+            state: Vec::new(),
+            counters: Counters::new(),
+            message: String::new(),
+        }
     }
 
     /// The processor, once `init` succeeded.
@@ -77,6 +84,14 @@ impl<P: Processor> Guest<P> {
             return Err(error);
         }
         Ok(self.output.as_bytes())
+    }
+
+    /// `silt_counters`: returns the encoded counters block (empty for none).
+    pub fn counters(&mut self) -> Result<&[u8], Error> {
+        let processor = self.processor.as_ref().ok_or(Error::NotInitialised { call: "silt_counters" })?;
+        self.counters.reset();
+        processor.counters(&mut self.counters);
+        self.counters.finish()
     }
 }
 

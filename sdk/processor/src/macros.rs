@@ -3,7 +3,7 @@
 /// Exports a [`Processor`](crate::Processor) as the module's ABI functions.
 ///
 /// `export!(T)` exports a stateless processor (`silt_abi_version`, `silt_alloc`, `silt_init`,
-/// `silt_process`); `export!(T, stateful)` also exports `silt_snapshot` and `silt_restore`
+/// `silt_process`, `silt_counters`); `export!(T, stateful)` also exports `silt_snapshot` and `silt_restore`
 /// and needs `T: Stateful`. The functions exist on wasm32 only; on other targets the macro
 /// only checks the trait bounds, and [`testing::Harness`](crate::testing::Harness) runs `T`.
 #[macro_export]
@@ -51,6 +51,12 @@ macro_rules! __export {
             extern "C" fn silt_process(batch_ptr: i32, batch_len: i32, result_ptr: i32) -> i32 {
                 // SAFETY: as above.
                 unsafe { $crate::__private::process(&GUEST, batch_ptr, batch_len, result_ptr) }
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn silt_counters(result_ptr: i32) -> i32 {
+                // SAFETY: as above.
+                unsafe { $crate::__private::counters(&GUEST, result_ptr) }
             }
 
             $( $crate::__export_stateful!($stateful; $processor, GUEST); )?

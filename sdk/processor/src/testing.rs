@@ -271,6 +271,12 @@ impl<P: Processor> Harness<P> {
         Ok(self.guest.process(batch)?.to_vec())
     }
 
+    /// `silt_counters`, decoded: `(name, value)` in the order the processor set them.
+    pub fn counters(&mut self) -> Result<Vec<(String, u64)>, Error> {
+        let block = self.guest.counters()?;
+        Ok(crate::counters::decode(block)?.into_iter().map(|(n, v)| (String::from(n), v)).collect())
+    }
+
     /// The processor, to inspect its state.
     pub fn processor(&self) -> &P {
         self.guest.processor().expect("initialised in new")

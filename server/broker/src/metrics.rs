@@ -51,6 +51,9 @@ pub struct Metrics {
     pub processor_restarts: IntCounterVec,
     pub processor_state: IntGaugeVec,
     pub processor_lag: IntGaugeVec,
+    /// A processor module's own counters (`silt_counters`), summed over its partitions. Not
+    /// `silt_processor_counter`: `promtool check metrics` refuses a name holding a metric type.
+    pub processor_counts: IntGaugeVec,
     pub flush_failures: IntCounter,
     /// Free bytes of the data directory's filesystem, as last sampled.
     pub disk_free_bytes: IntGauge,
@@ -176,6 +179,11 @@ impl Metrics {
                 "silt_processor_lag_records",
                 "Input records a processor has not processed.",
                 &["processor"],
+            ),
+            processor_counts: gauge(
+                "silt_processor_counts",
+                "A running processor's own counter (silt_counters; say, records skipped and why), totals since its state began, summed over partitions.",
+                &["processor", "counter"],
             ),
             flush_failures: r.counter("silt_flush_failures_total", "Durability flushes that failed."),
             disk_free_bytes: r.gauge(

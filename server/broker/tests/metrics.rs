@@ -7,7 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use silt_client::{Deployment, FetchFrom, ProcessorState};
-use support::{abi_module, create_topic, produce, read_all, BrokerProcess, PASSTHROUGH};
+use support::{
+    abi_module_with, create_topic, produce, read_all, BrokerProcess, COUNTERS, COUNT_BATCH, PASSTHROUGH,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body of `GET /metrics`.
@@ -54,7 +56,9 @@ async fn metrics_pass_promtool_and_count_the_work() {
         from: None,
         limits: Default::default(),
     };
-    client.deploy_processor(d, abi_module(PASSTHROUGH)).await.unwrap();
+    // A copy that also reports counters (silt_counters), so their gauge is checked too.
+    let copy = abi_module_with(COUNTERS, &format!("{COUNT_BATCH} {PASSTHROUGH}"));
+    client.deploy_processor(d, copy).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info = client.processor_status("copy").await.unwrap();
@@ -97,6 +101,8 @@ async fn metrics_pass_promtool_and_count_the_work() {
     assert_eq!(sample(&text, "silt_processor_state", r#"processor="copy",state="running""#), Some(1.0));
     assert_eq!(sample(&text, "silt_processor_state", r#"processor="copy",state="failed""#), Some(0.0));
     assert_eq!(sample(&text, "silt_processor_lag_records", r#"processor="copy""#), Some(0.0));
+    assert_eq!(sample(&text, "silt_processor_counts", r#"counter="batches",processor="copy""#), Some(4.0));
+    assert_eq!(sample(&text, "silt_processor_counts", r#"counter="skipped",processor="copy""#), Some(0.0));
     assert!(
         sample(&text, "silt_processor_batch_duration_seconds_count", r#"processor="copy""#).unwrap() >= 4.0
     );

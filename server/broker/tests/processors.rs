@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use silt_client::{Client, ClientError, Deployment, ErrorCode, FetchFrom, ProcessorInfo, ProcessorState};
 use silt_wire::signature;
 use support::{
-    abi_module, abi_module_with, create_topic, health, produce, read_all, BrokerProcess, PASSTHROUGH,
+    abi_module, abi_module_with, create_topic, health, produce, read_all, BrokerProcess, COUNTERS,
+    PASSTHROUGH, SKIP_ALL,
 };
 
 /// How long a pipeline may take to catch up with a few thousand records.
@@ -424,4 +425,58 @@ async fn first_tier_hands_over_to_the_optimised_build_exactly_once() {
     let out: Vec<String> =
         read_all(&client, "out", FetchFrom::Earliest).await.into_iter().map(|r| r.value).collect();
     assert_eq!(out, values(0..sent));
+}
+
+/// The `skipped` counter of each partition, then of the processor.
+fn skipped(info: &ProcessorInfo) -> (Vec<Option<u64>>, Option<u64>) {
+    let find = |c: &[(String, u64)]| c.iter().find(|(n, _)| n == "skipped").map(|(_, v)| *v);
+    (info.partitions.iter().map(|p| find(&p.counters)).collect(), find(&info.counters))
+}
+
+/// A stateful module's counters (`silt_counters`) show per partition and summed by name in
+/// `status` and the metrics, grow with the records it skips, and carry on across a broker
+/// restart from its snapshot instead of starting again at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_counters_show_in_status_and_survive_a_restart() {
+    let mut broker = BrokerProcess::start(&[]).await;
+    let client = broker.client().await;
+    create_topic(&client, "in", 2).await;
+    produce(&client, "in", 0, &values(0..30), 10).await;
+    produce(&client, "in", 1, &values(30..50), 10).await;
+    let module = abi_module_with(COUNTERS, SKIP_ALL);
+    client.deploy_processor(deployment("skip", "in", "in.kept"), module).await.unwrap();
+    let want = (vec![Some(30), Some(20)], Some(50));
+    let info =
+        wait_status(&client, "skip", "caught up with 50 skipped", |i| skipped(i) == want && i.lag == 0).await;
+    assert_eq!((info.events_in, info.events_out, info.lag), (50, 0, 0));
+    // Names in the module's order, summed over partitions; batches as the producer cut them.
+    let names: Vec<&str> = info.counters.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["skipped", "batches"]);
+    let batches: Vec<u64> = info.partitions.iter().map(|p| p.counters[1].1).collect();
+    assert!(batches.iter().all(|b| (1..=30).contains(b)), "{info:?}");
+    assert_eq!(info.counters[1].1, batches.iter().sum::<u64>());
+    let metrics = support::metrics_text(broker.admin).await;
+    let gauge = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("silt_processor_counts{")
+                && l.contains(r#"processor="skip""#)
+                && l.contains(r#"counter="skipped""#)
+        })
+        .unwrap_or_else(|| panic!("no silt_processor_counts of skip/skipped in:\n{metrics}"));
+    assert!(gauge.ends_with(" 50"), "{gauge}");
+
+    broker.terminate(Duration::from_secs(10)).await;
+    broker.restart().await;
+    let client = broker.client().await;
+    // Restored from the last commit's snapshot: the same totals before any new input.
+    let info =
+        wait_status(&client, "skip", "restored with 50 skipped", |i| skipped(i) == want && i.lag == 0).await;
+    let batches_before = info.counters[1].1;
+    produce(&client, "in", 0, &values(50..60), 10).await;
+    let want = (vec![Some(40), Some(20)], Some(60));
+    let info =
+        wait_status(&client, "skip", "caught up with 60 skipped", |i| skipped(i) == want && i.lag == 0).await;
+    assert_eq!(info.events_in, 60);
+    assert!(info.counters[1].1 > batches_before, "the new batches counted on top: {info:?}");
 }

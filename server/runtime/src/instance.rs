@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use silt_wire::batch;
 use silt_wire::batch::header::{OFF_BASE_OFFSET, OFF_FIRST_TS};
+use silt_wire::counters::{self, COUNTERS_BYTES_MAX};
 use wasmtime::{
     InstancePre, Memory, PoolConcurrencyLimitError, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder,
     Trap, TypedFunc, WasmBacktrace,
@@ -149,6 +150,11 @@ impl Module {
         } else {
             (None, None)
         };
+        // Optional; its type was checked with the others when the module was compiled.
+        let counters = match instance.get_func(&mut store, "silt_counters") {
+            Some(f) => Some(f.typed::<i32, i32>(&store).map_err(export)?),
+            None => None,
+        };
         let mut inst = Instance {
             _module: self.clone(),
             store,
@@ -157,6 +163,7 @@ impl Module {
             process,
             snapshot,
             restore,
+            counters,
             limits: limits.clone(),
             deadline_ticks,
             result_ptr: 0,
@@ -196,6 +203,7 @@ pub struct Instance {
     process: TypedFunc<(i32, i32, i32), i32>,
     snapshot: Option<TypedFunc<i32, i32>>,
     restore: Option<TypedFunc<(i32, i32, i32), i32>>,
+    counters: Option<TypedFunc<i32, i32>>,
     limits: Limits,
     deadline_ticks: u64,
     result_ptr: u32,
@@ -224,6 +232,14 @@ impl Instance {
     /// The module's serialised state; `None` for stateless modules.
     pub fn snapshot(&mut self) -> Result<Option<Vec<u8>>, RuntimeError> {
         self.guarded(|inst| inst.snapshot_inner())
+    }
+
+    /// The module's counters from `silt_counters`: `(name, value)` in the module's order,
+    /// totals since its state began. Empty when the module does not export `silt_counters` or
+    /// reports none. A block over 4 KiB, outside memory or malformed is
+    /// [`RuntimeError::BadOutput`]; like any failed call, it poisons the instance.
+    pub fn counters(&mut self) -> Result<Vec<(String, u64)>, RuntimeError> {
+        self.guarded(|inst| inst.counters_inner())
     }
 
     /// True after an error: the instance will not run again.
@@ -329,6 +345,34 @@ impl Instance {
                 data.len()
             ))),
         }
+    }
+
+    fn counters_inner(&mut self) -> Result<Vec<(String, u64)>, RuntimeError> {
+        let Some(func) = self.counters.clone() else {
+            return Ok(Vec::new());
+        };
+        let status = self.call("silt_counters", &func, self.result_ptr as i32)?;
+        self.check_status("silt_counters", status)?;
+        let (ptr, len) = self.read_slot();
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        if len > COUNTERS_BYTES_MAX {
+            return Err(RuntimeError::BadOutput(format!(
+                "silt_counters names a block of {len} bytes, over the limit of {COUNTERS_BYTES_MAX} bytes"
+            )));
+        }
+        let data = self.memory.data(&self.store);
+        let Some(block) = guest_range(data, ptr, len) else {
+            return Err(RuntimeError::BadOutput(format!(
+                "silt_counters names bytes {ptr}..{} outside its memory of {} bytes",
+                ptr as usize + len,
+                data.len()
+            )));
+        };
+        let decoded =
+            counters::decode(block).map_err(|e| RuntimeError::BadOutput(format!("silt_counters: {e}")))?;
+        Ok(decoded.into_iter().map(|(name, value)| (name.to_string(), value)).collect())
     }
 
     /// The input buffer, grown (a fresh `silt_alloc`) when `len` is larger than every batch

@@ -4,8 +4,8 @@
 //! A broker holds one [`Runtime`] (one wasmtime engine with cranelift, and an epoch ticker
 //! thread). [`Runtime::compile`] checks a module against the ABI and returns an artefact;
 //! [`Runtime::load`] turns an artefact into a [`Module`]; [`Module::instantiate`] makes an
-//! [`Instance`] with its own store and limits, and the instance's `process`, `snapshot` and
-//! `restore` are the ABI's calls. Errors are one [`RuntimeError`] enum whose messages name what
+//! [`Instance`] with its own store and limits, and the instance's `process`, `snapshot`,
+//! `restore` and `counters` are the ABI's calls. Errors are one [`RuntimeError`] enum whose messages name what
 //! an operator or a module author has to change.
 //!
 //! # What it enforces
@@ -23,7 +23,8 @@
 //! - *Output*: the result slot's length is checked against `output_bytes_max` (or
 //!   `state_bytes_max`) and its range against memory *before* anything is read; output records
 //!   are checked as record-batch validation rule 6 and counted (at most 1,000,000) while being
-//!   wrapped into a batch by `silt_wire::batch::from_records`.
+//!   wrapped into a batch by `silt_wire::batch::from_records`. A counters block is capped at
+//!   4 KiB the same way and read by `silt_wire::counters::decode`, the guest SDK's decoder.
 //! - *Failure stays local*: any error poisons that instance; the runtime and every other
 //!   instance carry on.
 //!

@@ -184,7 +184,8 @@ impl Runtime {
 
     /// Checks the module against the ABI (no imports at all; `memory`, `silt_abi_version`,
     /// `silt_alloc`, `silt_init` and `silt_process` exported with their types;
-    /// `silt_snapshot` and `silt_restore` both or neither) and compiles it. Returns the
+    /// `silt_snapshot` and `silt_restore` both or neither; `silt_counters`, if exported, with
+    /// its type) and compiles it. Returns the
     /// artefact to cache and later hand to [`Runtime::load`].
     pub fn compile(&self, wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
         check_core_wasm(wasm)?;
@@ -274,13 +275,14 @@ struct AbiFunc {
     required: bool,
 }
 
-const ABI_FUNCS: [AbiFunc; 6] = [
+const ABI_FUNCS: [AbiFunc; 7] = [
     AbiFunc { name: "silt_abi_version", params: 0, required: true },
     AbiFunc { name: "silt_alloc", params: 1, required: true },
     AbiFunc { name: "silt_init", params: 3, required: true },
     AbiFunc { name: "silt_process", params: 3, required: true },
     AbiFunc { name: "silt_snapshot", params: 1, required: false },
     AbiFunc { name: "silt_restore", params: 3, required: false },
+    AbiFunc { name: "silt_counters", params: 1, required: false },
 ];
 
 fn signature(params: usize) -> String {

@@ -23,6 +23,22 @@ fn process_with(process: &str, limits: &Limits) -> RuntimeError {
     err
 }
 
+/// Asks a module made of [`SKIPPING`] and `counters` (the body of `silt_counters`) for its
+/// counters after one batch; it must fail, poison the instance and leave the runtime usable.
+fn counters_with(counters: &str, limits: &Limits) -> RuntimeError {
+    let rt = runtime();
+    let module = load(&rt, &counters_module(counters));
+    let mut instance = module.instantiate(&[], limits).unwrap();
+    instance.process(&sensor_batch(10, 77, Compression::None)).unwrap();
+    let err = instance.counters().expect_err("broken counters fail");
+    assert!(instance.is_poisoned());
+    assert!(matches!(instance.process(&sensor_batch(1, 0, Compression::None)), Err(RuntimeError::Poisoned)));
+    assert!(matches!(instance.counters(), Err(RuntimeError::Poisoned)));
+    assert_still_usable(&rt);
+    eprintln!("error shown: {err}");
+    err
+}
+
 fn compile_error(wasm: &[u8]) -> RuntimeError {
     let rt = runtime();
     let err = rt.compile(wasm).expect_err("refused at compile");
@@ -289,7 +305,7 @@ fn a_wrong_abi_version_is_refused() {
 #[test]
 fn missing_or_mistyped_exports_are_refused_naming_them() {
     // Proves each export rule of the ABI is checked at compile, naming the export.
-    let cases: [(&str, Vec<&str>); 5] = [
+    let cases: [(&str, Vec<&str>); 6] = [
         ("silt_process", vec![MEMORY_AND_ALLOC, ABI_V1, INIT_OK]),
         (
             "silt_process",
@@ -328,10 +344,63 @@ fn missing_or_mistyped_exports_are_refused_naming_them() {
                 PROCESS_PASSTHROUGH,
             ],
         ),
+        (
+            "silt_counters",
+            vec![
+                MEMORY_AND_ALLOC,
+                ABI_V1,
+                INIT_OK,
+                PROCESS_PASSTHROUGH,
+                r#"(func (export "silt_counters") (param i32 i32) (result i32) (i32.const 0))"#,
+            ],
+        ),
     ];
     for (name, parts) in cases {
         let err = compile_error(&wasm(&parts));
         assert!(matches!(&err, RuntimeError::Export { name: n, .. } if n == name), "{name}: {err}");
         assert!(err.to_string().contains(name), "{err}");
     }
+}
+
+#[test]
+fn malformed_counters_blocks_are_bad_output_naming_silt_counters() {
+    // Proves the host decodes the block with silt-wire's checks: a bad name, too many
+    // counters and a block cut short each stop the processor, naming the export.
+    let cases = [
+        // `skipped` becomes `Skipped`: outside [a-z0-9_].
+        ("(i32.store8 (i32.const 264) (i32.const 83))", "not 1 to 64 bytes of [a-z0-9_]"),
+        ("(i32.store (i32.const 256) (i32.const 17))", "17 counters"),
+        ("(i32.store (i32.const 256) (i32.const 3))", "cut short at byte 40"),
+    ];
+    for (corrupt, why) in cases {
+        let err = counters_with(&format!("{corrupt} {}", counters_slot(256, 40)), &limits());
+        assert!(matches!(err, RuntimeError::BadOutput(_)), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains("silt_counters") && shown.contains(why), "{shown}");
+    }
+}
+
+#[test]
+fn a_counters_slot_outside_memory_or_over_4_kib_is_refused_before_it_is_read() {
+    // Proves the slot's range is checked against memory, and its length against 4 KiB first.
+    let err = counters_with(&counters_slot(-16, 40), &limits());
+    assert!(
+        matches!(&err, RuntimeError::BadOutput(m) if m.contains("silt_counters") && m.contains("outside its memory")),
+        "{err}"
+    );
+    let err = counters_with(&counters_slot(256, 4097), &limits());
+    assert!(
+        matches!(&err, RuntimeError::BadOutput(m) if m.contains("silt_counters") && m.contains("4097 bytes")),
+        "{err}"
+    );
+}
+
+#[test]
+fn silt_counters_runs_under_the_time_limit_and_its_traps_are_reported() {
+    // Proves the counters call is bounded and classified like every other call.
+    let limits = Limits { call_time_ms_max: 100, ..limits() };
+    let err = counters_with("(loop $spin (br $spin)) (i32.const 0)", &limits);
+    assert!(matches!(err, RuntimeError::TimeLimit { call: "silt_counters", ms: 100 }), "{err}");
+    let err = counters_with("(unreachable)", &limits);
+    assert!(matches!(err, RuntimeError::Trap { call: "silt_counters", .. }), "{err}");
 }

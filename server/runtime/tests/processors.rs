@@ -348,3 +348,58 @@ fn without_address_space_for_the_pool_the_runtime_falls_back_to_on_demand() {
         .unwrap();
     assert!(status.success(), "child run under ulimit -v failed: {status}");
 }
+
+#[test]
+fn counters_are_read_after_init_and_after_each_batch() {
+    // Proves a good block is decoded in the module's order, and that each call sees the
+    // module's current totals.
+    let rt = runtime();
+    let body = format!("(i64.store (i32.const 271) (global.get $skipped)) {}", counters_slot(256, 40));
+    let module = load(&rt, &counters_module(&body));
+    let mut instance = module.instantiate(&[], &limits()).unwrap();
+    let counters = |i: &mut silt_runtime::Instance| i.counters().unwrap();
+    assert_eq!(counters(&mut instance), [("skipped".to_string(), 0), ("limit".to_string(), u64::MAX)]);
+    assert_eq!(instance.process(&sensor_batch(3, 0, Compression::None)).unwrap(), None);
+    assert_eq!(counters(&mut instance)[0], ("skipped".to_string(), 3));
+    instance.process(&sensor_batch(5, 3, Compression::Lz4)).unwrap();
+    assert_eq!(counters(&mut instance)[0], ("skipped".to_string(), 8));
+}
+
+#[test]
+fn without_silt_counters_or_with_an_empty_block_there_are_none() {
+    // Proves the export is optional (the host never calls what is not there), and that a
+    // slot of length 0 means no counters, whatever its pointer.
+    let rt = runtime();
+    let mut instance = load(&rt, &processor(PROCESS_PASSTHROUGH)).instantiate(&[], &limits()).unwrap();
+    assert_eq!(instance.counters().unwrap(), []);
+    assert!(instance.process(&sensor_batch(2, 0, Compression::None)).unwrap().is_some());
+    assert_eq!(instance.counters().unwrap(), []);
+
+    let mut instance =
+        load(&rt, &counters_module(&counters_slot(-1, 0))).instantiate(&[], &limits()).unwrap();
+    assert_eq!(instance.counters().unwrap(), []);
+    assert!(!instance.is_poisoned());
+}
+
+#[test]
+fn a_counters_error_status_carries_the_guests_message_and_poisons() {
+    // Proves an error status from silt_counters is reported like any other call's.
+    let rt = runtime();
+    let body = r#"(i32.store (local.get $r) (i32.const 512)) (i32.store offset=4 (local.get $r) (i32.const 20)) (i32.const 3)"#;
+    let wasm = wasm(&[
+        MEMORY_AND_ALLOC,
+        ABI_V1,
+        INIT_OK,
+        SKIPPING,
+        r#"(data (i32.const 512) "counters unavailable")"#,
+        &format!(r#"(func (export "silt_counters") (param $r i32) (result i32) {body})"#),
+    ]);
+    let mut instance = load(&rt, &wasm).instantiate(&[], &limits()).unwrap();
+    let err = instance.counters().unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Guest { call: "silt_counters", message } if message == "counters unavailable"),
+        "{err}"
+    );
+    assert!(instance.is_poisoned());
+    assert!(matches!(instance.process(&sensor_batch(1, 0, Compression::None)), Err(RuntimeError::Poisoned)));
+}

@@ -14,9 +14,10 @@ pub enum ProcessorCommand {
     /// version of an existing one. The output topic is created with the input's partition
     /// count when it does not exist.
     Deploy(DeployArgs),
-    /// List processors with their state and lag.
+    /// List processors with their state, lag and module counters.
     List,
-    /// Show a processor's state, version, lag, events in / out and last error.
+    /// Show a processor's state, version, lag, events in / out, its module's counters and
+    /// last error.
     Status { name: String },
     /// List a processor's deployed versions.
     Versions { name: String },
@@ -210,8 +211,14 @@ pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::
                 println!("no processors");
             } else {
                 for p in &list {
+                    // The module's counters, when it reports any, as a last column.
+                    let counters = if p.counters.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\tcounters: {}", counters_text(&p.counters))
+                    };
                     println!(
-                        "{}\t{}\tv{}\t{} -> {}\tlag {}",
+                        "{}\t{}\tv{}\t{} -> {}\tlag {}{counters}",
                         p.name,
                         state_name(p.state),
                         p.version,
@@ -303,14 +310,29 @@ fn info_json(p: &ProcessorInfo) -> serde_json::Value {
         "lag": p.lag,
         "events_in": p.events_in,
         "events_out": p.events_out,
+        "counters": counters_json(&p.counters),
         "partitions": p.partitions.iter().map(|q| serde_json::json!({
             "partition": q.partition,
             "checkpoint": q.checkpoint,
             "high_watermark": q.high_watermark,
             "events_in": q.events_in,
             "events_out": q.events_out,
+            "counters": counters_json(&q.counters),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A module's counters as a JSON object from name to value (names are unique).
+fn counters_json(counters: &[(String, u64)]) -> serde_json::Value {
+    counters.iter().map(|(name, value)| (name.clone(), serde_json::Value::from(*value))).collect()
+}
+
+/// `name 3, other 0`, or `none`.
+fn counters_text(counters: &[(String, u64)]) -> String {
+    if counters.is_empty() {
+        return "none".into();
+    }
+    counters.iter().map(|(name, value)| format!("{name} {value}")).collect::<Vec<_>>().join(", ")
 }
 
 fn version_json(v: &ProcessorVersion) -> serde_json::Value {
@@ -339,14 +361,23 @@ fn print_info(p: &ProcessorInfo, json: bool) {
     println!("processor {}: {}, version {} ({} kept)", p.name, state_name(p.state), p.version, p.versions);
     println!("  {} -> {}", p.input, p.output);
     println!("  lag {}  events in {}  events out {}", p.lag, p.events_in, p.events_out);
+    println!("  counters: {}", counters_text(&p.counters));
     if let Some(e) = &p.error {
         println!("  error: {e}");
     }
-    println!("  {:>9} {:>14} {:>14} {:>12} {:>12}", "partition", "checkpoint", "high mark", "in", "out");
+    println!(
+        "  {:>9} {:>14} {:>14} {:>12} {:>12}  counters",
+        "partition", "checkpoint", "high mark", "in", "out"
+    );
     for q in &p.partitions {
         println!(
-            "  {:>9} {:>14} {:>14} {:>12} {:>12}",
-            q.partition, q.checkpoint, q.high_watermark, q.events_in, q.events_out
+            "  {:>9} {:>14} {:>14} {:>12} {:>12}  {}",
+            q.partition,
+            q.checkpoint,
+            q.high_watermark,
+            q.events_in,
+            q.events_out,
+            counters_text(&q.counters)
         );
     }
 }

@@ -242,3 +242,58 @@ fn sign_keygen_wat_and_errors() {
     let out = broker.silt(&["processor", "rollback", "long"]).run();
     assert!(out.fails(1).contains("nothing to roll back"), "{out:?}");
 }
+
+// The broker tests' processor ABI modules in WebAssembly text.
+#[path = "../../../server/broker/tests/support/abi.rs"]
+mod abi;
+
+/// `processor status` and `processor list` show a module's counters (`silt_counters`), summed
+/// and per partition, in text and `--json`.
+#[test]
+fn status_and_list_show_module_counters() {
+    let broker = Broker::start();
+    broker.silt(&["topic", "create", "raw", "--partitions", "2"]).run().ok();
+    for (partition, lines) in [("0", "a\nb\nc\n"), ("1", "d\ne\n")] {
+        broker
+            .silt(&["produce", "raw", "--partition", partition, "--batch-size", "1"])
+            .stdin(lines)
+            .run()
+            .ok();
+    }
+    let module = broker.dir.path().join("skip.wasm");
+    std::fs::write(&module, abi::abi_module_with(abi::COUNTERS, abi::SKIP_ALL)).unwrap();
+    broker
+        .silt(&["processor", "deploy", module.to_str().unwrap(), "--name", "skip", "--input", "raw"])
+        .args(&["--output", "raw.kept"])
+        .run()
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = wait_caught_up(&broker, "skip");
+        if status["counters"]["skipped"] == 5 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "counters did not reach 5 skipped: {status}");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert_eq!(status["counters"], serde_json::json!({ "skipped": 5, "batches": 5 }));
+    assert_eq!(status["partitions"][0]["counters"], serde_json::json!({ "skipped": 3, "batches": 3 }));
+    assert_eq!(status["partitions"][1]["counters"], serde_json::json!({ "skipped": 2, "batches": 2 }));
+
+    let text = broker.silt(&["processor", "status", "skip"]).run();
+    let text = text.ok();
+    assert!(text.contains("\n  counters: skipped 5, batches 5\n"), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with('0') && l.ends_with("  skipped 3, batches 3")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with('1') && l.ends_with("  skipped 2, batches 2")),
+        "{text}"
+    );
+
+    let listed = broker.silt(&["processor", "list"]).run();
+    assert!(listed.ok().trim_end().ends_with("\tcounters: skipped 5, batches 5"), "{listed:?}");
+    let listed = json(broker.silt(&["--json", "processor", "list"]).run().ok());
+    assert_eq!(listed[0]["counters"]["skipped"], 5);
+}

@@ -477,7 +477,7 @@ pub fn count_readings(records: &[ConsumedRecord]) -> std::collections::HashMap<(
 #[path = "../../../../server/broker/tests/support/abi.rs"]
 mod abi;
 #[allow(unused_imports)]
-pub use abi::{abi_module, PASSTHROUGH};
+pub use abi::{abi_module, abi_module_with, COUNTERS, COUNT_BATCH, PASSTHROUGH};
 
 /// Waits (up to [`WAIT`]) for the broker's audit topic to hold a denied event of `principal`
 /// for `operation` on `resource`; panics naming what is missing.

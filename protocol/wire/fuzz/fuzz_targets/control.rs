@@ -2,11 +2,14 @@
 //! (length prefix and body), the rkyv control message inside it (every request and response,
 //! the authentication, producer-id and device ones included), and a produce payload's record
 //! batch with its records, and a processor module's signature section (what a deploy carries)
-//! and a key in hex (what a trust list holds). None may panic, whatever the bytes.
+//! and a key in hex (what a trust list holds), and the counters block a processor module
+//! reports through `silt_counters` (the host reads it out of the module's memory). None may
+//! panic, whatever the bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use silt_wire::batch::{self, BatchView};
+use silt_wire::counters;
 use silt_wire::frame::{self, Frame};
 use silt_wire::message::{decode_request, decode_response};
 use silt_wire::signature;
@@ -32,6 +35,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some(key) = signature::parse_key_hex(text) {
             assert_eq!(signature::hex(&key), text.trim().to_ascii_lowercase());
         }
+    }
+    if let Ok(decoded) = counters::decode(data) {
+        assert!(decoded.len() <= counters::COUNTERS_MAX);
+        assert!(decoded.iter().all(|(name, _)| counters::name_is_valid(name.as_bytes())));
     }
     let _ = batch::peek_producer(data);
     if batch::validate(data).is_ok() {

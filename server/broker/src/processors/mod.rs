@@ -140,6 +140,19 @@ fn merge_params(base: &[(String, String)], over: &[(String, String)]) -> Vec<(St
     out
 }
 
+/// The partitions' module counters summed by name (saturating), names in order of first
+/// appearance: a processor's counters, as `status` and the metrics show them.
+fn sum_counters(partitions: &[ProcessorPartition]) -> Vec<(String, u64)> {
+    let mut sums: Vec<(String, u64)> = Vec::new();
+    for (name, value) in partitions.iter().flat_map(|p| &p.counters) {
+        match sums.iter_mut().find(|(n, _)| n == name) {
+            Some((_, sum)) => *sum = sum.saturating_add(*value),
+            None => sums.push((name.clone(), *value)),
+        }
+    }
+    sums
+}
+
 fn state_label(state: ProcessorState) -> &'static str {
     match state {
         ProcessorState::Running => "running",
@@ -505,11 +518,13 @@ impl ProcessorHost {
         Ok(())
     }
 
-    /// Sets the processor state and lag gauges from the stored definitions.
+    /// Sets the processor state, lag and module counter gauges from the stored definitions
+    /// and the running pipelines.
     pub(crate) fn refresh_metrics(&self) {
         let m = &self.metrics;
         m.processor_state.reset();
         m.processor_lag.reset();
+        m.processor_counts.reset();
         let Ok(list) = self.list() else { return };
         for p in list {
             for state in ["running", "paused", "failed"] {
@@ -517,6 +532,11 @@ impl ProcessorHost {
                 m.processor_state.with_label_values(&[p.name.as_str(), state]).set(i64::from(on));
             }
             m.processor_lag.with_label_values(&[&p.name]).set(p.lag as i64);
+            for (counter, value) in &p.counters {
+                // Gauges hold i64; a total past i64::MAX (no real count gets there) shows as that.
+                let value = i64::try_from(*value).unwrap_or(i64::MAX);
+                m.processor_counts.with_label_values(&[p.name.as_str(), counter.as_str()]).set(value);
+            }
         }
     }
 
@@ -552,33 +572,46 @@ impl ProcessorHost {
             .collect())
     }
 
-    /// Checkpoint and counters of one input partition: live from a running pipeline, else as
-    /// last stored.
-    fn partition_progress(&self, def: &StoredDefinition, p: u32) -> Result<(u64, u64, u64), HostError> {
+    /// Progress of one input partition (checkpoint, events in and out, the module's counters;
+    /// its high watermark left 0): live from a running pipeline, else as last stored, then
+    /// without module counters, which only a running instance reports.
+    fn partition_progress(&self, def: &StoredDefinition, p: u32) -> Result<ProcessorPartition, HostError> {
+        let progress = ProcessorPartition {
+            partition: p,
+            checkpoint: 0,
+            high_watermark: 0,
+            events_in: 0,
+            events_out: 0,
+            counters: Vec::new(),
+        };
         if let Some(pr) = self.pipelines.progress(&def.name).as_ref().and_then(|pr| pr.get(p as usize)) {
-            return Ok((
-                pr.checkpoint.load(Ordering::Relaxed),
-                pr.events_in.load(Ordering::Relaxed),
-                pr.events_out.load(Ordering::Relaxed),
-            ));
+            return Ok(ProcessorPartition {
+                checkpoint: pr.checkpoint.load(Ordering::Relaxed),
+                events_in: pr.events_in.load(Ordering::Relaxed),
+                events_out: pr.events_out.load(Ordering::Relaxed),
+                counters: pr.counters(),
+                ..progress
+            });
         }
-        Ok(self.checkpoint(def, p)?.map_or((0, 0, 0), |cp| (cp.next_offset, cp.events_in, cp.events_out)))
+        Ok(match self.checkpoint(def, p)? {
+            Some(cp) => ProcessorPartition {
+                checkpoint: cp.next_offset,
+                events_in: cp.events_in,
+                events_out: cp.events_out,
+                ..progress
+            },
+            None => progress,
+        })
     }
 
     fn processor_info(&self, def: &StoredDefinition) -> Result<ProcessorInfo, HostError> {
         let partitions_n = self.store.topic(&def.input).map_or(0, |m| m.partitions);
         let mut partitions = Vec::with_capacity(partitions_n as usize);
         for p in 0..partitions_n {
-            let (checkpoint, events_in, events_out) = self.partition_progress(def, p)?;
-            let high_watermark =
-                self.partitions.get(&def.input, p).map(|h| h.visible()).unwrap_or(checkpoint);
-            partitions.push(ProcessorPartition {
-                partition: p,
-                checkpoint,
-                high_watermark,
-                events_in,
-                events_out,
-            });
+            let mut progress = self.partition_progress(def, p)?;
+            progress.high_watermark =
+                self.partitions.get(&def.input, p).map(|h| h.visible()).unwrap_or(progress.checkpoint);
+            partitions.push(progress);
         }
         let state = if def.error.is_some() {
             ProcessorState::Failed
@@ -598,6 +631,7 @@ impl ProcessorHost {
             lag: partitions.iter().map(|p| p.high_watermark.saturating_sub(p.checkpoint)).sum(),
             events_in: partitions.iter().map(|p| p.events_in).sum(),
             events_out: partitions.iter().map(|p| p.events_out).sum(),
+            counters: sum_counters(&partitions),
             partitions,
         })
     }
@@ -647,5 +681,32 @@ impl ProcessorHost {
         let next_offset = stopped.unwrap_or(next_offset);
         self.read_time.keep(ReadKey { next_offset, ..key }, held);
         Ok((out, next_offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_by_name_in_order_of_first_appearance() {
+        // Proves the processor-wide counters add up each name over partitions, keep the order
+        // names first appear in, and saturate rather than wrap.
+        let partition = |p: u32, counters: &[(&str, u64)]| ProcessorPartition {
+            partition: p,
+            checkpoint: 0,
+            high_watermark: 0,
+            events_in: 0,
+            events_out: 0,
+            counters: counters.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        };
+        let partitions = [
+            partition(0, &[("skipped", 3), ("limit", u64::MAX)]),
+            partition(1, &[]),
+            partition(2, &[("late", 1), ("skipped", 4), ("limit", 1)]),
+        ];
+        let want = [("skipped".to_string(), 7), ("limit".to_string(), u64::MAX), ("late".to_string(), 1)];
+        assert_eq!(sum_counters(&partitions), want);
+        assert!(sum_counters(&[]).is_empty());
     }
 }

@@ -41,13 +41,28 @@ pub(super) struct Progress {
     pub checkpoint: AtomicU64,
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
+    /// The module's own counters (`silt_counters`) as of the instance's setup or its last
+    /// durable commit, so they always match the state a restart would restore.
+    counters: Mutex<ModuleCounters>,
 }
+
+/// A module's counters, as `Instance::counters` returns them.
+pub(super) type ModuleCounters = Vec<(String, u64)>;
 
 impl Progress {
     fn show(&self, cp: &Checkpoint) {
         self.checkpoint.store(cp.next_offset, Ordering::Relaxed);
         self.events_in.store(cp.events_in, Ordering::Relaxed);
         self.events_out.store(cp.events_out, Ordering::Relaxed);
+    }
+
+    fn show_counters(&self, counters: ModuleCounters) {
+        *self.counters.lock().expect("progress counters") = counters;
+    }
+
+    /// The counters last shown.
+    pub fn counters(&self) -> ModuleCounters {
+        self.counters.lock().expect("progress counters").clone()
     }
 }
 
@@ -193,6 +208,8 @@ struct Chunk {
     checkpoint: Checkpoint,
     /// End offset of the output written, to publish once durable.
     output_end: Option<u64>,
+    /// The module's counters after the chunk's last batch; `None` when it processed none.
+    counters: Option<ModuleCounters>,
     ticket: u64,
 }
 
@@ -207,19 +224,23 @@ impl PartitionTask {
         (self.pipelines.may_run)(&self.name, self.deployer.as_deref(), input, output)
     }
 
-    async fn instantiate(&self, checkpoint: &Checkpoint) -> Result<Instance, String> {
+    /// A fresh instance, restored from the checkpoint's state when it holds one of this
+    /// version, and the counters it reports from there.
+    async fn instantiate(&self, checkpoint: &Checkpoint) -> Result<(Instance, ModuleCounters), String> {
         let module = self.module.clone();
         let params = self.params.clone();
         let limits = self.limits.clone();
         let state = (checkpoint.version == self.version).then(|| checkpoint.state.clone()).flatten();
-        let setup = tokio::task::spawn_blocking(move || -> Result<Instance, RuntimeError> {
-            let mut instance = module.instantiate(&params, &limits)?;
-            if let Some(s) = state {
-                instance.restore(&s)?;
-            }
-            Ok(instance)
-        })
-        .await;
+        let setup =
+            tokio::task::spawn_blocking(move || -> Result<(Instance, ModuleCounters), RuntimeError> {
+                let mut instance = module.instantiate(&params, &limits)?;
+                if let Some(s) = state {
+                    instance.restore(&s)?;
+                }
+                let counters = instance.counters()?;
+                Ok((instance, counters))
+            })
+            .await;
         match setup {
             Ok(Ok(i)) => Ok(i),
             Ok(Err(e)) => Err(format!("partition {}: {e}", self.partition)),
@@ -233,7 +254,10 @@ impl PartitionTask {
         }
         let started = Instant::now();
         let mut instance = match self.instantiate(&checkpoint).await {
-            Ok(i) => i,
+            Ok((instance, counters)) => {
+                self.progress[self.partition as usize].show_counters(counters);
+                instance
+            }
             Err(message) => return self.fail(&message),
         };
         tracing::debug!(processor = %self.name, partition = self.partition, us = started.elapsed().as_micros() as u64, "pipeline started");
@@ -274,7 +298,12 @@ impl PartitionTask {
                 return;
             }
             checkpoint = chunk.checkpoint;
-            self.progress[self.partition as usize].show(&checkpoint);
+            // Counters first: whoever sees the new checkpoint sees at least these counters.
+            let progress = &self.progress[self.partition as usize];
+            if let Some(counters) = chunk.counters {
+                progress.show_counters(counters);
+            }
+            progress.show(&checkpoint);
         }
     }
 
@@ -294,9 +323,10 @@ impl PartitionTask {
         tokio::task::spawn_blocking(move || {
             let work =
                 ChunkWork { metrics: &metrics, name: &name, partition, input: &input, output: &output };
-            let result = work.process(&mut instance, cp, limit).map(|(checkpoint, output_end)| Chunk {
-                checkpoint,
-                output_end,
+            let result = work.process(&mut instance, cp, limit).map(|done| Chunk {
+                checkpoint: done.checkpoint,
+                output_end: done.output_end,
+                counters: done.counters,
                 ticket: durability.register(),
             });
             (instance, result)
@@ -334,6 +364,15 @@ impl PartitionTask {
     }
 }
 
+/// What the blocking part of a chunk committed.
+struct Processed {
+    checkpoint: Checkpoint,
+    /// End offset of the output written.
+    output_end: Option<u64>,
+    /// The module's counters after the last batch; `None` when no batch was processed.
+    counters: Option<ModuleCounters>,
+}
+
 /// The blocking part of one chunk.
 struct ChunkWork<'a> {
     metrics: &'a Metrics,
@@ -344,15 +383,15 @@ struct ChunkWork<'a> {
 }
 
 impl ChunkWork<'_> {
-    /// Reads input from the checkpoint, runs it through the instance and commits the output
-    /// with the new checkpoint in one transaction. Returns the new checkpoint and the end
-    /// offset of the output written. Errors are messages for the processor's status.
+    /// Reads input from the checkpoint, runs it through the instance (asking for its
+    /// counters after every batch) and commits the output with the new checkpoint in one
+    /// transaction. Errors are messages for the processor's status.
     fn process(
         &self,
         instance: &mut Instance,
         mut checkpoint: Checkpoint,
         limit: u64,
-    ) -> Result<(Checkpoint, Option<u64>), String> {
+    ) -> Result<Processed, String> {
         let (name, partition) = (self.name, self.partition);
         let at = |e: &dyn std::fmt::Display| format!("partition {partition}: {e}");
         let log_start = self.input.log_start();
@@ -373,6 +412,7 @@ impl ChunkWork<'_> {
             .map_err(|e| at(&e))?;
         let mut outputs: Vec<Vec<u8>> = Vec::new();
         let mut output_bytes = 0usize;
+        let mut counters = None;
         for view in batch::split_batches(&bytes) {
             if output_bytes >= COMMIT_OUTPUT_BYTES_MAX {
                 // The rest of the input goes into the next commit.
@@ -399,10 +439,11 @@ impl ChunkWork<'_> {
             } else {
                 Vec::new()
             };
-            let produced = instance
-                .process(batch_bytes)
-                .map_err(|e| format!("partition {partition}, input offset {}: {e}", view.base_offset()))?;
+            let at_batch =
+                |e: RuntimeError| format!("partition {partition}, input offset {}: {e}", view.base_offset());
+            let produced = instance.process(batch_bytes).map_err(at_batch)?;
             timer.observe_duration();
+            counters = Some(instance.counters().map_err(at_batch)?);
             if let Some(out) = produced {
                 checkpoint.events_out += u64::from(batch::peek_header(&out).0);
                 // Stored compressed, as producers store theirs: sensor output shrinks several
@@ -423,6 +464,6 @@ impl ChunkWork<'_> {
             .map_err(|e| at(&e))?;
         let output_end =
             offsets.last().zip(outputs.last()).map(|(base, b)| base + u64::from(batch::peek_header(b).0));
-        Ok((checkpoint, output_end))
+        Ok(Processed { checkpoint, output_end, counters })
     }
 }

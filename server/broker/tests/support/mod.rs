@@ -568,7 +568,7 @@ pub use server_bin::broker_bin;
 // support includes the same file).
 mod abi;
 #[allow(unused_imports)]
-pub use abi::{abi_module, abi_module_with, PASSTHROUGH};
+pub use abi::{abi_module, abi_module_with, COUNTERS, COUNT_BATCH, PASSTHROUGH, SKIP_ALL};
 
 /// Bound on an audit record reaching the audit topic: requests record events without waiting,
 /// and one task appends them once they are durable.

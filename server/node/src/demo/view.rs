@@ -452,6 +452,7 @@ mod tests {
             lag,
             events_in,
             events_out,
+            counters: Vec::new(),
             partitions: Vec::new(),
         }
     }

@@ -38,6 +38,31 @@ pub const PROCESS_PASSTHROUGH: &str = r#"
     (i32.const 0))
 "#;
 
+/// Skips every record (emits nothing) and reports `skipped`, the records seen so far, and
+/// `limit`, always `u64::MAX`, in a counters block kept at 256 (40 bytes).
+pub const SKIPPING: &str = r#"
+  (global $skipped (mut i64) (i64.const 0))
+  (data (i32.const 256) "\02\00\00\00\07\00\00\00skipped\00\00\00\00\00\00\00\00\05\00\00\00limit\ff\ff\ff\ff\ff\ff\ff\ff")
+  (func (export "silt_process") (param $b i32) (param i32) (param $r i32) (result i32)
+    (global.set $skipped (i64.add (global.get $skipped) (i64.extend_i32_u (i32.load offset=48 (local.get $b)))))
+    (i32.store offset=4 (local.get $r) (i32.const 0))
+    (i32.const 0))
+"#;
+
+/// A module with [`SKIPPING`]'s `silt_process` and data, and `counters` as the body of
+/// `silt_counters` (param `$r`, the result slot; returns the status).
+pub fn counters_module(counters: &str) -> Vec<u8> {
+    let func = format!(r#"(func (export "silt_counters") (param $r i32) (result i32) {counters})"#);
+    wasm(&[MEMORY_AND_ALLOC, ABI_V1, INIT_OK, SKIPPING, &func])
+}
+
+/// A `silt_counters` body naming `len` bytes at `ptr` with status 0.
+pub fn counters_slot(ptr: i32, len: i32) -> String {
+    format!(
+        "(i32.store (local.get $r) (i32.const {ptr})) (i32.store offset=4 (local.get $r) (i32.const {len})) (i32.const 0)"
+    )
+}
+
 /// The threshold filter as a binary module.
 pub fn threshold_wasm() -> Vec<u8> {
     wat::parse_str(THRESHOLD_WAT).expect("threshold.wat parses")
