@@ -31,6 +31,7 @@ fn abi_features() -> WasmFeatures {
         | WasmFeatures::BULK_MEMORY
         | WasmFeatures::SIGN_EXTENSION
         | WasmFeatures::MULTI_VALUE
+        | WasmFeatures::SATURATING_FLOAT_TO_INT
         | WasmFeatures::SIMD
 }
 
@@ -141,6 +142,9 @@ fn check_module(name: &str, wasm: &[u8], features: WasmFeatures) -> bool {
     for (export, params, results) in want {
         assert_eq!(signature(export), Some((params, results)), "{name}: {export}");
     }
+    if let Some(counters) = signature("silt_counters") {
+        assert_eq!(counters, (vec![I32], vec![I32]), "{name}: silt_counters");
+    }
     let snapshot = signature("silt_snapshot");
     let restore = signature("silt_restore");
     assert_eq!(snapshot.is_some(), restore.is_some(), "{name}: snapshot and restore come together");
@@ -172,7 +176,7 @@ impl Host {
         let mut config = wasmi::Config::default();
         // wasmi accepts the overlong `call_indirect` only with reference-types on; the
         // stricter check is `check_module`'s.
-        config.wasm_saturating_float_to_int(false).wasm_tail_call(false);
+        config.wasm_tail_call(false);
         let engine = wasmi::Engine::new(&config);
         let module = wasmi::Module::new(&engine, wasm).unwrap();
         let mut store = wasmi::Store::new(&engine, ());
@@ -343,7 +347,7 @@ fn unit_convert_runs() {
 fn stateful_examples_survive_restarts() {
     let cases: [(&str, &[(&str, &str)]); 3] = [
         ("ema-smooth", &[("alpha", "0.2")]),
-        ("anomaly-zscore", &[("field", "temp"), ("window", "20"), ("cooldown", "2")]),
+        ("anomaly-zscore", &[("field", "temp"), ("window", "2s"), ("warmup", "1s"), ("cooldown", "200ms")]),
         ("window-aggregate", &[("window_ms", "1000"), ("lateness_ms", "200")]),
     ];
     for (example, params) in cases {

@@ -195,8 +195,9 @@ pub(crate) struct Plan {
 
 /// The four processors: smoothing and anomaly detection on each channel. The detector's
 /// floors under the standard deviation keep sensor noise on a flat stretch of the day from
-/// looking anomalous; they are a few times the noise of the noisiest device.
-pub(crate) fn plans() -> Vec<Plan> {
+/// looking anomalous; they are a few times the noise of the noisiest device. The detector's
+/// windows are in time: `ANOMALY_WINDOW` readings at `rate` readings a second.
+pub(crate) fn plans(rate: f64) -> Vec<Plan> {
     let mut plans = Vec::new();
     for (kind, min_std) in [(Kind::Temperature, "0.5"), (Kind::Humidity, "2")] {
         let input = format!("sensors.{}", kind.as_str());
@@ -208,7 +209,7 @@ pub(crate) fn plans() -> Vec<Plan> {
             input: input.clone(),
             params: vec![("field".into(), "value".into()), ("alpha".into(), EMA_ALPHA.into())],
         });
-        let window = ANOMALY_WINDOW.to_string();
+        let window = format!("{}ms", (f64::from(ANOMALY_WINDOW) * 1000.0 / rate).ceil());
         plans.push(Plan {
             name: format!("{}-anomaly", kind.as_str()),
             kind,
@@ -218,7 +219,7 @@ pub(crate) fn plans() -> Vec<Plan> {
             params: vec![
                 ("field".into(), "value".into()),
                 ("window".into(), window.clone()),
-                ("min_count".into(), window.clone()),
+                ("warmup".into(), window.clone()),
                 ("threshold".into(), "6".into()),
                 ("min_std".into(), min_std.into()),
                 ("cooldown".into(), window),
@@ -328,7 +329,7 @@ async fn demo(
             let topic = format!("sensors.{}", kind.as_str());
             client.create_topic(&topic, 1, None, None).await.with_context(|| format!("creating {topic}"))?;
         }
-        let plans = plans();
+        let plans = plans(args.rate);
         for p in &plans {
             let wasm = if p.smooth { modules.ema_smooth.clone() } else { modules.anomaly_zscore.clone() };
             let d = Deployment {
@@ -507,7 +508,7 @@ mod tests {
                 &devices,
             )
             .unwrap();
-            for plan in plans().iter().filter(|p| !p.smooth) {
+            for plan in plans(rate).iter().filter(|p| !p.smooth) {
                 let params: Vec<(&str, &str)> =
                     plan.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let mut h = Harness::<AnomalyZscore>::new(&params).unwrap();
@@ -532,7 +533,7 @@ mod tests {
                         };
                         let value = if v.is_finite() { v.to_string() } else { "null".into() };
                         batch.push((
-                            i64::from(seq) * 1000,
+                            (f64::from(seq) * 1000.0 / rate) as i64,
                             id.clone(),
                             format!(r#"{{"device":"{id}","seq":{seq},"value":{value}}}"#),
                             spiked,

@@ -59,6 +59,13 @@ impl Processor for EmaSmooth {
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Output) -> Result<(), Error> {
+        if self.averages.is_empty() && batch.records().all(|r| json::number(r.value, &self.field).is_none()) {
+            // Never a reading yet, and none in this batch: most likely a wrong `field`.
+            return match batch.record_count() {
+                0 => Ok(()),
+                _ => Err(json::no_field_error(batch, &self.field)),
+            };
+        }
         for record in batch.records() {
             let Some(x) = json::number(record.value, &self.field) else { continue };
             let ema = match self.averages.get_mut(record.key) {

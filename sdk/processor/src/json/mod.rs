@@ -44,6 +44,29 @@ pub fn number(json: &[u8], name: &str) -> Option<f64> {
     parse_number(find(json, name).ok()??)
 }
 
+/// For a processor that reads the number at `name` of each JSON value: the error to return
+/// when a batch has records and none of them has that number, while the processor has never
+/// read one. Its `field` parameter then most likely names no field of these values, which
+/// would otherwise look like a processor with nothing to report. Names the field, the batch's
+/// first offset and the start of its first value.
+///
+/// ```
+/// let batch = silt_processor::testing::BatchBuilder::new(7).record(0, "k", r#"{"temp":1}"#).build();
+/// let batch = silt_processor::Batch::new(&batch).unwrap();
+/// let e = silt_processor::json::no_field_error(&batch, "value").to_string();
+/// assert!(e.contains(r#"no record of the batch at offset 7 has a number at "value""#), "{e}");
+/// ```
+pub fn no_field_error(batch: &crate::Batch<'_>, name: &str) -> Error {
+    let first = batch.records().next().map_or(&[][..], |r| r.value);
+    let shown = &first[..first.len().min(120)];
+    Error::msg(alloc::format!(
+        "no record of the batch at offset {} has a number at {name:?} (the first value begins {:?}): \
+         set --param field= to the field that holds the reading",
+        batch.base_offset(),
+        alloc::string::String::from_utf8_lossy(shown)
+    ))
+}
+
 /// The top-level string field `name`, or `None` when absent or not a string.
 pub fn string<'a>(json: &'a [u8], name: &str) -> Option<JsonStr<'a>> {
     let raw = find(json, name).ok()??;

@@ -284,14 +284,14 @@ pub(super) fn print_line(line: &impl std::fmt::Display) {
 pub(super) fn alert_line(s: &Seen) -> String {
     let a = &s.alert;
     format!(
-        "[{:>6.1}s] alert {} {} {:.2} {} (mean {:.2}, std {:.2}, z {}): {}",
+        "[{:>6.1}s] alert {} {} {:.2} {} (expected {:.2}, spread {:.2}, z {}): {}",
         s.at.as_secs_f64(),
         a.device,
         a.kind.as_str(),
         a.value,
         a.kind.unit(),
-        a.mean,
-        a.std,
+        a.expected,
+        a.spread,
         z_text(a.z),
         cause_label(s.cause)
     )
@@ -306,8 +306,8 @@ pub(super) fn alert_json(s: &Seen) -> Value {
         "device": a.device,
         "kind": a.kind.as_str(),
         "value": a.value,
-        "mean": a.mean,
-        "std": a.std,
+        "expected": a.expected,
+        "spread": a.spread,
         "z": a.z,
         "cause": s.cause.map(|c| c.as_str()),
     })

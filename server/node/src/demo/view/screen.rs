@@ -243,7 +243,7 @@ fn alerts<'a>(recent: impl Iterator<Item = &'a Seen>) -> Table<'static> {
             Cell::from(a.kind.as_str()),
             right(format!("{:.1}", a.value)),
             Cell::from(a.kind.unit()),
-            Cell::from(format!("mean {:>5.1}", a.mean)),
+            Cell::from(format!("expected {:>5.1}", a.expected)),
             Cell::from(format!("z {:>6}", z_text(a.z))),
             Cell::from(cause_label(s.cause)).style(cause_style(s.cause)),
         ])
