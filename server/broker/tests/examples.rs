@@ -481,7 +481,8 @@ async fn window_aggregate_emits_closed_windows() {
 }
 
 /// anomaly-zscore raises exactly one alert for each injected spike, with the spike's key,
-/// event time, value and input offset, and none for thousands of normal readings.
+/// event time, value and input offset, and none for thousands of normal readings; the
+/// records without a reading are counted in `silt processor status`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anomaly_zscore_flags_injected_spikes_only() {
     let mut records = readings(4, 400, 21.0, 0.5, 0.5, 5);
@@ -490,6 +491,10 @@ async fn anomaly_zscore_flags_injected_spikes_only() {
     for (d, i, temp) in spikes {
         let r = &mut records[i * 4 + d];
         r.value = reading(&device(d), i, temp, 45.0);
+    }
+    // Three status messages without a reading: skipped, and counted where status shows them.
+    for i in [100, 200, 300] {
+        records[i * 4].value = r#"{"status":"recalibrating"}"#.to_string();
     }
     let (_broker, client) = broker_with("readings", &records).await;
     // 100 readings 5 s apart.
@@ -511,6 +516,9 @@ async fn anomaly_zscore_flags_injected_spikes_only() {
         assert!((expected - 21.0 - 0.5 * d as f64).abs() < 0.6 && spread > 0.1 && spread < 1.0, "{v}");
         assert!(z.abs() >= 5.5 && (z - (temp - expected) / spread).abs() < 1e-9, "{v}");
     }
+    let status = client.processor_status("anomaly").await.expect("status");
+    let counters: Vec<(&str, u64)> = status.counters.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    assert_eq!(counters, [("skipped_no_field", 3), ("skipped_out_of_order", 0), ("skipped_keys_max", 0)]);
 }
 
 /// The hand-written WAT module keeps exactly the records of one key whose value has at least

@@ -157,6 +157,18 @@ mod tests {
         assert_eq!(out[3].value_str(), r#"{"key":"a","ema":22.5,"value":30}"#);
     }
 
+    /// A `field` that no record of the first batch has is an error naming it, not silence;
+    /// once a reading was seen, records without the field are skipped.
+    #[test]
+    fn wrong_field_is_an_error() {
+        let mut h = Harness::<EmaSmooth>::new(&[]).unwrap();
+        let e = h.process(&[(1, "a", r#"{"value":10}"#), (2, "a", r#"{"value":11}"#)]).unwrap_err();
+        assert!(e.to_string().contains(r#"has a number at "temp""#), "{e}");
+        let mut h = Harness::<EmaSmooth>::new(&[]).unwrap();
+        assert_eq!(h.process(&[(1, "a", r#"{"temp":10}"#)]).unwrap().len(), 1);
+        assert!(h.process(&[(2, "a", r#"{"value":11}"#)]).unwrap().is_empty());
+    }
+
     /// Restarting from a snapshot between batches gives the same output as running through,
     /// and the snapshot is deterministic (same state, same bytes, keys in order).
     #[test]
