@@ -84,8 +84,10 @@ pub struct Alert {
     pub kind: Kind,
     pub device: String,
     pub value: f64,
-    pub mean: f64,
-    pub std: f64,
+    /// What a normal reading would have been (the baseline median).
+    pub expected: f64,
+    /// The baseline's robust standard deviation.
+    pub spread: f64,
     /// `None`: infinite (a flat baseline).
     pub z: Option<f64>,
 }
@@ -111,8 +113,8 @@ pub fn parse_output(plan: &Plan, fetched: &Fetched) -> Result<Observed, String> 
                 kind: plan.kind,
                 device,
                 value: num("value").ok_or_else(|| missing("value"))?,
-                mean: num("mean").unwrap_or(f64::NAN),
-                std: num("std").unwrap_or(f64::NAN),
+                expected: num("expected").unwrap_or(f64::NAN),
+                spread: num("spread").unwrap_or(f64::NAN),
                 z: num("z"),
             });
         }
@@ -437,7 +439,7 @@ mod tests {
             ca_cert: "/tmp/x/cert.pem".into(),
             data_dir: "/tmp/x".into(),
         };
-        View::new(header, super::super::plans(), Arc::new(sensors), Instant::now())
+        View::new(header, super::super::plans(1.0), Arc::new(sensors), Instant::now())
     }
 
     fn info(name: &str, events_in: u64, events_out: u64, lag: u64) -> ProcessorInfo {
@@ -507,8 +509,8 @@ mod tests {
             kind: Kind::Temperature,
             device: device.clone(),
             value: f64::from(t),
-            mean: 21.0,
-            std: 0.5,
+            expected: 21.0,
+            spread: 0.5,
             z: Some(20.0),
         };
         let other = Alert { value: 99.0, device: "sim-00001".into(), ..alert.clone() };
@@ -528,8 +530,8 @@ mod tests {
                 kind: Kind::Humidity,
                 device: "sim-00002".into(),
                 value: 80.0,
-                mean: 50.0,
-                std: 2.0,
+                expected: 50.0,
+                spread: 2.0,
                 z: None,
             }]),
             t0,
