@@ -460,3 +460,30 @@ fn wat_threshold_runs() {
     let mut fresh = Host::instantiate(&wasm);
     assert!(fresh.process(&batch).unwrap_err().contains("before a successful silt_init"));
 }
+
+/// The ABI's test vectors (`docs/abi-vectors/`, written by `silt-runtime`'s `vectors` test)
+/// on wasmi, the interpreter a device runs: this SDK encodes the parameters to `params.hex`
+/// and reads them back, reads `batch.hex`, and `wat-threshold` returns exactly `output.hex`.
+#[test]
+fn abi_vectors_on_wasmi() {
+    let dir = workspace_root().join("docs/abi-vectors");
+    let hex = |name: &str| -> Vec<u8> {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let digits: String =
+            text.lines().map(|l| l.split('#').next().unwrap_or("")).flat_map(str::split_whitespace).collect();
+        (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap()).collect()
+    };
+    let params = hex("params.hex");
+    let decoded = silt_processor::Params::decode(&params).unwrap();
+    let pairs: Vec<(&str, &str)> = decoded.iter().collect();
+    assert_eq!(pairs, [("key", "dev-1"), ("min_len", "20")]);
+    assert_eq!(silt_processor::params::encode(&pairs).unwrap(), params);
+    let batch = hex("batch.hex");
+    let view = Batch::new(&batch).unwrap();
+    assert_eq!((view.base_offset(), view.record_count()), (1000, 5));
+
+    let mut host = Host::instantiate(&wat_threshold());
+    host.init(&pairs).unwrap();
+    assert_eq!(host.process(&batch).unwrap(), hex("output.hex"));
+    assert_eq!(kept_bytes(&batch, &[0, 3]), hex("output.hex"), "records 0 and 3, as they were");
+}
