@@ -9,7 +9,7 @@
 //!
 //! Without its default `std` feature the crate is `no_std` (it needs `alloc`) and holds only
 //! its core: [`varint`], the batch layout constants and header, [`batch::BatchView`] and its
-//! records read in place, and the processor ABI's [`counters`] block. The guest SDK
+//! records read in place, the processor ABI's [`counters`] block and the host rules of [`abi`]. The guest SDK
 //! (`silt-processor`) reads its input batches and checks its counters with that core, so there
 //! is one decoder of records and one of counters, for guest and host. Checksums, validation, building, compression,
 //! framing, control messages, signatures and [`time`] need `std`: the crates and types they use do.
@@ -17,6 +17,7 @@
 
 extern crate alloc;
 
+pub mod abi;
 #[cfg(feature = "std")]
 pub mod auth;
 pub mod batch;

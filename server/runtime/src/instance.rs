@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use silt_wire::abi::{self, RESULT_SLOT_LEN};
 use silt_wire::batch;
 use silt_wire::batch::header::{OFF_BASE_OFFSET, OFF_FIRST_TS};
 use silt_wire::counters::{self, COUNTERS_BYTES_MAX};
@@ -12,16 +13,9 @@ use crate::params::encode_params;
 use crate::runtime::{TickingEngine, TABLE_ELEMENTS_MAX};
 use crate::{Limits, RuntimeError};
 
-/// The one ABI version this runtime speaks.
-pub const ABI_VERSION: i32 = 1;
-/// Most bytes of a guest's error message shown to the operator (docs/processor-abi.md).
-pub const GUEST_MESSAGE_BYTES_MAX: usize = 4096;
+pub use silt_wire::abi::{ABI_VERSION, GUEST_MESSAGE_BYTES_MAX};
 /// Smallest input buffer the host asks for; bigger batches get the next power of two.
 pub const INPUT_BUFFER_BYTES_MIN: usize = 64 * 1024;
-/// Alignment `silt_alloc` promises.
-const ALLOC_ALIGN: u32 = 8;
-/// The result slot: `ptr` and `len`, two u32s.
-const RESULT_SLOT_LEN: usize = 8;
 
 /// Store data: the limiter of one instance's memory and tables, which also remembers whether
 /// it refused growth so that a trap that follows can be explained.
@@ -307,7 +301,7 @@ impl Instance {
             return Err(RuntimeError::OutputLimit { bytes: out_len, max: self.limits.output_bytes_max });
         }
         let data = self.memory.data(&self.store);
-        let Some(records) = guest_range(data, out_ptr, out_len) else {
+        let Some(records) = abi::guest_range(data, out_ptr, out_len) else {
             return Err(RuntimeError::BadOutput(format!(
                 "silt_process for the batch at input offset {base_offset} names output bytes {out_ptr}..{} \
                  outside its memory of {} bytes",
@@ -337,7 +331,7 @@ impl Instance {
             return Err(RuntimeError::StateLimit { bytes: len, max: self.limits.state_bytes_max });
         }
         let data = self.memory.data(&self.store);
-        match guest_range(data, ptr, len) {
+        match abi::guest_range(data, ptr, len) {
             Some(state) => Ok(Some(state.to_vec())),
             None => Err(RuntimeError::BadOutput(format!(
                 "silt_snapshot names state bytes {ptr}..{} outside its memory of {} bytes",
@@ -363,7 +357,7 @@ impl Instance {
             )));
         }
         let data = self.memory.data(&self.store);
-        let Some(block) = guest_range(data, ptr, len) else {
+        let Some(block) = abi::guest_range(data, ptr, len) else {
             return Err(RuntimeError::BadOutput(format!(
                 "silt_counters names bytes {ptr}..{} outside its memory of {} bytes",
                 ptr as usize + len,
@@ -395,16 +389,10 @@ impl Instance {
             .map_err(|_| RuntimeError::Alloc { size, reason: "size above 2 GiB".into() })?;
         let alloc = self.alloc.clone();
         let ptr = self.call("silt_alloc", &alloc, size_i32)? as u32;
-        let reason = if ptr == 0 {
-            "returned 0: the module could not provide the memory".to_string()
-        } else if !ptr.is_multiple_of(ALLOC_ALIGN) {
-            format!("returned {ptr}, which is not aligned to {ALLOC_ALIGN}")
-        } else if guest_range(self.memory.data(&self.store), ptr, size).is_none() {
-            format!("returned {ptr}, but {size} bytes from there lie outside memory")
-        } else {
-            return Ok(ptr);
-        };
-        Err(RuntimeError::Alloc { size, reason })
+        match abi::alloc_problem(self.memory.data(&self.store), ptr, size) {
+            None => Ok(ptr),
+            Some(reason) => Err(RuntimeError::Alloc { size, reason }),
+        }
     }
 
     /// Writes into a range `guest_alloc` returned (and so checked).
@@ -416,13 +404,9 @@ impl Instance {
 
     /// The result slot's `(ptr, len)`.
     fn read_slot(&self) -> (u32, usize) {
-        let data = self.memory.data(&self.store);
-        let at = self.result_ptr as usize;
         // `guest_alloc` checked the slot, and memory never shrinks.
-        let slot = &data[at..at + RESULT_SLOT_LEN];
-        let ptr = u32::from_le_bytes(slot[0..4].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(slot[4..8].try_into().expect("4 bytes"));
-        (ptr, len as usize)
+        abi::read_slot(self.memory.data(&self.store), self.result_ptr)
+            .expect("the result slot lies in memory")
     }
 
     /// Turns a non-zero status into the guest's error message.
@@ -430,19 +414,7 @@ impl Instance {
         if status == 0 {
             return Ok(());
         }
-        let (ptr, len) = self.read_slot();
-        let shown = len.min(GUEST_MESSAGE_BYTES_MAX);
-        let message = match guest_range(self.memory.data(&self.store), ptr, shown) {
-            _ if len == 0 => format!("error status {status} without a message"),
-            Some(bytes) => {
-                let mut m = String::from_utf8_lossy(bytes).into_owned();
-                if len > shown {
-                    m.push_str(" [...]");
-                }
-                m
-            }
-            None => format!("error status {status}; its message slot names bytes outside memory"),
-        };
+        let message = abi::guest_message(self.memory.data(&self.store), status, self.read_slot());
         Err(RuntimeError::Guest { call, message })
     }
 
@@ -455,13 +427,6 @@ impl Instance {
         self.store.set_epoch_deadline(self.deadline_ticks);
         func.call(&mut self.store, args).map_err(|e| call_error(name, e, &self.store, &self.limits))
     }
-}
-
-/// The in-bounds guest bytes `ptr..ptr + len`, if they are.
-fn guest_range(data: &[u8], ptr: u32, len: usize) -> Option<&[u8]> {
-    let start = ptr as usize;
-    let end = start.checked_add(len)?;
-    data.get(start..end)
 }
 
 fn input_error(e: silt_wire::WireError) -> &'static str {

@@ -5,18 +5,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, ExternType, FuncType, InstanceAllocationStrategy, Linker, OptLevel,
-    PoolingAllocationConfig, RegallocAlgorithm, Strategy, ValType, WasmFeatures,
+    Config, Engine, ExternType, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig,
+    RegallocAlgorithm, Strategy, ValType, WasmFeatures,
 };
 
 use crate::config::MEMORY_BYTES_CAP;
 use crate::instance::{InstanceLimiter, Module};
 use crate::{RuntimeConfig, RuntimeError};
-
-/// First four bytes of every WebAssembly binary.
-const WASM_MAGIC: [u8; 4] = *b"\0asm";
-/// Version field of a core module; components carry another value in the same place.
-const WASM_CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+use silt_wire::abi;
 
 /// Our frame around wasmtime's serialized module: magic, format version, then the
 /// compatibility key the artefact was compiled under and a CRC-32C of wasmtime's bytes.
@@ -257,46 +253,29 @@ fn compute_compatibility_key(engine: &Engine) -> [u8; 32] {
 }
 
 fn check_core_wasm(wasm: &[u8]) -> Result<(), RuntimeError> {
-    if wasm.len() < 8 || wasm[..4] != WASM_MAGIC {
-        return Err(RuntimeError::NotWasm("expected \\0asm magic"));
-    }
-    if wasm[4..8] != WASM_CORE_VERSION {
-        return Err(RuntimeError::NotWasm(
-            "not a core module of version 1; components and other versions are not processors",
-        ));
-    }
-    Ok(())
-}
-
-/// The signature of one ABI export, in i32s.
-struct AbiFunc {
-    name: &'static str,
-    params: usize,
-    required: bool,
-}
-
-const ABI_FUNCS: [AbiFunc; 7] = [
-    AbiFunc { name: "silt_abi_version", params: 0, required: true },
-    AbiFunc { name: "silt_alloc", params: 1, required: true },
-    AbiFunc { name: "silt_init", params: 3, required: true },
-    AbiFunc { name: "silt_process", params: 3, required: true },
-    AbiFunc { name: "silt_snapshot", params: 1, required: false },
-    AbiFunc { name: "silt_restore", params: 3, required: false },
-    AbiFunc { name: "silt_counters", params: 1, required: false },
-];
-
-fn signature(params: usize) -> String {
-    let params = vec!["i32"; params].join(" ");
-    if params.is_empty() {
-        "(func (result i32))".into()
-    } else {
-        format!("(func (param {params}) (result i32))")
+    match abi::core_wasm_problem(wasm) {
+        Some(problem) => Err(RuntimeError::NotWasm(problem)),
+        None => Ok(()),
     }
 }
 
-fn describe(ty: &FuncType) -> String {
-    let list = |v: &mut dyn Iterator<Item = ValType>| v.map(|t| t.to_string()).collect::<Vec<_>>().join(" ");
-    format!("(func (param {}) (result {}))", list(&mut ty.params()), list(&mut ty.results()))
+fn shape(ty: ExternType) -> abi::Shape {
+    let name = |t: ValType| match t {
+        ValType::I32 => "i32",
+        ValType::I64 => "i64",
+        ValType::F32 => "f32",
+        ValType::F64 => "f64",
+        ValType::V128 => "v128",
+        ValType::Ref(_) => "ref",
+    };
+    match ty {
+        ExternType::Memory(_) => abi::Shape::Memory,
+        ExternType::Func(f) => abi::Shape::Func {
+            params: f.params().map(name).collect(),
+            results: f.results().map(name).collect(),
+        },
+        _ => abi::Shape::Other,
+    }
 }
 
 /// Checks imports and exports; returns whether the module is stateful.
@@ -304,41 +283,6 @@ fn check_abi(module: &wasmtime::Module) -> Result<bool, RuntimeError> {
     if let Some(import) = module.imports().next() {
         return Err(RuntimeError::Import { module: import.module().into(), name: import.name().into() });
     }
-    match module.get_export("memory") {
-        Some(ExternType::Memory(_)) => {}
-        Some(_) => {
-            return Err(RuntimeError::Export { name: "memory".into(), reason: "is not a memory".into() });
-        }
-        None => return Err(RuntimeError::Export { name: "memory".into(), reason: "is missing".into() }),
-    }
-    let mut present = [false; ABI_FUNCS.len()];
-    for (i, func) in ABI_FUNCS.iter().enumerate() {
-        let reason = match module.get_export(func.name) {
-            None if func.required => "is missing".to_string(),
-            None => continue,
-            Some(ExternType::Func(ty)) => {
-                let ok = ty.params().len() == func.params
-                    && ty.params().all(|t| t.is_i32())
-                    && ty.results().len() == 1
-                    && ty.results().all(|t| t.is_i32());
-                if ok {
-                    present[i] = true;
-                    continue;
-                }
-                format!("has type {} but the ABI requires {}", describe(&ty), signature(func.params))
-            }
-            Some(_) => format!("is not a function; the ABI requires {}", signature(func.params)),
-        };
-        return Err(RuntimeError::Export { name: func.name.into(), reason });
-    }
-    let (snapshot, restore) = (present[4], present[5]);
-    if snapshot != restore {
-        let (has, lacks) =
-            if snapshot { ("silt_snapshot", "silt_restore") } else { ("silt_restore", "silt_snapshot") };
-        return Err(RuntimeError::Export {
-            name: lacks.into(),
-            reason: format!("is missing while {has} is exported; a stateful module exports both"),
-        });
-    }
-    Ok(snapshot)
+    abi::check_exports(|name| module.get_export(name).map(shape))
+        .map_err(|p| RuntimeError::Export { name: p.name.into(), reason: p.reason })
 }
