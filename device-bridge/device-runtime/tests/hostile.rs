@@ -2,38 +2,13 @@
 //! a clear error, and the instance it ran in is poisoned. Small hand-written WAT modules,
 //! under the device's default limits unless a test says otherwise.
 
+#[path = "../../../server/runtime/tests/common/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{counters_slot, wasm, ABI_V1, INIT_OK, MEMORY_AND_ALLOC, PROCESS_PASSTHROUGH};
 use silt_device_runtime::{Error, Instance, Limits, Module};
 use silt_wire::batch::{self, BatchBuilder, Compression};
 
-/// One page of exported memory and a bump `silt_alloc` that grows memory and returns 0 when
-/// it cannot; the heap starts at 1024, so data segments below that are safe.
-const MEMORY_AND_ALLOC: &str = r#"
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (func $alloc (export "silt_alloc") (param $size i32) (result i32)
-    (local $ptr i32) (local $end i32) (local $have i32)
-    (local.set $ptr (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
-    (local.set $end (i32.add (local.get $ptr) (local.get $size)))
-    (local.set $have (i32.mul (memory.size) (i32.const 65536)))
-    (if (i32.gt_u (local.get $end) (local.get $have))
-      (then
-        (if (i32.eq
-              (memory.grow (i32.div_u (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 65535))
-                                      (i32.const 65536)))
-              (i32.const -1))
-          (then (return (i32.const 0))))))
-    (global.set $heap (local.get $end))
-    (local.get $ptr))
-"#;
-const ABI_V1: &str = r#"(func (export "silt_abi_version") (result i32) (i32.const 1))"#;
-const INIT_OK: &str = r#"(func (export "silt_init") (param i32 i32 i32) (result i32) (i32.const 0))"#;
-/// `silt_process` returning the input's records section unchanged.
-const PROCESS_PASSTHROUGH: &str = r#"
-  (func (export "silt_process") (param $batch i32) (param $len i32) (param $result i32) (result i32)
-    (i32.store (local.get $result) (i32.add (local.get $batch) (i32.const 68)))
-    (i32.store offset=4 (local.get $result) (i32.sub (local.get $len) (i32.const 68)))
-    (i32.const 0))
-"#;
 /// Emits nothing, and keeps a counters block at 256 (40 bytes): `skipped`, the records seen so
 /// far, and `limit`, always `u64::MAX`.
 const SKIPPING: &str = r#"
@@ -46,12 +21,6 @@ const SKIPPING: &str = r#"
     (i32.const 0))
 "#;
 const SPIN: &str = "(loop $spin (br $spin))";
-
-/// A module from WAT pieces.
-fn wasm(parts: &[&str]) -> Vec<u8> {
-    let text = format!("(module {})", parts.join("\n"));
-    wat::parse_str(&text).unwrap_or_else(|e| panic!("test WAT does not parse: {e}\n{text}"))
-}
 
 /// A stateless module whose `silt_process` is `process` (a whole `func` with its export).
 fn processor(process: &str) -> Vec<u8> {
@@ -103,13 +72,6 @@ fn counters_with(counters: &str, limits: &Limits) -> Error {
     assert_poisoned(&mut instance);
     eprintln!("error shown: {err}");
     err
-}
-
-/// A `silt_counters` body naming `len` bytes at `ptr` with status 0.
-fn counters_slot(ptr: i32, len: i32) -> String {
-    format!(
-        "(i32.store (local.get $r) (i32.const {ptr})) (i32.store offset=4 (local.get $r) (i32.const {len})) (i32.const 0)"
-    )
 }
 
 fn refused(wasm: &[u8]) -> Error {
@@ -442,65 +404,7 @@ fn a_wrong_abi_version_is_refused() {
 #[test]
 fn missing_or_mistyped_exports_are_refused_naming_them() {
     // Proves each export rule of the ABI is checked by Module::new, naming the export.
-    let cases: [(&str, Vec<&str>); 7] = [
-        ("silt_process", vec![MEMORY_AND_ALLOC, ABI_V1, INIT_OK]),
-        (
-            "silt_process",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                INIT_OK,
-                r#"(func (export "silt_process") (param i32 i32) (result i32) (i32.const 0))"#,
-            ],
-        ),
-        (
-            "memory",
-            vec![
-                r#"(memory 1) (func $alloc (export "silt_alloc") (param i32) (result i32) (i32.const 8))"#,
-                ABI_V1,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-            ],
-        ),
-        (
-            "silt_restore",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-                r#"(func (export "silt_snapshot") (param i32) (result i32) (i32.const 0))"#,
-            ],
-        ),
-        (
-            "silt_abi_version",
-            vec![
-                MEMORY_AND_ALLOC,
-                r#"(global (export "silt_abi_version") i32 (i32.const 1))"#,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-            ],
-        ),
-        (
-            "silt_counters",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-                r#"(func (export "silt_counters") (param i32 i32) (result i32) (i32.const 0))"#,
-            ],
-        ),
-        (
-            "silt_init",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                r#"(func (export "silt_init") (param i32 i32 i32) (result i64) (i64.const 0))"#,
-                PROCESS_PASSTHROUGH,
-            ],
-        ),
-    ];
+    let cases = fixtures::export_cases();
     for (name, parts) in cases {
         let err = refused(&wasm(&parts));
         assert!(matches!(&err, Error::Export { name: n, .. } if *n == name), "{name}: {err}");

@@ -305,56 +305,7 @@ fn a_wrong_abi_version_is_refused() {
 #[test]
 fn missing_or_mistyped_exports_are_refused_naming_them() {
     // Proves each export rule of the ABI is checked at compile, naming the export.
-    let cases: [(&str, Vec<&str>); 6] = [
-        ("silt_process", vec![MEMORY_AND_ALLOC, ABI_V1, INIT_OK]),
-        (
-            "silt_process",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                INIT_OK,
-                r#"(func (export "silt_process") (param i32 i32) (result i32) (i32.const 0))"#,
-            ],
-        ),
-        (
-            "memory",
-            vec![
-                r#"(memory 1) (func $alloc (export "silt_alloc") (param i32) (result i32) (i32.const 8))"#,
-                ABI_V1,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-            ],
-        ),
-        (
-            "silt_restore",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-                r#"(func (export "silt_snapshot") (param i32) (result i32) (i32.const 0))"#,
-            ],
-        ),
-        (
-            "silt_abi_version",
-            vec![
-                MEMORY_AND_ALLOC,
-                r#"(global (export "silt_abi_version") i32 (i32.const 1))"#,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-            ],
-        ),
-        (
-            "silt_counters",
-            vec![
-                MEMORY_AND_ALLOC,
-                ABI_V1,
-                INIT_OK,
-                PROCESS_PASSTHROUGH,
-                r#"(func (export "silt_counters") (param i32 i32) (result i32) (i32.const 0))"#,
-            ],
-        ),
-    ];
+    let cases = export_cases();
     for (name, parts) in cases {
         let err = compile_error(&wasm(&parts));
         assert!(matches!(&err, RuntimeError::Export { name: n, .. } if n == name), "{name}: {err}");
