@@ -106,6 +106,8 @@ pub struct Instance {
     processed: bool,
     restored: bool,
     poisoned: bool,
+    /// Fuel the last call into the guest used.
+    fuel_used: u64,
 }
 
 /// The steps of docs/processor-abi.md up to `silt_init`; [`crate::Module::instantiate`].
@@ -178,6 +180,7 @@ pub(crate) fn instantiate(
         processed: false,
         restored: false,
         poisoned: false,
+        fuel_used: 0,
     };
     let version = inst.call("silt_abi_version", &abi_version, ())?;
     if version != ABI_VERSION {
@@ -246,6 +249,12 @@ impl Instance {
                 Err(Error::BadOutput(format!("silt_counters: {e}")))
             }
         }
+    }
+
+    /// Fuel the last call into the guest used (about one unit per WebAssembly instruction):
+    /// after `process`, what the batch cost on this tier, the same on every run and machine.
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
     }
 
     /// True after an error: the instance will not run again.
@@ -437,7 +446,9 @@ impl Instance {
         R: wasmi::WasmResults,
     {
         self.store.set_fuel(self.limits.fuel_per_call).expect("the engine meters fuel");
-        func.call(&mut self.store, args).map_err(|e| call_error(name, &e, &self.store, &self.limits))
+        let result = func.call(&mut self.store, args);
+        self.fuel_used = self.limits.fuel_per_call - self.store.get_fuel().unwrap_or(0);
+        result.map_err(|e| call_error(name, &e, &self.store, &self.limits))
     }
 }
 

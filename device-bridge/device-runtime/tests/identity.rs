@@ -213,18 +213,20 @@ fn assert_identical(
 /// small stack under the device's default limits (a quarter MiB of memory, 4 KiB input
 /// buffers, 5 million fuel); the two builds give the same bytes too, and the runs produce
 /// output (anomaly-zscore flags the spikes).
+/// Every example with parameters that make it work on `sensor_batches`.
+const CASES: [(&str, &[(&str, &str)]); 6] = [
+    ("threshold-filter", &[("min", "20"), ("max", "30")]),
+    ("unit-convert", &[("from", "c"), ("to", "f"), ("decimals", "3")]),
+    ("unit-convert", &[("from", "kpa"), ("to", "psi"), ("decimals", "15")]),
+    ("ema-smooth", &[("alpha", "0.2")]),
+    ("anomaly-zscore", &[("field", "temp"), ("window", "2s"), ("warmup", "1s"), ("cooldown", "200ms")]),
+    ("window-aggregate", &[("window_ms", "1000"), ("lateness_ms", "200")]),
+];
+
 #[test]
 fn examples_give_the_brokers_bytes() {
-    let cases: [(&str, &[(&str, &str)]); 6] = [
-        ("threshold-filter", &[("min", "20"), ("max", "30")]),
-        ("unit-convert", &[("from", "c"), ("to", "f"), ("decimals", "3")]),
-        ("unit-convert", &[("from", "kpa"), ("to", "psi"), ("decimals", "15")]),
-        ("ema-smooth", &[("alpha", "0.2")]),
-        ("anomaly-zscore", &[("field", "temp"), ("window", "2s"), ("warmup", "1s"), ("cooldown", "200ms")]),
-        ("window-aggregate", &[("window_ms", "1000"), ("lateness_ms", "200")]),
-    ];
     let batches = sensor_batches();
-    for (example, params) in cases {
+    for (example, params) in CASES {
         let wasm = example_wasm(built_examples(), example);
         let like_broker = assert_identical(example, &wasm, params, &batches, &Limits::broker_like());
         let small = example_wasm(built_small_examples(), example);
@@ -237,6 +239,26 @@ fn examples_give_the_brokers_bytes() {
             assert!(text.contains(r#""kind":"spike""#), "no spike alert: {text}");
         }
         eprintln!("{example} {params:?}: {} output bytes, identical", all.len());
+    }
+}
+
+/// What each example costs per input record on the device tier, in fuel (about one unit per
+/// WebAssembly instruction, so the same on every run and machine): the small-stack builds under
+/// the device's default limits, over the same batches. Prints the figures BENCHMARKS.md holds.
+#[test]
+fn fuel_per_event_on_the_device() {
+    let batches = sensor_batches();
+    let events = batches.len() as u64 * 60;
+    for (example, params) in CASES {
+        let module = Module::new(&example_wasm(built_small_examples(), example)).unwrap();
+        let mut instance = module.instantiate(params, &Limits::default()).unwrap();
+        let mut fuel = 0;
+        for b in &batches {
+            instance.process(b).unwrap();
+            fuel += instance.fuel_used();
+        }
+        assert!(fuel > 0);
+        eprintln!("fuel per event: {example} {params:?}: {} ({fuel} for {events} records)", fuel / events);
     }
 }
 
