@@ -271,6 +271,42 @@ fn batches_whose_bytes_a_crash_left_unwritten_are_dropped_and_their_producers_re
 
 /// Under a retention policy files roll at an eighth of what it keeps, so the disk holds
 /// little more than the policy: 40 batches of 256 KiB under `retention_bytes` of 8 MiB.
+/// A file a crash left under a name sled gives out again (a topic database killed before
+/// sled made anything durable opens as new and counts ids from 0, while its partitions'
+/// files stay) is never written to: the next file takes an id past every file there, so
+/// appends go on and the stray file, referenced by nothing, goes with the next retention.
+#[test]
+fn a_file_left_under_an_id_sled_gives_again_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_topic(topic("t", 1)).unwrap();
+    let p = store.partition("t", 0).unwrap();
+    p.append(&mut batch(0, 0, &[(0, b"first")]), 0).unwrap();
+    store.flush().unwrap();
+    let files = batch_files(dir.path(), "t");
+    assert_eq!(files.len(), 1);
+    drop((p, store));
+    // Stray files at and just past every id the next one could get, as a crash leaves them.
+    let first = files[0].file_name().unwrap().to_str().unwrap()[..16].to_string();
+    let first = u64::from_str_radix(&first, 16).unwrap();
+    let parent = files[0].parent().unwrap();
+    for id in [0, first + 1, first + 2, 2_000_000, 4_000_001] {
+        let path = parent.join(format!("{id:016x}.batches"));
+        if !path.exists() {
+            std::fs::write(&path, b"left by a crash").unwrap();
+        }
+    }
+    let store = open(dir.path());
+    let p = store.partition("t", 0).unwrap();
+    p.append(&mut batch(0, 0, &[(1, b"second")]), 1).unwrap();
+    store.flush().unwrap();
+    assert!(values_read(&p, 0) == [b"first".to_vec(), b"second".to_vec()]);
+    let newest = batch_files(dir.path(), "t").pop().unwrap();
+    let newest = u64::from_str_radix(&newest.file_name().unwrap().to_str().unwrap()[..16], 16).unwrap();
+    assert!(newest > 4_000_001, "the new file comes after every file there: {newest}");
+    assert!(p.scan().problems.is_empty(), "{:?}", p.scan());
+}
+
 #[test]
 fn files_roll_so_retention_frees_the_disk_soon() {
     let dir = tempfile::tempdir().unwrap();
