@@ -115,7 +115,7 @@ pub trait Processor: Sized {
     /// Named counts the host shows in `silt processor status` and its metrics, such as input
     /// records skipped and why (a record without the field read, a key past a limit). Totals
     /// since the state began: a stateful processor keeps them in its snapshot. The host asks
-    /// after every batch, so set only a few fields. None by default.
+    /// once per commit (up to 1 MiB of input), so set only a few fields. None by default.
     fn counters(&self, out: &mut Counters) {
         let _ = out;
     }

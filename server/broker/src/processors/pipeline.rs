@@ -384,7 +384,7 @@ struct ChunkWork<'a> {
 
 impl ChunkWork<'_> {
     /// Reads input from the checkpoint, runs it through the instance (asking for its
-    /// counters after every batch) and commits the output with the new checkpoint in one
+    /// counters once, after the last batch) and commits the output with the new checkpoint in one
     /// transaction. Errors are messages for the processor's status.
     fn process(
         &self,
@@ -412,7 +412,7 @@ impl ChunkWork<'_> {
             .map_err(|e| at(&e))?;
         let mut outputs: Vec<Vec<u8>> = Vec::new();
         let mut output_bytes = 0usize;
-        let mut counters = None;
+        let mut last_offset = None;
         for view in batch::split_batches(&bytes) {
             if output_bytes >= COMMIT_OUTPUT_BYTES_MAX {
                 // The rest of the input goes into the next commit.
@@ -443,7 +443,7 @@ impl ChunkWork<'_> {
                 |e: RuntimeError| format!("partition {partition}, input offset {}: {e}", view.base_offset());
             let produced = instance.process(batch_bytes).map_err(at_batch)?;
             timer.observe_duration();
-            counters = Some(instance.counters().map_err(at_batch)?);
+            last_offset = Some(view.base_offset());
             if let Some(out) = produced {
                 checkpoint.events_out += u64::from(batch::peek_header(&out).0);
                 // Stored compressed, as producers store theirs: sensor output shrinks several
@@ -456,6 +456,13 @@ impl ChunkWork<'_> {
             checkpoint.events_in += records;
             checkpoint.next_offset = view.next_offset();
         }
+        // Counters show as of a commit, so one call per commit is enough (not one per batch).
+        let counters = match last_offset {
+            Some(offset) => Some(instance.counters().map_err(|e| {
+                format!("partition {partition}, after the batch at input offset {offset}: {e}")
+            })?),
+            None => None,
+        };
         checkpoint.state = instance.snapshot().map_err(|e| at(&e))?;
         let mut slices: Vec<&mut [u8]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
         let offsets = self
