@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 // Replies about devices the bridge cannot name a key for are tagged with the zero key.
 use silt_client::Operation;
-use silt_frame::{Body, Data, Frame, FrameError, Key, NackReason, Reading, Time, Unverified, ZERO_KEY};
+use silt_frame::{
+    record_value, Body, Data, Frame, FrameError, Key, NackReason, Reading, RecordValue, Time, Unverified, ZERO_KEY,
+};
 
 use crate::appender::OutRecord;
 use crate::config::TopicConfig;
@@ -191,25 +193,29 @@ impl Session {
     }
 }
 
-/// One record per reading: key = device id, time = the frame's event time, value = JSON for
-/// numbers, the bytes themselves for raw readings.
+/// One record per reading: key = device id, time = the frame's event time, value as
+/// [`record_value`] gives it; a processor's output on the device keeps its own time.
 fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
-    let timestamp_ms = match data.time {
+    let wall_ms = |on_frame_clock: i64| match data.time {
+        Time::UnixMs(_) => on_frame_clock,
+        Time::TickMs(_) => b.tick_offset_ms.saturating_add(on_frame_clock),
+    };
+    let frame_ms = match data.time {
         Time::UnixMs(ms) => ms,
-        Time::TickMs(t) => b.tick_offset_ms.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)),
+        Time::TickMs(t) => wall_ms(i64::try_from(t).unwrap_or(i64::MAX)),
     };
     data.readings
         .iter()
         .map(|r| {
-            let value = match r {
-                // Each float in its own width's shortest form: 21.5f32 stays "21.5".
-                Reading::Temperature(v) | Reading::Humidity(v) => {
-                    json_value(&b.device, seq, None, v.is_finite().then(|| v.to_string()))
-                }
-                Reading::Numeric { channel, value } => {
-                    json_value(&b.device, seq, Some(*channel), value.is_finite().then(|| value.to_string()))
-                }
-                Reading::Raw(bytes) => bytes.to_vec(),
+            let mut json = String::new();
+            let value = match record_value(&b.device, seq, r, &mut json) {
+                Ok(RecordValue::Bytes(bytes)) => bytes.to_vec(),
+                // Writing to a String cannot fail.
+                Ok(RecordValue::Json) | Err(_) => json.into_bytes(),
+            };
+            let timestamp_ms = match r {
+                Reading::Output { time_ms, .. } => wall_ms(*time_ms),
+                _ => frame_ms,
             };
             OutRecord {
                 topic: b.topics[r.kind_name()].clone(),
@@ -220,17 +226,6 @@ fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
             }
         })
         .collect()
-}
-
-/// `value` is the number's text, `None` for NaN and infinities, which JSON lacks (stored as
-/// null). Device ids are `[A-Za-z0-9._-]`, so they need no JSON escaping.
-fn json_value(device: &str, seq: u32, channel: Option<u16>, value: Option<String>) -> Vec<u8> {
-    let value = value.as_deref().unwrap_or("null");
-    match channel {
-        Some(c) => format!(r#"{{"device":"{device}","seq":{seq},"channel":{c},"value":{value}}}"#),
-        None => format!(r#"{{"device":"{device}","seq":{seq},"value":{value}}}"#),
-    }
-    .into_bytes()
 }
 
 #[cfg(test)]
@@ -290,6 +285,29 @@ mod tests {
             run(&mut s, &data(2, "d2"), &KEY, active.clone(), &seqs).1,
             Outcome::Rejected(NackReason::WrongDevice)
         );
+    }
+
+    /// A processor's output on the device goes to the topic of the kind it was made from,
+    /// keyed by the device, its time mapped from the device's clock like a frame's, its value
+    /// as sent.
+    #[test]
+    fn processor_output_from_the_device_is_stored_as_sent() {
+        let seqs = Sequences::default();
+        let mut s = Session::default();
+        let active = Lookup::active(KEY);
+        let hello =
+            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t" }) };
+        run(&mut s, &hello, &KEY, active.clone(), &seqs);
+        let mut readings = heapless::Vec::new();
+        let output = Reading::Output { of: silt_frame::ReadingKind::Humidity, time_ms: 400, value: b"{\"n\":2}" };
+        readings.push(output).unwrap();
+        let frame = Frame { seq: 1, ack: 0, body: Body::Data(Data { device: "d1", time: Time::TickMs(500), readings }) };
+        let (step, _) = run(&mut s, &frame, &KEY, active, &seqs);
+        let Step::Submit { records, .. } = step else { panic!("{step:?}") };
+        assert_eq!(&*records[0].topic, "sensors.humidity");
+        assert_eq!(&*records[0].key, "d1");
+        assert_eq!(records[0].timestamp_ms, 1_000_000 - 100 + 400);
+        assert_eq!(records[0].value, b"{\"n\":2}");
     }
 
     #[test]

@@ -96,17 +96,103 @@ pub enum Reading<'a> {
     Numeric { channel: u16, value: f64 },
     /// Opaque bytes, stored as they are.
     Raw(#[serde(borrow)] &'a [u8]),
+    /// A record a processor on the device made from readings of kind `of` (the device tier,
+    /// `docs/processor-abi.md`), keyed by the device like every reading: its value is stored
+    /// as it is in the topic readings of that kind go to. `time_ms` is on the frame's clock:
+    /// milliseconds since the epoch when the frame's time is [`Time::UnixMs`], since boot when
+    /// it is [`Time::TickMs`].
+    Output {
+        of: ReadingKind,
+        time_ms: i64,
+        #[serde(borrow)]
+        value: &'a [u8],
+    },
+}
+
+/// The kinds of reading a sensor sends, each with a topic of its own in the bridge.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadingKind {
+    Temperature,
+    Humidity,
+    Numeric,
+    Raw,
+}
+
+impl ReadingKind {
+    /// The kind as a short lowercase name, used in topic names (`sensors.<kind>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadingKind::Temperature => "temperature",
+            ReadingKind::Humidity => "humidity",
+            ReadingKind::Numeric => "numeric",
+            ReadingKind::Raw => "raw",
+        }
+    }
 }
 
 impl Reading<'_> {
+    /// The kind whose topic the reading goes to: its own, or for an [`Reading::Output`] the
+    /// kind of the readings it was made from.
+    pub fn kind(&self) -> ReadingKind {
+        match self {
+            Reading::Temperature(_) => ReadingKind::Temperature,
+            Reading::Humidity(_) => ReadingKind::Humidity,
+            Reading::Numeric { .. } => ReadingKind::Numeric,
+            Reading::Raw(_) => ReadingKind::Raw,
+            Reading::Output { of, .. } => *of,
+        }
+    }
+
     /// The reading's kind as a short lowercase name, used in topic names (`sensors.<kind>`).
     pub fn kind_name(&self) -> &'static str {
-        match self {
-            Reading::Temperature(_) => "temperature",
-            Reading::Humidity(_) => "humidity",
-            Reading::Numeric { .. } => "numeric",
-            Reading::Raw(_) => "raw",
+        self.kind().name()
+    }
+}
+
+/// What the record the bridge stores for a reading holds as its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordValue<'a> {
+    /// The JSON object [`record_value`] wrote.
+    Json,
+    /// These bytes, as the device sent them (raw readings, and processor output).
+    Bytes(&'a [u8]),
+}
+
+/// Writes the value of the record a reading becomes (`docs/device-frames.md`, "What the bridge
+/// writes"): for numeric kinds the JSON object `{"device":"dev-1","seq":17,"value":21.5}`
+/// (plus `"channel":3` for numeric channels; `null` for NaN and infinities, which JSON lacks)
+/// into `json`; raw readings and processor output are their bytes. The bridge and a device
+/// running a processor both call it, so a module sees the same input on either tier. Floats
+/// are written in the shortest form that reads back to the same value in their own width
+/// (`21.5f32` is `21.5`), by `core::fmt`. Device ids are `[A-Za-z0-9._-]`: no escaping.
+pub fn record_value<'a, W: core::fmt::Write>(
+    device: &str,
+    seq: u32,
+    reading: &Reading<'a>,
+    json: &mut W,
+) -> Result<RecordValue<'a>, core::fmt::Error> {
+    let prefix = |json: &mut W| write!(json, r#"{{"device":"{device}","seq":{seq},"#);
+    match *reading {
+        Reading::Raw(bytes) | Reading::Output { value: bytes, .. } => return Ok(RecordValue::Bytes(bytes)),
+        Reading::Temperature(v) | Reading::Humidity(v) => {
+            prefix(json)?;
+            json_number(json, v.is_finite(), v)?
         }
+        Reading::Numeric { channel, value } => {
+            prefix(json)?;
+            write!(json, r#""channel":{channel},"#)?;
+            json_number(json, value.is_finite(), value)?
+        }
+    }
+    json.write_char('}')?;
+    Ok(RecordValue::Json)
+}
+
+fn json_number<W: core::fmt::Write>(json: &mut W, finite: bool, v: impl core::fmt::Display) -> core::fmt::Result {
+    if finite {
+        write!(json, r#""value":{v}"#)
+    } else {
+        json.write_str(r#""value":null"#)
     }
 }
 
@@ -494,5 +580,37 @@ mod tests {
             Frame { seq: 1, ack: 0, body: Body::Hello(Hello { device: long, tick_ms: 0, firmware: "" }) };
         let mut buf = [0u8; FRAME_BYTES_MAX];
         assert_eq!(encode(&frame, &KEY, &mut buf), Err(FrameError::DeviceId));
+    }
+
+    /// The values the bridge stores, as `docs/device-frames.md` spells them: each float in its
+    /// own width's shortest form, `null` for what JSON lacks, bytes as sent.
+    #[test]
+    fn record_values_are_as_documented() {
+        let value = |reading: Reading<'static>| {
+            let mut json = heapless::String::<128>::new();
+            match record_value("dev-1", 17, &reading, &mut json).unwrap() {
+                RecordValue::Json => json.as_bytes().to_vec_in_test(),
+                RecordValue::Bytes(bytes) => bytes.to_vec_in_test(),
+            }
+        };
+        assert_eq!(value(Reading::Temperature(21.5)), br#"{"device":"dev-1","seq":17,"value":21.5}"#);
+        assert_eq!(value(Reading::Humidity(0.1)), br#"{"device":"dev-1","seq":17,"value":0.1}"#);
+        assert_eq!(
+            value(Reading::Numeric { channel: 3, value: f64::NAN }),
+            br#"{"device":"dev-1","seq":17,"channel":3,"value":null}"#
+        );
+        assert_eq!(value(Reading::Raw(b"\x00ab")), b"\x00ab");
+        let output = Reading::Output { of: ReadingKind::Humidity, time_ms: -5, value: b"{}" };
+        assert_eq!((value(output), output.kind_name()), (b"{}".to_vec_in_test(), "humidity"));
+    }
+
+    /// `Vec` is not in scope in a `no_std` crate's unit tests: a fixed buffer stands in.
+    trait ToVecInTest {
+        fn to_vec_in_test(&self) -> heapless::Vec<u8, 128>;
+    }
+    impl ToVecInTest for [u8] {
+        fn to_vec_in_test(&self) -> heapless::Vec<u8, 128> {
+            heapless::Vec::from_slice(self).unwrap()
+        }
     }
 }

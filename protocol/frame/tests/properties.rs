@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use silt_frame::*;
 
 fn reading() -> impl Strategy<Value = (u8, f64, u16, Vec<u8>)> {
-    (0u8..4, any::<f64>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..24))
+    (0u8..5, any::<f64>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..24))
 }
 
 fn to_reading<'a>(r: &'a (u8, f64, u16, Vec<u8>)) -> Reading<'a> {
@@ -14,7 +14,8 @@ fn to_reading<'a>(r: &'a (u8, f64, u16, Vec<u8>)) -> Reading<'a> {
         0 => Reading::Temperature(r.1 as f32),
         1 => Reading::Humidity(r.1 as f32),
         2 => Reading::Numeric { channel: r.2, value: r.1 },
-        _ => Reading::Raw(&r.3),
+        3 => Reading::Raw(&r.3),
+        _ => Reading::Output { of: ReadingKind::Numeric, time_ms: r.1 as i64, value: &r.3 },
     }
 }
 

@@ -9,9 +9,11 @@
 //!
 //! Without its default `std` feature the crate is `no_std` (it needs `alloc`) and holds only
 //! its core: [`varint`], the batch layout constants and header, [`batch::BatchView`] and its
-//! records read in place, the processor ABI's [`counters`] block and the host rules of [`abi`]. The guest SDK
-//! (`silt-processor`) reads its input batches and checks its counters with that core, so there
-//! is one decoder of records and one of counters, for guest and host. Checksums, validation, building, compression,
+//! records read in place, building batches (uncompressed) with their checksums ([`crc`]), the
+//! processor ABI's [`counters`] block and the host rules of [`abi`]. The guest SDK
+//! (`silt-processor`) reads its input batches and checks its counters with that core, and the
+//! device firmware builds the batches its processor reads with it, so there is one encoder and
+//! one decoder of records and one of counters, for guest and host. Validation, compression,
 //! framing, control messages, signatures and [`time`] need `std`: the crates and types they use do.
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -22,6 +24,7 @@ pub mod abi;
 pub mod auth;
 pub mod batch;
 pub mod counters;
+pub mod crc;
 mod error;
 #[cfg(feature = "std")]
 pub mod frame;
@@ -35,8 +38,9 @@ pub mod varint;
 
 #[cfg(feature = "std")]
 pub use auth::{AclEntry, Credential, Operation};
+pub use batch::BatchBuilder;
 #[cfg(feature = "std")]
-pub use batch::{BatchBuilder, Compression};
+pub use batch::Compression;
 pub use batch::{BatchView, Record};
 pub use error::WireError;
 #[cfg(feature = "std")]

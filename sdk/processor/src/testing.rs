@@ -31,30 +31,9 @@ use crate::batch::{malformed, HEADER_LEN};
 use crate::output::{OUTPUT_BYTES_MAX, OUTPUT_RECORDS_MAX};
 use crate::{json, params, Batch, Error, Guest, Output, Processor, Stateful};
 
-/// CRC-32C (Castagnoli, reflected), as `docs/record-batch.md` specifies and the `crc32c`
-/// crate computes. Table-driven; fast enough for tests.
-pub fn crc32c(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut crc = i as u32;
-            let mut bit = 0;
-            while bit < 8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
-                bit += 1;
-            }
-            table[i] = crc;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
+/// CRC-32C (Castagnoli, reflected), as `docs/record-batch.md` specifies: silt-wire's, the
+/// function the broker checks batches with.
+pub use silt_wire::crc::crc32c;
 
 /// Builds a stamped, uncompressed version-1 batch, as the host would pass it.
 #[derive(Debug)]

@@ -1,14 +1,18 @@
 //! Writing a batch: [`BatchBuilder`] on the producer side, [`from_records`] around a records
 //! section a processor returned.
 
+#[cfg(feature = "std")]
 use super::compression::{compress_section, Compression};
+#[cfg(feature = "std")]
+use super::header::{i64_at, u32_at};
 use super::header::{
-    i64_at, put_u32, put_u64, seal_body, u32_at, OFF_FIRST_TS, OFF_LENGTH, OFF_MAX_TS, OFF_PRODUCER_ID,
-    OFF_RECORD_COUNT, OFF_SEQUENCE, OFF_VERSION,
+    put_u32, put_u64, seal_body, OFF_FIRST_TS, OFF_LENGTH, OFF_MAX_TS, OFF_PRODUCER_ID, OFF_RECORD_COUNT,
+    OFF_SEQUENCE, OFF_VERSION,
 };
 use super::record::{self, body_len, headers_len, put_headers, put_record};
 use super::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, BATCH_VERSION, HEADER_LEN, RECORD_HEADERS_MAX};
 use crate::{varint, WireError};
+use alloc::vec::Vec;
 
 /// Builds a batch on the producer side. Records are appended in order; [`BatchBuilder::finish`]
 /// writes the header and the body checksum.
@@ -35,6 +39,7 @@ impl BatchBuilder {
     }
 
     /// A builder holding the records of a finished, uncompressed batch, to finish it again.
+    #[cfg(feature = "std")]
     pub(super) fn from_finished(batch: Vec<u8>) -> Self {
         BatchBuilder {
             count: u32_at(&batch, OFF_RECORD_COUNT),
@@ -103,6 +108,7 @@ impl BatchBuilder {
     /// Like [`BatchBuilder::finish`], with the records section compressed by `compression` when
     /// that makes the batch smaller by at least an eighth (else it is left as it is: random
     /// payloads are not worth the reader's decompression).
+    #[cfg(feature = "std")]
     pub fn finish_with(self, producer_id: u64, sequence: u64, compression: Compression) -> Vec<u8> {
         if compression == Compression::None || self.count == 0 {
             return self.finish(producer_id, sequence);
@@ -164,7 +170,7 @@ pub fn from_records(
     Ok(builder.finish(producer_id, sequence))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "std"))]
 mod tests {
     use super::super::samples::build;
     use super::super::{validate, BatchView};

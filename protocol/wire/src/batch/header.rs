@@ -1,5 +1,5 @@
 //! The 68-byte batch header: where each field sits, reading the fields, checking the framing
-//! they describe, and (with `std`) the checksums and the fields the broker stamps.
+//! they describe, the checksums, and the fields the broker stamps.
 
 use super::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX, BATCH_VERSION, HEADER_LEN};
 use crate::WireError;
@@ -35,7 +35,6 @@ pub const OFF_MAX_TS: usize = 60;
 pub(super) const ATTR_COMPRESSION_MASK: u8 = 0b111;
 pub(super) const CODEC_LZ4: u8 = 1;
 /// The body checksum covers everything from the producer id to the end.
-#[cfg(feature = "std")]
 const BODY_START: usize = OFF_PRODUCER_ID;
 
 /// The `N` bytes at `at`. Callers read header fields of buffers already checked to hold a
@@ -135,31 +134,26 @@ pub fn peek_producer(bytes: &[u8]) -> u64 {
 }
 
 /// crc32c (Castagnoli) of bytes 0..24: length, version, attributes and the stamped fields.
-#[cfg(feature = "std")]
 pub fn header_crc(bytes: &[u8]) -> u32 {
-    crc32c::crc32c(&bytes[..OFF_HEADER_CRC])
+    crate::crc::crc32c(&bytes[..OFF_HEADER_CRC])
 }
 
 /// crc32c of everything from the producer id to the end of the batch.
-#[cfg(feature = "std")]
 pub fn body_crc(bytes: &[u8]) -> u32 {
-    crc32c::crc32c(&bytes[BODY_START..])
+    crate::crc::crc32c(&bytes[BODY_START..])
 }
 
 /// Writes `value` at `at`, little-endian.
-#[cfg(feature = "std")]
 pub(super) fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
     bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
 }
 
 /// Writes `value` at `at`, little-endian.
-#[cfg(feature = "std")]
 pub(super) fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
     bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
 }
 
 /// Recomputes the body checksum after a change to the body.
-#[cfg(feature = "std")]
 pub(super) fn seal_body(bytes: &mut [u8]) {
     let crc = body_crc(bytes);
     put_u32(bytes, OFF_BODY_CRC, crc);
@@ -167,7 +161,6 @@ pub(super) fn seal_body(bytes: &mut [u8]) {
 
 /// Writes the broker-owned fields (base offset, append time) and the header checksum.
 /// The body is untouched, so the body checksum the producer computed stays valid.
-#[cfg(feature = "std")]
 pub fn stamp(bytes: &mut [u8], base_offset: u64, append_time_ms: i64) {
     assert!(bytes.len() >= HEADER_LEN, "stamp needs a whole header");
     put_u64(bytes, OFF_BASE_OFFSET, base_offset);
@@ -178,7 +171,6 @@ pub fn stamp(bytes: &mut [u8], base_offset: u64, append_time_ms: i64) {
 
 /// Rewrites the producer id and sequence of a finished batch and fixes its body checksum.
 /// The client uses it to assign sequences at send time rather than at build time.
-#[cfg(feature = "std")]
 pub fn set_producer(bytes: &mut [u8], producer_id: u64, sequence: u64) {
     assert!(bytes.len() >= HEADER_LEN);
     put_u64(bytes, OFF_PRODUCER_ID, producer_id);

@@ -5,10 +5,10 @@
 //! [`validate`] and stamps the broker-owned header fields with [`stamp`]; anyone reads it with
 //! [`BatchView`] and iterates its [`Record`]s without copying.
 //!
-//! [`header`] (the fixed fields), [`record`] (one record's layout) and [`BatchView`] are the
-//! `no_std` core; checksums, building and compression need the `std` feature.
+//! [`header`] (the fixed fields and checksums), [`record`] (one record's layout), [`BatchView`]
+//! and [`BatchBuilder`] are the `no_std` core; validation and compression need the `std`
+//! feature.
 
-#[cfg(feature = "std")]
 mod builder;
 #[cfg(feature = "std")]
 mod compression;
@@ -18,13 +18,10 @@ pub mod record;
 mod samples;
 mod view;
 
-#[cfg(feature = "std")]
 pub use builder::{from_records, BatchBuilder};
 #[cfg(feature = "std")]
 pub use compression::{compress, decompress, decompress_all, Compression};
-#[cfg(feature = "std")]
-pub use header::{body_crc, header_crc, set_producer, stamp};
-pub use header::{peek_header, peek_producer};
+pub use header::{body_crc, header_crc, peek_header, peek_producer, set_producer, stamp};
 pub use record::{HeaderIter, Record, RecordIter};
 pub use view::BatchView;
 #[cfg(feature = "std")]
