@@ -34,6 +34,10 @@ pub struct OutRecord {
     /// Partition key (the authenticated device id); also the record key and the value of its
     /// [`DEVICE_HEADER`].
     pub key: Arc<str>,
+    /// Whether the record carries [`DEVICE_HEADER`]: every record but those a processor on
+    /// the device made without it (`Reading::Output`), so that they are stored as the module
+    /// wrote them, as in the broker.
+    pub device_header: bool,
     pub timestamp_ms: i64,
     pub value: Vec<u8>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -403,8 +407,10 @@ fn build_batches(records: &[&OutRecord]) -> Vec<BatchBuilder> {
     for r in records {
         // The authenticated device id, whatever the payload says: key and header.
         let device = (DEVICE_HEADER.as_bytes(), r.key.as_bytes());
-        let headers: Vec<(&[u8], &[u8])> =
-            std::iter::once(device).chain(r.headers.iter().map(|(k, v)| (&k[..], &v[..]))).collect();
+        let headers: Vec<(&[u8], &[u8])> = std::iter::once(device)
+            .filter(|_| r.device_header)
+            .chain(r.headers.iter().map(|(k, v)| (&k[..], &v[..])))
+            .collect();
         let builder = out.last_mut().expect("never empty");
         if builder.push(r.timestamp_ms, r.key.as_bytes(), &r.value, &headers).is_err() {
             let mut fresh = BatchBuilder::with_capacity(4096);

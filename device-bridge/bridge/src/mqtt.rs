@@ -381,7 +381,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                             ingest.audit.refused(Some(device), peer, "mqtt-publish", format!("topic:{topic}"), "the device may not publish to the topic; the session is closed");
                             return Err(SessionError::Protocol(format!("device {device:?} may not publish to {topic:?}")));
                         }
-                        let mut records = vec![OutRecord { topic, key: device.clone(), timestamp_ms: unix_ms(SystemTime::now()), value: p.payload.to_vec(), headers: Vec::new() }];
+                        let mut records = vec![OutRecord { topic, key: device.clone(), device_header: true, timestamp_ms: unix_ms(SystemTime::now()), value: p.payload.to_vec(), headers: Vec::new() }];
                         let span = silt_telemetry::enabled().then(|| {
                             let span = tracing::info_span!("silt.mqtt.publish", device = %device, topic = %p.topic);
                             crate::appender::add_traceparent(&mut records, &span);

@@ -11,7 +11,8 @@ use std::sync::Arc;
 // Replies about devices the bridge cannot name a key for are tagged with the zero key.
 use silt_client::Operation;
 use silt_frame::{
-    record_value, Body, Data, Frame, FrameError, Key, NackReason, Reading, RecordValue, Time, Unverified, ZERO_KEY,
+    record_value, Body, Data, Frame, FrameError, Key, NackReason, Reading, RecordValue, Time, Unverified,
+    ZERO_KEY,
 };
 
 use crate::appender::OutRecord;
@@ -194,7 +195,8 @@ impl Session {
 }
 
 /// One record per reading: key = device id, time = the frame's event time, value as
-/// [`record_value`] gives it; a processor's output on the device keeps its own time.
+/// [`record_value`] gives it; a processor's output on the device keeps its own time, and the
+/// device header only where the module's record had it.
 fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
     let wall_ms = |on_frame_clock: i64| match data.time {
         Time::UnixMs(_) => on_frame_clock,
@@ -213,13 +215,14 @@ fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
                 // Writing to a String cannot fail.
                 Ok(RecordValue::Json) | Err(_) => json.into_bytes(),
             };
-            let timestamp_ms = match r {
-                Reading::Output { time_ms, .. } => wall_ms(*time_ms),
-                _ => frame_ms,
+            let (timestamp_ms, device_header) = match r {
+                Reading::Output { time_ms, marked, .. } => (wall_ms(*time_ms), *marked),
+                _ => (frame_ms, true),
             };
             OutRecord {
                 topic: b.topics[r.kind_name()].clone(),
                 key: b.device.clone(),
+                device_header,
                 timestamp_ms,
                 value,
                 headers: Vec::new(),
@@ -299,15 +302,25 @@ mod tests {
             Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t" }) };
         run(&mut s, &hello, &KEY, active.clone(), &seqs);
         let mut readings = heapless::Vec::new();
-        let output = Reading::Output { of: silt_frame::ReadingKind::Humidity, time_ms: 400, value: b"{\"n\":2}" };
+        let output = Reading::Output {
+            of: silt_frame::ReadingKind::Humidity,
+            time_ms: 400,
+            value: b"{\"n\":2}",
+            marked: false,
+        };
         readings.push(output).unwrap();
-        let frame = Frame { seq: 1, ack: 0, body: Body::Data(Data { device: "d1", time: Time::TickMs(500), readings }) };
+        let frame = Frame {
+            seq: 1,
+            ack: 0,
+            body: Body::Data(Data { device: "d1", time: Time::TickMs(500), readings }),
+        };
         let (step, _) = run(&mut s, &frame, &KEY, active, &seqs);
         let Step::Submit { records, .. } = step else { panic!("{step:?}") };
         assert_eq!(&*records[0].topic, "sensors.humidity");
         assert_eq!(&*records[0].key, "d1");
         assert_eq!(records[0].timestamp_ms, 1_000_000 - 100 + 400);
         assert_eq!(records[0].value, b"{\"n\":2}");
+        assert!(!records[0].device_header);
     }
 
     #[test]

@@ -10,7 +10,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,26 +19,9 @@ const SAMPLES: u32 = 300;
 /// Upper bound for the whole run: QEMU's UART moves a few hundred frames a second.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn firmware() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SILT_FW_QEMU_ELF") {
-        return Some(PathBuf::from(p));
-    }
-    // target/<profile>/silt-bridge -> target/thumbv7em-none-eabihf/release/silt-fw-qemu-mps2
-    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_silt-bridge"));
-    let target = bridge.parent()?.parent()?;
-    let elf = target.join("thumbv7em-none-eabihf/release/silt-fw-qemu-mps2");
-    elf.exists().then_some(elf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firmware_readings_land_exactly_once_across_a_bridge_restart() {
-    let qemu_found = std::process::Command::new("qemu-system-arm").arg("--version").output().is_ok();
-    let (Some(elf), true) = (firmware(), qemu_found) else {
-        let why = "needs qemu-system-arm and the firmware ELF: run scripts/firmware-qemu.sh";
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("skipped: {why}");
-        return;
-    };
+    let Some(elf) = qemu_firmware() else { return };
     let broker = Broker::start().await;
     let key = broker.add_device("qemu-1").await;
     let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();

@@ -10,78 +10,17 @@
 //! `wasm-examples-small-stack`, so that they fit the device's default memory limit. It needs
 //! the target: `rustup target add wasm32-unknown-unknown`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "common/examples.rs"]
+mod examples;
+
 use std::sync::OnceLock;
 
+use examples::{built_examples, built_small_examples, example_wasm};
 use silt_device_runtime::{Limits, Module};
 use silt_runtime::{Runtime, RuntimeConfig};
 use silt_wire::batch::{self, BatchBuilder, HEADER_LEN};
 
-const EXAMPLES: [&str; 5] =
-    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
 const T0: i64 = 1_700_000_000_000;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// Shadow stack of the examples built for the device's default limits (the linker's
-/// `-z stack-size`): Rust's 1 MiB default alone is four times the 256 KiB memory limit, and
-/// the examples run within 16 KiB.
-const SMALL_STACK_BYTES: u32 = 16 * 1024;
-
-/// Builds the examples into `dir` beside this test's target directory, with `rustflags`, and
-/// returns the directory holding their `.wasm` files.
-fn build_examples(dir: &str, rustflags: Option<String>) -> PathBuf {
-    let root = workspace_root();
-    let outer =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    // A directory of its own: the outer cargo may still hold the lock on its own.
-    let target_dir = outer.join(dir);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    if let Some(flags) = rustflags {
-        cmd.env("RUSTFLAGS", flags);
-    }
-    for example in EXAMPLES {
-        cmd.args(["-p", example]);
-    }
-    let status = cmd.status().expect("run cargo");
-    assert!(
-        status.success(),
-        "building the examples for wasm32 failed (is the target installed? \
-         rustup target add wasm32-unknown-unknown)"
-    );
-    target_dir.join("wasm32-unknown-unknown/release")
-}
-
-/// The examples as `sdk/processor`'s test builds them, once per test run.
-fn built_examples() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build_examples("wasm-examples", None))
-}
-
-/// The examples linked with a [`SMALL_STACK_BYTES`] shadow stack, once per test run.
-fn built_small_examples() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        build_examples(
-            "wasm-examples-small-stack",
-            Some(format!("-C link-arg=-zstack-size={SMALL_STACK_BYTES}")),
-        )
-    })
-}
-
-fn example_wasm(dir: &Path, name: &str) -> Vec<u8> {
-    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// The broker's runtime, without the pooling allocator's address-space reservation.
 fn broker() -> &'static Runtime {

@@ -100,12 +100,15 @@ pub enum Reading<'a> {
     /// `docs/processor-abi.md`), keyed by the device like every reading: its value is stored
     /// as it is in the topic readings of that kind go to. `time_ms` is on the frame's clock:
     /// milliseconds since the epoch when the frame's time is [`Time::UnixMs`], since boot when
-    /// it is [`Time::TickMs`].
+    /// it is [`Time::TickMs`]. `marked`: the record carries the `silt-device` header naming
+    /// the device, as the module wrote it (a record passed through keeps the header of its
+    /// input; one the module made has none).
     Output {
         of: ReadingKind,
         time_ms: i64,
         #[serde(borrow)]
         value: &'a [u8],
+        marked: bool,
     },
 }
 
@@ -188,7 +191,11 @@ pub fn record_value<'a, W: core::fmt::Write>(
     Ok(RecordValue::Json)
 }
 
-fn json_number<W: core::fmt::Write>(json: &mut W, finite: bool, v: impl core::fmt::Display) -> core::fmt::Result {
+fn json_number<W: core::fmt::Write>(
+    json: &mut W,
+    finite: bool,
+    v: impl core::fmt::Display,
+) -> core::fmt::Result {
     if finite {
         write!(json, r#""value":{v}"#)
     } else {
@@ -600,7 +607,7 @@ mod tests {
             br#"{"device":"dev-1","seq":17,"channel":3,"value":null}"#
         );
         assert_eq!(value(Reading::Raw(b"\x00ab")), b"\x00ab");
-        let output = Reading::Output { of: ReadingKind::Humidity, time_ms: -5, value: b"{}" };
+        let output = Reading::Output { of: ReadingKind::Humidity, time_ms: -5, value: b"{}", marked: true };
         assert_eq!((value(output), output.kind_name()), (b"{}".to_vec_in_test(), "humidity"));
     }
 

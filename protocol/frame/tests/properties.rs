@@ -15,7 +15,12 @@ fn to_reading<'a>(r: &'a (u8, f64, u16, Vec<u8>)) -> Reading<'a> {
         1 => Reading::Humidity(r.1 as f32),
         2 => Reading::Numeric { channel: r.2, value: r.1 },
         3 => Reading::Raw(&r.3),
-        _ => Reading::Output { of: ReadingKind::Numeric, time_ms: r.1 as i64, value: &r.3 },
+        _ => Reading::Output {
+            of: ReadingKind::Numeric,
+            time_ms: r.1 as i64,
+            value: &r.3,
+            marked: r.2.is_multiple_of(2),
+        },
     }
 }
 

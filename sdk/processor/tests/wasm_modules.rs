@@ -14,16 +14,14 @@
 //! (next to this test's), once per test run. It needs the wasm32-unknown-unknown target
 //! (`rustup target add wasm32-unknown-unknown`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+#[path = "../../../device-bridge/device-runtime/tests/common/examples.rs"]
+mod examples;
+
+use examples::{workspace_root, EXAMPLES};
 
 use silt_processor::testing::{decode_output, BatchBuilder, OutputRecord};
 use silt_processor::Batch;
 use wasmparser::{Parser, Payload, ValType, Validator, WasmFeatures};
-
-const EXAMPLES: [&str; 5] =
-    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
 
 /// The proposals the ABI lists on top of WebAssembly 1.0 (which includes mutable globals).
 fn abi_features() -> WasmFeatures {
@@ -45,42 +43,8 @@ fn rust_features() -> WasmFeatures {
     abi_features() | WasmFeatures::CALL_INDIRECT_OVERLONG
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// Builds the examples once and returns the directory holding their `.wasm` files.
-fn built_examples() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = workspace_root();
-        let outer =
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        // A directory of its own: the outer cargo may still hold the lock on its own.
-        let target_dir = outer.join("wasm-examples");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root)
-            .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS");
-        for example in EXAMPLES {
-            cmd.args(["-p", example]);
-        }
-        let status = cmd.status().expect("run cargo");
-        assert!(
-            status.success(),
-            "building the examples for wasm32 failed (is the target installed? \
-             rustup target add wasm32-unknown-unknown)"
-        );
-        target_dir.join("wasm32-unknown-unknown/release")
-    })
-}
-
 fn example_wasm(name: &str) -> Vec<u8> {
-    let path = built_examples().join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    examples::example_wasm(examples::built_examples(), name)
 }
 
 fn wat_threshold() -> Vec<u8> {

@@ -505,3 +505,73 @@ pub async fn await_refusal(client: &Client, principal: &str, operation: &str, re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The QEMU firmware's ELF (`SILT_FW_QEMU_ELF`, else this target dir's release build) when
+/// `qemu-system-arm` is installed too; `None` otherwise, after failing under `CI`, where
+/// `scripts/test-all.sh` builds it first.
+pub fn qemu_firmware() -> Option<PathBuf> {
+    let elf = match std::env::var_os("SILT_FW_QEMU_ELF") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            // target/<profile>/silt-bridge -> target/thumbv7em-none-eabihf/release/silt-fw-qemu-mps2
+            let bridge = PathBuf::from(env!("CARGO_BIN_EXE_silt-bridge"));
+            let target = bridge.parent().and_then(|p| p.parent());
+            target.map(|t| t.join("thumbv7em-none-eabihf/release/silt-fw-qemu-mps2")).filter(|e| e.exists())
+        }
+    };
+    let qemu_found = Command::new("qemu-system-arm").arg("--version").output().is_ok();
+    match (elf, qemu_found) {
+        (Some(elf), true) => Some(elf),
+        _ => {
+            let why = "needs qemu-system-arm and the firmware ELF: run scripts/firmware-qemu.sh";
+            assert!(std::env::var_os("CI").is_none(), "{why}");
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Boots the firmware in QEMU as device `device` with `words` before its last three
+/// command-line words, serves it with a bridge of `broker` until the firmware exits, and
+/// returns its exit status and output. The device must be added already.
+pub async fn run_qemu_device(
+    broker: &Broker,
+    elf: &std::path::Path,
+    device: &str,
+    key: &Key,
+    words: &str,
+    samples: u32,
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
+    let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let serial = free_tcp_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("qemu.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut qemu = tokio::process::Command::new("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-serial", &format!("tcp:127.0.0.1:{serial},server=on,wait=on")])
+        .arg("-kernel")
+        .arg(elf)
+        .args(["-append", &format!("{words} {device} {key_hex} {samples}")])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting qemu-system-arm");
+    // The bridge must be QEMU's first client on the serial port (see tests/qemu.rs).
+    let connect = format!("127.0.0.1:{serial}");
+    let bridge = BridgeProcess::start(broker, "", &["--connect-tcp", &connect]).await;
+    let status = match tokio::time::timeout(within, qemu.wait()).await {
+        Ok(status) => status.expect("waiting for QEMU"),
+        Err(_) => panic!(
+            "the firmware did not finish within {within:?}:\n{}\n--- bridge ---\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+            bridge.log()
+        ),
+    };
+    drop(bridge);
+    (status, std::fs::read_to_string(&log_path).unwrap_or_default())
+}

@@ -7,12 +7,20 @@
 //! semihosting command line (`provision`), and progress goes to the host through semihosting
 //! (QEMU's stdout and stderr), never to the UART, which carries frames only.
 //!
+//! With the `wasm` feature (on by default) it can run a processor module on its readings
+//! before sending them: the device tier of `docs/processor-abi.md`.
+//!
 //! Code map: the protocol is `silt-link`'s (sans-IO, shared with the ESP32-C3 firmware and the
-//! simulator), `sensor` makes up the readings, `uart` is the CMSDK UART driver, and this file
-//! the glue: clock, interrupts, main loop, exit.
+//! simulator), `sensor` makes up the readings, `processor` runs a module on them, `uart` is the
+//! CMSDK UART driver, and this file the glue: heap, clock, interrupts, main loop, exit.
 #![no_std]
 #![no_main]
 
+#[cfg(feature = "wasm")]
+extern crate alloc;
+
+#[cfg(feature = "wasm")]
+mod processor;
 mod provision;
 mod sensor;
 mod uart;
@@ -60,6 +68,15 @@ const LINK: Config = Config {
     heartbeat_ms: 30_000,
 };
 
+/// Bytes of RAM the heap takes: the processor's module, its compiled code and its linear
+/// memory (at most 256 KiB, `silt_device_runtime::Limits`). Half the board's 4 MiB.
+#[cfg(feature = "wasm")]
+const HEAP_BYTES: usize = 2 * 1024 * 1024;
+
+#[cfg(feature = "wasm")]
+#[global_allocator]
+static HEAP: embedded_alloc::TlsfHeap = embedded_alloc::TlsfHeap::empty();
+
 /// Milliseconds since boot, counted by SysTick.
 static MILLIS: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
 
@@ -97,6 +114,27 @@ fn main() -> ! {
         }
     };
 
+    #[cfg(feature = "wasm")]
+    {
+        use core::mem::MaybeUninit;
+        static mut HEAP_MEMORY: [MaybeUninit<u8>; HEAP_BYTES] = [MaybeUninit::uninit(); HEAP_BYTES];
+        // SAFETY: runs once, before anything allocates; the region is used by nothing else.
+        unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEMORY) as usize, HEAP_BYTES) }
+    }
+    #[cfg(feature = "wasm")]
+    let processor = match start_processor(&config) {
+        Ok(p) => p.map(core::cell::RefCell::new),
+        Err(e) => {
+            heprintln!("silt-fw: {}", e);
+            exit(false)
+        }
+    };
+    #[cfg(not(feature = "wasm"))]
+    if config.module.is_some() {
+        heprintln!("silt-fw: module= needs a firmware built with the wasm feature");
+        exit(false)
+    }
+
     let mut core = cortex_m::Peripherals::take().expect("core peripherals are taken once");
     // The core clock is the MPS2's 25 MHz system clock in QEMU; 25 000 cycles is 1 ms.
     core.SYST.set_clock_source(SystClkSource::Core);
@@ -108,13 +146,15 @@ fn main() -> ! {
 
     hprintln!("silt-fw: {} ({}) sending {} samples", config.device, FIRMWARE, config.count);
     let identity = Identity { device: config.device, key: config.key, firmware: FIRMWARE };
-    let mut link: Backlog<'_, Queued, WINDOW_FRAMES> = Backlog::new(identity, LINK);
+    let mut link: Backlog<'_, Queued<'_>, WINDOW_FRAMES> = Backlog::new(identity, LINK);
     link.handle_connected();
     let mut deframer = Deframer::new();
     let mut rx = [0u8; RX_CHUNK_BYTES];
     let mut tx = [0u8; TRANSMIT_BYTES_MAX];
     let mut queued = 0;
     let mut reported = None;
+    #[cfg(feature = "wasm")]
+    let mut stop_reported = false;
     loop {
         let received = uart.read_available(&mut rx);
         let verdict = match link.handle_stream(&mut deframer, &rx[..received], now_ms()) {
@@ -146,15 +186,30 @@ fn main() -> ! {
                 s.bad_replies + u64::from(uart.dropped()),
                 now_ms()
             );
+            #[cfg(feature = "wasm")]
+            if let Some(p) = &processor {
+                hprintln!("silt-fw: {}", processor::summary(&p.borrow()));
+            }
             exit(true)
         }
         while queued < config.count && link.len() < WINDOW_FRAMES {
-            link.push(Queued { tick_ms: now_ms() });
+            link.push(Queued {
+                tick_ms: now_ms(),
+                clock: config.clock,
+                #[cfg(feature = "wasm")]
+                processor: processor.as_ref(),
+                #[cfg(feature = "wasm")]
+                processed: core::cell::OnceCell::new(),
+                #[cfg(not(feature = "wasm"))]
+                _processor: core::marker::PhantomData,
+            });
             queued += 1;
         }
         while let Some(n) = link.poll_transmit(now_ms(), &mut tx) {
             uart.write_all(&tx[..n]);
         }
+        #[cfg(feature = "wasm")]
+        report_stop(processor.as_ref(), &mut stop_reported);
         if received == 0 {
             uart.wait();
         }
@@ -163,7 +218,7 @@ fn main() -> ! {
 
 /// Prints the first hello's ack, and every [`PROGRESS_EVERY_SAMPLES`] acked samples one line
 /// with the readings of the last of them.
-fn report_progress(link: &Backlog<'_, Queued, WINDOW_FRAMES>, count: u32, reported: &mut Option<u64>) {
+fn report_progress(link: &Backlog<'_, Queued<'_>, WINDOW_FRAMES>, count: u32, reported: &mut Option<u64>) {
     let Some(next) = link.link().first_unacked_seq() else {
         return;
     };
@@ -193,6 +248,39 @@ fn report_progress(link: &Backlog<'_, Queued, WINDOW_FRAMES>, count: u32, report
             link.link().stats().retransmits
         );
         *reported = Some(acked);
+    }
+}
+
+/// Loads the module the command line names, if any, and starts it.
+#[cfg(feature = "wasm")]
+fn start_processor<'a>(
+    config: &provision::Config<'a>,
+) -> Result<Option<processor::Processor<'a>>, alloc::string::String> {
+    let Some(path) = config.module else {
+        return Ok(None);
+    };
+    let wasm = provision::read_host_file(path).map_err(|e| alloc::format!("{e}: {path}"))?;
+    let params = &config.params[..config.param_count];
+    let p = processor::Processor::start(config.device, config.input, &wasm, params)
+        .map_err(|e| alloc::format!("processor {path} did not start: {e}"))?;
+    hprintln!(
+        "silt-fw: processor {} ({} bytes) on {} readings, heap {} bytes used",
+        path,
+        wasm.len(),
+        config.input.name(),
+        // Not `HEAP.used()`: in embedded-alloc 0.7.0 it borrows the heap twice and panics.
+        HEAP_BYTES - HEAP.free()
+    );
+    Ok(Some(p))
+}
+
+/// Says once that the processor stopped, and why: the device sends raw readings from then on.
+#[cfg(feature = "wasm")]
+fn report_stop(p: Option<&processor::Shared<'_>>, reported: &mut bool) {
+    let Some(p) = p else { return };
+    if let (Some(why), false) = (p.borrow().stopped(), *reported) {
+        heprintln!("silt-fw: processor stopped: {}; sending raw readings", why);
+        *reported = true;
     }
 }
 

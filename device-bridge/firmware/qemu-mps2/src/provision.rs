@@ -1,21 +1,41 @@
 //! Run-time provisioning: device id, key and sample count come from the semihosting command
 //! line (SYS_GET_CMDLINE), so one ELF serves every test. QEMU builds that line from `-kernel`
 //! and `-append` ("fw.elf dev-1 <64 hex digits> 500"), or from `-semihosting-config arg=...`;
-//! the last three words are taken, whatever precedes them.
+//! the last three words are taken, whatever precedes them. Before them, words of the form
+//! `name=value` set options:
+//!
+//! - `clock=<start ms>:<step ms>`: sample `seq` is stamped `Time::UnixMs(start + seq * step)`
+//!   instead of the tick it was queued at, so that runs can be compared record for record;
+//! - `module=<path>`: a processor module (`docs/processor-abi.md`) read from the host through
+//!   semihosting, run on every sample's reading of one kind before it is sent;
+//! - `input=temperature|humidity|numeric`: that kind (default temperature);
+//! - `param=<key>=<value>`: a processor parameter, repeated for each (at most 16).
 
 use core::fmt;
 
 use cortex_m_semihosting::{nr, syscall1};
-use silt_frame::{Key, DEVICE_ID_BYTES_MAX, KEY_BYTES};
+use silt_frame::{Key, ReadingKind, DEVICE_ID_BYTES_MAX, KEY_BYTES};
 
-/// Longest command line read: the three words and room for a long path to the ELF before them.
-pub const CMDLINE_BYTES_MAX: usize = 512;
+use crate::sensor::Clock;
+
+/// Longest command line read: the words and room for a long path to the ELF before them.
+pub const CMDLINE_BYTES_MAX: usize = 1024;
+/// Most `param=` words.
+pub const PARAMS_MAX: usize = 16;
 
 pub struct Config<'a> {
     pub device: &'a str,
     pub key: Key,
     /// Samples (data frames) to deliver.
     pub count: u32,
+    pub clock: Clock,
+    /// Host path of the processor module, if any.
+    pub module: Option<&'a str>,
+    /// The kind of reading the processor takes.
+    pub input: ReadingKind,
+    /// Processor parameters: the first `param_count` pairs.
+    pub params: [(&'a str, &'a str); PARAMS_MAX],
+    pub param_count: usize,
 }
 
 #[derive(Debug)]
@@ -28,6 +48,8 @@ pub enum ProvisionError {
     DeviceId,
     Key,
     Count,
+    /// A `name=value` word with a bad value, or one `param=` too many.
+    Option(&'static str),
 }
 
 impl fmt::Display for ProvisionError {
@@ -41,8 +63,13 @@ impl fmt::Display for ProvisionError {
             ProvisionError::DeviceId => "device id must be 1 to 64 bytes",
             ProvisionError::Key => "key must be 64 hex digits",
             ProvisionError::Count => "sample count must be a number from 1 to 4294967295",
+            ProvisionError::Option(what) => what,
         };
-        write!(f, "{what}; usage: -append \"<device id> <64 hex digit key> <sample count>\"")
+        write!(
+            f,
+            "{what}; usage: -append \"[clock=START:STEP] [module=PATH [input=KIND] [param=K=V]...] \
+             <device id> <64 hex digit key> <sample count>\""
+        )
     }
 }
 
@@ -72,7 +99,58 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
     if count == 0 {
         return Err(ProvisionError::Count);
     }
-    Ok(Config { device, key: parse_key(key)?, count })
+    let mut config = Config {
+        device,
+        key: parse_key(key)?,
+        count,
+        clock: Clock::Tick,
+        module: None,
+        input: ReadingKind::Temperature,
+        params: [("", ""); PARAMS_MAX],
+        param_count: 0,
+    };
+    for word in words {
+        let Some((name, value)) = word.split_once('=') else {
+            continue;
+        };
+        match name {
+            "clock" => config.clock = parse_clock(value)?,
+            "module" => config.module = Some(value),
+            "input" => {
+                config.input = match value {
+                    "temperature" => ReadingKind::Temperature,
+                    "humidity" => ReadingKind::Humidity,
+                    "numeric" => ReadingKind::Numeric,
+                    _ => {
+                        return Err(ProvisionError::Option("input must be temperature, humidity or numeric"))
+                    }
+                }
+            }
+            "param" => {
+                let pair = value.split_once('=').ok_or(ProvisionError::Option("param must be KEY=VALUE"))?;
+                let slot = config
+                    .params
+                    .get_mut(config.param_count)
+                    .ok_or(ProvisionError::Option("at most 16 params"))?;
+                *slot = pair;
+                config.param_count += 1;
+            }
+            // The ELF's path, or something QEMU put there: not ours.
+            _ => {}
+        }
+    }
+    // Words were read last to first: give the parameters in the order written.
+    config.params[..config.param_count].reverse();
+    Ok(config)
+}
+
+fn parse_clock(value: &str) -> Result<Clock, ProvisionError> {
+    const BAD: ProvisionError = ProvisionError::Option("clock must be START_MS:STEP_MS");
+    let (start, step) = value.split_once(':').ok_or(BAD)?;
+    match (start.parse(), step.parse()) {
+        (Ok(start_ms), Ok(step_ms)) => Ok(Clock::Fixed { start_ms, step_ms }),
+        _ => Err(BAD),
+    }
 }
 
 fn parse_key(hex: &str) -> Result<Key, ProvisionError> {
@@ -94,4 +172,45 @@ fn nibble(c: u8) -> Result<u8, ProvisionError> {
         b'A'..=b'F' => Ok(c - b'A' + 10),
         _ => Err(ProvisionError::Key),
     }
+}
+
+/// Largest module read from the host: well above the examples (20 to 110 KB), well below the
+/// heap.
+#[cfg(feature = "wasm")]
+pub const MODULE_BYTES_MAX: usize = 512 * 1024;
+
+/// Reads a whole file from the host through semihosting (SYS_OPEN, SYS_FLEN, SYS_READ,
+/// SYS_CLOSE): how this board is given a module until modules arrive over the frame link.
+#[cfg(feature = "wasm")]
+pub fn read_host_file(path: &str) -> Result<alloc::vec::Vec<u8>, &'static str> {
+    use cortex_m_semihosting::syscall;
+    let mut name = alloc::vec::Vec::with_capacity(path.len() + 1);
+    name.extend_from_slice(path.as_bytes());
+    name.push(0);
+    // Mode 1 is "rb".
+    // SAFETY: the name is NUL-terminated and lives across the call.
+    let handle = unsafe { syscall!(OPEN, name.as_ptr(), 1, path.len()) };
+    if handle == usize::MAX {
+        return Err("cannot open the module file on the host");
+    }
+    // SAFETY: `handle` is an open semihosting handle.
+    let len = unsafe { syscall!(FLEN, handle) };
+    let result = if len == usize::MAX {
+        Err("cannot read the module file's length")
+    } else if len > MODULE_BYTES_MAX {
+        Err("module file larger than 512 KiB")
+    } else {
+        let mut bytes = alloc::vec![0u8; len];
+        // SAFETY: the buffer is valid for `len` bytes of writes; SYS_READ returns the bytes
+        // it did not read.
+        let unread = unsafe { syscall!(READ, handle, bytes.as_mut_ptr(), len) };
+        if unread == 0 {
+            Ok(bytes)
+        } else {
+            Err("short read of the module file")
+        }
+    };
+    // SAFETY: `handle` is open and closed once.
+    unsafe { syscall!(CLOSE, handle) };
+    result
 }

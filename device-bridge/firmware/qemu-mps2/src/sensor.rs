@@ -21,26 +21,73 @@ pub struct Sample {
 /// Numeric channel number of the supply voltage.
 pub const SUPPLY_CHANNEL: u16 = 1;
 
-/// A sample waiting for its ack. It is queued when the window has room for it, so the time it
-/// was queued is about when it was first sent: its event time. Its readings are those of the
-/// sequence it is sent as.
-#[derive(Clone, Copy, Debug)]
-pub struct Queued {
-    pub tick_ms: u64,
+/// How a sample's event time is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// `Time::TickMs`: when the sample was queued, which is when the window had room for it,
+    /// so about when it was first sent.
+    Tick,
+    /// `Time::UnixMs(start_ms + seq * step_ms)`: the same times on every run, for tests that
+    /// compare what different runs stored.
+    Fixed { start_ms: i64, step_ms: i64 },
 }
 
-impl Payload for Queued {
-    fn data(&self, seq: u32) -> (Time, Readings<'_>) {
-        let s = sample(seq);
-        let mut readings = Readings::new();
-        for reading in [
-            Reading::Temperature(s.temperature_c),
-            Reading::Humidity(s.humidity_pct),
-            Reading::Numeric { channel: SUPPLY_CHANNEL, value: s.supply_v },
-        ] {
-            readings.push(reading).expect("three readings fit READINGS_MAX");
+/// A sample waiting for its ack. Its readings are those of the sequence it is sent as.
+pub struct Queued<'p> {
+    pub tick_ms: u64,
+    pub clock: Clock,
+    /// The processor the sample goes through before it is sent, if any.
+    #[cfg(feature = "wasm")]
+    pub processor: Option<&'p crate::processor::Shared<'p>>,
+    /// What the processor made of it, on its first send; kept for retransmissions.
+    #[cfg(feature = "wasm")]
+    pub processed: core::cell::OnceCell<crate::processor::Processed>,
+    #[cfg(not(feature = "wasm"))]
+    pub _processor: core::marker::PhantomData<&'p ()>,
+}
+
+impl<'p> Queued<'p> {
+    pub fn time(&self, seq: u32) -> Time {
+        match self.clock {
+            Clock::Tick => Time::TickMs(self.tick_ms),
+            Clock::Fixed { start_ms, step_ms } => {
+                Time::UnixMs(start_ms.saturating_add(step_ms.saturating_mul(i64::from(seq))))
+            }
         }
-        (Time::TickMs(self.tick_ms), readings)
+    }
+}
+
+/// The readings of sample `seq`, as sent without a processor.
+pub fn readings(seq: u32) -> Readings<'static> {
+    let s = sample(seq);
+    let mut readings = Readings::new();
+    for reading in [
+        Reading::Temperature(s.temperature_c),
+        Reading::Humidity(s.humidity_pct),
+        Reading::Numeric { channel: SUPPLY_CHANNEL, value: s.supply_v },
+    ] {
+        readings.push(reading).expect("three readings fit READINGS_MAX");
+    }
+    readings
+}
+
+impl Payload for Queued<'_> {
+    fn data(&self, seq: u32) -> (Time, Readings<'_>) {
+        let time = self.time(seq);
+        let raw = readings(seq);
+        #[cfg(feature = "wasm")]
+        if let Some(processor) = self.processor {
+            use crate::processor::{with_outputs, Processed};
+            let processed = self.processed.get_or_init(|| processor.borrow_mut().process(seq, time, &raw));
+            if let Processed::Outputs { kind, outputs } = processed {
+                let mut sent = Readings::new();
+                // The processor checked that they fit a frame before keeping them.
+                if with_outputs(&mut sent, &raw, *kind, outputs).is_ok() {
+                    return (time, sent);
+                }
+            }
+        }
+        (time, raw)
     }
 }
 

@@ -1,0 +1,138 @@
+//! The device tier (docs/processor-abi.md, "Tiers"): a processor module run by the QEMU
+//! firmware on its readings before they are sent gives, record for record and byte for byte,
+//! what the same module deployed in the broker makes of the raw readings.
+//!
+//! Three runs of the firmware with the same fixed clock, each against a fresh broker and
+//! bridge: with `threshold-filter` on the device, with `ema-smooth` (stateful) on the device,
+//! and raw, with both deployed in the broker on `sensors.temperature`. The examples are built
+//! for wasm32 with a small stack (`examples.rs`); QEMU and the firmware as in tests/qemu.rs.
+
+#[path = "../../device-runtime/tests/common/examples.rs"]
+mod examples;
+mod support;
+
+use std::time::Duration;
+
+use silt_client::ConsumedRecord;
+use silt_wire::{Deployment, ProcessorLimits};
+use support::*;
+
+const SAMPLES: u32 = 60;
+/// Samples one second apart from 2023-11-14: the same event times on every run.
+const CLOCK: &str = "clock=1700000000000:1000";
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The two modules and their parameters, on the temperature readings (21 °C ± 3).
+const FILTER: (&str, &[(&str, &str)]) = ("threshold-filter", &[("field", "value"), ("min", "22")]);
+const SMOOTH: (&str, &[(&str, &str)]) = ("ema-smooth", &[("field", "value"), ("alpha", "0.25")]);
+
+/// A processor deployed in the broker: example name, parameters, output topic.
+type Deploy<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+/// What a record is, for comparing tiers: time, key, headers, value.
+type Stored = (i64, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>);
+
+fn stored(records: &[ConsumedRecord]) -> Vec<Stored> {
+    records
+        .iter()
+        .map(|r| {
+            let headers = r.headers.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+            (r.timestamp_ms, r.key.to_vec(), headers, r.value.to_vec())
+        })
+        .collect()
+}
+
+/// One firmware run against a fresh broker; `words` add the module, if any. Returns the
+/// broker (to read from) and the firmware's output.
+async fn run(elf: &std::path::Path, words: &str, deploy: &[Deploy<'_>]) -> (Broker, String) {
+    let broker = Broker::start().await;
+    for (name, params, output) in deploy {
+        let wasm = examples::example_wasm(examples::built_examples(), name);
+        let d = Deployment {
+            name: name.to_string(),
+            input: "sensors.temperature".into(),
+            output: output.to_string(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            from: None,
+            limits: ProcessorLimits::default(),
+        };
+        broker.client.create_topic("sensors.temperature", 1, None, None).await.ok();
+        broker.client.deploy_processor(d, wasm).await.unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+    }
+    let key = broker.add_device("tier-1").await;
+    let (status, out) =
+        run_qemu_device(&broker, elf, "tier-1", &key, &format!("{CLOCK} {words}"), SAMPLES, RUN_TIMEOUT)
+            .await;
+    assert!(status.success(), "firmware exited with {status}; its output:\n{out}");
+    assert!(out.contains(&format!("done {SAMPLES} frames")), "{out}");
+    (broker, out)
+}
+
+/// Fails on the first record that differs, printing it readably, or on a different count.
+fn assert_same(name: &str, device: &[Stored], broker: &[Stored], out: &str) {
+    let show = |r: &Stored| {
+        let headers: Vec<String> =
+            r.2.iter()
+                .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+                .collect();
+        format!(
+            "t={} key={} headers={headers:?} value={}",
+            r.0,
+            String::from_utf8_lossy(&r.1),
+            String::from_utf8_lossy(&r.3)
+        )
+    };
+    if let Some(i) = (0..device.len().min(broker.len())).find(|&i| device[i] != broker[i]) {
+        panic!(
+            "{name}: record {i} differs\n device: {}\n broker: {}\n{out}",
+            show(&device[i]),
+            show(&broker[i])
+        );
+    }
+    assert_eq!(device.len(), broker.len(), "{name}: records on the device tier vs in the broker\n{out}");
+}
+
+fn module_words(name: &str, params: &[(&str, &str)]) -> String {
+    let wasm = examples::built_small_examples().join(format!("{}.wasm", name.replace('-', "_")));
+    let mut words = format!("module={} input=temperature", wasm.display());
+    for (k, v) in params {
+        words.push_str(&format!(" param={k}={v}"));
+    }
+    words
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_on_the_device_gives_what_it_gives_in_the_broker() {
+    let Some(elf) = qemu_firmware() else { return };
+
+    let (broker, raw_out) =
+        run(&elf, "", &[(FILTER.0, FILTER.1, "tier.filtered"), (SMOOTH.0, SMOOTH.1, "tier.smoothed")]).await;
+    let raw = read_to_end(&broker.client, "sensors.temperature").await;
+    assert_eq!(raw.len(), SAMPLES as usize, "{raw_out}");
+    let smoothed = stored(&read_records(&broker.client, "tier.smoothed", SAMPLES as usize).await);
+    let filtered_count = raw
+        .iter()
+        .filter(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.value).unwrap()["value"].as_f64().unwrap() > 22.0
+        })
+        .count();
+    let filtered = stored(&read_records(&broker.client, "tier.filtered", filtered_count).await);
+    assert!(
+        !filtered.is_empty() && filtered.len() < SAMPLES as usize,
+        "the filter keeps some: {}",
+        filtered.len()
+    );
+    assert_eq!(smoothed.len(), SAMPLES as usize);
+    broker.stop().await;
+
+    for ((name, params), expected) in [(FILTER, filtered), (SMOOTH, smoothed)] {
+        let (broker, out) = run(&elf, &module_words(name, params), &[]).await;
+        assert!(out.contains("processor on temperature"), "{out}");
+        assert!(!out.contains("processor stopped"), "{out}");
+        let device = stored(&read_to_end(&broker.client, "sensors.temperature").await);
+        assert_same(name, &device, &expected, &out);
+        // The other readings went as they were.
+        assert_eq!(read_to_end(&broker.client, "sensors.humidity").await.len(), SAMPLES as usize);
+        broker.stop().await;
+    }
+}

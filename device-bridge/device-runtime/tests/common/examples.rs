@@ -1,0 +1,75 @@
+//! The example processors built for wasm32, as the tests of the device tier need them: with
+//! Rust's default stack (as the broker runs them) and with a small one (as a device runs them).
+//! Included by path by the tests that run them (`mod examples;`), so the builds land in the
+//! same directories whichever test asks first.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub const EXAMPLES: [&str; 5] =
+    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
+
+pub fn workspace_root() -> PathBuf {
+    // Every crate that includes this file sits two levels below the root.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Shadow stack of the examples built for the device's default limits (the linker's
+/// `-z stack-size`): Rust's 1 MiB default alone is four times the 256 KiB memory limit, and
+/// the examples run within 16 KiB.
+pub const SMALL_STACK_BYTES: u32 = 16 * 1024;
+
+/// Builds the examples into `dir` beside this test's target directory, with `rustflags`, and
+/// returns the directory holding their `.wasm` files.
+pub fn build_examples(dir: &str, rustflags: Option<String>) -> PathBuf {
+    let root = workspace_root();
+    let outer =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    // A directory of its own: the outer cargo may still hold the lock on its own.
+    let target_dir = outer.join(dir);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--locked", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(flags) = rustflags {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    for example in EXAMPLES {
+        cmd.args(["-p", example]);
+    }
+    let status = cmd.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "building the examples for wasm32 failed (is the target installed? \
+         rustup target add wasm32-unknown-unknown)"
+    );
+    target_dir.join("wasm32-unknown-unknown/release")
+}
+
+/// The examples as `sdk/processor`'s test builds them, once per test run.
+pub fn built_examples() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_examples("wasm-examples", None))
+}
+
+/// The examples linked with a [`SMALL_STACK_BYTES`] shadow stack, once per test run.
+pub fn built_small_examples() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        build_examples(
+            "wasm-examples-small-stack",
+            Some(format!("-C link-arg=-zstack-size={SMALL_STACK_BYTES}")),
+        )
+    })
+}
+
+pub fn example_wasm(dir: &Path, name: &str) -> Vec<u8> {
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

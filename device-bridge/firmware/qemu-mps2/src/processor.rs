@@ -1,0 +1,212 @@
+//! The device tier: a processor module (`docs/processor-abi.md`) run on one kind of reading
+//! before it is sent, on `silt-device-runtime` (the wasmi interpreter, `no_std`).
+//!
+//! Each sample's reading of the module's kind becomes the record the bridge would have made of
+//! it (`silt_frame::record_value`, key and `silt-device` header the device id, time the frame's
+//! time), alone in a batch; what the module returns goes out as [`Reading::Output`] readings in
+//! that sample's frame, in place of the reading. Readings of other kinds go out as they are.
+//! A module that fails (a trap, a limit, output a frame cannot carry) is stopped and reported,
+//! and the device sends raw readings from that sample on: nothing is lost.
+//!
+//! A sample is processed once, when its frame is first sent (so with its sequence), and its
+//! output kept for retransmissions.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt::Write as _;
+
+use silt_device_runtime::{Instance, Limits, Module};
+use silt_frame::{
+    encode, record_value, Body, Data, Frame, Reading, ReadingKind, Readings, RecordValue, Time,
+    FRAME_BYTES_MAX, ZERO_KEY,
+};
+use silt_wire::batch::{self, record::RecordIter, BatchBuilder};
+
+/// The header every record from a device carries, naming it (the bridge's `DEVICE_HEADER`).
+const DEVICE_HEADER: &[u8] = b"silt-device";
+
+/// What one sample sends after processing.
+pub enum Processed {
+    /// The readings as they are: no processor, or it stopped.
+    Raw,
+    /// The module's records for the reading of `kind`; the other readings as they are.
+    Outputs { kind: ReadingKind, outputs: Vec<Record> },
+}
+
+/// One output record as a frame carries it: time, value, and whether it has the device header.
+pub struct Record {
+    pub time_ms: i64,
+    pub value: Vec<u8>,
+    pub marked: bool,
+}
+
+/// Totals for the summary line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub fuel: u64,
+}
+
+/// A running module, or the reason it stopped.
+pub struct Processor<'a> {
+    device: &'a str,
+    kind: ReadingKind,
+    instance: Option<Instance>,
+    stopped: Option<String>,
+    stats: Stats,
+}
+
+impl<'a> Processor<'a> {
+    /// Loads `wasm` and starts it with `params` under the device's default limits.
+    pub fn start(
+        device: &'a str,
+        kind: ReadingKind,
+        wasm: &[u8],
+        params: &[(&str, &str)],
+    ) -> Result<Processor<'a>, silt_device_runtime::Error> {
+        let instance = Module::new(wasm)?.instantiate(params, &Limits::default())?;
+        Ok(Processor { device, kind, instance: Some(instance), stopped: None, stats: Stats::default() })
+    }
+
+    pub fn kind(&self) -> ReadingKind {
+        self.kind
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Why the module stopped, once it has.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// Runs the module on the reading of its kind among `readings`, sent as frame `seq` at
+    /// `time`. On any failure the module is stopped and the sample goes out raw.
+    pub fn process(&mut self, seq: u32, time: Time, readings: &Readings<'_>) -> Processed {
+        let Some(reading) = readings.iter().find(|r| r.kind() == self.kind) else {
+            return Processed::Raw;
+        };
+        let Some(instance) = self.instance.as_mut() else {
+            return Processed::Raw;
+        };
+        match run(instance, self.device, seq, time, reading) {
+            Ok(outputs) => {
+                self.stats.records_in += 1;
+                self.stats.records_out += outputs.len() as u64;
+                self.stats.fuel += instance.fuel_used();
+                match fits_a_frame(self.device, time, readings, self.kind, &outputs) {
+                    true => Processed::Outputs { kind: self.kind, outputs },
+                    false => self.stop(String::from("its output for one sample does not fit a frame")),
+                }
+            }
+            Err(e) => self.stop(e),
+        }
+    }
+
+    fn stop(&mut self, why: String) -> Processed {
+        self.instance = None;
+        self.stopped = Some(why);
+        Processed::Raw
+    }
+}
+
+/// One sample through the module: the record, its batch, the call, the output records.
+fn run(
+    instance: &mut Instance,
+    device: &str,
+    seq: u32,
+    time: Time,
+    reading: &Reading<'_>,
+) -> Result<Vec<Record>, String> {
+    let time_ms = match time {
+        Time::UnixMs(ms) => ms,
+        Time::TickMs(t) => i64::try_from(t).unwrap_or(i64::MAX),
+    };
+    let mut json = String::new();
+    let value = match record_value(device, seq, reading, &mut json) {
+        Ok(RecordValue::Bytes(bytes)) => bytes,
+        Ok(RecordValue::Json) | Err(_) => json.as_bytes(),
+    };
+    let mut builder = BatchBuilder::with_capacity(value.len() + device.len() * 2 + 32);
+    builder
+        .push(time_ms, device.as_bytes(), value, &[(DEVICE_HEADER, device.as_bytes())])
+        .map_err(|e| alloc::format!("{e}"))?;
+    let mut input = builder.finish(0, u64::from(seq));
+    batch::stamp(&mut input, 0, time_ms);
+    let output = instance.process(&input).map_err(|e| alloc::format!("{e}"))?;
+    let mut outputs = Vec::with_capacity(output.record_count as usize);
+    for record in RecordIter::new(output.records, 0, output.record_count, time_ms) {
+        if record.key != device.as_bytes() {
+            return Err(String::from("it wrote a record whose key is not the device id"));
+        }
+        // The one header a frame can carry: the device's own, once.
+        let marked = match record.header_count() {
+            0 => false,
+            1 if record.header(DEVICE_HEADER) == Some(device.as_bytes()) => true,
+            _ => return Err(String::from("it wrote record headers, which the device tier does not carry")),
+        };
+        outputs.push(Record { time_ms: record.timestamp_ms, value: record.value.to_vec(), marked });
+    }
+    Ok(outputs)
+}
+
+/// True when the frame that carries `outputs` in place of the reading of `kind` encodes.
+fn fits_a_frame(
+    device: &str,
+    time: Time,
+    readings: &Readings<'_>,
+    kind: ReadingKind,
+    outputs: &[Record],
+) -> bool {
+    let mut data = Data { device, time, readings: Readings::new() };
+    if with_outputs(&mut data.readings, readings, kind, outputs).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; FRAME_BYTES_MAX];
+    encode(&Frame { seq: 0, ack: 0, body: Body::Data(data) }, &ZERO_KEY, &mut buf).is_ok()
+}
+
+/// `readings` with the one of `kind` replaced by `outputs`, into `out`; `Err` when they are
+/// more than a frame holds.
+pub fn with_outputs<'r>(
+    out: &mut Readings<'r>,
+    readings: &Readings<'r>,
+    kind: ReadingKind,
+    outputs: &'r [Record],
+) -> Result<(), ()> {
+    for reading in readings {
+        if reading.kind() != kind {
+            out.push(*reading).map_err(|_| ())?;
+            continue;
+        }
+        for r in outputs {
+            let output = Reading::Output { of: kind, time_ms: r.time_ms, value: &r.value, marked: r.marked };
+            out.push(output).map_err(|_| ())?;
+        }
+    }
+    Ok(())
+}
+
+/// The processor as the sample queue shares it: one per device, used from the main loop only.
+pub type Shared<'a> = RefCell<Processor<'a>>;
+
+/// A one-line account of the processor for the summary.
+pub fn summary(p: &Processor<'_>) -> String {
+    let s = p.stats();
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "processor on {}: {} records in, {} out, {} fuel",
+        p.kind().name(),
+        s.records_in,
+        s.records_out,
+        s.fuel
+    );
+    if let Some(why) = p.stopped() {
+        let _ = write!(line, "; stopped: {why}");
+    }
+    line
+}
