@@ -197,6 +197,25 @@ pub enum Request {
     AuditDevices {
         events: Vec<DeviceRefusal>,
     },
+    /// Stores a new version of the processor module a device runs on its readings of kind
+    /// `input` (the device tier, docs/processor-abi.md); the payload is the module. It becomes
+    /// the device's requested version, which its bridge delivers over the frame link. Answers
+    /// `DeviceModule`.
+    DeployDeviceModule {
+        device: String,
+        input: String,
+        params: Vec<(String, String)>,
+    },
+    /// A device's module versions: requested, running (as the device last reported it) and
+    /// the last error. Answers `DeviceModule`.
+    GetDeviceModule {
+        device: String,
+    },
+    /// Makes the version before the requested one requested again (fresh state, as every
+    /// change of version). Answers `DeviceModule`.
+    RollbackDeviceModule {
+        device: String,
+    },
     /// Finds the acknowledged offsets of a partition that storage damage destroyed; with
     /// `accept_loss`, accepts their loss: the damaged batches are removed, reads step over
     /// the range and produces continue after it. Answers `Repaired`.
@@ -433,6 +452,42 @@ pub struct DeviceInfo {
     pub rights: Option<Vec<AclEntry>>,
 }
 
+/// The processor module versions of one device (the device tier).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceModuleInfo {
+    pub device: String,
+    /// The version the device should run; `None` before the first deploy.
+    pub requested_version: Option<u32>,
+    /// The version the device last said it runs; `None` when it runs none, or has not said.
+    pub running_version: Option<u32>,
+    /// The last error the device reported about its module (it then sends raw readings).
+    pub last_error: Option<String>,
+    /// The versions kept, oldest first: at most [`DEVICE_MODULE_VERSIONS_KEPT`].
+    pub versions: Vec<DeviceModuleVersion>,
+}
+
+/// One version of a device's module.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DeviceModuleVersion {
+    pub version: u32,
+    /// SHA-256 of the module bytes, hex: what the device checks before switching to it.
+    pub module_sha256: String,
+    pub module_bytes: u64,
+    /// The kind of reading it runs on: `temperature`, `humidity` or `numeric`.
+    pub input: String,
+    pub params: Vec<(String, String)>,
+    pub deployed_ms: i64,
+    /// Hex Ed25519 public key that signed the module, when signed.
+    pub signed_by: Option<String>,
+}
+
+/// Versions of a device's module the broker keeps; older ones are dropped.
+pub const DEVICE_MODULE_VERSIONS_KEPT: usize = 8;
+/// Largest module for a device: what the firmware's module slot holds.
+pub const DEVICE_MODULE_BYTES_MAX: usize = 512 * 1024;
+/// The kinds of reading a device module can run on.
+pub const DEVICE_MODULE_INPUTS: [&str; 3] = ["temperature", "humidity", "numeric"];
+
 /// Why a request failed. Clients map these to errors a user can act on.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -521,6 +576,7 @@ pub enum Response {
     ProcessorVersions(Vec<ProcessorVersion>),
     Device(DeviceInfo),
     Devices(Vec<DeviceInfo>),
+    DeviceModule(DeviceModuleInfo),
     Authenticated(WhoAmI),
     User(UserInfo),
     Users(Vec<UserInfo>),

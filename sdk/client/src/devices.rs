@@ -1,7 +1,8 @@
-//! Device registry calls: add, rotate, list, revoke, and the key lookup bridges use.
+//! Device registry calls: add, rotate, list, revoke, the key lookup bridges use, and the
+//! device tier's module versions.
 
 use bytes::Bytes;
-use silt_wire::{DeviceInfo, DeviceRefusal, Request, Response};
+use silt_wire::{DeviceInfo, DeviceModuleInfo, DeviceRefusal, Request, Response};
 
 use crate::connection::{unexpected, Client};
 use crate::ClientError;
@@ -40,6 +41,40 @@ impl Client {
     pub async fn audit_devices(&self, events: Vec<DeviceRefusal>) -> Result<(), ClientError> {
         match self.request(&Request::AuditDevices { events }, Bytes::new()).await?.0 {
             Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Stores `wasm` as the next version of the module device `device` runs on its readings of
+    /// kind `input`, and makes it the requested version.
+    pub async fn deploy_device_module(
+        &self,
+        device: &str,
+        input: &str,
+        params: Vec<(String, String)>,
+        wasm: Vec<u8>,
+    ) -> Result<DeviceModuleInfo, ClientError> {
+        let request = Request::DeployDeviceModule { device: device.into(), input: input.into(), params };
+        self.device_module_call(request, Bytes::from(wasm)).await
+    }
+
+    /// A device's module versions: requested, running, last error.
+    pub async fn device_module(&self, device: &str) -> Result<DeviceModuleInfo, ClientError> {
+        self.device_module_call(Request::GetDeviceModule { device: device.into() }, Bytes::new()).await
+    }
+
+    /// Makes the version before the requested one requested again.
+    pub async fn rollback_device_module(&self, device: &str) -> Result<DeviceModuleInfo, ClientError> {
+        self.device_module_call(Request::RollbackDeviceModule { device: device.into() }, Bytes::new()).await
+    }
+
+    async fn device_module_call(
+        &self,
+        request: Request,
+        payload: Bytes,
+    ) -> Result<DeviceModuleInfo, ClientError> {
+        match self.request(&request, payload).await?.0 {
+            Response::DeviceModule(m) => Ok(m),
             other => Err(unexpected(&other)),
         }
     }

@@ -73,6 +73,7 @@ pub use processors::Deployment;
 pub use producer::{Ack, AckHook, Producer, ProducerConfig, ProducerRecord};
 pub use silt_wire::auth::{TokenInfo, UserInfo, WhoAmI};
 pub use silt_wire::{
-    AclEntry, Compression, Credential, DeviceInfo, DeviceRefusal, ErrorCode, FetchFrom, Operation,
-    ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState, ProcessorVersion, RepairInfo, TopicInfo,
+    AclEntry, Compression, Credential, DeviceInfo, DeviceModuleInfo, DeviceModuleVersion, DeviceRefusal,
+    ErrorCode, FetchFrom, Operation, ProcessorInfo, ProcessorLimits, ProcessorRef, ProcessorState,
+    ProcessorVersion, RepairInfo, TopicInfo,
 };

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod device_modules;
 pub mod devices;
 pub mod durability;
 pub mod metrics;

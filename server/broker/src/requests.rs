@@ -29,12 +29,12 @@ use crate::auth::audit::Outcome;
 use crate::auth::{rights, Auth, Method, Principal, Session};
 use crate::clock::now_ms;
 use crate::config::{Limits, ProcessorConfig};
-use crate::devices;
 use crate::durability::{Durability, Refused};
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionHandle, Partitions};
 use crate::processors::{HostError, ProcessorHost};
 use crate::quotas::{QuotaConfig, Quotas, Rate};
+use crate::{device_modules, devices};
 use silt_core::groups::{Coordinator, GroupError, Join};
 
 /// A response and the batch bytes that follow it.
@@ -214,7 +214,10 @@ impl Broker {
             | Request::ListDevices
             | Request::RevokeDevice { .. }
             | Request::GetDevice { .. }
-            | Request::AuditDevices { .. } => "device",
+            | Request::AuditDevices { .. }
+            | Request::DeployDeviceModule { .. }
+            | Request::GetDeviceModule { .. }
+            | Request::RollbackDeviceModule { .. } => "device",
             r if rights::is_auth(r) => "auth",
             _ => "admin",
         };
@@ -321,6 +324,33 @@ impl Broker {
         })
     }
 
+    /// `silt device deploy`: the signature as for processors, then the device tier's checks
+    /// and the store, on a blocking thread (instantiating the module runs it).
+    fn deploy_device_module(
+        &self,
+        device: String,
+        input: String,
+        params: Vec<(String, String)>,
+        wasm: Bytes,
+    ) -> PendingReply {
+        let signed_by = match self.processors.check_signature(&wasm) {
+            Ok(key) => key,
+            Err(e) => return ready(host_reply(Err(e))),
+        };
+        let store = self.store.clone();
+        Box::pin(async move {
+            let done = tokio::task::spawn_blocking(move || {
+                device_modules::check(&wasm, &input, &params)?;
+                device_modules::deploy(&store, &device, input, params, &wasm, signed_by, now_ms())
+            })
+            .await;
+            match done {
+                Ok(result) => registry_reply(result.map(Response::DeviceModule)),
+                Err(e) => error(ErrorCode::Storage, format!("device deploy task failed: {e}")),
+            }
+        })
+    }
+
     /// The answer to a device change that made a key: the key goes only to a principal that
     /// may read device keys.
     fn keyed_device(
@@ -380,6 +410,12 @@ impl Broker {
                 });
             }
             Err(other) => other,
+        };
+        let request = match request {
+            Request::DeployDeviceModule { device, input, params } => {
+                return self.deploy_device_module(device, input, params, frame.into_payload());
+            }
+            other => other,
         };
         match request {
             request if rights::is_auth(&request) => {
@@ -633,6 +669,12 @@ impl Broker {
                 d.rights = self.auth.device_rights(&id);
                 Response::Device(d)
             })),
+            Request::GetDeviceModule { device } => {
+                registry_reply(device_modules::get(&self.store, &device).map(Response::DeviceModule))
+            }
+            Request::RollbackDeviceModule { device } => {
+                registry_reply(device_modules::rollback(&self.store, &device).map(Response::DeviceModule))
+            }
             Request::AuditDevices { events } => match self.auth.device_refusals(principal, events) {
                 Ok(()) => (Response::Done, Bytes::new()),
                 Err(r) => error(r.code, r.message),

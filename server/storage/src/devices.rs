@@ -1,4 +1,5 @@
-//! The device registry's tree: device id -> the broker's encoded entry (opaque here).
+//! The device registry's trees: device id -> the broker's encoded entry, and device id -> its
+//! module versions (both opaque here).
 //!
 //! Writes here are not flushed; the broker flushes before it answers a registry change.
 
@@ -25,6 +26,29 @@ impl Store {
     /// Replaces a device's entry if it is still `old`; returns whether it did.
     pub fn swap_device(&self, id: &str, old: &[u8], entry: &[u8]) -> Result<bool, StorageError> {
         let done = self.devices.compare_and_swap(id.as_bytes(), Some(old), Some(entry))?.is_ok();
+        self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
+        Ok(done)
+    }
+
+    /// Every device's module versions, as `(id, entry)` sorted by id: for checks.
+    pub fn device_modules_all(&self) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        crate::processors::named_entries(&self.device_modules)
+    }
+
+    /// One device's module versions.
+    pub fn device_modules(&self, id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.device_modules.get(id.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces a device's module versions if they are still `old` (`None`: none yet);
+    /// returns whether it did.
+    pub fn swap_device_modules(
+        &self,
+        id: &str,
+        old: Option<&[u8]>,
+        entry: &[u8],
+    ) -> Result<bool, StorageError> {
+        let done = self.device_modules.compare_and_swap(id.as_bytes(), old, Some(entry))?.is_ok();
         self.meta_changed.store(true, std::sync::atomic::Ordering::Release);
         Ok(done)
     }

@@ -34,6 +34,9 @@ pub(crate) const ARTEFACTS_TREE: &[u8] = b"silt/artefacts";
 pub(crate) const CHECKPOINTS_TREE: &[u8] = b"silt/checkpoints";
 /// Device id -> the broker's encoded device entry (key, created, revoked; opaque here).
 pub(crate) const DEVICES_TREE: &[u8] = b"silt/devices";
+/// Device id -> the broker's encoded device module versions (`records::devices`; opaque
+/// here): the device tier's deployments.
+pub(crate) const DEVICE_MODULES_TREE: &[u8] = b"silt/device-modules";
 /// Principals and rights: `silt/auth/users`, `silt/auth/tokens`, `silt/auth/acls` (entries
 /// opaque here; the broker encodes and checks them).
 pub(crate) const AUTH_TREE_PREFIX: &str = "silt/auth/";

@@ -21,7 +21,8 @@ use sled::transaction::{TransactionError, Transactional};
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
     group_prefix, topic_group_prefix, StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE,
-    GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
+    DEVICE_MODULES_TREE, GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX,
+    PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
@@ -69,6 +70,7 @@ pub struct Store {
     pub(crate) modules: sled::Tree,
     pub(crate) artefacts: sled::Tree,
     pub(crate) devices: sled::Tree,
+    pub(crate) device_modules: sled::Tree,
     /// Every topic with its open partitions, so `partition()` is a map lookup and an `Arc`
     /// clone. Written only by `create_topic` and `delete_topic`; `commit_offset` holds it for
     /// reading so that no offset is committed for a topic while it is being deleted.
@@ -176,6 +178,7 @@ impl Store {
             modules: db.open_tree(MODULES_TREE)?,
             artefacts: db.open_tree(ARTEFACTS_TREE)?,
             devices: db.open_tree(DEVICES_TREE)?,
+            device_modules: db.open_tree(DEVICE_MODULES_TREE)?,
             db,
             root: dir.to_owned(),
             cache_bytes,

@@ -1,11 +1,13 @@
 //! `silt device`: the registry of devices allowed to send frames and MQTT publishes through a
-//! bridge.
+//! bridge, and the processor modules devices run on their readings (the device tier).
 
 use crate::output::time_rfc3339;
+use crate::processor::{parse_param, read_module};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
-use silt_client::{Client, DeviceInfo};
+use silt_client::{Client, DeviceInfo, DeviceModuleInfo};
 use silt_wire::signature::hex;
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +35,35 @@ pub enum DeviceCommand {
     /// then on (within the bridge's key cache time, 5 s by default). The id stays listed;
     /// `add` enrols it again with a new key.
     Revoke { id: String },
+    /// Deploy a processor module to a device: it runs on the device, on its readings of one
+    /// kind, before they are sent (docs/processor-abi.md, "Tiers"); what it returns is stored
+    /// in that kind's topic instead of the readings.
+    ///
+    /// The broker checks the module as the device will run it (the device tier's interpreter
+    /// and limits, `silt_init` with the parameters) and, when it requires signed modules, its
+    /// signature; then stores it as the device's next version and makes it the requested
+    /// one. The bridge serving the device delivers it over the frame link; the device checks
+    /// the module's hash, switches to it, and reports the version it runs (`silt device
+    /// status`). A new version starts from fresh state. Accepts `.wasm` and `.wat`.
+    Deploy {
+        /// The module: a `.wasm` file, or `.wat` text.
+        module: PathBuf,
+        /// The device to run it.
+        #[arg(long)]
+        device: String,
+        /// The kind of reading it runs on.
+        #[arg(long, default_value = "temperature", value_parser = ["temperature", "humidity", "numeric"])]
+        input: String,
+        /// A parameter for the module's silt_init, as key=value; repeat for more.
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Show a device's module: the requested version, the version the device reports it runs,
+    /// the last error it reported, and the versions kept.
+    Status { id: String },
+    /// Make the version before the requested one requested again; the device switches back
+    /// to it (with fresh state) once its bridge delivers the change.
+    Rollback { id: String },
 }
 
 pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Result<()> {
@@ -80,6 +111,15 @@ pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Res
                 }
             }
         }
+        DeviceCommand::Deploy { module, device, input, params } => {
+            let wasm = read_module(&module)?;
+            let m = client.deploy_device_module(&device, &input, params, wasm).await?;
+            print_module(&m, json, "deployed");
+        }
+        DeviceCommand::Status { id } => print_module(&client.device_module(&id).await?, json, ""),
+        DeviceCommand::Rollback { id } => {
+            print_module(&client.rollback_device_module(&id).await?, json, "rolled back")
+        }
         DeviceCommand::Revoke { id } => {
             let d = client.revoke_device(&id).await?;
             if json {
@@ -99,5 +139,53 @@ fn device_json(d: &DeviceInfo) -> serde_json::Value {
         "created_ms": d.created_ms,
         "revoked_ms": d.revoked_ms,
         "previous_key_until_ms": d.previous_until_ms,
+    })
+}
+
+/// A device's module versions as text (with what just happened, if anything) or JSON.
+fn print_module(m: &DeviceModuleInfo, json: bool, done: &str) {
+    if json {
+        println!("{}", module_json(m));
+        return;
+    }
+    let version = |v: Option<u32>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
+    if !done.is_empty() {
+        println!("device {}: {done}; requested version {}", m.device, version(m.requested_version));
+    }
+    println!("device {}", m.device);
+    println!("  requested version: {}", version(m.requested_version));
+    println!("  running version:   {}", version(m.running_version));
+    println!("  last error:        {}", m.last_error.as_deref().unwrap_or("none"));
+    for v in &m.versions {
+        let params: Vec<String> = v.params.iter().map(|(k, val)| format!("{k}={val}")).collect();
+        let mark = if Some(v.version) == m.requested_version { "*" } else { " " };
+        println!(
+            "  {mark} version {} on {}, {} bytes, sha256 {}, {}, deployed {}{}",
+            v.version,
+            v.input,
+            v.module_bytes,
+            v.module_sha256,
+            if params.is_empty() { "no params".to_string() } else { params.join(" ") },
+            time_rfc3339(v.deployed_ms),
+            v.signed_by.as_ref().map(|k| format!(", signed by {k}")).unwrap_or_default()
+        );
+    }
+}
+
+fn module_json(m: &DeviceModuleInfo) -> serde_json::Value {
+    serde_json::json!({
+        "device": m.device,
+        "requested_version": m.requested_version,
+        "running_version": m.running_version,
+        "last_error": m.last_error,
+        "versions": m.versions.iter().map(|v| serde_json::json!({
+            "version": v.version,
+            "input": v.input,
+            "module_sha256": v.module_sha256,
+            "module_bytes": v.module_bytes,
+            "params": v.params.iter().map(|(k, val)| (k.clone(), serde_json::Value::String(val.clone()))).collect::<serde_json::Map<_, _>>(),
+            "deployed_ms": v.deployed_ms,
+            "signed_by": v.signed_by,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -99,7 +99,7 @@ pub fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 /// Reads a module: binary as is, `.wat` text compiled to binary.
-fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "wat") {
         return wat::parse_bytes(&bytes)

@@ -60,3 +60,58 @@ fn devices_are_added_listed_and_revoked() {
     let unknown = broker.silt(&["device", "rotate", "nobody"]).run();
     assert!(unknown.fails(1).contains("no device"), "{unknown:?}");
 }
+
+/// `silt device deploy|status|rollback`: versions are numbered per device, the last deployed is
+/// requested, a rollback requests the one before it, and a module the device tier cannot run
+/// (not WebAssembly, parameters its `silt_init` refuses), a device that does not exist and a
+/// rollback with nothing before fail with one-line messages and change nothing.
+#[test]
+fn device_modules_are_deployed_shown_and_rolled_back() {
+    let broker = Broker::start();
+    broker.silt(&["device", "add", "dev-1"]).run().ok();
+    let wat = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../processors/examples/wat-threshold/threshold.wat");
+    let wat = wat.to_str().unwrap();
+    let status = |broker: &Broker| -> Value {
+        serde_json::from_str(broker.silt(&["device", "status", "dev-1", "--json"]).run().ok()).unwrap()
+    };
+    let before = status(&broker);
+    assert_eq!(
+        (before["requested_version"].clone(), before["running_version"].clone()),
+        (Value::Null, Value::Null)
+    );
+
+    let deploy = |min_len: &str| {
+        broker
+            .silt(&["device", "deploy", wat, "--device", "dev-1", "--param", "key=dev-1", "--param", min_len])
+            .run()
+    };
+    let text = deploy("min_len=20");
+    assert!(text.ok().starts_with("device dev-1: deployed; requested version 1\n"), "{text:?}");
+    deploy("min_len=30").ok();
+    let after = status(&broker);
+    assert_eq!(after["requested_version"], 2);
+    assert_eq!(after["running_version"], Value::Null);
+    assert_eq!(after["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(after["versions"][1]["params"]["min_len"], "30");
+    assert_eq!(after["versions"][1]["input"], "temperature");
+    assert_eq!(after["versions"][0]["module_sha256"].as_str().unwrap().len(), 64);
+
+    let refused = deploy("min_len=lots");
+    assert!(refused.fails(1).contains("the device tier cannot run this module"), "{refused:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a module").unwrap();
+    let refused = broker.silt(&["device", "deploy", junk.to_str().unwrap(), "--device", "dev-1"]).run();
+    assert!(refused.fails(1).contains("not WebAssembly"), "{refused:?}");
+    let unknown = broker.silt(&["device", "deploy", wat, "--device", "nobody", "--param", "key=a"]).run();
+    assert!(unknown.fails(1).contains("no device"), "{unknown:?}");
+    assert_eq!(status(&broker)["requested_version"], 2, "refused deploys changed nothing");
+
+    let text = broker.silt(&["device", "rollback", "dev-1"]).run();
+    assert!(text.ok().starts_with("device dev-1: rolled back; requested version 1\n"), "{text:?}");
+    let again = broker.silt(&["device", "rollback", "dev-1"]).run();
+    assert!(again.fails(1).contains("no version before 1"), "{again:?}");
+    let shown = broker.silt(&["device", "status", "dev-1"]).run();
+    assert!(shown.ok().contains("  requested version: 1\n  running version:   none\n"), "{shown:?}");
+}

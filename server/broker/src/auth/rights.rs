@@ -111,6 +111,10 @@ pub fn needs(request: &Request, principal: &str) -> Need {
             one(Op::ManageDevices, format!("device:{id}"))
         }
         Request::ListDevices => one(Op::Describe, "device:*".into()),
+        Request::DeployDeviceModule { device, .. } | Request::RollbackDeviceModule { device } => {
+            one(Op::ManageDevices, format!("device:{device}"))
+        }
+        Request::GetDeviceModule { device } => one(Op::Describe, format!("device:{device}")),
         Request::GetDevice { id } => one(Op::DeviceKeys, format!("device:{id}")),
         Request::AuditDevices { events } => {
             let mut rights = Vec::new();
@@ -170,6 +174,9 @@ pub fn name(request: &Request) -> &'static str {
         Request::ListDevices => "list-devices",
         Request::RevokeDevice { .. } => "revoke-device",
         Request::GetDevice { .. } => "get-device",
+        Request::DeployDeviceModule { .. } => "deploy-device-module",
+        Request::GetDeviceModule { .. } => "get-device-module",
+        Request::RollbackDeviceModule { .. } => "rollback-device-module",
         Request::Authenticate { .. } => "authenticate",
         Request::WhoAmI => "whoami",
         Request::AddUser { .. } => "add-user",
@@ -224,6 +231,8 @@ pub fn is_change(request: &Request) -> bool {
             | Request::AddDevice { .. }
             | Request::RevokeDevice { .. }
             | Request::RotateDevice { .. }
+            | Request::DeployDeviceModule { .. }
+            | Request::RollbackDeviceModule { .. }
             | Request::AddUser { .. }
             | Request::RemoveUser { .. }
             | Request::SetPassword { .. }
@@ -261,7 +270,10 @@ pub fn resource(request: &Request) -> String {
         Request::AddDevice { id }
         | Request::RevokeDevice { id }
         | Request::GetDevice { id }
-        | Request::RotateDevice { id, .. } => format!("device:{id}"),
+        | Request::RotateDevice { id, .. }
+        | Request::DeployDeviceModule { device: id, .. }
+        | Request::GetDeviceModule { device: id }
+        | Request::RollbackDeviceModule { device: id } => format!("device:{id}"),
         Request::AddUser { name, .. }
         | Request::RemoveUser { name }
         | Request::SetPassword { name, .. }

@@ -540,6 +540,13 @@ impl ProcessorHost {
         }
     }
 
+    /// Checks a module's signature as a deploy does (required when the broker trusts keys;
+    /// checked whenever present): the signing key, or `None` for an unsigned module. For
+    /// modules deployed to devices, which the same rules hold to.
+    pub fn check_signature(&self, wasm: &[u8]) -> Result<Option<[u8; 32]>, HostError> {
+        self.modules.check_signature(wasm)
+    }
+
     pub fn status(&self, name: &str) -> Result<ProcessorInfo, HostError> {
         self.processor_info(&self.definition(name)?)
     }

@@ -40,6 +40,36 @@ impl StoredDevice {
     }
 }
 
+/// A device's processor module versions (the device tier), as the device-modules tree holds
+/// them.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredDeviceModules {
+    /// Oldest first; the module bytes are in the modules tree under `sha256`.
+    pub versions: Vec<StoredDeviceModule>,
+    pub requested: Option<u32>,
+    pub running: Option<u32>,
+    pub last_error: Option<String>,
+}
+
+/// One version of a device's module.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeviceModule {
+    pub version: u32,
+    pub sha256: [u8; 32],
+    pub bytes: u64,
+    pub input: String,
+    pub params: Vec<(String, String)>,
+    pub deployed_ms: i64,
+    pub signed_by: Option<[u8; 32]>,
+}
+
+impl StoredDeviceModules {
+    /// Decodes device `id`'s module versions (the id names it in the error).
+    pub fn decode(id: &str, bytes: &[u8]) -> Result<StoredDeviceModules, String> {
+        open(&format!("module versions of device {id:?}"), bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::seal;
@@ -61,6 +91,31 @@ mod tests {
             let mut b = sealed.clone();
             b[i / 8] ^= 1 << (i % 8);
             assert!(StoredDevice::decode("d", &b).is_err(), "bit {i}");
+        }
+    }
+
+    #[test]
+    fn module_versions_round_trip_and_damage_is_refused() {
+        let m = StoredDeviceModules {
+            versions: vec![StoredDeviceModule {
+                version: 1,
+                sha256: [9; 32],
+                bytes: 100,
+                input: "temperature".into(),
+                params: vec![("min".into(), "22".into())],
+                deployed_ms: 5,
+                signed_by: None,
+            }],
+            requested: Some(1),
+            running: None,
+            last_error: Some("trap".into()),
+        };
+        let sealed = seal(&m);
+        assert_eq!(StoredDeviceModules::decode("d", &sealed), Ok(m));
+        for i in 0..sealed.len() * 8 {
+            let mut b = sealed.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(StoredDeviceModules::decode("d", &b).is_err(), "bit {i}");
         }
     }
 }
