@@ -6,9 +6,14 @@
 //! bridge: with `threshold-filter` on the device, with `ema-smooth` (stateful) on the device,
 //! and raw, with both deployed in the broker on `sensors.temperature`. The examples are built
 //! for wasm32 with a small stack (`examples.rs`); QEMU and the firmware as in tests/qemu.rs.
+//!
+//! And a module that traps midway is stopped on the device, which says so and sends raw
+//! readings from that sample on: every reading is stored once, none lost.
 
 #[path = "../../device-runtime/tests/common/examples.rs"]
 mod examples;
+#[path = "../../../server/runtime/tests/common/fixtures.rs"]
+mod fixtures;
 mod support;
 
 use std::time::Duration;
@@ -135,4 +140,33 @@ async fn a_module_on_the_device_gives_what_it_gives_in_the_broker() {
         assert_eq!(read_to_end(&broker.client, "sensors.humidity").await.len(), SAMPLES as usize);
         broker.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_traps_on_the_device_is_stopped_and_readings_go_raw() {
+    let Some(elf) = qemu_firmware() else { return };
+    // Passes records through, and traps on its tenth call.
+    let wasm = fixtures::wasm(&[
+        fixtures::MEMORY_AND_ALLOC,
+        fixtures::ABI_V1,
+        fixtures::INIT_OK,
+        r#"(global $calls (mut i32) (i32.const 0))
+        (func (export "silt_process") (param $batch i32) (param $len i32) (param $result i32) (result i32)
+          (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+          (if (i32.eq (global.get $calls) (i32.const 10)) (then unreachable))
+          (i32.store (local.get $result) (i32.add (local.get $batch) (i32.const 68)))
+          (i32.store offset=4 (local.get $result) (i32.sub (local.get $len) (i32.const 68)))
+          (i32.const 0))"#,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trap-at-10.wasm");
+    std::fs::write(&path, wasm).unwrap();
+
+    let (broker, out) = run(&elf, &format!("module={} input=temperature", path.display()), &[]).await;
+    assert!(out.contains("processor stopped: processor trapped in silt_process"), "{out}");
+    assert!(out.contains("9 records in, 9 out"), "the nine calls before the trap counted: {out}");
+    let stored = read_to_end(&broker.client, "sensors.temperature").await;
+    let seqs: Vec<u32> = stored.iter().map(seq_of).collect();
+    assert_eq!(seqs, (1..=SAMPLES).collect::<Vec<_>>(), "every reading once, in order\n{out}");
+    broker.stop().await;
 }
