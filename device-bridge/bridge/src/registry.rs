@@ -62,11 +62,35 @@ pub struct Registry {
     client: Client,
     ttl: Duration,
     cache: DashMap<String, (Instant, Lookup)>,
+    /// The module version each device last reported in a hello, as passed on to the broker.
+    modules: Arc<DashMap<Arc<str>, u32>>,
 }
 
 impl Registry {
     pub fn new(client: Client, ttl: Duration) -> Arc<Registry> {
-        Arc::new(Registry { client, ttl, cache: DashMap::new() })
+        Arc::new(Registry { client, ttl, cache: DashMap::new(), modules: Arc::default() })
+    }
+
+    /// Passes on the processor module version a device's hello reported (0: none) to the
+    /// broker, in the background, when it differs from what this bridge passed on last. A
+    /// failure is logged and the next hello tries again.
+    pub fn report_module(&self, device: &Arc<str>, module: u32) {
+        if self.modules.get(device).is_some_and(|m| *m == module) {
+            return;
+        }
+        if self.modules.len() >= CACHE_ENTRIES_MAX {
+            self.modules.clear();
+        }
+        self.modules.insert(device.clone(), module);
+        let client = self.client.clone();
+        let (device, modules) = (device.clone(), self.modules.clone());
+        tokio::spawn(async move {
+            let running = (module != 0).then_some(module);
+            if let Err(e) = client.report_device_module(&device, running).await {
+                tracing::warn!(%device, module, error = %e, "cannot report the device's module version");
+                modules.remove(&device);
+            }
+        });
     }
 
     /// How long an answer is cached: also how often sessions check their device again.

@@ -62,6 +62,11 @@ pub enum Outcome {
     Accepted,
     Duplicate,
     Rejected(NackReason),
+    /// A hello was accepted; `module` is the processor module version it reports (0: none),
+    /// which the driver passes on to the broker (`silt device status`).
+    Greeted {
+        module: u32,
+    },
     Other,
 }
 
@@ -150,7 +155,10 @@ impl Session {
                     device,
                     key,
                 });
-                (Step::Reply { reply: Reply { ack, body: ReplyBody::Ack }, key }, Outcome::Other)
+                (
+                    Step::Reply { reply: Reply { ack, body: ReplyBody::Ack }, key },
+                    Outcome::Greeted { module: h.module },
+                )
             }
             Body::Data(data) => {
                 let Some(b) = &self.bound else {
@@ -266,8 +274,11 @@ mod tests {
         assert!(
             matches!(step, Step::Reply { reply: Reply { body: ReplyBody::Nack(n), .. }, .. } if n.reason == NackReason::NoHello)
         );
-        let hello =
-            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t" }) };
+        let hello = Frame {
+            seq: 0,
+            ack: 0,
+            body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t", module: 0 }),
+        };
         let (step, _) = run(&mut s, &hello, &KEY, active.clone(), &seqs);
         assert!(matches!(step, Step::Reply { reply: Reply { ack: 0, body: ReplyBody::Ack }, .. }));
         let (step, outcome) = run(&mut s, &data(1, "d1"), &KEY, active.clone(), &seqs);
@@ -298,8 +309,11 @@ mod tests {
         let seqs = Sequences::default();
         let mut s = Session::default();
         let active = Lookup::active(KEY);
-        let hello =
-            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t" }) };
+        let hello = Frame {
+            seq: 0,
+            ack: 0,
+            body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t", module: 0 }),
+        };
         run(&mut s, &hello, &KEY, active.clone(), &seqs);
         let mut readings = heapless::Vec::new();
         let output = Reading::Output {
@@ -327,8 +341,11 @@ mod tests {
     fn bad_tags_unknown_and_revoked_devices_are_refused() {
         let seqs = Sequences::default();
         let mut s = Session::default();
-        let hello =
-            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "" }) };
+        let hello = Frame {
+            seq: 0,
+            ack: 0,
+            body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "", module: 0 }),
+        };
         assert_eq!(
             run(&mut s, &hello, &[9; 32], Lookup::active(KEY), &seqs).1,
             Outcome::Rejected(NackReason::BadTag)
@@ -364,8 +381,11 @@ mod tests {
                 rights: Some(vec![entry(resource)]),
             }))
         };
-        let hello =
-            Frame { seq: 0, ack: 0, body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "" }) };
+        let hello = Frame {
+            seq: 0,
+            ack: 0,
+            body: Body::Hello(Hello { device: "d1", tick_ms: 0, firmware: "", module: 0 }),
+        };
         let mut s = Session::default();
         let (step, _) = run(&mut s, &hello, &old, device(1_000_001, "topic:sensors.*"), &seqs);
         assert!(matches!(step, Step::Reply { key, reply: Reply { body: ReplyBody::Ack, .. } } if key == old));

@@ -178,6 +178,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                         }
                     };
                     count(ingest, outcome);
+                    if let (Outcome::Greeted { module }, Some(device)) = (outcome, session.device()) {
+                        ingest.registry.report_module(device, module);
+                    }
                     if let Outcome::Rejected(reason) = outcome {
                         audit(ingest, &mut session, named, peer, reason);
                     }
@@ -271,6 +274,6 @@ fn count(ingest: &Ingest, outcome: Outcome) {
         Outcome::Accepted => m.frames_accepted.inc(),
         Outcome::Duplicate => m.duplicates_dropped.inc(),
         Outcome::Rejected(reason) => m.frames_rejected.with_label_values(&[reason.as_str()]).inc(),
-        Outcome::Other => {}
+        Outcome::Greeted { .. } | Outcome::Other => {}
     }
 }

@@ -99,7 +99,7 @@ fn assert_same(name: &str, device: &[Stored], broker: &[Stored], out: &str) {
 
 fn module_words(name: &str, params: &[(&str, &str)]) -> String {
     let wasm = examples::built_small_examples().join(format!("{}.wasm", name.replace('-', "_")));
-    let mut words = format!("module={} input=temperature", wasm.display());
+    let mut words = format!("module={} input=temperature version=7", wasm.display());
     for (k, v) in params {
         words.push_str(&format!(" param={k}={v}"));
     }
@@ -138,6 +138,8 @@ async fn a_module_on_the_device_gives_what_it_gives_in_the_broker() {
         assert_same(name, &device, &expected, &out);
         // The other readings went as they were.
         assert_eq!(read_to_end(&broker.client, "sensors.humidity").await.len(), SAMPLES as usize);
+        // The device's hello reported the version it runs, and the bridge passed it on.
+        assert_eq!(broker.client.device_module("tier-1").await.unwrap().running_version, Some(7));
         broker.stop().await;
     }
 }

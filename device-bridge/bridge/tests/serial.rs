@@ -84,7 +84,7 @@ async fn frames_over_a_serial_line_are_stored_and_acked() {
         let hello = Frame {
             seq: 0,
             ack: 0,
-            body: Body::Hello(Hello { device: "uart-1", tick_ms: 5, firmware: "pty" }),
+            body: Body::Hello(Hello { device: "uart-1", tick_ms: 5, firmware: "pty", module: 0 }),
         };
         until_acked(&mut line, &hello, &key, 0);
         let mut readings = heapless::Vec::new();

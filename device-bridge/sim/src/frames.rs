@@ -197,7 +197,7 @@ impl FrameDevice {
     }
 
     fn identity(&self) -> Identity<'_> {
-        Identity { device: &self.s.id, key: self.s.key, firmware: FIRMWARE }
+        Identity { device: &self.s.id, key: self.s.key, firmware: FIRMWARE, module: 0 }
     }
 
     /// Handles what the bridge sent: any chunk of the byte stream.

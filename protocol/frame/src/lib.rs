@@ -223,6 +223,9 @@ pub struct Hello<'a> {
     pub tick_ms: u64,
     /// Free text such as a firmware name and version, for the bridge's logs.
     pub firmware: &'a str,
+    /// The version of the processor module the device runs (`silt device deploy`, the device
+    /// tier); 0 when it runs none.
+    pub module: u32,
 }
 
 /// Why the bridge refused a frame.
@@ -583,8 +586,11 @@ mod tests {
     fn device_ids_are_bounded() {
         // 65 bytes: one over the limit.
         let long = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-        let frame =
-            Frame { seq: 1, ack: 0, body: Body::Hello(Hello { device: long, tick_ms: 0, firmware: "" }) };
+        let frame = Frame {
+            seq: 1,
+            ack: 0,
+            body: Body::Hello(Hello { device: long, tick_ms: 0, firmware: "", module: 0 }),
+        };
         let mut buf = [0u8; FRAME_BYTES_MAX];
         assert_eq!(encode(&frame, &KEY, &mut buf), Err(FrameError::DeviceId));
     }

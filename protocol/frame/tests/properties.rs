@@ -69,7 +69,12 @@ fn frame(s: &Spec) -> Frame<'_> {
         }
         1 => Body::Ack,
         2 => Body::Nack(Nack { seq: s.seq, reason: NackReason::ALL[s.nack as usize] }),
-        3 => Body::Hello(Hello { device: &s.device, tick_ms: s.time as u64, firmware: "fw 1.0" }),
+        3 => Body::Hello(Hello {
+            device: &s.device,
+            tick_ms: s.time as u64,
+            firmware: "fw 1.0",
+            module: s.seq,
+        }),
         _ => Body::Heartbeat,
     };
     Frame { seq: s.seq, ack: s.ack, body }

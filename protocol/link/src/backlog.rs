@@ -39,6 +39,12 @@ impl<'a, T: Payload, const N: usize> Backlog<'a, T, N> {
         Backlog { identity, link: Link::new(config), items: Deque::new(), dropped: 0 }
     }
 
+    /// Sets the module version the next hello reports (0: none), after the device started,
+    /// changed or stopped its processor.
+    pub fn set_module(&mut self, version: u32) {
+        self.identity.module = version;
+    }
+
     /// The session's state and counters.
     pub fn link(&self) -> &Link {
         &self.link

@@ -6,12 +6,14 @@ use silt_frame::{encode_stuffed, Body, Data, Frame, Hello, Key, Readings, Time, 
 pub const TRANSMIT_BYTES_MAX: usize = STUFFED_BYTES_MAX + 1;
 
 /// Who a device is: the id its hello and data frames name (1 to 64 bytes), the key that tags
-/// them, and the free text its hello carries for the bridge's logs.
+/// them, the free text its hello carries for the bridge's logs, and the version of the
+/// processor module it runs (0: none), which its hello reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Identity<'a> {
     pub device: &'a str,
     pub key: Key,
     pub firmware: &'a str,
+    pub module: u32,
 }
 
 impl Identity<'_> {
@@ -23,7 +25,7 @@ impl Identity<'_> {
         if resync {
             out[0] = 0;
         }
-        let hello = Hello { device: self.device, tick_ms, firmware: self.firmware };
+        let hello = Hello { device: self.device, tick_ms, firmware: self.firmware, module: self.module };
         let frame = Frame { seq: next, ack: 0, body: Body::Hello(hello) };
         start + encode_stuffed(&frame, &self.key, &mut out[start..]).expect("a hello fits a frame")
     }

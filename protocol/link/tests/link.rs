@@ -33,7 +33,7 @@ const CONFIG: Config = Config {
     heartbeat_ms: HEARTBEAT_MS,
 };
 
-const ID: Identity<'static> = Identity { device: "dev-1", key: KEY, firmware: "test" };
+const ID: Identity<'static> = Identity { device: "dev-1", key: KEY, firmware: "test", module: 0 };
 
 #[derive(Clone, Copy, Debug)]
 struct Sample {

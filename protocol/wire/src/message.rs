@@ -216,6 +216,13 @@ pub enum Request {
     RollbackDeviceModule {
         device: String,
     },
+    /// From a bridge: the module version a device's hello reported (`None`: it runs none).
+    /// Needs `device-keys` on the device, as only a bridge trusted with its key speaks for
+    /// it. Answers `Done`.
+    ReportDeviceModule {
+        device: String,
+        running: Option<u32>,
+    },
     /// Finds the acknowledged offsets of a partition that storage damage destroyed; with
     /// `accept_loss`, accepts their loss: the damaged batches are removed, reads step over
     /// the range and produces continue after it. Answers `Repaired`.

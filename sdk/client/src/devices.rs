@@ -68,6 +68,19 @@ impl Client {
         self.device_module_call(Request::RollbackDeviceModule { device: device.into() }, Bytes::new()).await
     }
 
+    /// Reports the module version a device says it runs (`None`: none), for a bridge serving
+    /// it (needs `device-keys` on the device).
+    pub async fn report_device_module(&self, device: &str, running: Option<u32>) -> Result<(), ClientError> {
+        match self
+            .request(&Request::ReportDeviceModule { device: device.into(), running }, Bytes::new())
+            .await?
+            .0
+        {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn device_module_call(
         &self,
         request: Request,

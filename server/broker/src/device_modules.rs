@@ -108,6 +108,20 @@ pub fn rollback(store: &Store, id: &str) -> Result<DeviceModuleInfo, RegistryErr
     Ok(info(id, &next))
 }
 
+/// Records the version device `id` says it runs (`None`: none), as its bridge reports it from
+/// the device's hello. Written only when it changed.
+pub fn report(store: &Store, id: &str, running: Option<u32>) -> Result<(), RegistryError> {
+    devices::get(store, id)?;
+    if load(store, id)?.unwrap_or_default().running == running {
+        return Ok(());
+    }
+    update(store, id, |mut m| {
+        m.running = running;
+        Ok(m)
+    })?;
+    Ok(())
+}
+
 /// Device `id`'s module versions (none yet is an empty answer, not an error).
 pub fn get(store: &Store, id: &str) -> Result<DeviceModuleInfo, RegistryError> {
     devices::get(store, id)?;

@@ -217,7 +217,8 @@ impl Broker {
             | Request::AuditDevices { .. }
             | Request::DeployDeviceModule { .. }
             | Request::GetDeviceModule { .. }
-            | Request::RollbackDeviceModule { .. } => "device",
+            | Request::RollbackDeviceModule { .. }
+            | Request::ReportDeviceModule { .. } => "device",
             r if rights::is_auth(r) => "auth",
             _ => "admin",
         };
@@ -671,6 +672,9 @@ impl Broker {
             })),
             Request::GetDeviceModule { device } => {
                 registry_reply(device_modules::get(&self.store, &device).map(Response::DeviceModule))
+            }
+            Request::ReportDeviceModule { device, running } => {
+                registry_reply(device_modules::report(&self.store, &device, running).map(|()| Response::Done))
             }
             Request::RollbackDeviceModule { device } => {
                 registry_reply(device_modules::rollback(&self.store, &device).map(Response::DeviceModule))

@@ -67,7 +67,7 @@ async fn an_embedded_bridge_appends_frames_to_its_broker() {
         &Frame {
             seq: 0,
             ack: 0,
-            body: Body::Hello(Hello { device: "embedded-1", tick_ms: 0, firmware: "t" }),
+            body: Body::Hello(Hello { device: "embedded-1", tick_ms: 0, firmware: "t", module: 0 }),
         },
         &key,
     )

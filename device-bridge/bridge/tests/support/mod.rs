@@ -325,7 +325,7 @@ impl TestDevice {
         self.send(&Frame {
             seq: next,
             ack: 0,
-            body: Body::Hello(Hello { device: &id, tick_ms: 1_000, firmware: "test" }),
+            body: Body::Hello(Hello { device: &id, tick_ms: 1_000, firmware: "test", module: 0 }),
         })
         .await;
         self.recv().await

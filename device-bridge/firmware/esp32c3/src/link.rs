@@ -96,7 +96,7 @@ mod tests {
     const KEY: Key = [0x5a; KEY_BYTES];
 
     fn link() -> Link<'static> {
-        Link::new(Identity { device: "dev-1", key: KEY, firmware: "test" }, CONFIG)
+        Link::new(Identity { device: "dev-1", key: KEY, firmware: "test", module: 0 }, CONFIG)
     }
 
     fn sample(i: u64) -> Sample {

@@ -258,7 +258,7 @@ enum Ended {
 
 /// Connects to the bridge and runs the link over the connection, forever.
 async fn run_link(stack: Stack<'static>) -> ! {
-    let identity = Identity { device: settings::DEVICE, key: settings::KEY, firmware: FIRMWARE };
+    let identity = Identity { device: settings::DEVICE, key: settings::KEY, firmware: FIRMWARE, module: 0 };
     let mut link = Link::new(identity, link::CONFIG);
     let endpoint = (Ipv4Addr::from(settings::BRIDGE.ip), settings::BRIDGE.port);
     let mut rx_buffer = [0u8; TCP_RX_BYTES];

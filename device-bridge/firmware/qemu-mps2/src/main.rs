@@ -129,6 +129,10 @@ fn main() -> ! {
             exit(false)
         }
     };
+    #[cfg(feature = "wasm")]
+    let running_module = if processor.is_some() { config.module_version } else { 0 };
+    #[cfg(not(feature = "wasm"))]
+    let running_module = 0;
     #[cfg(not(feature = "wasm"))]
     if config.module.is_some() {
         heprintln!("silt-fw: module= needs a firmware built with the wasm feature");
@@ -145,7 +149,8 @@ fn main() -> ! {
     let mut uart = uart::Uart::take();
 
     hprintln!("silt-fw: {} ({}) sending {} samples", config.device, FIRMWARE, config.count);
-    let identity = Identity { device: config.device, key: config.key, firmware: FIRMWARE };
+    let identity =
+        Identity { device: config.device, key: config.key, firmware: FIRMWARE, module: running_module };
     let mut link: Backlog<'_, Queued<'_>, WINDOW_FRAMES> = Backlog::new(identity, LINK);
     link.handle_connected();
     let mut deframer = Deframer::new();
@@ -209,7 +214,10 @@ fn main() -> ! {
             uart.write_all(&tx[..n]);
         }
         #[cfg(feature = "wasm")]
-        report_stop(processor.as_ref(), &mut stop_reported);
+        if report_stop(processor.as_ref(), &mut stop_reported) {
+            // The next hello says the device runs no module.
+            link.set_module(0);
+        }
         if received == 0 {
             uart.wait();
         }
@@ -275,13 +283,16 @@ fn start_processor<'a>(
 }
 
 /// Says once that the processor stopped, and why: the device sends raw readings from then on.
+/// True the one time it says so.
 #[cfg(feature = "wasm")]
-fn report_stop(p: Option<&processor::Shared<'_>>, reported: &mut bool) {
-    let Some(p) = p else { return };
+fn report_stop(p: Option<&processor::Shared<'_>>, reported: &mut bool) -> bool {
+    let Some(p) = p else { return false };
     if let (Some(why), false) = (p.borrow().stopped(), *reported) {
         heprintln!("silt-fw: processor stopped: {}; sending raw readings", why);
         *reported = true;
+        return true;
     }
+    false
 }
 
 /// Ends the QEMU run through semihosting: exit status 0 for success, 1 otherwise.

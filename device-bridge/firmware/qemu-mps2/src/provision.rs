@@ -9,6 +9,7 @@
 //! - `module=<path>`: a processor module (`docs/processor-abi.md`) read from the host through
 //!   semihosting, run on every sample's reading of one kind before it is sent;
 //! - `input=temperature|humidity|numeric`: that kind (default temperature);
+//! - `version=<n>`: the module's version, which the hello reports (default 0: none named);
 //! - `param=<key>=<value>`: a processor parameter, repeated for each (at most 16).
 
 use core::fmt;
@@ -33,6 +34,8 @@ pub struct Config<'a> {
     pub module: Option<&'a str>,
     /// The kind of reading the processor takes.
     pub input: ReadingKind,
+    /// The version the hello reports while the module runs.
+    pub module_version: u32,
     /// Processor parameters: the first `param_count` pairs.
     pub params: [(&'a str, &'a str); PARAMS_MAX],
     pub param_count: usize,
@@ -67,7 +70,7 @@ impl fmt::Display for ProvisionError {
         };
         write!(
             f,
-            "{what}; usage: -append \"[clock=START:STEP] [module=PATH [input=KIND] [param=K=V]...] \
+            "{what}; usage: -append \"[clock=START:STEP] [module=PATH [input=KIND] [version=N] [param=K=V]...] \
              <device id> <64 hex digit key> <sample count>\""
         )
     }
@@ -106,6 +109,7 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         clock: Clock::Tick,
         module: None,
         input: ReadingKind::Temperature,
+        module_version: 0,
         params: [("", ""); PARAMS_MAX],
         param_count: 0,
     };
@@ -116,6 +120,10 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         match name {
             "clock" => config.clock = parse_clock(value)?,
             "module" => config.module = Some(value),
+            "version" => {
+                config.module_version =
+                    value.parse().map_err(|_| ProvisionError::Option("version must be a number"))?
+            }
             "input" => {
                 config.input = match value {
                     "temperature" => ReadingKind::Temperature,
