@@ -73,6 +73,11 @@ async fn run(elf: &std::path::Path, words: &str, deploy: &[Deploy<'_>]) -> (Brok
     (broker, out)
 }
 
+/// The firmware's account of what it sent: frames, retransmissions and bytes on the line.
+fn traffic(out: &str) -> &str {
+    out.lines().find_map(|l| l.strip_prefix("silt-fw: done ")).unwrap_or("no summary line")
+}
+
 /// Fails on the first record that differs, printing it readably, or on a different count.
 fn assert_same(name: &str, device: &[Stored], broker: &[Stored], out: &str) {
     let show = |r: &Stored| {
@@ -130,8 +135,10 @@ async fn a_module_on_the_device_gives_what_it_gives_in_the_broker() {
     assert_eq!(smoothed.len(), SAMPLES as usize);
     broker.stop().await;
 
+    eprintln!("raw readings: {}", traffic(&raw_out));
     for ((name, params), expected) in [(FILTER, filtered), (SMOOTH, smoothed)] {
         let (broker, out) = run(&elf, &module_words(name, params), &[]).await;
+        eprintln!("{name} on the device: {}", traffic(&out));
         assert!(out.contains("processor on temperature"), "{out}");
         assert!(!out.contains("processor stopped"), "{out}");
         let device = stored(&read_to_end(&broker.client, "sensors.temperature").await);

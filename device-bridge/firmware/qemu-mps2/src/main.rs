@@ -158,6 +158,7 @@ fn main() -> ! {
     let mut tx = [0u8; TRANSMIT_BYTES_MAX];
     let mut queued = 0;
     let mut reported = None;
+    let mut bytes_sent = 0u64;
     #[cfg(feature = "wasm")]
     let mut stop_reported = false;
     loop {
@@ -182,10 +183,11 @@ fn main() -> ! {
         let s = *link.link().stats();
         if s.acked == u64::from(config.count) {
             hprintln!(
-                "silt-fw: done {} frames, {} retransmits, {} sent, {} hellos, {} nacks, {} dropped, {} ms",
+                "silt-fw: done {} frames, {} retransmits, {} sent, {} bytes, {} hellos, {} nacks, {} dropped, {} ms",
                 config.count,
                 s.retransmits,
                 s.data_sent,
+                bytes_sent,
                 s.hellos,
                 s.nacks_total(),
                 s.bad_replies + u64::from(uart.dropped()),
@@ -212,6 +214,7 @@ fn main() -> ! {
         }
         while let Some(n) = link.poll_transmit(now_ms(), &mut tx) {
             uart.write_all(&tx[..n]);
+            bytes_sent += n as u64;
         }
         #[cfg(feature = "wasm")]
         if report_stop(processor.as_ref(), &mut stop_reported) {

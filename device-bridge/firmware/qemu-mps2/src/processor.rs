@@ -35,10 +35,14 @@ pub enum Processed {
 }
 
 /// One output record as a frame carries it: time, value, and whether it has the device header.
+/// A record the module passed through unchanged (the input record, byte for byte) is sent as
+/// the reading it was made from, which the bridge turns into the same record: `value` is then
+/// empty and `unchanged` set, so an edge filter costs no more bytes than raw readings.
 pub struct Record {
     pub time_ms: i64,
     pub value: Vec<u8>,
     pub marked: bool,
+    pub unchanged: bool,
 }
 
 /// Totals for the summary line.
@@ -148,7 +152,9 @@ fn run(
             1 if record.header(DEVICE_HEADER) == Some(device.as_bytes()) => true,
             _ => return Err(String::from("it wrote record headers, which the device tier does not carry")),
         };
-        outputs.push(Record { time_ms: record.timestamp_ms, value: record.value.to_vec(), marked });
+        let unchanged = marked && record.timestamp_ms == time_ms && record.value == value;
+        let value = if unchanged { Vec::new() } else { record.value.to_vec() };
+        outputs.push(Record { time_ms: record.timestamp_ms, value, marked, unchanged });
     }
     Ok(outputs)
 }
@@ -183,7 +189,10 @@ pub fn with_outputs<'r>(
             continue;
         }
         for r in outputs {
-            let output = Reading::Output { of: kind, time_ms: r.time_ms, value: &r.value, marked: r.marked };
+            let output = match r.unchanged {
+                true => *reading,
+                false => Reading::Output { of: kind, time_ms: r.time_ms, value: &r.value, marked: r.marked },
+            };
             out.push(output).map_err(|_| ())?;
         }
     }
