@@ -16,8 +16,6 @@ mod examples;
 mod fixtures;
 mod support;
 
-use std::time::Duration;
-
 use silt_client::ConsumedRecord;
 use silt_wire::{Deployment, ProcessorLimits};
 use support::*;
@@ -25,7 +23,6 @@ use support::*;
 const SAMPLES: u32 = 60;
 /// Samples one second apart from 2023-11-14: the same event times on every run.
 const CLOCK: &str = "clock=1700000000000:1000";
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The two modules and their parameters, on the temperature readings (21 °C ± 3).
 const FILTER: (&str, &[(&str, &str)]) = ("threshold-filter", &[("field", "value"), ("min", "22")]);
@@ -50,6 +47,16 @@ fn stored(records: &[ConsumedRecord]) -> Vec<Stored> {
 /// One firmware run against a fresh broker; `words` add the module, if any. Returns the
 /// broker (to read from) and the firmware's output.
 async fn run(elf: &std::path::Path, words: &str, deploy: &[Deploy<'_>]) -> (Broker, String) {
+    run_with(elf, words, deploy, &[]).await
+}
+
+/// [`run`] with more QEMU arguments.
+async fn run_with(
+    elf: &std::path::Path,
+    words: &str,
+    deploy: &[Deploy<'_>],
+    qemu_args: &[&str],
+) -> (Broker, String) {
     let broker = Broker::start().await;
     for (name, params, output) in deploy {
         let wasm = examples::example_wasm(examples::built_examples(), name);
@@ -65,9 +72,8 @@ async fn run(elf: &std::path::Path, words: &str, deploy: &[Deploy<'_>]) -> (Brok
         broker.client.deploy_processor(d, wasm).await.unwrap_or_else(|e| panic!("deploying {name}: {e}"));
     }
     let key = broker.add_device("tier-1").await;
-    let (status, out) =
-        run_qemu_device(&broker, elf, "tier-1", &key, &format!("{CLOCK} {words}"), SAMPLES, RUN_TIMEOUT)
-            .await;
+    let words = format!("{CLOCK} {words}");
+    let (status, out) = run_qemu_device(&broker, elf, "tier-1", &key, &words, SAMPLES, qemu_args).await;
     assert!(status.success(), "firmware exited with {status}; its output:\n{out}");
     assert!(out.contains(&format!("done {SAMPLES} frames")), "{out}");
     (broker, out)
@@ -178,4 +184,44 @@ async fn a_module_that_traps_on_the_device_is_stopped_and_readings_go_raw() {
     let seqs: Vec<u32> = stored.iter().map(seq_of).collect();
     assert_eq!(seqs, (1..=SAMPLES).collect::<Vec<_>>(), "every reading once, in order\n{out}");
     broker.stop().await;
+}
+
+/// What each example costs per record on the device, counted rather than timed: QEMU runs the
+/// firmware with `-icount shift=0` (one instruction per nanosecond of virtual time), so the
+/// firmware's SysTick cycles are instructions / 40. Ignored in CI (a measurement, not a
+/// check); `cargo test -p silt-bridge --test device_tier cost_per_record -- --ignored
+/// --nocapture` prints the table in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn cost_per_record_on_the_device() {
+    let Some(elf) = qemu_firmware() else { return };
+    let examples: [(&str, &[(&str, &str)]); 5] = [
+        ("threshold-filter", &[("field", "value"), ("min", "22")]),
+        ("unit-convert", &[("field", "value"), ("from", "c"), ("to", "f"), ("decimals", "3")]),
+        ("ema-smooth", &[("field", "value"), ("alpha", "0.25")]),
+        (
+            "anomaly-zscore",
+            &[
+                ("field", "value"),
+                ("window", "30s"),
+                ("warmup", "10s"),
+                ("max_readings", "64"),
+                ("keys_max", "4"),
+            ],
+        ),
+        ("window-aggregate", &[("field", "value"), ("window_ms", "10000")]),
+    ];
+    eprintln!("| module | instructions per record (QEMU icount) | fuel per record |");
+    for (name, params) in examples {
+        let (broker, out) = run_with(&elf, &module_words(name, params), &[], &["-icount", "shift=0"]).await;
+        let summary =
+            out.lines().find_map(|l| l.strip_prefix("silt-fw: processor on temperature: ")).unwrap();
+        let number = |unit: &str| -> u64 {
+            let before = summary.split(&format!(" {unit}")).next().unwrap();
+            before.rsplit([' ', ',']).next().unwrap().parse().unwrap()
+        };
+        let records = number("records in");
+        eprintln!("| {name} | {} | {} |", number("cycles") * 40 / records, number("fuel") / records);
+        broker.stop().await;
+    }
 }

@@ -531,9 +531,9 @@ pub fn qemu_firmware() -> Option<PathBuf> {
     }
 }
 
-/// Boots the firmware in QEMU as device `device` with `words` before its last three
-/// command-line words, serves it with a bridge of `broker` until the firmware exits, and
-/// returns its exit status and output. The device must be added already.
+/// Boots the firmware in QEMU (with `qemu_args` added) as device `device` with `words` before
+/// its last three command-line words, serves it with a bridge of `broker` until the firmware exits
+/// (at most two minutes), and returns its exit status and output. The device must be added already.
 pub async fn run_qemu_device(
     broker: &Broker,
     elf: &std::path::Path,
@@ -541,8 +541,10 @@ pub async fn run_qemu_device(
     key: &Key,
     words: &str,
     samples: u32,
-    within: Duration,
+    qemu_args: &[&str],
 ) -> (std::process::ExitStatus, String) {
+    // QEMU's UART moves a few hundred frames a second; a loaded CI host is slower.
+    let within = Duration::from_secs(120);
     let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let serial = free_tcp_port();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -552,6 +554,7 @@ pub async fn run_qemu_device(
         .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-serial", &format!("tcp:127.0.0.1:{serial},server=on,wait=on")])
+        .args(qemu_args)
         .arg("-kernel")
         .arg(elf)
         .args(["-append", &format!("{words} {device} {key_hex} {samples}")])

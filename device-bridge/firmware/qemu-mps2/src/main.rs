@@ -84,6 +84,21 @@ fn now_ms() -> u64 {
     interrupt::free(|cs| MILLIS.borrow(cs).get())
 }
 
+/// Core clock cycles since boot: the milliseconds SysTick counted and how far its current
+/// period has run (it counts down from `CYCLES_PER_MS - 1`).
+#[cfg(feature = "wasm")]
+fn now_cycles() -> u64 {
+    const CYCLES_PER_MS: u64 = uart::PCLK_HZ as u64 / 1_000;
+    loop {
+        let before = now_ms();
+        let left = u64::from(cortex_m::peripheral::SYST::get_current());
+        // A SysTick interrupt between the two reads would pair a new period with an old count.
+        if now_ms() == before {
+            return before * CYCLES_PER_MS + (CYCLES_PER_MS - 1 - left.min(CYCLES_PER_MS - 1));
+        }
+    }
+}
+
 #[exception]
 fn SysTick() {
     interrupt::free(|cs| {
@@ -272,7 +287,7 @@ fn start_processor<'a>(
     };
     let wasm = provision::read_host_file(path).map_err(|e| alloc::format!("{e}: {path}"))?;
     let params = &config.params[..config.param_count];
-    let p = processor::Processor::start(config.device, config.input, &wasm, params)
+    let p = processor::Processor::start(now_cycles, config.device, config.input, &wasm, params)
         .map_err(|e| alloc::format!("processor {path} did not start: {e}"))?;
     hprintln!(
         "silt-fw: processor {} ({} bytes) on {} readings, heap {} bytes used",

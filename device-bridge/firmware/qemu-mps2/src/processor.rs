@@ -51,10 +51,16 @@ pub struct Stats {
     pub records_in: u64,
     pub records_out: u64,
     pub fuel: u64,
+    /// Core clock cycles (SysTick) spent from a reading to its output records: building the
+    /// record and batch, the call, reading the output. Under QEMU with `-icount shift=0` the
+    /// clock follows executed instructions (one 25 MHz cycle per 40 instructions).
+    pub cycles: u64,
 }
 
 /// A running module, or the reason it stopped.
 pub struct Processor<'a> {
+    /// Core clock cycles since boot.
+    clock: fn() -> u64,
     device: &'a str,
     kind: ReadingKind,
     instance: Option<Instance>,
@@ -65,13 +71,21 @@ pub struct Processor<'a> {
 impl<'a> Processor<'a> {
     /// Loads `wasm` and starts it with `params` under the device's default limits.
     pub fn start(
+        clock: fn() -> u64,
         device: &'a str,
         kind: ReadingKind,
         wasm: &[u8],
         params: &[(&str, &str)],
     ) -> Result<Processor<'a>, silt_device_runtime::Error> {
         let instance = Module::new(wasm)?.instantiate(params, &Limits::default())?;
-        Ok(Processor { device, kind, instance: Some(instance), stopped: None, stats: Stats::default() })
+        Ok(Processor {
+            clock,
+            device,
+            kind,
+            instance: Some(instance),
+            stopped: None,
+            stats: Stats::default(),
+        })
     }
 
     pub fn kind(&self) -> ReadingKind {
@@ -96,7 +110,10 @@ impl<'a> Processor<'a> {
         let Some(instance) = self.instance.as_mut() else {
             return Processed::Raw;
         };
-        match run(instance, self.device, seq, time, reading) {
+        let started = (self.clock)();
+        let result = run(instance, self.device, seq, time, reading);
+        self.stats.cycles += (self.clock)().saturating_sub(started);
+        match result {
             Ok(outputs) => {
                 self.stats.records_in += 1;
                 self.stats.records_out += outputs.len() as u64;
@@ -208,11 +225,12 @@ pub fn summary(p: &Processor<'_>) -> String {
     let mut line = String::new();
     let _ = write!(
         line,
-        "processor on {}: {} records in, {} out, {} fuel",
+        "processor on {}: {} records in, {} out, {} fuel, {} cycles",
         p.kind().name(),
         s.records_in,
         s.records_out,
-        s.fuel
+        s.fuel,
+        s.cycles
     );
     if let Some(why) = p.stopped() {
         let _ = write!(line, "; stopped: {why}");
