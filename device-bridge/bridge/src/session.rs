@@ -196,8 +196,12 @@ impl Session {
                 }
                 None => nack(seq, 0, NackReason::NoHello, key),
             },
-            // Acks and nacks go the other way; a device has no business sending them.
-            Body::Ack | Body::Nack(_) => (Step::Nothing, Outcome::Other),
+            // Acks, nacks and module chunks go the other way; a device has no business
+            // sending them. A module state is for module delivery, which this bridge does not
+            // do yet: nothing to answer.
+            Body::Ack | Body::Nack(_) | Body::ModuleChunk(_) | Body::ModuleState(_) => {
+                (Step::Nothing, Outcome::Other)
+            }
         }
     }
 }

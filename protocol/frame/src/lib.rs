@@ -60,6 +60,12 @@ pub enum Kind {
     Hello = 4,
     /// Either way: keep-alive; the bridge answers with its own, carrying the cumulative ack.
     Heartbeat = 5,
+    /// Bridge to device: a piece of a processor module package (`docs/device-frames.md`,
+    /// "Module delivery").
+    ModuleChunk = 6,
+    /// Device to bridge: the module it runs, the one it is receiving and how far, its last
+    /// module error.
+    ModuleState = 7,
 }
 
 impl Kind {
@@ -70,6 +76,8 @@ impl Kind {
             3 => Kind::Nack,
             4 => Kind::Hello,
             5 => Kind::Heartbeat,
+            6 => Kind::ModuleChunk,
+            7 => Kind::ModuleState,
             _ => return None,
         })
     }
@@ -228,6 +236,96 @@ pub struct Hello<'a> {
     pub module: u32,
 }
 
+/// Most module bytes one chunk carries: with its header, body fields and tag, a chunk frame
+/// stays under [`FRAME_BYTES_MAX`].
+pub const MODULE_CHUNK_BYTES_MAX: usize = 400;
+/// Largest module package (manifest and module): a 512 KiB module slot and room for the
+/// manifest.
+pub const MODULE_PACKAGE_BYTES_MAX: u32 = 512 * 1024 + 4096;
+/// Longest module error a device reports, in bytes (UTF-8).
+pub const MODULE_ERROR_BYTES_MAX: usize = 160;
+
+/// Body of a module chunk frame: bytes `offset..offset + bytes.len()` of version `version`'s
+/// package of `total` bytes. The decoder checks that the piece lies inside the package.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleChunk<'a> {
+    pub version: u32,
+    pub total: u32,
+    pub offset: u32,
+    #[serde(borrow)]
+    pub bytes: &'a [u8],
+}
+
+/// Body of a module state frame.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleState<'a> {
+    pub device: &'a str,
+    /// The version it runs; 0: none.
+    pub running: u32,
+    /// The version whose package it is receiving; 0: none.
+    pub receiving: u32,
+    /// Bytes of that package it holds, from its start.
+    pub received: u32,
+    /// Its last module error (a package that did not verify, a module that did not start or
+    /// stopped); empty when there is none. At most [`MODULE_ERROR_BYTES_MAX`] bytes.
+    pub error: &'a str,
+}
+
+/// Most parameters a package carries: the processor ABI's limit.
+pub const MODULE_PARAMS_MAX: usize = 64;
+
+/// What a module package says about its module: the start of every package, after its
+/// length. A package is `u32 LE manifest length | manifest (postcard) | module bytes`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ModuleManifest<'a> {
+    /// The version `silt device deploy` gave it; never 0.
+    pub version: u32,
+    /// The kind of reading it runs on.
+    pub input: ReadingKind,
+    /// SHA-256 of the module bytes, which the device checks before it switches.
+    pub module_sha256: [u8; 32],
+    /// Parameters for `silt_init`, as deployed.
+    #[serde(borrow)]
+    pub params: heapless::Vec<(&'a str, &'a str), MODULE_PARAMS_MAX>,
+}
+
+/// Why a received package cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackageError {
+    /// The length or the manifest do not decode, or the module is empty.
+    Malformed,
+    /// The module's SHA-256 is not the manifest's.
+    Hash,
+}
+
+/// Writes `manifest` with its length before it into `out`, and returns the bytes written;
+/// the module bytes follow it in the package.
+pub fn write_manifest(manifest: &ModuleManifest<'_>, out: &mut [u8]) -> Result<usize, FrameError> {
+    if out.len() < 4 {
+        return Err(FrameError::TooLarge);
+    }
+    let (len, rest) = out.split_at_mut(4);
+    let n = postcard::to_slice(manifest, rest).map_err(|_| FrameError::TooLarge)?.len();
+    len.copy_from_slice(&(n as u32).to_le_bytes());
+    Ok(4 + n)
+}
+
+/// Splits a whole package into its manifest and module, and checks the module's SHA-256.
+pub fn open_package(package: &[u8]) -> Result<(ModuleManifest<'_>, &[u8]), PackageError> {
+    let (len, rest) = package.split_first_chunk::<4>().ok_or(PackageError::Malformed)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (manifest, module) = rest.split_at_checked(len).ok_or(PackageError::Malformed)?;
+    let manifest: ModuleManifest<'_> = exact(manifest).map_err(|_| PackageError::Malformed)?;
+    if module.is_empty() || manifest.version == 0 {
+        return Err(PackageError::Malformed);
+    }
+    use sha2::Digest;
+    if sha2::Sha256::digest(module)[..] != manifest.module_sha256[..] {
+        return Err(PackageError::Hash);
+    }
+    Ok((manifest, module))
+}
+
 /// Why the bridge refused a frame.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NackReason {
@@ -305,6 +403,8 @@ pub enum Body<'a> {
     Nack(Nack),
     Hello(Hello<'a>),
     Heartbeat,
+    ModuleChunk(ModuleChunk<'a>),
+    ModuleState(ModuleState<'a>),
 }
 
 impl Body<'_> {
@@ -315,6 +415,8 @@ impl Body<'_> {
             Body::Nack(_) => Kind::Nack,
             Body::Hello(_) => Kind::Hello,
             Body::Heartbeat => Kind::Heartbeat,
+            Body::ModuleChunk(_) => Kind::ModuleChunk,
+            Body::ModuleState(_) => Kind::ModuleState,
         }
     }
 
@@ -323,6 +425,7 @@ impl Body<'_> {
         match self {
             Body::Data(d) => Some(d.device),
             Body::Hello(h) => Some(h.device),
+            Body::ModuleState(m) => Some(m.device),
             _ => None,
         }
     }
@@ -416,6 +519,14 @@ pub fn encode(frame: &Frame<'_>, key: &Key, out: &mut [u8]) -> Result<usize, Fra
         Body::Data(d) => postcard::to_slice(d, body_room).map(|s| s.len()),
         Body::Nack(n) => postcard::to_slice(n, body_room).map(|s| s.len()),
         Body::Hello(h) => postcard::to_slice(h, body_room).map(|s| s.len()),
+        Body::ModuleChunk(c) => {
+            check_chunk(c)?;
+            postcard::to_slice(c, body_room).map(|s| s.len())
+        }
+        Body::ModuleState(m) => {
+            check_state(m)?;
+            postcard::to_slice(m, body_room).map(|s| s.len())
+        }
         Body::Ack | Body::Heartbeat => Ok(0),
     }
     .map_err(|_| FrameError::TooLarge)?;
@@ -458,6 +569,7 @@ impl<'a> Unverified<'a> {
         match &self.frame.body {
             Body::Data(d) => Some(d.device),
             Body::Hello(h) => Some(h.device),
+            Body::ModuleState(m) => Some(m.device),
             _ => None,
         }
     }
@@ -512,6 +624,16 @@ pub fn decode(bytes: &[u8]) -> Result<Unverified<'_>, FrameError> {
         Kind::Data => Body::Data(exact(body)?),
         Kind::Nack => Body::Nack(exact(body)?),
         Kind::Hello => Body::Hello(exact(body)?),
+        Kind::ModuleChunk => {
+            let chunk = exact(body)?;
+            check_chunk(&chunk)?;
+            Body::ModuleChunk(chunk)
+        }
+        Kind::ModuleState => {
+            let state = exact(body)?;
+            check_state(&state)?;
+            Body::ModuleState(state)
+        }
         Kind::Ack | Kind::Heartbeat if body.is_empty() => {
             if kind == Kind::Ack {
                 Body::Ack
@@ -531,6 +653,27 @@ pub fn decode(bytes: &[u8]) -> Result<Unverified<'_>, FrameError> {
 /// reading the bridge's replies).
 pub fn decode_verified<'a>(bytes: &'a [u8], key: &Key) -> Result<Frame<'a>, FrameError> {
     decode(bytes)?.verify(key)
+}
+
+/// A chunk lies inside a package of at most [`MODULE_PACKAGE_BYTES_MAX`] and carries at most
+/// [`MODULE_CHUNK_BYTES_MAX`].
+fn check_chunk(c: &ModuleChunk<'_>) -> Result<(), FrameError> {
+    let end = u64::from(c.offset) + c.bytes.len() as u64;
+    match c.bytes.len() <= MODULE_CHUNK_BYTES_MAX
+        && c.total <= MODULE_PACKAGE_BYTES_MAX
+        && end <= u64::from(c.total)
+        && c.version != 0
+    {
+        true => Ok(()),
+        false => Err(FrameError::Body),
+    }
+}
+
+fn check_state(m: &ModuleState<'_>) -> Result<(), FrameError> {
+    match m.error.len() <= MODULE_ERROR_BYTES_MAX && m.received <= MODULE_PACKAGE_BYTES_MAX {
+        true => Ok(()),
+        false => Err(FrameError::Body),
+    }
 }
 
 fn exact<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
@@ -625,5 +768,56 @@ mod tests {
         fn to_vec_in_test(&self) -> heapless::Vec<u8, 128> {
             heapless::Vec::from_slice(self).unwrap()
         }
+    }
+
+    /// A package opens to its manifest and module; a changed module byte fails the hash, and
+    /// a cut or padded package fails to decode, without panicking.
+    #[test]
+    fn packages_open_and_damage_is_refused() {
+        use sha2::Digest;
+        let module = b"\0asm\x01\0\0\0 pretend";
+        let mut params = heapless::Vec::new();
+        params.push(("min", "22")).unwrap();
+        let manifest = ModuleManifest {
+            version: 3,
+            input: ReadingKind::Temperature,
+            module_sha256: sha2::Sha256::digest(module).into(),
+            params,
+        };
+        let mut package = [0u8; 256];
+        let n = write_manifest(&manifest, &mut package).unwrap();
+        package[n..n + module.len()].copy_from_slice(module);
+        let whole = &package[..n + module.len()];
+        assert_eq!(open_package(whole), Ok((manifest, &module[..])));
+        let mut bad = [0u8; 256];
+        bad[..whole.len()].copy_from_slice(whole);
+        bad[whole.len() - 1] ^= 1;
+        assert_eq!(open_package(&bad[..whole.len()]), Err(PackageError::Hash));
+        for cut in 0..n + 1 {
+            assert_eq!(open_package(&whole[..cut]), Err(PackageError::Malformed), "cut at {cut}");
+        }
+    }
+
+    /// A chunk must lie inside its package, carry at most the chunk limit and name a version.
+    #[test]
+    fn chunks_outside_their_package_are_refused() {
+        let mut buf = [0u8; FRAME_BYTES_MAX];
+        let chunk = |version, total, offset, bytes| Frame {
+            seq: 0,
+            ack: 7,
+            body: Body::ModuleChunk(ModuleChunk { version, total, offset, bytes }),
+        };
+        let n = encode(&chunk(1, 10, 6, &[1, 2, 3, 4]), &KEY, &mut buf).unwrap();
+        assert_eq!(decode_verified(&buf[..n], &KEY).unwrap(), chunk(1, 10, 6, &[1, 2, 3, 4]));
+        assert_eq!(encode(&chunk(1, 10, 7, &[1, 2, 3, 4]), &KEY, &mut buf), Err(FrameError::Body));
+        assert_eq!(encode(&chunk(0, 10, 0, &[1]), &KEY, &mut buf), Err(FrameError::Body));
+        assert_eq!(encode(&chunk(1, u32::MAX, 0, &[1]), &KEY, &mut buf), Err(FrameError::Body));
+        // The decoder checks the same rules on what it is given: a valid chunk's total
+        // rewritten below its end is refused.
+        let n = encode(&chunk(1, 10, 6, &[1, 2, 3, 4]), &KEY, &mut buf).unwrap();
+        let total_at = HEADER_BYTES + 1;
+        assert_eq!(buf[total_at], 10);
+        buf[total_at] = 9;
+        assert_eq!(decode(&buf[..n]).unwrap_err(), FrameError::Body);
     }
 }

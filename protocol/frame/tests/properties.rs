@@ -39,7 +39,7 @@ struct Spec {
 
 fn spec() -> impl Strategy<Value = Spec> {
     (
-        0u8..5,
+        0u8..7,
         any::<u32>(),
         any::<u32>(),
         "[a-z0-9._-]{1,64}",
@@ -75,7 +75,21 @@ fn frame(s: &Spec) -> Frame<'_> {
             firmware: "fw 1.0",
             module: s.seq,
         }),
-        _ => Body::Heartbeat,
+        4 => Body::Heartbeat,
+        5 => {
+            // A piece inside its package: the raw reading bytes of the first reading, if any.
+            let bytes = s.readings.first().map_or(&[][..], |r| &r.3[..]);
+            let offset = s.seq % (MODULE_PACKAGE_BYTES_MAX - bytes.len() as u32);
+            let total = offset + bytes.len() as u32;
+            Body::ModuleChunk(ModuleChunk { version: s.ack | 1, total, offset, bytes })
+        }
+        _ => Body::ModuleState(ModuleState {
+            device: &s.device,
+            running: s.seq,
+            receiving: s.ack,
+            received: s.seq % MODULE_PACKAGE_BYTES_MAX,
+            error: if s.unix { "module did not verify" } else { "" },
+        }),
     };
     Frame { seq: s.seq, ack: s.ack, body }
 }

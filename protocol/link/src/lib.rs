@@ -336,7 +336,8 @@ impl Link {
             Body::Ack => Reply::Ack,
             Body::Heartbeat => Reply::Heartbeat,
             Body::Nack(nack) => Reply::Nack(nack),
-            Body::Data(_) | Body::Hello(_) => Reply::Other,
+            // Module delivery is the caller's (the firmware's slot); the link keeps no module.
+            Body::Data(_) | Body::Hello(_) | Body::ModuleChunk(_) | Body::ModuleState(_) => Reply::Other,
         };
         let tag = if unverified.verify(key).is_ok() {
             Tag::Device
