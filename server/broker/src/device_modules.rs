@@ -112,9 +112,6 @@ pub fn rollback(store: &Store, id: &str) -> Result<DeviceModuleInfo, RegistryErr
 /// the device's hello. Written only when it changed.
 pub fn report(store: &Store, id: &str, running: Option<u32>) -> Result<(), RegistryError> {
     devices::get(store, id)?;
-    if load(store, id)?.unwrap_or_default().running == running {
-        return Ok(());
-    }
     update(store, id, |mut m| {
         m.running = running;
         Ok(m)
@@ -137,7 +134,7 @@ fn load(store: &Store, id: &str) -> Result<Option<StoredDeviceModules>, Registry
 }
 
 /// Changes `id`'s versions with `change`, retrying when another change came in between;
-/// durable when it returns.
+/// durable when it returns. A change that changes nothing writes nothing.
 fn update(
     store: &Store,
     id: &str,
@@ -151,7 +148,10 @@ fn update(
                 .map_err(|message| RegistryError { code: ErrorCode::Storage, message })?,
             None => StoredDeviceModules::default(),
         };
-        let next = change(current)?;
+        let next = change(current.clone())?;
+        if next == current {
+            return Ok(next);
+        }
         if store.swap_device_modules(id, old.as_deref(), &seal(&next))? {
             store.flush()?;
             return Ok(next);
