@@ -6,7 +6,7 @@
 //! them through the broker as a QUIC client, and acknowledges only what is durable.
 //!
 //! Code map: `session` (frame protocol state, no I/O) and `stream` (its TCP and serial
-//! drivers); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
+//! drivers); `delivery` (processor modules sent to devices over their frame link, no I/O); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
 //! `journal` (the bridge's durable state) and `sequences` (per-device dedup); `registry`
 //! (cached device keys); `audit` (device refusals, to the broker's audit topic); `metrics` and
 //! the admin HTTP port. [`Ingest`] is what every device
@@ -20,6 +20,7 @@
 pub mod appender;
 pub mod audit;
 pub mod config;
+pub mod delivery;
 pub mod journal;
 pub mod metrics;
 pub mod mqtt;

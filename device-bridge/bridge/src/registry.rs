@@ -7,6 +7,8 @@ use dashmap::DashMap;
 use silt_client::{AclEntry, Client, ClientError, ErrorCode, Operation};
 use silt_frame::Key;
 
+use crate::delivery::Package;
+
 /// What the registry says about a device id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
@@ -62,35 +64,96 @@ pub struct Registry {
     client: Client,
     ttl: Duration,
     cache: DashMap<String, (Instant, Lookup)>,
-    /// The module version each device last reported in a hello, as passed on to the broker.
-    modules: Arc<DashMap<Arc<str>, u32>>,
+    /// The module version (and error) each device last reported, as passed on to the broker.
+    modules: Arc<DashMap<Arc<str>, Reported>>,
+    /// Each device's requested module version as the broker last said, and its package when
+    /// this bridge fetched it (module delivery).
+    requested: DashMap<Arc<str>, Requested>,
+}
+
+/// A device's module version and last error, as passed on to the broker.
+type Reported = (u32, Option<String>);
+
+#[derive(Clone)]
+struct Requested {
+    at: Instant,
+    version: Option<u32>,
+    package: Option<Arc<Package>>,
 }
 
 impl Registry {
     pub fn new(client: Client, ttl: Duration) -> Arc<Registry> {
-        Arc::new(Registry { client, ttl, cache: DashMap::new(), modules: Arc::default() })
+        Arc::new(Registry {
+            client,
+            ttl,
+            cache: DashMap::new(),
+            modules: Arc::default(),
+            requested: DashMap::new(),
+        })
     }
 
-    /// Passes on the processor module version a device's hello reported (0: none) to the
-    /// broker, in the background, when it differs from what this bridge passed on last. A
-    /// failure is logged and the next hello tries again.
-    pub fn report_module(&self, device: &Arc<str>, module: u32) {
-        if self.modules.get(device).is_some_and(|m| *m == module) {
+    /// Passes on the processor module version a device reported (0: none) and, from a module
+    /// state, its last module error (empty: none; `None` from a hello, which carries none) to
+    /// the broker, in the background, when they differ from what this bridge passed on last.
+    /// A failure is logged and the next report tries again.
+    pub fn report_module(&self, device: &Arc<str>, module: u32, error: Option<&str>) {
+        let last = self.modules.get(device).map(|m| m.clone());
+        if last.as_ref().is_some_and(|(m, e)| *m == module && (error.is_none() || error == e.as_deref())) {
             return;
         }
         if self.modules.len() >= CACHE_ENTRIES_MAX {
             self.modules.clear();
         }
-        self.modules.insert(device.clone(), module);
+        let kept_error = error.map(str::to_string).or(last.and_then(|(_, e)| e));
+        self.modules.insert(device.clone(), (module, kept_error));
         let client = self.client.clone();
         let (device, modules) = (device.clone(), self.modules.clone());
+        let error = error.map(str::to_string);
         tokio::spawn(async move {
             let running = (module != 0).then_some(module);
-            if let Err(e) = client.report_device_module(&device, running).await {
+            if let Err(e) = client.report_device_module(&device, running, error).await {
                 tracing::warn!(%device, module, error = %e, "cannot report the device's module version");
                 modules.remove(&device);
             }
         });
+    }
+
+    /// The package a device that runs module version `running` (0: none) should be sent: its
+    /// requested version's, unless it runs that one or none is requested. The broker's answer
+    /// is cached for the TTL, the package until another version is requested.
+    pub async fn module_to_deliver(
+        &self,
+        device: &Arc<str>,
+        running: u32,
+    ) -> Result<Option<Arc<Package>>, ClientError> {
+        let cached = self.requested.get(device).map(|r| r.clone());
+        let deliver = |r: &Requested| match r.version {
+            Some(v) if v != running => r.package.clone().filter(|p| p.version == v),
+            _ => None,
+        };
+        if let Some(r) = cached.as_ref().filter(|r| r.at.elapsed() < self.ttl) {
+            let need_bytes = r.version.is_some_and(|v| v != running) && deliver(r).is_none();
+            if !need_bytes {
+                return Ok(deliver(r));
+            }
+        }
+        let old = cached.and_then(|r| r.package);
+        let have = old.as_ref().map(|p| p.version).or((running != 0).then_some(running));
+        let (info, module) = self.client.fetch_device_module(device, have).await?;
+        let package = match (info.requested_version, module) {
+            (None, _) => None,
+            (Some(v), Some(module)) => {
+                Some(Arc::new(Package::build(&info, v, &module).map_err(ClientError::Protocol)?))
+            }
+            (Some(v), None) => old.filter(|p| p.version == v),
+        };
+        if self.requested.len() >= CACHE_ENTRIES_MAX {
+            self.requested.clear();
+        }
+        let r = Requested { at: Instant::now(), version: info.requested_version, package };
+        let deliver = deliver(&r);
+        self.requested.insert(device.clone(), r);
+        Ok(deliver)
     }
 
     /// How long an answer is cached: also how often sessions check their device again.

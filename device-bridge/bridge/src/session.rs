@@ -17,6 +17,7 @@ use silt_frame::{
 
 use crate::appender::OutRecord;
 use crate::config::TopicConfig;
+use crate::delivery::DeviceState;
 use crate::registry::Lookup;
 use crate::sequences::{Decision, Sequences};
 
@@ -52,6 +53,9 @@ pub enum Step {
     Reply { reply: Reply, key: Key },
     /// Append these readings; once durable, ack the device's cumulative sequence.
     Submit { device: Arc<str>, seq: u32, records: Vec<OutRecord> },
+    /// The device's module state (module delivery): for the connection's sender and the
+    /// broker.
+    Module(DeviceState),
     /// Nothing to send (a frame already in flight, or a reply from a device).
     Nothing,
 }
@@ -196,12 +200,24 @@ impl Session {
                 }
                 None => nack(seq, 0, NackReason::NoHello, key),
             },
+            Body::ModuleState(m) => match &self.bound {
+                None => nack(seq, 0, NackReason::NoHello, key),
+                Some(b) if *b.device != *m.device => {
+                    nack(seq, sequences.durable(&b.device), NackReason::WrongDevice, b.key)
+                }
+                Some(_) => {
+                    let state = DeviceState {
+                        running: m.running,
+                        receiving: m.receiving,
+                        received: m.received,
+                        error: m.error.to_string(),
+                    };
+                    (Step::Module(state), Outcome::Other)
+                }
+            },
             // Acks, nacks and module chunks go the other way; a device has no business
-            // sending them. A module state is for module delivery, which this bridge does not
-            // do yet: nothing to answer.
-            Body::Ack | Body::Nack(_) | Body::ModuleChunk(_) | Body::ModuleState(_) => {
-                (Step::Nothing, Outcome::Other)
-            }
+            // sending them.
+            Body::Ack | Body::Nack(_) | Body::ModuleChunk(_) => (Step::Nothing, Outcome::Other),
         }
     }
 }

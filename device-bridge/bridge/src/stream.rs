@@ -6,11 +6,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
+use silt_client::ClientError;
 use silt_frame::{Body, Deframer, Frame, Key, Nack, NackReason, STUFFED_BYTES_MAX};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::delivery::{DeviceState, Finish, Package, Sender};
 use crate::registry::Lookup;
 use crate::session::{Outcome, Reply, ReplyBody, Session, Step};
 use crate::Ingest;
@@ -123,9 +126,115 @@ pub async fn serial(config: crate::config::SerialConfig, ingest: Arc<Ingest>) {
 
 fn encode_into(out: &mut Vec<u8>, frame: &Frame<'_>, key: &Key) {
     let mut buf = [0u8; STUFFED_BYTES_MAX];
-    // Replies are header-sized plus at most a nack body: they always fit.
+    // Replies are header-sized plus at most a nack body or a module chunk of at most
+    // MODULE_CHUNK_BYTES_MAX: they always fit.
     let n = silt_frame::encode_stuffed(frame, key, &mut buf).expect("replies fit a frame");
     out.extend_from_slice(&buf[..n]);
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One connection's module delivery: the device's last module state, the package of its
+/// requested version (fetched from the broker through the registry, again every TTL), and the
+/// sender of it. A device that never sent a module state takes no modules, and costs the
+/// broker no fetch.
+#[derive(Default)]
+struct Delivery {
+    state: Option<DeviceState>,
+    package: Option<Arc<Package>>,
+    sender: Option<Sender>,
+    /// The version the device refused whole on this connection: not sent again.
+    refused: Option<u32>,
+    /// When the next fetch is due (connection clock, ms); `None` while one runs or no state
+    /// came yet.
+    fetch_at: Option<i64>,
+}
+
+impl Delivery {
+    /// A hello: the device may have restarted, so wait for its module state.
+    fn greeted(&mut self) {
+        self.state = None;
+        self.sender = None;
+    }
+
+    fn handle_state(&mut self, state: DeviceState, now_ms: i64) {
+        if self.state.is_none() && self.fetch_at.is_none() {
+            self.fetch_at = Some(now_ms);
+        }
+        if let Some(sender) = &mut self.sender {
+            sender.handle_state(&state, now_ms);
+        }
+        self.state = Some(state);
+    }
+
+    /// The device's running version, when a fetch is due.
+    fn fetch_due(&mut self, now_ms: i64) -> Option<u32> {
+        let running = self.state.as_ref()?.running;
+        if self.fetch_at.is_some_and(|at| now_ms >= at) {
+            self.fetch_at = None;
+            return Some(running);
+        }
+        None
+    }
+
+    /// The answer to a fetch; the next is due after `every_ms`.
+    fn fetched(&mut self, package: Option<Arc<Package>>, now_ms: i64, every_ms: i64) {
+        self.package = package;
+        self.fetch_at = Some(now_ms + every_ms);
+    }
+
+    fn fetch_failed(&mut self, now_ms: i64, every_ms: i64) {
+        self.fetch_at = Some(now_ms + every_ms);
+    }
+
+    /// When something is due: a resend, or the next fetch.
+    fn deadline(&self) -> Option<i64> {
+        let resend = self.sender.as_ref().and_then(Sender::poll_timeout);
+        [resend, self.fetch_at].into_iter().flatten().min()
+    }
+
+    fn handle_timeout(&mut self, now_ms: i64) {
+        if let Some(sender) = &mut self.sender {
+            sender.handle_timeout(now_ms);
+        }
+    }
+
+    /// Starts or replaces the sender for the requested package, and writes the chunks due.
+    fn write_chunks(&mut self, out: &mut Vec<u8>, ack: u32, key: &Key, now_ms: i64, peer: &str) {
+        let (Some(state), Some(package)) = (&self.state, &self.package) else {
+            self.sender = None;
+            return;
+        };
+        let current = self.sender.as_ref().map(Sender::version);
+        if current != Some(package.version) && self.refused != Some(package.version) {
+            self.sender = Some(Sender::new(package.clone(), state, now_ms));
+        }
+        let Some(sender) = &mut self.sender else { return };
+        while let Some(chunk) = sender.poll_chunk(now_ms) {
+            encode_into(out, &Frame { seq: 0, ack, body: Body::ModuleChunk(chunk) }, key);
+        }
+        match sender.finished() {
+            None => {}
+            Some(Finish::Running) => {
+                tracing::info!(%peer, version = sender.version(), chunks = sender.stats().chunks, "the device runs its new module");
+                self.package = None;
+                self.sender = None;
+            }
+            Some(Finish::Refused) => {
+                let error = self.state.as_ref().map_or("", |s| &s.error);
+                tracing::warn!(%peer, version = sender.version(), %error, "the device refused its module package");
+                self.refused = Some(sender.version());
+                self.package = None;
+                self.sender = None;
+            }
+        }
+    }
 }
 
 /// Serves one frame connection until it closes, fails or idles out.
@@ -140,7 +249,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let mut bound = false;
     let mut closing = false;
+    let started = tokio::time::Instant::now();
+    let clock = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let mut delivery = Delivery::default();
+    // A deployed version reaches a connected device within this (the registry's TTL, at which
+    // it answers from its cache).
+    let fetch_every_ms = i64::try_from(ingest.registry.ttl().as_millis()).unwrap_or(i64::MAX);
+    let mut fetching: Option<BoxFuture<'_, Result<Option<Arc<Package>>, ClientError>>> = None;
     loop {
+        let wake = delivery.deadline().map(|ms| started + Duration::from_millis(ms as u64));
         tokio::select! {
             read = tokio::time::timeout(idle, rd.read(&mut buf)), if in_flight.len() < limits.in_flight_per_connection_max => {
                 let n = match read {
@@ -179,7 +296,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                     };
                     count(ingest, outcome);
                     if let (Outcome::Greeted { module }, Some(device)) = (outcome, session.device()) {
-                        ingest.registry.report_module(device, module);
+                        ingest.registry.report_module(device, module, None);
+                        delivery.greeted();
                     }
                     if let Outcome::Rejected(reason) = outcome {
                         audit(ingest, &mut session, named, peer, reason);
@@ -192,6 +310,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                     match step {
                         Step::Reply { reply, key } => encode_into(&mut out, &reply.frame(), &key),
                         Step::Nothing => {}
+                        Step::Module(state) => {
+                            if let Some(device) = session.device() {
+                                ingest.registry.report_module(device, state.running, Some(&state.error));
+                            }
+                            delivery.handle_state(state, clock());
+                        }
                         Step::Submit { device, seq, mut records } => {
                             // With tracing on, a span per frame until it is durable; its
                             // context rides along in every record.
@@ -224,6 +348,28 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                 let ack = ingest.sequences.durable(&device);
                 encode_into(&mut out, &Frame { seq: 0, ack, body: Body::Ack }, &session.reply_key());
             }
+            Some(fetched) = OptionFuture::from(fetching.as_mut()), if fetching.is_some() => {
+                fetching = None;
+                match fetched {
+                    Ok(package) => delivery.fetched(package, clock(), fetch_every_ms),
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot fetch the device's requested module");
+                        delivery.fetch_failed(clock(), fetch_every_ms);
+                    }
+                }
+            }
+            () = sleep_until(wake), if wake.is_some() => delivery.handle_timeout(clock()),
+        }
+        if let (Some(device), None) = (session.device(), &fetching) {
+            if let Some(running) = delivery.fetch_due(clock()) {
+                let device = device.clone();
+                let registry = &ingest.registry;
+                fetching = Some(Box::pin(async move { registry.module_to_deliver(&device, running).await }));
+            }
+        }
+        if let Some(device) = session.device() {
+            let ack = ingest.sequences.durable(device);
+            delivery.write_chunks(&mut out, ack, &session.reply_key(), clock(), peer);
         }
         if !out.is_empty() {
             if wr.write_all(&out).await.is_err() {

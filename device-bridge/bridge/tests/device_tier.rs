@@ -73,7 +73,8 @@ async fn run_with(
     }
     let key = broker.add_device("tier-1").await;
     let words = format!("{CLOCK} {words}");
-    let (status, out) = run_qemu_device(&broker, elf, "tier-1", &key, &words, SAMPLES, qemu_args).await;
+    let device = QemuDevice::start(&broker, elf, "tier-1", &key, &words, SAMPLES, qemu_args).await;
+    let (status, out) = device.wait(std::time::Duration::from_secs(120)).await;
     assert!(status.success(), "firmware exited with {status}; its output:\n{out}");
     assert!(out.contains(&format!("done {SAMPLES} frames")), "{out}");
     (broker, out)
@@ -180,6 +181,13 @@ async fn a_module_that_traps_on_the_device_is_stopped_and_readings_go_raw() {
     let (broker, out) = run(&elf, &format!("module={} input=temperature", path.display()), &[]).await;
     assert!(out.contains("processor stopped: processor trapped in silt_process"), "{out}");
     assert!(out.contains("9 records in, 9 out"), "the nine calls before the trap counted: {out}");
+    // The device's module state carried the error to the broker, through the bridge.
+    let status = broker.client.device_module("tier-1").await.unwrap();
+    assert!(
+        status.last_error.as_deref().is_some_and(|e| e.contains("processor trapped in silt_process")),
+        "{status:?}"
+    );
+    assert_eq!(status.running_version, None, "{status:?}");
     let stored = read_to_end(&broker.client, "sensors.temperature").await;
     let seqs: Vec<u32> = stored.iter().map(seq_of).collect();
     assert_eq!(seqs, (1..=SAMPLES).collect::<Vec<_>>(), "every reading once, in order\n{out}");
@@ -224,4 +232,78 @@ async fn cost_per_record_on_the_device() {
         eprintln!("| {name} | {} | {} |", number("cycles") * 40 / records, number("fuel") / records);
         broker.stop().await;
     }
+}
+
+/// Waits until the broker says device `id` runs `version` (as its bridge passed on from the
+/// device), for at most a minute.
+async fn wait_running(broker: &Broker, device: &QemuDevice, id: &str, version: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let m = broker.client.device_module(id).await.unwrap();
+        if m.running_version == Some(version) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the device does not run v{version}: {m:?}\n{}\n--- bridge ---\n{}",
+            device.output(),
+            device.bridge.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Module delivery end to end (docs/device-frames.md, "Module delivery"): a version deployed
+/// with `silt device deploy` reaches the running firmware over its frame link, in chunks, is
+/// checked and started there and reported as running; a new version replaces it; a rollback
+/// brings the first back the same way. What the device runs shows in what it stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_reach_the_device_over_its_link_and_roll_back() {
+    let Some(elf) = qemu_firmware() else { return };
+    let broker = Broker::start().await;
+    let key = broker.add_device("tier-1").await;
+    let deploy = |(name, params): (&str, &[(&str, &str)])| {
+        let wasm = examples::example_wasm(examples::built_small_examples(), name);
+        let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let client = broker.client.clone();
+        async move { client.deploy_device_module("tier-1", "temperature", params, wasm).await.unwrap() }
+    };
+    assert_eq!(deploy(FILTER).await.requested_version, Some(1));
+    // A sample every 20 ms, far more than the run needs: the test ends it.
+    let device = QemuDevice::start(&broker, &elf, "tier-1", &key, "period=20", 1_000_000, &[]).await;
+    wait_running(&broker, &device, "tier-1", 1).await;
+    assert_eq!(deploy(SMOOTH).await.requested_version, Some(2));
+    wait_running(&broker, &device, "tier-1", 2).await;
+    // Some samples through ema-smooth before going back.
+    let smoothed = |records: &[ConsumedRecord]| {
+        records.iter().filter(|r| String::from_utf8_lossy(&r.value).contains("\"ema\":")).count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while smoothed(&read_to_end(&broker.client, "sensors.temperature").await) < 3 {
+        assert!(std::time::Instant::now() < deadline, "no smoothed records\n{}", device.output());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(broker.client.rollback_device_module("tier-1").await.unwrap().requested_version, Some(1));
+    wait_running(&broker, &device, "tier-1", 1).await;
+
+    let out = device.output();
+    drop(device);
+    let switches: Vec<&str> =
+        out.lines().filter_map(|l| l.strip_prefix("silt-fw: switched to module ")).collect();
+    eprintln!("{}", switches.join("\n"));
+    assert_eq!(switches.len(), 3, "{out}");
+    assert!(
+        switches[0].starts_with("v1 ") && switches[1].starts_with("v2 ") && switches[2].starts_with("v1 "),
+        "{out}"
+    );
+    let status = broker.client.device_module("tier-1").await.unwrap();
+    assert_eq!(
+        (status.requested_version, status.running_version, status.last_error),
+        (Some(1), Some(1), None)
+    );
+    // Every record is the device's, in order of its samples; no sample stored twice.
+    let records = read_to_end(&broker.client, "sensors.humidity").await;
+    let seqs: Vec<u32> = records.iter().map(seq_of).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "humidity readings, each once and in order");
+    broker.stop().await;
 }

@@ -139,6 +139,13 @@ impl ReadingKind {
             ReadingKind::Raw => "raw",
         }
     }
+
+    /// The kind named `name` ([`ReadingKind::name`]).
+    pub fn from_name(name: &str) -> Option<ReadingKind> {
+        [ReadingKind::Temperature, ReadingKind::Humidity, ReadingKind::Numeric, ReadingKind::Raw]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
 }
 
 impl Reading<'_> {

@@ -1,9 +1,9 @@
 //! A [`Link`] with its items: what a firmware keeps.
 
 use heapless::Deque;
-use silt_frame::{Deframer, NackReason, Readings, Time};
+use silt_frame::{decode, Body, Deframer, NackReason, Readings, Time};
 
-use crate::{Config, Event, Identity, Link, Transmit};
+use crate::{Config, Event, Identity, Link, Received, Receiver, Transmit};
 
 /// What a queued item sends as a data frame.
 pub trait Payload {
@@ -111,6 +111,44 @@ impl<'a, T: Payload, const N: usize> Backlog<'a, T, N> {
             Err(_) => self.link.handle_undecodable(),
         });
         self.verdict()
+    }
+
+    /// Like [`Backlog::handle_stream`], for a device that takes modules: verified module
+    /// chunks go to `receiver`, which writes them into `slot`, and a hello's ack makes its
+    /// module state due.
+    pub fn handle_stream_delivering(
+        &mut self,
+        deframer: &mut Deframer,
+        input: &[u8],
+        now_ms: u64,
+        receiver: &mut Receiver,
+        slot: &mut [u8],
+    ) -> Verdict {
+        let key = self.identity.key;
+        deframer.push_all(input, |frame| match frame {
+            Ok(bytes) => {
+                let greeting = !self.link.is_streaming();
+                let received = self.link.handle_frame(bytes, &key, now_ms);
+                if greeting && self.link.is_streaming() {
+                    receiver.handle_hello_acked(now_ms);
+                }
+                if received == Received::Module {
+                    if let Ok(frame) = decode(bytes) {
+                        if let Body::ModuleChunk(chunk) = &frame.frame().body {
+                            receiver.handle_chunk(chunk, slot);
+                        }
+                    }
+                }
+            }
+            Err(_) => self.link.handle_undecodable(),
+        });
+        self.verdict()
+    }
+
+    /// Writes a module state frame with `receiver`'s state; returns the bytes written. `out`
+    /// needs [`crate::TRANSMIT_BYTES_MAX`].
+    pub fn encode_module_state(&self, receiver: &Receiver, out: &mut [u8]) -> usize {
+        self.identity.encode_module_state(receiver.state(self.identity.device), out)
     }
 
     /// See [`Link::handle_timeout`].

@@ -1,6 +1,8 @@
 //! The frames a device writes, encoded with its identity.
 
-use silt_frame::{encode_stuffed, Body, Data, Frame, Hello, Key, Readings, Time, STUFFED_BYTES_MAX};
+use silt_frame::{
+    encode_stuffed, Body, Data, Frame, Hello, Key, ModuleState, Readings, Time, STUFFED_BYTES_MAX,
+};
 
 /// Room an encoder needs: the largest stuffed frame, and the lone 0x00 before a resync hello.
 pub const TRANSMIT_BYTES_MAX: usize = STUFFED_BYTES_MAX + 1;
@@ -36,6 +38,13 @@ impl Identity<'_> {
         // READINGS_MAX readings of fixed size and a 64-byte id fit FRAME_BYTES_MAX; only raw
         // readings can be too long, and none of Silt's devices sends those.
         encode_stuffed(&frame, &self.key, out).expect("a data frame fits a frame")
+    }
+
+    /// Writes a module state frame; returns the bytes written.
+    pub fn encode_module_state(&self, state: ModuleState<'_>, out: &mut [u8]) -> usize {
+        let frame = Frame { seq: 0, ack: 0, body: Body::ModuleState(state) };
+        // A 64-byte id and a 160-byte error are far below FRAME_BYTES_MAX.
+        encode_stuffed(&frame, &self.key, out).expect("a module state fits a frame")
     }
 
     /// Writes a heartbeat; returns the bytes written.

@@ -32,9 +32,11 @@
 #![forbid(unsafe_code)]
 
 mod backlog;
+mod delivery;
 mod identity;
 
 pub use backlog::{Backlog, Payload, Verdict};
+pub use delivery::{Chunk, Receiver, Stats as DeliveryStats};
 pub use identity::{Identity, TRANSMIT_BYTES_MAX};
 
 use silt_frame::{decode, Body, Key, Nack, NackReason, ZERO_KEY};
@@ -132,6 +134,8 @@ pub enum Received {
     Ack { ack: u32 },
     /// A nack, tagged as `tag` says.
     Nack { nack: Nack, ack: u32, tag: Tag },
+    /// A module chunk tagged with the device's key, for the caller's [`Receiver`].
+    Module,
     /// Bytes that do not decode, an ack or heartbeat not tagged with the device's key, a kind
     /// the bridge never sends, or anything while no connection is open: dropped.
     Dropped,
@@ -336,8 +340,9 @@ impl Link {
             Body::Ack => Reply::Ack,
             Body::Heartbeat => Reply::Heartbeat,
             Body::Nack(nack) => Reply::Nack(nack),
-            // Module delivery is the caller's (the firmware's slot); the link keeps no module.
-            Body::Data(_) | Body::Hello(_) | Body::ModuleChunk(_) | Body::ModuleState(_) => Reply::Other,
+            // Module delivery is the caller's (its slot and `Receiver`); the link only vouches.
+            Body::ModuleChunk(_) => Reply::Module,
+            Body::Data(_) | Body::Hello(_) | Body::ModuleState(_) => Reply::Other,
         };
         let tag = if unverified.verify(key).is_ok() {
             Tag::Device
@@ -365,6 +370,10 @@ impl Link {
                     _ => self.acknowledge(ack, now_ms),
                 }
                 Received::Ack { ack }
+            }
+            (Reply::Module, Tag::Device) => {
+                self.hints = 0;
+                Received::Module
             }
             _ => {
                 self.stats.bad_replies += 1;
@@ -667,5 +676,6 @@ enum Reply {
     Ack,
     Heartbeat,
     Nack(Nack),
+    Module,
     Other,
 }

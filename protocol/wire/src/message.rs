@@ -216,12 +216,15 @@ pub enum Request {
     RollbackDeviceModule {
         device: String,
     },
-    /// From a bridge: the module version a device's hello reported (`None`: it runs none).
-    /// Needs `device-keys` on the device, as only a bridge trusted with its key speaks for
-    /// it. Answers `Done`.
+    /// From a bridge: the module version a device reported, in its hello or its module state
+    /// (`running`: `None` when it runs none), and with a module state its last module error
+    /// (`error`: `None` when the report says nothing of errors, as a hello's; empty when the
+    /// device has none). Needs `device-keys` on the device, as only a bridge trusted with its
+    /// key speaks for it. Answers `Done`.
     ReportDeviceModule {
         device: String,
         running: Option<u32>,
+        error: Option<String>,
     },
     /// Finds the acknowledged offsets of a partition that storage damage destroyed; with
     /// `accept_loss`, accepts their loss: the damaged batches are removed, reads step over
@@ -230,6 +233,13 @@ pub enum Request {
         topic: String,
         partition: u32,
         accept_loss: bool,
+    },
+    /// From a bridge: a device's module versions, and as payload the module bytes of the
+    /// requested version unless it is `have` (the version the bridge holds) or there is none.
+    /// Needs `device-keys` on the device. Answers `DeviceModule`.
+    FetchDeviceModule {
+        device: String,
+        have: Option<u32>,
     },
 }
 

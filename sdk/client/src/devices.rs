@@ -68,16 +68,36 @@ impl Client {
         self.device_module_call(Request::RollbackDeviceModule { device: device.into() }, Bytes::new()).await
     }
 
-    /// Reports the module version a device says it runs (`None`: none), for a bridge serving
-    /// it (needs `device-keys` on the device).
-    pub async fn report_device_module(&self, device: &str, running: Option<u32>) -> Result<(), ClientError> {
+    /// Reports the module version a device says it runs (`None`: none) and, from a module
+    /// state, its last module error (`Some("")`: none), for a bridge serving it (needs
+    /// `device-keys` on the device).
+    pub async fn report_device_module(
+        &self,
+        device: &str,
+        running: Option<u32>,
+        error: Option<String>,
+    ) -> Result<(), ClientError> {
         match self
-            .request(&Request::ReportDeviceModule { device: device.into(), running }, Bytes::new())
+            .request(&Request::ReportDeviceModule { device: device.into(), running, error }, Bytes::new())
             .await?
             .0
         {
             Response::Done => Ok(()),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A device's module versions and, unless the bridge holds it already (`have`), the module
+    /// of the requested version, for the bridge that delivers it (needs `device-keys`).
+    pub async fn fetch_device_module(
+        &self,
+        device: &str,
+        have: Option<u32>,
+    ) -> Result<(DeviceModuleInfo, Option<Bytes>), ClientError> {
+        let request = Request::FetchDeviceModule { device: device.into(), have };
+        match self.request(&request, Bytes::new()).await? {
+            (Response::DeviceModule(m), module) => Ok((m, (!module.is_empty()).then_some(module))),
+            (other, _) => Err(unexpected(&other)),
         }
     }
 

@@ -108,15 +108,56 @@ pub fn rollback(store: &Store, id: &str) -> Result<DeviceModuleInfo, RegistryErr
     Ok(info(id, &next))
 }
 
-/// Records the version device `id` says it runs (`None`: none), as its bridge reports it from
-/// the device's hello. Written only when it changed.
-pub fn report(store: &Store, id: &str, running: Option<u32>) -> Result<(), RegistryError> {
+/// Records the version device `id` says it runs (`None`: none) and, when the report carries
+/// one, its last module error (empty: none), as its bridge passes them on from the device's
+/// hello or module state. Written only when something changed.
+pub fn report(
+    store: &Store,
+    id: &str,
+    running: Option<u32>,
+    error: Option<String>,
+) -> Result<(), RegistryError> {
     devices::get(store, id)?;
     update(store, id, |mut m| {
         m.running = running;
+        if let Some(error) = &error {
+            m.last_error = (!error.is_empty()).then(|| error.clone());
+        }
         Ok(m)
     })?;
     Ok(())
+}
+
+/// Device `id`'s versions and, unless it is `have`, the module of its requested version, for
+/// the bridge that delivers it.
+pub fn fetch(
+    store: &Store,
+    id: &str,
+    have: Option<u32>,
+) -> Result<(DeviceModuleInfo, Option<Vec<u8>>), RegistryError> {
+    devices::get(store, id)?;
+    let m = load(store, id)?.unwrap_or_default();
+    let module = match m.requested.filter(|&r| Some(r) != have) {
+        None => None,
+        Some(requested) => {
+            let Some(v) = m.versions.iter().find(|v| v.version == requested) else {
+                return Err(RegistryError {
+                    code: ErrorCode::Storage,
+                    message: format!("device {id:?}: requested version {requested} is not among those kept"),
+                });
+            };
+            let Some(bytes) = store.module(&v.sha256)? else {
+                return Err(RegistryError {
+                    code: ErrorCode::Storage,
+                    message: format!(
+                        "device {id:?}: the module of version {requested} is missing from storage"
+                    ),
+                });
+            };
+            Some(bytes)
+        }
+    };
+    Ok((info(id, &m), module))
 }
 
 /// Device `id`'s module versions (none yet is an empty answer, not an error).

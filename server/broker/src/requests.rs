@@ -218,7 +218,8 @@ impl Broker {
             | Request::DeployDeviceModule { .. }
             | Request::GetDeviceModule { .. }
             | Request::RollbackDeviceModule { .. }
-            | Request::ReportDeviceModule { .. } => "device",
+            | Request::ReportDeviceModule { .. }
+            | Request::FetchDeviceModule { .. } => "device",
             r if rights::is_auth(r) => "auth",
             _ => "admin",
         };
@@ -673,8 +674,16 @@ impl Broker {
             Request::GetDeviceModule { device } => {
                 registry_reply(device_modules::get(&self.store, &device).map(Response::DeviceModule))
             }
-            Request::ReportDeviceModule { device, running } => {
-                registry_reply(device_modules::report(&self.store, &device, running).map(|()| Response::Done))
+            Request::ReportDeviceModule { device, running, error } => registry_reply(
+                device_modules::report(&self.store, &device, running, error).map(|()| Response::Done),
+            ),
+            Request::FetchDeviceModule { device, have } => {
+                match device_modules::fetch(&self.store, &device, have) {
+                    Ok((info, module)) => {
+                        (Response::DeviceModule(info), module.map_or_else(Bytes::new, Bytes::from))
+                    }
+                    Err(e) => error(e.code, e.message),
+                }
             }
             Request::RollbackDeviceModule { device } => {
                 registry_reply(device_modules::rollback(&self.store, &device).map(Response::DeviceModule))

@@ -531,50 +531,68 @@ pub fn qemu_firmware() -> Option<PathBuf> {
     }
 }
 
-/// Boots the firmware in QEMU (with `qemu_args` added) as device `device` with `words` before
-/// its last three command-line words, serves it with a bridge of `broker` until the firmware exits
-/// (at most two minutes), and returns its exit status and output. The device must be added already.
-pub async fn run_qemu_device(
-    broker: &Broker,
-    elf: &std::path::Path,
-    device: &str,
-    key: &Key,
-    words: &str,
-    samples: u32,
-    qemu_args: &[&str],
-) -> (std::process::ExitStatus, String) {
-    // QEMU's UART moves a few hundred frames a second; a loaded CI host is slower.
-    let within = Duration::from_secs(120);
-    let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let serial = free_tcp_port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log_path = dir.path().join("qemu.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut qemu = tokio::process::Command::new("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-serial", &format!("tcp:127.0.0.1:{serial},server=on,wait=on")])
-        .args(qemu_args)
-        .arg("-kernel")
-        .arg(elf)
-        .args(["-append", &format!("{words} {device} {key_hex} {samples}")])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting qemu-system-arm");
-    // The bridge must be QEMU's first client on the serial port (see tests/qemu.rs).
-    let connect = format!("127.0.0.1:{serial}");
-    let bridge = BridgeProcess::start(broker, "", &["--connect-tcp", &connect]).await;
-    let status = match tokio::time::timeout(within, qemu.wait()).await {
-        Ok(status) => status.expect("waiting for QEMU"),
-        Err(_) => panic!(
-            "the firmware did not finish within {within:?}:\n{}\n--- bridge ---\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default(),
-            bridge.log()
-        ),
-    };
-    drop(bridge);
-    (status, std::fs::read_to_string(&log_path).unwrap_or_default())
+/// The QEMU firmware as a device, served by a bridge of its own; both stop when it drops.
+pub struct QemuDevice {
+    qemu: tokio::process::Child,
+    pub bridge: BridgeProcess,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl QemuDevice {
+    /// Boots the firmware in QEMU (with `qemu_args` added) as device `device` with `words`
+    /// before its last three command-line words, and serves it with a bridge of `broker`;
+    /// returns once the bridge is up. The device must be added already.
+    pub async fn start(
+        broker: &Broker,
+        elf: &std::path::Path,
+        device: &str,
+        key: &Key,
+        words: &str,
+        samples: u32,
+        qemu_args: &[&str],
+    ) -> QemuDevice {
+        let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let serial = free_tcp_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("qemu.log");
+        let log_file = std::fs::File::create(&log_path).unwrap();
+        let qemu = tokio::process::Command::new("qemu-system-arm")
+            .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .args(["-serial", &format!("tcp:127.0.0.1:{serial},server=on,wait=on")])
+            .args(qemu_args)
+            .arg("-kernel")
+            .arg(elf)
+            .args(["-append", &format!("{words} {device} {key_hex} {samples}")])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting qemu-system-arm");
+        // The bridge must be QEMU's first client on the serial port (see tests/qemu.rs).
+        let connect = format!("127.0.0.1:{serial}");
+        let bridge = BridgeProcess::start(broker, "", &["--connect-tcp", &connect]).await;
+        QemuDevice { qemu, bridge, log_path, _dir: dir }
+    }
+
+    /// What the firmware printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits for the firmware to exit, at most `within` (QEMU's UART moves a few hundred
+    /// frames a second; a loaded CI host is slower), and returns its exit status and output.
+    pub async fn wait(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let status = match tokio::time::timeout(within, self.qemu.wait()).await {
+            Ok(status) => status.expect("waiting for QEMU"),
+            Err(_) => panic!(
+                "the firmware did not finish within {within:?}:\n{}\n--- bridge ---\n{}",
+                self.output(),
+                self.bridge.log()
+            ),
+        };
+        (status, self.output())
+    }
 }

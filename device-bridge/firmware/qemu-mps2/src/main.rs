@@ -8,7 +8,10 @@
 //! (QEMU's stdout and stderr), never to the UART, which carries frames only.
 //!
 //! With the `wasm` feature (on by default) it can run a processor module on its readings
-//! before sending them: the device tier of `docs/processor-abi.md`.
+//! before sending them: the device tier of `docs/processor-abi.md`. The module comes from the
+//! command line or over the frame link (`silt device deploy`, "Module delivery" in
+//! `docs/device-frames.md`): a package is written to a slot of RAM apart from the running
+//! module, checked whole, started, and only then run.
 //!
 //! Code map: the protocol is `silt-link`'s (sans-IO, shared with the ESP32-C3 firmware and the
 //! simulator), `sensor` makes up the readings, `processor` runs a module on them, `uart` is the
@@ -33,6 +36,8 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::{heprintln, hprintln};
 use silt_frame::Deframer;
+#[cfg(feature = "wasm")]
+use silt_link::Receiver;
 use silt_link::{Backlog, Config, Identity, Verdict, TRANSMIT_BYTES_MAX};
 
 use sensor::Queued;
@@ -137,15 +142,23 @@ fn main() -> ! {
         unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEMORY) as usize, HEAP_BYTES) }
     }
     #[cfg(feature = "wasm")]
-    let processor = match start_processor(&config) {
-        Ok(p) => p.map(core::cell::RefCell::new),
-        Err(e) => {
-            heprintln!("silt-fw: {}", e);
-            exit(false)
-        }
-    };
+    let processor = core::cell::RefCell::new(processor::Processor::new(now_cycles, config.device));
     #[cfg(feature = "wasm")]
-    let running_module = if processor.is_some() { config.module_version } else { 0 };
+    if let Err(e) = start_processor(&config, &mut processor.borrow_mut()) {
+        heprintln!("silt-fw: {}", e);
+        exit(false)
+    }
+    #[cfg(feature = "wasm")]
+    let running_module = processor.borrow().version();
+    #[cfg(feature = "wasm")]
+    let mut receiver = Receiver::new(running_module);
+    #[cfg(feature = "wasm")]
+    let slot: &'static mut [u8] = {
+        use silt_frame::MODULE_PACKAGE_BYTES_MAX;
+        static mut SLOT: [u8; MODULE_PACKAGE_BYTES_MAX as usize] = [0; MODULE_PACKAGE_BYTES_MAX as usize];
+        // SAFETY: taken once, here; nothing else names SLOT.
+        unsafe { &mut *core::ptr::addr_of_mut!(SLOT) }
+    };
     #[cfg(not(feature = "wasm"))]
     let running_module = 0;
     #[cfg(not(feature = "wasm"))]
@@ -174,14 +187,33 @@ fn main() -> ! {
     let mut queued = 0;
     let mut reported = None;
     let mut bytes_sent = 0u64;
+    let mut last_queued_ms = 0;
+    // The version whose package is arriving, and since when (for the deploy time).
     #[cfg(feature = "wasm")]
-    let mut stop_reported = false;
+    let mut receiving_since: Option<(u32, u64)> = None;
     loop {
         let received = uart.read_available(&mut rx);
-        let verdict = match link.handle_stream(&mut deframer, &rx[..received], now_ms()) {
+        #[cfg(feature = "wasm")]
+        let handled =
+            link.handle_stream_delivering(&mut deframer, &rx[..received], now_ms(), &mut receiver, slot);
+        #[cfg(not(feature = "wasm"))]
+        let handled = link.handle_stream(&mut deframer, &rx[..received], now_ms());
+        let verdict = match handled {
             Verdict::Continue => link.handle_timeout(now_ms()),
             ended => ended,
         };
+        #[cfg(feature = "wasm")]
+        {
+            let receiving = receiver.state(config.device).receiving;
+            if receiving != 0 && receiving_since.is_none_or(|(v, _)| v != receiving) {
+                receiving_since = Some((receiving, now_ms()));
+            }
+            if let Some((version, len)) = receiver.pending() {
+                let since = receiving_since.map_or(0, |(_, t)| t);
+                install(&mut processor.borrow_mut(), &mut receiver, &slot[..len], version, now_ms() - since);
+                link.set_module(receiver.running());
+            }
+        }
         match verdict {
             Verdict::Continue => {}
             Verdict::Reconnect(why) => {
@@ -209,17 +241,19 @@ fn main() -> ! {
                 now_ms()
             );
             #[cfg(feature = "wasm")]
-            if let Some(p) = &processor {
-                hprintln!("silt-fw: {}", processor::summary(&p.borrow()));
-            }
+            hprintln!("silt-fw: {}", processor::summary(&processor.borrow()));
             exit(true)
         }
-        while queued < config.count && link.len() < WINDOW_FRAMES {
+        while queued < config.count
+            && link.len() < WINDOW_FRAMES
+            && (config.period_ms == 0 || queued == 0 || now_ms() >= last_queued_ms + config.period_ms)
+        {
+            last_queued_ms = now_ms();
             link.push(Queued {
                 tick_ms: now_ms(),
                 clock: config.clock,
                 #[cfg(feature = "wasm")]
-                processor: processor.as_ref(),
+                processor: Some(&processor),
                 #[cfg(feature = "wasm")]
                 processed: core::cell::OnceCell::new(),
                 #[cfg(not(feature = "wasm"))]
@@ -232,9 +266,19 @@ fn main() -> ! {
             bytes_sent += n as u64;
         }
         #[cfg(feature = "wasm")]
-        if report_stop(processor.as_ref(), &mut stop_reported) {
-            // The next hello says the device runs no module.
-            link.set_module(0);
+        {
+            if let Some(why) = processor.borrow_mut().take_stop() {
+                heprintln!("silt-fw: processor stopped: {}; sending raw readings", why);
+                receiver.stopped(format_args!("{why}"));
+                // The next hello says the device runs no module.
+                link.set_module(0);
+            }
+            receiver.handle_timeout(now_ms());
+            if link.is_streaming() && receiver.take_state_due() {
+                let n = link.encode_module_state(&receiver, &mut tx);
+                uart.write_all(&tx[..n]);
+                bytes_sent += n as u64;
+            }
         }
         if received == 0 {
             uart.wait();
@@ -279,38 +323,78 @@ fn report_progress(link: &Backlog<'_, Queued<'_>, WINDOW_FRAMES>, count: u32, re
 
 /// Loads the module the command line names, if any, and starts it.
 #[cfg(feature = "wasm")]
-fn start_processor<'a>(
-    config: &provision::Config<'a>,
-) -> Result<Option<processor::Processor<'a>>, alloc::string::String> {
+fn start_processor(
+    config: &provision::Config<'_>,
+    p: &mut processor::Processor<'_>,
+) -> Result<(), alloc::string::String> {
     let Some(path) = config.module else {
-        return Ok(None);
+        return Ok(());
     };
     let wasm = provision::read_host_file(path).map_err(|e| alloc::format!("{e}: {path}"))?;
     let params = &config.params[..config.param_count];
-    let p = processor::Processor::start(now_cycles, config.device, config.input, &wasm, params)
+    p.start(config.module_version, config.input, &wasm, params)
         .map_err(|e| alloc::format!("processor {path} did not start: {e}"))?;
     hprintln!(
         "silt-fw: processor {} ({} bytes) on {} readings, heap {} bytes used",
         path,
         wasm.len(),
         config.input.name(),
-        // Not `HEAP.used()`: in embedded-alloc 0.7.0 it borrows the heap twice and panics.
-        HEAP_BYTES - HEAP.free()
+        heap_used()
     );
-    Ok(Some(p))
+    Ok(())
 }
 
-/// Says once that the processor stopped, and why: the device sends raw readings from then on.
-/// True the one time it says so.
+/// Bytes of the heap in use.
 #[cfg(feature = "wasm")]
-fn report_stop(p: Option<&processor::Shared<'_>>, reported: &mut bool) -> bool {
-    let Some(p) = p else { return false };
-    if let (Some(why), false) = (p.borrow().stopped(), *reported) {
-        heprintln!("silt-fw: processor stopped: {}; sending raw readings", why);
-        *reported = true;
-        return true;
+fn heap_used() -> usize {
+    // Not `HEAP.used()`: in embedded-alloc 0.7.0 it borrows the heap twice and panics.
+    HEAP_BYTES - HEAP.free()
+}
+
+/// Opens the whole package of `version` in the slot, checks it, starts its module and switches
+/// to it; a package that fails any of these leaves the running module as it is, and the
+/// receiver reports why.
+#[cfg(feature = "wasm")]
+fn install(
+    p: &mut processor::Processor<'_>,
+    receiver: &mut Receiver,
+    package: &[u8],
+    version: u32,
+    took_ms: u64,
+) {
+    let (manifest, module) = match silt_frame::open_package(package) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let why = match e {
+                silt_frame::PackageError::Malformed => "is malformed",
+                silt_frame::PackageError::Hash => "holds a module whose SHA-256 is not its manifest's",
+            };
+            heprintln!("silt-fw: module package v{} {}", version, why);
+            return receiver.refused(format_args!("module package v{version} {why}"));
+        }
+    };
+    if manifest.version != version {
+        heprintln!("silt-fw: module package v{} names v{}", version, manifest.version);
+        return receiver.refused(format_args!("module package v{version} names v{}", manifest.version));
     }
-    false
+    match p.start(version, manifest.input, module, &manifest.params) {
+        Ok(()) => {
+            hprintln!(
+                "silt-fw: switched to module v{} ({} bytes, package of {} in {} ms) on {} readings, heap {} bytes used",
+                version,
+                module.len(),
+                package.len(),
+                took_ms,
+                manifest.input.name(),
+                heap_used()
+            );
+            receiver.switched(version);
+        }
+        Err(e) => {
+            heprintln!("silt-fw: module v{} did not start: {}", version, e);
+            receiver.refused(format_args!("module v{version} did not start: {e}"));
+        }
+    }
 }
 
 /// Ends the QEMU run through semihosting: exit status 0 for success, 1 otherwise.

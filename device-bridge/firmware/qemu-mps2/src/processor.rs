@@ -10,6 +10,10 @@
 //!
 //! A sample is processed once, when its frame is first sent (so with its sequence), and its
 //! output kept for retransmissions.
+//!
+//! The module comes from the command line (`module=`) or over the frame link (module delivery,
+//! `docs/device-frames.md`): [`Processor::start`] replaces the running module only once the new
+//! one has started, from fresh state; samples already processed keep what the old one made.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -57,39 +61,73 @@ pub struct Stats {
     pub cycles: u64,
 }
 
-/// A running module, or the reason it stopped.
+/// The running module (if any), or the reason it stopped.
 pub struct Processor<'a> {
     /// Core clock cycles since boot.
     clock: fn() -> u64,
     device: &'a str,
     kind: ReadingKind,
     instance: Option<Instance>,
+    /// The running module's version (0: none, or unnamed).
+    version: u32,
     stopped: Option<String>,
+    /// The stop was not yet taken by [`Processor::take_stop`].
+    stop_news: bool,
     stats: Stats,
 }
 
 impl<'a> Processor<'a> {
-    /// Loads `wasm` and starts it with `params` under the device's default limits.
+    /// A processor with no module: samples go out raw.
+    pub fn new(clock: fn() -> u64, device: &'a str) -> Processor<'a> {
+        Processor {
+            clock,
+            device,
+            kind: ReadingKind::Temperature,
+            instance: None,
+            version: 0,
+            stopped: None,
+            stop_news: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Loads `wasm` and starts it with `params` under the device's default limits, on readings
+    /// of `kind`, as module `version`; it replaces the running module only once it started.
     pub fn start(
-        clock: fn() -> u64,
-        device: &'a str,
+        &mut self,
+        version: u32,
         kind: ReadingKind,
         wasm: &[u8],
         params: &[(&str, &str)],
-    ) -> Result<Processor<'a>, silt_device_runtime::Error> {
+    ) -> Result<(), silt_device_runtime::Error> {
         let instance = Module::new(wasm)?.instantiate(params, &Limits::default())?;
-        Ok(Processor {
-            clock,
-            device,
-            kind,
-            instance: Some(instance),
-            stopped: None,
-            stats: Stats::default(),
-        })
+        self.instance = Some(instance);
+        self.kind = kind;
+        self.version = version;
+        self.stopped = None;
+        self.stop_news = false;
+        Ok(())
     }
 
     pub fn kind(&self) -> ReadingKind {
         self.kind
+    }
+
+    /// The version of the module that runs (0: none).
+    pub fn version(&self) -> u32 {
+        if self.instance.is_some() {
+            self.version
+        } else {
+            0
+        }
+    }
+
+    /// Why the module stopped, the first time it is asked after the stop.
+    pub fn take_stop(&mut self) -> Option<&str> {
+        match core::mem::take(&mut self.stop_news) {
+            true => self.stopped.as_deref(),
+            false => None,
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -130,6 +168,7 @@ impl<'a> Processor<'a> {
     fn stop(&mut self, why: String) -> Processed {
         self.instance = None;
         self.stopped = Some(why);
+        self.stop_news = true;
         Processed::Raw
     }
 }

@@ -10,7 +10,9 @@
 //!   semihosting, run on every sample's reading of one kind before it is sent;
 //! - `input=temperature|humidity|numeric`: that kind (default temperature);
 //! - `version=<n>`: the module's version, which the hello reports (default 0: none named);
-//! - `param=<key>=<value>`: a processor parameter, repeated for each (at most 16).
+//! - `param=<key>=<value>`: a processor parameter, repeated for each (at most 16);
+//! - `period=<ms>`: a new sample at most every this many milliseconds (default 0: as fast as
+//!   the window lets), so that a run lasts long enough to take a module over the link.
 
 use core::fmt;
 
@@ -36,6 +38,8 @@ pub struct Config<'a> {
     pub input: ReadingKind,
     /// The version the hello reports while the module runs.
     pub module_version: u32,
+    /// Least milliseconds between two samples (0: no pause).
+    pub period_ms: u64,
     /// Processor parameters: the first `param_count` pairs.
     pub params: [(&'a str, &'a str); PARAMS_MAX],
     pub param_count: usize,
@@ -70,7 +74,7 @@ impl fmt::Display for ProvisionError {
         };
         write!(
             f,
-            "{what}; usage: -append \"[clock=START:STEP] [module=PATH [input=KIND] [version=N] [param=K=V]...] \
+            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [module=PATH [input=KIND] [version=N] [param=K=V]...] \
              <device id> <64 hex digit key> <sample count>\""
         )
     }
@@ -110,6 +114,7 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         module: None,
         input: ReadingKind::Temperature,
         module_version: 0,
+        period_ms: 0,
         params: [("", ""); PARAMS_MAX],
         param_count: 0,
     };
@@ -119,6 +124,10 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         };
         match name {
             "clock" => config.clock = parse_clock(value)?,
+            "period" => {
+                config.period_ms =
+                    value.parse().map_err(|_| ProvisionError::Option("period must be milliseconds"))?
+            }
             "module" => config.module = Some(value),
             "version" => {
                 config.module_version =

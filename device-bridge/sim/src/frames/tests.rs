@@ -65,7 +65,7 @@ impl ModelBridge {
                     let at = appending.back().map_or(now, |(t, _, _)| *t).max(now) + delay;
                     appending.push_back((at, seq, connection));
                 }
-                Step::Nothing => {}
+                Step::Module(_) | Step::Nothing => {}
             }
         });
         out

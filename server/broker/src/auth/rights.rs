@@ -115,7 +115,9 @@ pub fn needs(request: &Request, principal: &str) -> Need {
             one(Op::ManageDevices, format!("device:{device}"))
         }
         Request::GetDeviceModule { device } => one(Op::Describe, format!("device:{device}")),
-        Request::ReportDeviceModule { device, .. } => one(Op::DeviceKeys, format!("device:{device}")),
+        Request::ReportDeviceModule { device, .. } | Request::FetchDeviceModule { device, .. } => {
+            one(Op::DeviceKeys, format!("device:{device}"))
+        }
         Request::GetDevice { id } => one(Op::DeviceKeys, format!("device:{id}")),
         Request::AuditDevices { events } => {
             let mut rights = Vec::new();
@@ -179,6 +181,7 @@ pub fn name(request: &Request) -> &'static str {
         Request::GetDeviceModule { .. } => "get-device-module",
         Request::RollbackDeviceModule { .. } => "rollback-device-module",
         Request::ReportDeviceModule { .. } => "report-device-module",
+        Request::FetchDeviceModule { .. } => "fetch-device-module",
         Request::Authenticate { .. } => "authenticate",
         Request::WhoAmI => "whoami",
         Request::AddUser { .. } => "add-user",
@@ -276,7 +279,8 @@ pub fn resource(request: &Request) -> String {
         | Request::DeployDeviceModule { device: id, .. }
         | Request::GetDeviceModule { device: id }
         | Request::RollbackDeviceModule { device: id }
-        | Request::ReportDeviceModule { device: id, .. } => format!("device:{id}"),
+        | Request::ReportDeviceModule { device: id, .. }
+        | Request::FetchDeviceModule { device: id, .. } => format!("device:{id}"),
         Request::AddUser { name, .. }
         | Request::RemoveUser { name }
         | Request::SetPassword { name, .. }
