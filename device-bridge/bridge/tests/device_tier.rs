@@ -307,3 +307,42 @@ async fn modules_reach_the_device_over_its_link_and_roll_back() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "humidity readings, each once and in order");
     broker.stop().await;
 }
+
+/// A device provisioned with a trusted key (`trust=`) takes only modules signed by it: an
+/// unsigned version is refused on the device, whose error reaches `silt device status`, and
+/// leaves it running what it ran; a signed one is switched to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_trusts_a_key_runs_only_modules_signed_by_it() {
+    let Some(elf) = qemu_firmware() else { return };
+    let broker = Broker::start().await;
+    let key = broker.add_device("tier-1").await;
+    let secret = [42u8; 32];
+    let trusted = silt_wire::signature::hex(&silt_wire::signature::public_key(&secret));
+    let wasm = |name| examples::example_wasm(examples::built_small_examples(), name);
+    let params =
+        |p: &[(&str, &str)]| p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let unsigned = wasm(FILTER.0);
+    broker.client.deploy_device_module("tier-1", "temperature", params(FILTER.1), unsigned).await.unwrap();
+    let words = format!("period=20 trust={trusted}");
+    let device = QemuDevice::start(&broker, &elf, "tier-1", &key, &words, 1_000_000, &[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = broker.client.device_module("tier-1").await.unwrap();
+        if status.last_error.as_deref().is_some_and(|e| e.contains("module v1 refused: module is not signed"))
+        {
+            assert_eq!(status.running_version, None, "{status:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status:?}\n{}", device.output());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let signed = silt_wire::signature::sign(&wasm(SMOOTH.0), &secret).unwrap();
+    broker.client.deploy_device_module("tier-1", "temperature", params(SMOOTH.1), signed).await.unwrap();
+    wait_running(&broker, &device, "tier-1", 2).await;
+    assert_eq!(broker.client.device_module("tier-1").await.unwrap().last_error, None);
+    let out = device.output();
+    drop(device);
+    assert!(out.contains("silt-fw: module v1 refused: module is not signed"), "{out}");
+    assert!(out.contains("silt-fw: switched to module v2 "), "{out}");
+    broker.stop().await;
+}

@@ -14,7 +14,9 @@
 //! (`silt-processor`) reads its input batches and checks its counters with that core, and the
 //! device firmware builds the batches its processor reads with it, so there is one encoder and
 //! one decoder of records and one of counters, for guest and host. Validation, compression,
-//! framing, control messages, signatures and [`time`] need `std`: the crates and types they use do.
+//! framing, control messages and [`time`] need `std`: the crates and types they use do. Module
+//! signatures need only the `signature` feature (which `std` takes in), so that a device can
+//! check the modules it is sent.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
@@ -30,7 +32,7 @@ mod error;
 pub mod frame;
 #[cfg(feature = "std")]
 pub mod message;
-#[cfg(feature = "std")]
+#[cfg(feature = "signature")]
 pub mod signature;
 #[cfg(feature = "std")]
 pub mod time;

@@ -6,6 +6,9 @@
 //! module does, so a signed module runs as it is. This module only reads the section layout of
 //! a WebAssembly binary; it does not validate the module (the runtime does).
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use ed25519_dalek::{Signer, Verifier};
 use thiserror::Error;
 
@@ -31,11 +34,9 @@ pub enum SignatureError {
     NotWasm,
     #[error("malformed WebAssembly section layout: {0}")]
     Malformed(&'static str),
-    #[error(
-        "module is not signed; this broker only runs modules signed by a trusted key (silt processor sign)"
-    )]
+    #[error("module is not signed; only modules signed by a trusted key run here (silt processor sign)")]
     Unsigned,
-    #[error("module is signed by {0}, which this broker does not trust")]
+    #[error("module is signed by {0}, which is not trusted here")]
     UntrustedKey(String),
     #[error("module signature does not match its bytes: the module was changed after signing")]
     Tampered,
@@ -137,7 +138,7 @@ pub fn module_hash(wasm: &[u8]) -> [u8; 32] {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().map(|b| alloc::format!("{b:02x}")).collect()
 }
 
 /// Parses 64 hex digits into 32 bytes.

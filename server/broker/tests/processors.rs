@@ -216,7 +216,7 @@ async fn only_modules_signed_by_trusted_keys_deploy() {
     let (code, message) =
         broker_error(client.deploy_processor(deployment("p", "in", "out"), foreign).await.unwrap_err());
     assert_eq!(code, ErrorCode::Untrusted);
-    assert!(message.contains("does not trust"), "{message}");
+    assert!(message.contains("is not trusted here"), "{message}");
 
     let signed = signature::sign(&module, &secret).unwrap();
     let mut tampered = signed.clone();

@@ -210,7 +210,16 @@ fn main() -> ! {
             }
             if let Some((version, len)) = receiver.pending() {
                 let since = receiving_since.map_or(0, |(_, t)| t);
-                install(&mut processor.borrow_mut(), &mut receiver, &slot[..len], version, now_ms() - since);
+                let trusted = &config.trusted[..config.trusted_count];
+                let package = &slot[..len];
+                install(
+                    &mut processor.borrow_mut(),
+                    &mut receiver,
+                    package,
+                    version,
+                    trusted,
+                    now_ms() - since,
+                );
                 link.set_module(receiver.running());
             }
         }
@@ -351,15 +360,17 @@ fn heap_used() -> usize {
     HEAP_BYTES - HEAP.free()
 }
 
-/// Opens the whole package of `version` in the slot, checks it, starts its module and switches
-/// to it; a package that fails any of these leaves the running module as it is, and the
-/// receiver reports why.
+/// Opens the whole package of `version` in the slot, checks it (its hash, and its signature by
+/// one of the `trusted` keys when there are any), starts its module and switches to it; a
+/// package that fails any of these leaves the running module as it is, and the receiver
+/// reports why.
 #[cfg(feature = "wasm")]
 fn install(
     p: &mut processor::Processor<'_>,
     receiver: &mut Receiver,
     package: &[u8],
     version: u32,
+    trusted: &[[u8; 32]],
     took_ms: u64,
 ) {
     let (manifest, module) = match silt_frame::open_package(package) {
@@ -376,6 +387,12 @@ fn install(
     if manifest.version != version {
         heprintln!("silt-fw: module package v{} names v{}", version, manifest.version);
         return receiver.refused(format_args!("module package v{version} names v{}", manifest.version));
+    }
+    if !trusted.is_empty() {
+        if let Err(e) = silt_wire::signature::verify(module, trusted) {
+            heprintln!("silt-fw: module v{} refused: {}", version, e);
+            return receiver.refused(format_args!("module v{version} refused: {e}"));
+        }
     }
     match p.start(version, manifest.input, module, &manifest.params) {
         Ok(()) => {

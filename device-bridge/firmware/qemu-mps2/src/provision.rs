@@ -11,6 +11,9 @@
 //! - `input=temperature|humidity|numeric`: that kind (default temperature);
 //! - `version=<n>`: the module's version, which the hello reports (default 0: none named);
 //! - `param=<key>=<value>`: a processor parameter, repeated for each (at most 16);
+//! - `trust=<64 hex digits>`: an Ed25519 public key (`silt processor keygen`); with one or more,
+//!   a module sent over the link must be signed by one of them (`silt processor sign`), as a
+//!   broker with trusted keys requires (at most 4);
 //! - `period=<ms>`: a new sample at most every this many milliseconds (default 0: as fast as
 //!   the window lets), so that a run lasts long enough to take a module over the link.
 
@@ -25,6 +28,8 @@ use crate::sensor::Clock;
 pub const CMDLINE_BYTES_MAX: usize = 1024;
 /// Most `param=` words.
 pub const PARAMS_MAX: usize = 16;
+/// Most `trust=` words.
+pub const TRUSTED_MAX: usize = 4;
 
 pub struct Config<'a> {
     pub device: &'a str,
@@ -40,6 +45,10 @@ pub struct Config<'a> {
     pub module_version: u32,
     /// Least milliseconds between two samples (0: no pause).
     pub period_ms: u64,
+    /// Ed25519 public keys a module sent over the link must be signed by: the first
+    /// `trusted_count`; none, and modules need no signature.
+    pub trusted: [[u8; 32]; TRUSTED_MAX],
+    pub trusted_count: usize,
     /// Processor parameters: the first `param_count` pairs.
     pub params: [(&'a str, &'a str); PARAMS_MAX],
     pub param_count: usize,
@@ -74,7 +83,7 @@ impl fmt::Display for ProvisionError {
         };
         write!(
             f,
-            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [module=PATH [input=KIND] [version=N] [param=K=V]...] \
+            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [trust=KEY]... [module=PATH [input=KIND] [version=N] [param=K=V]...] \
              <device id> <64 hex digit key> <sample count>\""
         )
     }
@@ -115,6 +124,8 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         input: ReadingKind::Temperature,
         module_version: 0,
         period_ms: 0,
+        trusted: [[0; 32]; TRUSTED_MAX],
+        trusted_count: 0,
         params: [("", ""); PARAMS_MAX],
         param_count: 0,
     };
@@ -129,6 +140,14 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
                     value.parse().map_err(|_| ProvisionError::Option("period must be milliseconds"))?
             }
             "module" => config.module = Some(value),
+            "trust" => {
+                let key = config
+                    .trusted
+                    .get_mut(config.trusted_count)
+                    .ok_or(ProvisionError::Option("at most 4 trust keys"))?;
+                *key = parse_key(value).map_err(|_| ProvisionError::Option("trust must be 64 hex digits"))?;
+                config.trusted_count += 1;
+            }
             "version" => {
                 config.module_version =
                     value.parse().map_err(|_| ProvisionError::Option("version must be a number"))?
