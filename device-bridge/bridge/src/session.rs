@@ -11,8 +11,7 @@ use std::sync::Arc;
 // Replies about devices the bridge cannot name a key for are tagged with the zero key.
 use silt_client::Operation;
 use silt_frame::{
-    record_value, Body, Data, Frame, FrameError, Key, NackReason, Reading, RecordValue, Time, Unverified,
-    ZERO_KEY,
+    record_value, Body, Data, Frame, FrameError, Key, NackReason, Reading, RecordValue, Unverified, ZERO_KEY,
 };
 
 use crate::appender::OutRecord;
@@ -226,14 +225,14 @@ impl Session {
 /// [`record_value`] gives it; a processor's output on the device keeps its own time, and the
 /// device header only where the module's record had it.
 fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
-    let wall_ms = |on_frame_clock: i64| match data.time {
-        Time::UnixMs(_) => on_frame_clock,
-        Time::TickMs(_) => b.tick_offset_ms.saturating_add(on_frame_clock),
+    let (ms, on_tick) = data.time.millis();
+    let wall_ms = |on_frame_clock: i64| match on_tick {
+        false => on_frame_clock,
+        true => b.tick_offset_ms.saturating_add(on_frame_clock),
     };
-    let frame_ms = match data.time {
-        Time::UnixMs(ms) => ms,
-        Time::TickMs(t) => wall_ms(i64::try_from(t).unwrap_or(i64::MAX)),
-    };
+    let frame_ms = wall_ms(ms);
+    // The sample the readings are of: the frame's, unless the device numbers them apart.
+    let seq = data.time.sample().unwrap_or(seq);
     data.readings
         .iter()
         .map(|r| {
@@ -262,7 +261,7 @@ fn records_of(b: &Bound, seq: u32, data: &Data<'_>) -> Vec<OutRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use silt_frame::{decode, encode, Hello, FRAME_BYTES_MAX};
+    use silt_frame::{decode, encode, Hello, Time, FRAME_BYTES_MAX};
 
     const KEY: Key = [5; 32];
 
@@ -319,6 +318,29 @@ mod tests {
             run(&mut s, &data(2, "d2"), &KEY, active.clone(), &seqs).1,
             Outcome::Rejected(NackReason::WrongDevice)
         );
+    }
+
+    /// A frame that names its sample (a device that leaves samples unsent): its records carry
+    /// the sample's number where they would carry the frame's, at the same time.
+    #[test]
+    fn a_frame_of_a_numbered_sample_makes_records_of_that_sample() {
+        let seqs = Sequences::default();
+        let mut s = Session::default();
+        let hello = Frame {
+            seq: 0,
+            ack: 0,
+            body: Body::Hello(Hello { device: "d1", tick_ms: 100, firmware: "t", module: 0 }),
+        };
+        run(&mut s, &hello, &KEY, Lookup::active(KEY), &seqs);
+        let mut numbered = data(1, "d1");
+        if let Body::Data(d) = &mut numbered.body {
+            d.time = d.time.of_sample(40);
+        }
+        let Step::Submit { records, .. } = run(&mut s, &numbered, &KEY, Lookup::active(KEY), &seqs).0 else {
+            panic!("not submitted")
+        };
+        assert_eq!(records[0].value, br#"{"device":"d1","seq":40,"value":21.5}"#);
+        assert_eq!(records[0].timestamp_ms, 1_000_000 - 100 + 500);
     }
 
     /// A processor's output on the device goes to the topic of the kind it was made from,

@@ -76,7 +76,10 @@ async fn run_with(
     let device = QemuDevice::start(&broker, elf, "tier-1", &key, &words, SAMPLES, qemu_args).await;
     let (status, out) = device.wait(std::time::Duration::from_secs(120)).await;
     assert!(status.success(), "firmware exited with {status}; its output:\n{out}");
-    assert!(out.contains(&format!("done {SAMPLES} frames")), "{out}");
+    // Every sample delivered: in a frame each, or (numbered apart from frames) taken and sent
+    // or left out by the module.
+    let numbered = out.contains(&format!("silt-fw: {SAMPLES} samples: "));
+    assert!(numbered || out.contains(&format!("done {SAMPLES} frames")), "{out}");
     (broker, out)
 }
 
@@ -345,4 +348,40 @@ async fn a_device_that_trusts_a_key_runs_only_modules_signed_by_it() {
     assert!(out.contains("silt-fw: module v1 refused: module is not signed"), "{out}");
     assert!(out.contains("silt-fw: switched to module v2 "), "{out}");
     broker.stop().await;
+}
+
+/// Fewer frames, the same records: a device with one sensor (`only=temperature`) numbers its
+/// samples apart from its frames, so a sample its edge filter leaves nothing of is not sent at
+/// all. What it stores is, byte for byte, what the filter deployed in the broker makes of the
+/// raw readings, in fewer frames and bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_filter_on_the_device_sends_fewer_frames_with_the_same_records() {
+    let Some(elf) = qemu_firmware() else { return };
+    let (name, params) = FILTER;
+    let (raw, raw_out) = run(&elf, "only=temperature", &[(name, params, "filtered")]).await;
+    let in_broker = stored(&read_to_end(&raw.client, "filtered").await);
+    raw.stop().await;
+    let words = format!("only=temperature {}", module_words(name, params));
+    let (device, out) = run(&elf, &words, &[]).await;
+    let on_device = stored(&read_to_end(&device.client, "sensors.temperature").await);
+    device.stop().await;
+    assert!(
+        !in_broker.is_empty() && in_broker.len() < SAMPLES as usize,
+        "the filter keeps some: {}",
+        in_broker.len()
+    );
+    assert_same(name, &on_device, &in_broker, &out);
+    let frames = |out: &str| -> (u64, u64) {
+        let line = traffic(out);
+        let number = |after: &str| -> u64 {
+            let at = line.find(after).unwrap_or_else(|| panic!("{after:?} in {line:?}"));
+            line[..at].rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        (number(" frames"), number(" bytes"))
+    };
+    let ((raw_frames, raw_bytes), (device_frames, device_bytes)) = (frames(&raw_out), frames(&out));
+    eprintln!("raw: {}\nedge filter: {}", traffic(&raw_out), traffic(&out));
+    assert_eq!(raw_frames, u64::from(SAMPLES), "{raw_out}");
+    assert_eq!(device_frames, in_broker.len() as u64, "one frame per sample the filter kept\n{out}");
+    assert!(device_bytes < raw_bytes, "{device_bytes} bytes vs {raw_bytes} raw\n{out}");
 }

@@ -91,6 +91,40 @@ pub enum Time {
     /// Milliseconds since the device booted; the bridge maps it to wall time using the tick
     /// the device's hello carried.
     TickMs(u64),
+    /// [`Time::UnixMs`] of a sample numbered apart from frames: the frame's records carry
+    /// `sample` where they would carry the frame's sequence (a device that leaves samples
+    /// unsent, so that its frames and samples part ways).
+    UnixMsOfSample { ms: i64, sample: u32 },
+    /// [`Time::TickMs`] of a sample numbered apart from frames, as above.
+    TickMsOfSample { ms: u64, sample: u32 },
+}
+
+impl Time {
+    /// The same time, of sample `sample` (numbered apart from the frame that carries it).
+    pub fn of_sample(self, sample: u32) -> Time {
+        match self {
+            Time::UnixMs(ms) | Time::UnixMsOfSample { ms, .. } => Time::UnixMsOfSample { ms, sample },
+            Time::TickMs(ms) | Time::TickMsOfSample { ms, .. } => Time::TickMsOfSample { ms, sample },
+        }
+    }
+
+    /// The sample the frame's readings are of, when numbered apart from the frame.
+    pub fn sample(self) -> Option<u32> {
+        match self {
+            Time::UnixMsOfSample { sample, .. } | Time::TickMsOfSample { sample, .. } => Some(sample),
+            Time::UnixMs(_) | Time::TickMs(_) => None,
+        }
+    }
+
+    /// The milliseconds, and whether they count from the device's boot (else the epoch).
+    pub fn millis(self) -> (i64, bool) {
+        match self {
+            Time::UnixMs(ms) | Time::UnixMsOfSample { ms, .. } => (ms, false),
+            Time::TickMs(ms) | Time::TickMsOfSample { ms, .. } => {
+                (i64::try_from(ms).unwrap_or(i64::MAX), true)
+            }
+        }
+    }
 }
 
 /// One typed reading.

@@ -64,6 +64,8 @@ fn frame(s: &Spec) -> Frame<'_> {
     let body = match s.kind {
         0 => {
             let time = if s.unix { Time::UnixMs(s.time) } else { Time::TickMs(s.time as u64) };
+            // Every other one numbers its sample apart from the frame.
+            let time = if s.seq.is_multiple_of(2) { time.of_sample(s.ack) } else { time };
             let readings = s.readings.iter().map(to_reading).collect::<heapless::Vec<_, READINGS_MAX>>();
             Body::Data(Data { device: &s.device, time, readings })
         }

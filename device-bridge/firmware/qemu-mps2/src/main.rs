@@ -188,6 +188,17 @@ fn main() -> ! {
     let mut reported = None;
     let mut bytes_sent = 0u64;
     let mut last_queued_ms = 0;
+    // Samples numbered apart from frames (`only=` with the device tier): a sample the module
+    // leaves nothing of is not sent at all.
+    #[cfg(feature = "wasm")]
+    let numbered = config.only.is_some();
+    #[cfg(not(feature = "wasm"))]
+    let numbered = false;
+    #[cfg(feature = "wasm")]
+    let mut next_sample: Option<u32> = None;
+    // Only numbered samples are ever left out, and only the `wasm` build numbers them.
+    #[cfg_attr(not(feature = "wasm"), allow(unused_mut))]
+    let mut skipped = 0u32;
     // The version whose package is arriving, and since when (for the deploy time).
     #[cfg(feature = "wasm")]
     let mut receiving_since: Option<(u32, u64)> = None;
@@ -237,10 +248,22 @@ fn main() -> ! {
         }
         report_progress(&link, config.count, &mut reported);
         let s = *link.link().stats();
-        if s.acked == u64::from(config.count) {
+        let done = match numbered {
+            true => queued == config.count && link.is_empty(),
+            false => s.acked == u64::from(config.count),
+        };
+        if done {
+            if numbered {
+                hprintln!(
+                    "silt-fw: {} samples: {} sent, {} not (the module left nothing)",
+                    queued,
+                    s.acked,
+                    skipped
+                );
+            }
             hprintln!(
                 "silt-fw: done {} frames, {} retransmits, {} sent, {} bytes, {} hellos, {} nacks, {} dropped, {} ms",
-                config.count,
+                s.acked,
                 s.retransmits,
                 s.data_sent,
                 bytes_sent,
@@ -257,18 +280,38 @@ fn main() -> ! {
             && link.len() < WINDOW_FRAMES
             && (config.period_ms == 0 || queued == 0 || now_ms() >= last_queued_ms + config.period_ms)
         {
+            // Numbered samples are numbered from the first frame the bridge lacks: until the
+            // first hello's ack there is no number to give.
+            let first = link.link().first_unacked_seq();
+            if numbered && first.is_none() {
+                break;
+            }
             last_queued_ms = now_ms();
-            link.push(Queued {
+            #[cfg_attr(not(feature = "wasm"), allow(unused_mut))]
+            let mut item = Queued {
                 tick_ms: now_ms(),
                 clock: config.clock,
+                only: config.only,
+                sample: None,
                 #[cfg(feature = "wasm")]
                 processor: Some(&processor),
                 #[cfg(feature = "wasm")]
                 processed: core::cell::OnceCell::new(),
                 #[cfg(not(feature = "wasm"))]
                 _processor: core::marker::PhantomData,
-            });
+            };
             queued += 1;
+            #[cfg(feature = "wasm")]
+            if numbered {
+                let n = *next_sample.get_or_insert(first.unwrap_or(1));
+                next_sample = Some(n + 1);
+                item.sample = Some(n);
+                if !take_numbered(&item, n, &processor) {
+                    skipped += 1;
+                    continue;
+                }
+            }
+            link.push(item);
         }
         while let Some(n) = link.poll_transmit(now_ms(), &mut tx) {
             uart.write_all(&tx[..n]);
@@ -351,6 +394,20 @@ fn start_processor(
         heap_used()
     );
     Ok(())
+}
+
+/// Processes numbered sample `n` when it is taken (through the module, if one runs), and
+/// keeps what it made in `item`; false when the module left nothing of it, so that no frame is
+/// needed.
+#[cfg(feature = "wasm")]
+fn take_numbered(item: &Queued<'_>, n: u32, p: &processor::Shared<'_>) -> bool {
+    let raw = sensor::readings(n, item.only);
+    let processed = p.borrow_mut().process(n, item.time(n), &raw);
+    if matches!(&processed, processor::Processed::Outputs { outputs, .. } if outputs.is_empty()) {
+        return false;
+    }
+    let _ = item.processed.set(processed);
+    true
 }
 
 /// Bytes of the heap in use.

@@ -181,10 +181,7 @@ fn run(
     time: Time,
     reading: &Reading<'_>,
 ) -> Result<Vec<Record>, String> {
-    let time_ms = match time {
-        Time::UnixMs(ms) => ms,
-        Time::TickMs(t) => i64::try_from(t).unwrap_or(i64::MAX),
-    };
+    let (time_ms, _) = time.millis();
     let mut json = String::new();
     let value = match record_value(device, seq, reading, &mut json) {
         Ok(RecordValue::Bytes(bytes)) => bytes,
@@ -215,7 +212,8 @@ fn run(
     Ok(outputs)
 }
 
-/// True when the frame that carries `outputs` in place of the reading of `kind` encodes.
+/// True when the frame that carries `outputs` in place of the reading of `kind` encodes,
+/// whatever frame sequence and sample number it gets.
 fn fits_a_frame(
     device: &str,
     time: Time,
@@ -223,7 +221,8 @@ fn fits_a_frame(
     kind: ReadingKind,
     outputs: &[Record],
 ) -> bool {
-    let mut data = Data { device, time, readings: Readings::new() };
+    // The largest the frame can be: it may name its sample (`Time::of_sample`).
+    let mut data = Data { device, time: time.of_sample(u32::MAX), readings: Readings::new() };
     if with_outputs(&mut data.readings, readings, kind, outputs).is_err() {
         return false;
     }

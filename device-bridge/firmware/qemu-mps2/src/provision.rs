@@ -14,6 +14,9 @@
 //! - `trust=<64 hex digits>`: an Ed25519 public key (`silt processor keygen`); with one or more,
 //!   a module sent over the link must be signed by one of them (`silt processor sign`), as a
 //!   broker with trusted keys requires (at most 4);
+//! - `only=temperature|humidity|numeric`: the device has this one sensor; with the `wasm`
+//!   feature its samples are then numbered apart from its frames, so that a sample a module
+//!   leaves nothing of (an edge filter's) is not sent at all: fewer frames, the same records;
 //! - `period=<ms>`: a new sample at most every this many milliseconds (default 0: as fast as
 //!   the window lets), so that a run lasts long enough to take a module over the link.
 
@@ -45,6 +48,8 @@ pub struct Config<'a> {
     pub module_version: u32,
     /// Least milliseconds between two samples (0: no pause).
     pub period_ms: u64,
+    /// The one sensor the device has, if not all three.
+    pub only: Option<ReadingKind>,
     /// Ed25519 public keys a module sent over the link must be signed by: the first
     /// `trusted_count`; none, and modules need no signature.
     pub trusted: [[u8; 32]; TRUSTED_MAX],
@@ -83,7 +88,7 @@ impl fmt::Display for ProvisionError {
         };
         write!(
             f,
-            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [trust=KEY]... [module=PATH [input=KIND] [version=N] [param=K=V]...] \
+            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [only=KIND] [trust=KEY]... [module=PATH [input=KIND] [version=N] [param=K=V]...] \
              <device id> <64 hex digit key> <sample count>\""
         )
     }
@@ -124,6 +129,7 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         input: ReadingKind::Temperature,
         module_version: 0,
         period_ms: 0,
+        only: None,
         trusted: [[0; 32]; TRUSTED_MAX],
         trusted_count: 0,
         params: [("", ""); PARAMS_MAX],
@@ -140,6 +146,14 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
                     value.parse().map_err(|_| ProvisionError::Option("period must be milliseconds"))?
             }
             "module" => config.module = Some(value),
+            "only" => {
+                config.only = Some(match value {
+                    "temperature" => ReadingKind::Temperature,
+                    "humidity" => ReadingKind::Humidity,
+                    "numeric" => ReadingKind::Numeric,
+                    _ => return Err(ProvisionError::Option("only must be temperature, humidity or numeric")),
+                })
+            }
             "trust" => {
                 let key = config
                     .trusted

@@ -3,7 +3,7 @@
 
 use core::f32::consts::PI;
 
-use silt_frame::{Reading, Readings, Time};
+use silt_frame::{Reading, ReadingKind, Readings, Time};
 use silt_link::Payload;
 
 /// Samples in one slow temperature and humidity cycle (a "day" of a few minutes of QEMU time).
@@ -32,10 +32,17 @@ pub enum Clock {
     Fixed { start_ms: i64, step_ms: i64 },
 }
 
-/// A sample waiting for its ack. Its readings are those of the sequence it is sent as.
+/// A sample waiting for its ack. Its readings are those of the sequence it is sent as, or of
+/// its own number when samples are numbered apart from frames (`sample`).
 pub struct Queued<'p> {
     pub tick_ms: u64,
     pub clock: Clock,
+    /// Which sensors the device has (all, or one kind: `only=`).
+    pub only: Option<ReadingKind>,
+    /// The sample's own number, when samples are numbered apart from frames: its readings,
+    /// time and records are those of this number, whatever frame carries it; it is then
+    /// processed when taken, and `processed` is set.
+    pub sample: Option<u32>,
     /// The processor the sample goes through before it is sent, if any.
     #[cfg(feature = "wasm")]
     pub processor: Option<&'p crate::processor::Shared<'p>>,
@@ -57,8 +64,9 @@ impl<'p> Queued<'p> {
     }
 }
 
-/// The readings of sample `seq`, as sent without a processor.
-pub fn readings(seq: u32) -> Readings<'static> {
+/// The readings of sample `seq`, as sent without a processor: of every sensor, or of the one
+/// kind `only`.
+pub fn readings(seq: u32, only: Option<ReadingKind>) -> Readings<'static> {
     let s = sample(seq);
     let mut readings = Readings::new();
     for reading in [
@@ -66,15 +74,22 @@ pub fn readings(seq: u32) -> Readings<'static> {
         Reading::Humidity(s.humidity_pct),
         Reading::Numeric { channel: SUPPLY_CHANNEL, value: s.supply_v },
     ] {
-        readings.push(reading).expect("three readings fit READINGS_MAX");
+        if only.is_none_or(|k| reading.kind() == k) {
+            readings.push(reading).expect("three readings fit READINGS_MAX");
+        }
     }
     readings
 }
 
 impl Payload for Queued<'_> {
-    fn data(&self, seq: u32) -> (Time, Readings<'_>) {
-        let time = self.time(seq);
-        let raw = readings(seq);
+    fn data(&self, frame: u32) -> (Time, Readings<'_>) {
+        let seq = self.sample.unwrap_or(frame);
+        // A frame that carries another sample than its number says which.
+        let time = match seq == frame {
+            true => self.time(seq),
+            false => self.time(seq).of_sample(seq),
+        };
+        let raw = readings(seq, self.only);
         #[cfg(feature = "wasm")]
         if let Some(processor) = self.processor {
             use crate::processor::{with_outputs, Processed};
