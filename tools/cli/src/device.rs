@@ -45,12 +45,17 @@ pub enum DeviceCommand {
     /// one. The bridge serving the device delivers it over the frame link; the device checks
     /// the module's hash, switches to it, and reports the version it runs (`silt device
     /// status`). A new version starts from fresh state. Accepts `.wasm` and `.wat`.
+    ///
+    /// To deploy to a group, repeat `--device` or end an id with `*` (quoted): `--device
+    /// 'line-3-*'` takes every active device whose id starts with `line-3-`. Each device gets
+    /// its own next version; a device the broker refuses is reported and the others go on
+    /// (the exit status is 1 when any was refused).
     Deploy {
         /// The module: a `.wasm` file, or `.wat` text.
         module: PathBuf,
-        /// The device to run it.
-        #[arg(long)]
-        device: String,
+        /// The device to run it: an id, or a prefix ending in `*`; repeat for more.
+        #[arg(long = "device", value_name = "ID", required = true)]
+        devices: Vec<String>,
         /// The kind of reading it runs on.
         #[arg(long, default_value = "temperature", value_parser = ["temperature", "humidity", "numeric"])]
         input: String,
@@ -111,10 +116,33 @@ pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Res
                 }
             }
         }
-        DeviceCommand::Deploy { module, device, input, params } => {
+        DeviceCommand::Deploy { module, devices, input, params } => {
             let wasm = read_module(&module)?;
-            let m = client.deploy_device_module(&device, &input, params, wasm).await?;
-            print_module(&m, json, "deployed");
+            let group = devices.len() > 1 || devices.iter().any(|d| d.contains('*'));
+            if !group {
+                let m = client.deploy_device_module(&devices[0], &input, params, wasm).await?;
+                print_module(&m, json, "deployed");
+                return Ok(());
+            }
+            let ids = expand_devices(client, &devices).await?;
+            let mut deployed = Vec::new();
+            let mut refused = 0;
+            for id in &ids {
+                match client.deploy_device_module(id, &input, params.clone(), wasm.clone()).await {
+                    Ok(m) if json => deployed.push(module_json(&m)),
+                    Ok(m) => print_module(&m, false, "deployed"),
+                    Err(e) => {
+                        eprintln!("silt: device {id}: {e}");
+                        refused += 1;
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(deployed));
+            }
+            if refused > 0 {
+                anyhow::bail!("{refused} of {} devices refused the module", ids.len());
+            }
         }
         DeviceCommand::Status { id } => print_module(&client.device_module(&id).await?, json, ""),
         DeviceCommand::Rollback { id } => {
@@ -130,6 +158,35 @@ pub async fn run(client: &Client, cmd: DeviceCommand, json: bool) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// The ids `--device` names: each as given, or for one ending in `*` every active device whose
+/// id starts with what comes before it; in order, each once.
+async fn expand_devices(client: &Client, given: &[String]) -> anyhow::Result<Vec<String>> {
+    let registered = match given.iter().any(|d| d.contains('*')) {
+        true => client.list_devices().await?,
+        false => Vec::new(),
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for pattern in given {
+        let before = ids.len();
+        if !pattern.contains('*') {
+            ids.push(pattern.clone());
+        } else if pattern.find('*') == Some(pattern.len() - 1) {
+            let active = registered.iter().filter(|d| d.revoked_ms.is_none());
+            ids.extend(
+                active.filter(|d| silt_wire::auth::pattern_matches(pattern, &d.id)).map(|d| d.id.clone()),
+            );
+        } else {
+            anyhow::bail!("--device {pattern}: a group is a prefix ending in *, like 'line-3-*'");
+        }
+        if ids.len() == before {
+            anyhow::bail!("--device {pattern}: no active device matches");
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
+    Ok(ids)
 }
 
 fn device_json(d: &DeviceInfo) -> serde_json::Value {

@@ -114,4 +114,25 @@ fn device_modules_are_deployed_shown_and_rolled_back() {
     assert!(again.fails(1).contains("no version before 1"), "{again:?}");
     let shown = broker.silt(&["device", "status", "dev-1"]).run();
     assert!(shown.ok().contains("  requested version: 1\n  running version:   none\n"), "{shown:?}");
+
+    // A group: every active device whose id starts with the prefix, each its own next version.
+    for id in ["line-a", "line-b", "line-c", "other"] {
+        broker.silt(&["device", "add", id]).run().ok();
+    }
+    broker.silt(&["device", "revoke", "line-c"]).run().ok();
+    let group = broker
+        .silt(&[
+            "device", "deploy", wat, "--device", "line-*", "--device", "dev-1", "--param", "key=x", "--json",
+        ])
+        .run();
+    let deployed: Value = serde_json::from_str(group.ok()).unwrap();
+    let got: Vec<(&str, u64)> = deployed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["device"].as_str().unwrap(), m["requested_version"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [("line-a", 1), ("line-b", 1), ("dev-1", 3)], "revoked and unmatched devices left out");
+    let none = broker.silt(&["device", "deploy", wat, "--device", "nobody-*"]).run();
+    assert!(none.fails(1).contains("no active device matches"), "{none:?}");
 }
