@@ -23,6 +23,7 @@ use silt_client::{Client, ClientError, Compression, ErrorCode};
 use silt_wire::{batch, partition_for_key, BatchBuilder, Request, Response};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::bridge_tier::{Processors, Set};
 use crate::journal::{Journal, JournalError, Round, RoundBatch};
 use crate::metrics::Metrics;
 use crate::sequences::Sequences;
@@ -41,6 +42,18 @@ pub struct OutRecord {
     pub timestamp_ms: i64,
     pub value: Vec<u8>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl OutRecord {
+    /// The headers the record is stored with: the authenticated device id (whatever the
+    /// payload says) when it carries [`DEVICE_HEADER`], then its own.
+    pub fn stored_headers(&self) -> Vec<(&[u8], &[u8])> {
+        let device = (DEVICE_HEADER.as_bytes(), self.key.as_bytes());
+        std::iter::once(device)
+            .filter(|_| self.device_header)
+            .chain(self.headers.iter().map(|(k, v)| (&k[..], &v[..])))
+            .collect()
+    }
 }
 
 /// The record header every record from a device carries: the id the device authenticated as.
@@ -118,6 +131,8 @@ pub struct Appender {
     next_round: u64,
     /// Given by the broker ([`claim_producer_id`]).
     producer_id: u64,
+    /// The bridge-tier processors, run on each round's readings before they are batched.
+    processors: Processors,
 }
 
 /// The bridge's producer id: the one its journal holds, claimed again (a new epoch, which
@@ -155,9 +170,11 @@ impl Appender {
         metrics: Arc<Metrics>,
         config: AppenderConfig,
         producer_id: u64,
+        processors: Option<tokio::sync::watch::Receiver<Set>>,
     ) -> Result<(Appender, AppenderHandle, mpsc::Receiver<Submission>), JournalError> {
         let (tx, rx) = mpsc::channel(config.queue_max);
         let last_sequence = journal.sequences()?;
+        let processors = Processors::new(processors, journal.processor_states()?);
         let next_round = journal.pending_rounds()?.last().map_or(1, |r| r.id + 1);
         let appender = Appender {
             client,
@@ -169,6 +186,7 @@ impl Appender {
             last_sequence,
             next_round,
             producer_id,
+            processors,
         };
         Ok((appender, AppenderHandle { tx }, rx))
     }
@@ -196,6 +214,7 @@ impl Appender {
         }
         let journal = self.journal.clone();
         tokio::task::spawn_blocking(move || journal.flush()).await.expect("journal flush panicked")?;
+        self.processors.ready().await;
         while let Some(first) = rx.recv().await {
             let mut records = first.records.len();
             let mut subs = vec![first];
@@ -215,13 +234,17 @@ impl Appender {
 
     async fn round(&mut self, mut subs: Vec<Submission>) -> Result<(), JournalError> {
         let started = Instant::now();
+        // Readings of a topic with a bridge-tier processor are replaced by its outputs.
+        let processed = self.processors.process(subs.iter().flat_map(|s| s.records.iter()));
+        let unprocessed = subs
+            .iter()
+            .flat_map(|s| s.records.iter())
+            .filter(|r| !processed.topics.iter().any(|t| **t == *r.topic));
         let mut groups: BTreeMap<(Arc<str>, u32), Vec<&OutRecord>> = BTreeMap::new();
-        for s in &subs {
-            for r in &s.records {
-                let partitions = self.partitions(&r.topic).await;
-                let p = partition_for_key(r.key.as_bytes(), partitions);
-                groups.entry((r.topic.clone(), p)).or_default().push(r);
-            }
+        for r in unprocessed.chain(processed.outputs.iter()) {
+            let partitions = self.partitions(&r.topic).await;
+            let p = partition_for_key(r.key.as_bytes(), partitions);
+            groups.entry((r.topic.clone(), p)).or_default().push(r);
         }
         let mut round = Round { id: self.next_round, ..Round::default() };
         for ((topic, partition), records) in groups {
@@ -242,7 +265,8 @@ impl Appender {
 
         let flush_started = Instant::now();
         let journal = self.journal.clone();
-        let round = tokio::task::spawn_blocking(move || journal.begin(&round).map(|()| round))
+        let states = processed.states;
+        let round = tokio::task::spawn_blocking(move || journal.begin(&round, &states).map(|()| round))
             .await
             .expect("journal write panicked")?;
         self.metrics.journal_flush_seconds.observe(flush_started.elapsed().as_secs_f64());
@@ -405,12 +429,7 @@ impl Appender {
 fn build_batches(records: &[&OutRecord]) -> Vec<BatchBuilder> {
     let mut out = vec![BatchBuilder::with_capacity(records.len() * 96)];
     for r in records {
-        // The authenticated device id, whatever the payload says: key and header.
-        let device = (DEVICE_HEADER.as_bytes(), r.key.as_bytes());
-        let headers: Vec<(&[u8], &[u8])> = std::iter::once(device)
-            .filter(|_| r.device_header)
-            .chain(r.headers.iter().map(|(k, v)| (&k[..], &v[..])))
-            .collect();
+        let headers = r.stored_headers();
         let builder = out.last_mut().expect("never empty");
         if builder.push(r.timestamp_ms, r.key.as_bytes(), &r.value, &headers).is_err() {
             let mut fresh = BatchBuilder::with_capacity(4096);

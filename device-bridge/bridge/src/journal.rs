@@ -23,6 +23,9 @@ const PRODUCER_KEY: &[u8] = b"i";
 const DEVICE_PREFIX: u8 = b'd';
 const SEQUENCE_PREFIX: u8 = b's';
 const ROUND_PREFIX: u8 = b'r';
+/// `p` + processor name -> `version u32 | CRC-32C u32 | state`: a bridge-tier processor's
+/// state after the last journaled round (`bridge_tier`).
+const STATE_PREFIX: u8 = b'p';
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -135,15 +138,41 @@ impl Journal {
         Ok(out)
     }
 
-    /// Journals `round` and makes it durable, with its topic partitions' new last sequences.
-    pub fn begin(&self, round: &Round) -> Result<(), JournalError> {
+    /// Journals `round` and makes it durable, with its topic partitions' new last sequences
+    /// and the bridge-tier processors' `states` after it (`(name, version, state)`), in one
+    /// write: a state is never ahead or behind the rounds journaled.
+    pub fn begin(&self, round: &Round, states: &[(String, u32, Vec<u8>)]) -> Result<(), JournalError> {
         let mut batch = sled::Batch::default();
         batch.insert(round_key(round.id).to_vec(), encode_round(round));
         for b in &round.batches {
             batch.insert(sequence_key(&b.topic, b.partition), &b.sequence.to_le_bytes());
         }
+        for (name, version, state) in states {
+            let mut value = Vec::with_capacity(8 + state.len());
+            value.extend_from_slice(&version.to_le_bytes());
+            value.extend_from_slice(&silt_wire::crc::crc32c(state).to_le_bytes());
+            value.extend_from_slice(state);
+            batch.insert([&[STATE_PREFIX][..], name.as_bytes()].concat(), value);
+        }
         self.tree.apply_batch(batch)?;
         self.flush()
+    }
+
+    /// The bridge-tier processors' states as last journaled, by name: `(version, state)`.
+    pub fn processor_states(&self) -> Result<HashMap<String, (u32, Vec<u8>)>, JournalError> {
+        let mut out = HashMap::new();
+        for item in self.tree.scan_prefix([STATE_PREFIX]) {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            let bad = |reason| corrupt(&format!("state of processor {name}"), reason);
+            let (head, state) = v.split_at_checked(8).ok_or_else(|| bad("shorter than its header"))?;
+            let version = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+            if silt_wire::crc::crc32c(state) != u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) {
+                return Err(bad("its checksum does not match"));
+            }
+            out.insert(name, (version, state.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Records a round's device sequences and drops the round. Not flushed: until a later
@@ -299,9 +328,10 @@ mod tests {
             let j = Journal::open(dir.path()).unwrap();
             assert_eq!(j.producer_id(), None, "the broker gives the id");
             j.set_producer_id(42).unwrap();
-            j.begin(&round).unwrap();
+            j.begin(&round, &[("ema".into(), 3, vec![1, 2, 3])]).unwrap();
         }
         let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.processor_states().unwrap()[&"ema".to_string()], (3, vec![1, 2, 3]));
         assert_eq!(j.producer_id(), Some(42));
         assert_eq!(j.pending_rounds().unwrap(), vec![round.clone()]);
         assert_eq!(j.sequences().unwrap()[&("sensors.temperature".to_string(), 2)], 9);

@@ -6,7 +6,9 @@
 //! them through the broker as a QUIC client, and acknowledges only what is durable.
 //!
 //! Code map: `session` (frame protocol state, no I/O) and `stream` (its TCP and serial
-//! drivers); `delivery` (processor modules sent to devices over their frame link, no I/O); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
+//! drivers); `delivery` (processor modules sent to devices over their frame link, no I/O);
+//! `bridge_tier` (processors run here on readings before they are appended, with their state
+//! journaled with the rounds); `mqtt` (MQTT sessions on rumqttc's codec); `appender` (rounds of batches) with
 //! `journal` (the bridge's durable state) and `sequences` (per-device dedup); `registry`
 //! (cached device keys); `audit` (device refusals, to the broker's audit topic); `metrics` and
 //! the admin HTTP port. [`Ingest`] is what every device
@@ -19,6 +21,7 @@
 
 pub mod appender;
 pub mod audit;
+pub mod bridge_tier;
 pub mod config;
 pub mod delivery;
 pub mod journal;
@@ -80,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .with_context(|| format!("connecting to the broker at {}", config.broker))?;
     let metrics = Arc::new(Metrics::new());
     let producer_id = appender::claim_producer_id(&client, &journal).await?;
+    let (processors_tx, processors_rx) = tokio::sync::watch::channel(None);
     let (appender, handle, queue) = Appender::new(
         client.clone(),
         journal.clone(),
@@ -92,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             partitions: config.topics.partitions,
         },
         producer_id,
+        Some(processors_rx),
     )?;
     let registry = Registry::new(client.clone(), Duration::from_millis(config.limits.key_cache_ms));
     let ingest = Arc::new(Ingest {
@@ -172,6 +177,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    tasks.spawn(bridge_tier::watch(
+        client.clone(),
+        Duration::from_millis(config.limits.key_cache_ms),
+        processors_tx,
+    ));
     for addr in &config.connect_tcp {
         tasks.spawn(stream::connect_out(addr.clone(), ingest.clone()));
     }

@@ -385,3 +385,44 @@ async fn an_edge_filter_on_the_device_sends_fewer_frames_with_the_same_records()
     assert_eq!(device_frames, in_broker.len() as u64, "one frame per sample the filter kept\n{out}");
     assert!(device_bytes < raw_bytes, "{device_bytes} bytes vs {raw_bytes} raw\n{out}");
 }
+
+/// The bridge tier: the same module deployed to the bridges (`silt processor deploy --tier
+/// bridge`) makes, in the readings' own topic, byte for byte what it makes in the broker of the
+/// raw readings, and keeps doing so across a SIGKILL of the bridge in the middle of the run:
+/// its state is journaled with the rounds, so nothing is processed twice or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_in_the_bridge_gives_what_it_gives_in_the_broker_across_a_bridge_crash() {
+    let Some(elf) = qemu_firmware() else { return };
+    let (name, params) = SMOOTH;
+    let (raw, _) = run(&elf, "", &[(name, params, "tier.smoothed")]).await;
+    let expected = stored(&read_records(&raw.client, "tier.smoothed", SAMPLES as usize).await);
+    raw.stop().await;
+
+    let broker = Broker::start().await;
+    broker.client.create_topic("sensors.temperature", 1, None, None).await.unwrap();
+    let wasm = examples::example_wasm(examples::built_examples(), name);
+    let params_owned = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let deployed =
+        broker.client.deploy_bridge_processor("edge-smooth", "sensors.temperature", params_owned, wasm);
+    assert_eq!(deployed.await.unwrap().version, 1);
+    let key = broker.add_device("tier-1").await;
+    let words = format!("{CLOCK} period=50");
+    let mut device = QemuDevice::start(&broker, &elf, "tier-1", &key, &words, SAMPLES, &[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read_to_end(&broker.client, "sensors.temperature").await.len() < 15 {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", device.output(), device.bridge.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    device.bridge.kill();
+    device.bridge.restart().await;
+    // The restarted bridge takes the processor's state from its journal at its first round.
+    while !device.bridge.log().contains("bridge-tier processor restored its journaled state") {
+        assert!(std::time::Instant::now() < deadline, "no restored state\n{}", device.bridge.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, out) = device.wait(std::time::Duration::from_secs(120)).await;
+    assert!(status.success(), "{out}");
+    let got = stored(&read_to_end(&broker.client, "sensors.temperature").await);
+    assert_same("ema-smooth in the bridge", &got, &expected, &out);
+    broker.stop().await;
+}

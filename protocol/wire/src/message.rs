@@ -241,6 +241,26 @@ pub enum Request {
         device: String,
         have: Option<u32>,
     },
+    /// Stores a new version of a processor the bridges run on the device readings of `topic`
+    /// before they are appended, in their place (the bridge tier, docs/processor-abi.md); the
+    /// payload is the module, checked as a broker processor's is. Answers `BridgeProcessor`.
+    DeployBridgeProcessor {
+        name: String,
+        topic: String,
+        params: Vec<(String, String)>,
+    },
+    /// The bridge-tier processors. Answers `BridgeProcessors`.
+    ListBridgeProcessors,
+    /// Stops the bridges running a bridge-tier processor and forgets it. Answers `Done`.
+    UndeployBridgeProcessor {
+        name: String,
+    },
+    /// From a bridge: a bridge-tier processor, and as payload the module of its `version`.
+    /// Answers `BridgeProcessor`.
+    FetchBridgeProcessor {
+        name: String,
+        version: u32,
+    },
 }
 
 /// Events one [`Request::AuditDevices`] carries at most.
@@ -610,6 +630,26 @@ pub enum Response {
         epoch: u32,
     },
     Repaired(RepairInfo),
+    BridgeProcessor(BridgeProcessorInfo),
+    BridgeProcessors(Vec<BridgeProcessorInfo>),
+}
+
+/// A processor the bridges run (the bridge tier), at the version they run.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BridgeProcessorInfo {
+    pub name: String,
+    /// The topic of device readings it takes; its output replaces them there.
+    pub topic: String,
+    /// The version the bridges run; the others kept are in `versions`.
+    pub version: u32,
+    /// SHA-256 of the module bytes, hex.
+    pub module_sha256: String,
+    pub module_bytes: u64,
+    pub params: Vec<(String, String)>,
+    pub deployed_ms: i64,
+    /// Hex Ed25519 public key that signed the module, when signed.
+    pub signed_by: Option<String>,
+    pub versions: Vec<u32>,
 }
 
 macro_rules! codec {

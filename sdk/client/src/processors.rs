@@ -4,7 +4,7 @@
 use bytes::Bytes;
 /// What to deploy: silt-wire's, the fields of the deploy request.
 pub use silt_wire::Deployment;
-use silt_wire::{ProcessorInfo, ProcessorVersion, Request, Response};
+use silt_wire::{BridgeProcessorInfo, ProcessorInfo, ProcessorVersion, Request, Response};
 
 use crate::connection::{unexpected, Client};
 use crate::ClientError;
@@ -54,6 +54,49 @@ impl Client {
         match self.request(&Request::UndeployProcessor { name: name.into() }, Bytes::new()).await?.0 {
             Response::Done => Ok(()),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deploys a module as a new bridge-tier processor on `topic` (the bridges run it on the
+    /// device readings of that topic before they are appended), or a new version of one.
+    pub async fn deploy_bridge_processor(
+        &self,
+        name: &str,
+        topic: &str,
+        params: Vec<(String, String)>,
+        wasm: Vec<u8>,
+    ) -> Result<BridgeProcessorInfo, ClientError> {
+        let request = Request::DeployBridgeProcessor { name: name.into(), topic: topic.into(), params };
+        match self.request(&request, Bytes::from(wasm)).await?.0 {
+            Response::BridgeProcessor(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn list_bridge_processors(&self) -> Result<Vec<BridgeProcessorInfo>, ClientError> {
+        match self.request(&Request::ListBridgeProcessors, Bytes::new()).await?.0 {
+            Response::BridgeProcessors(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn undeploy_bridge_processor(&self, name: &str) -> Result<(), ClientError> {
+        match self.request(&Request::UndeployBridgeProcessor { name: name.into() }, Bytes::new()).await?.0 {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A bridge-tier processor and the module of its `version`, for a bridge.
+    pub async fn fetch_bridge_processor(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<(BridgeProcessorInfo, Bytes), ClientError> {
+        let request = Request::FetchBridgeProcessor { name: name.into(), version };
+        match self.request(&request, Bytes::new()).await? {
+            (Response::BridgeProcessor(p), module) => Ok((p, module)),
+            (other, _) => Err(unexpected(&other)),
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge_processors;
 pub mod clock;
 pub mod config;
 pub mod device_modules;

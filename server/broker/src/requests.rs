@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::partitions::{PartitionHandle, Partitions};
 use crate::processors::{HostError, ProcessorHost};
 use crate::quotas::{QuotaConfig, Quotas, Rate};
-use crate::{device_modules, devices};
+use crate::{bridge_processors, device_modules, devices};
 use silt_core::groups::{Coordinator, GroupError, Join};
 
 /// A response and the batch bytes that follow it.
@@ -208,7 +208,11 @@ impl Broker {
             | Request::RollbackProcessor { .. }
             | Request::PauseProcessor { .. }
             | Request::ResumeProcessor { .. }
-            | Request::UndeployProcessor { .. } => "processor",
+            | Request::UndeployProcessor { .. }
+            | Request::DeployBridgeProcessor { .. }
+            | Request::ListBridgeProcessors
+            | Request::UndeployBridgeProcessor { .. }
+            | Request::FetchBridgeProcessor { .. } => "processor",
             Request::AddDevice { .. }
             | Request::RotateDevice { .. }
             | Request::ListDevices
@@ -353,6 +357,31 @@ impl Broker {
         })
     }
 
+    /// `silt processor deploy --tier bridge`: the module checked as a broker processor's
+    /// (`ProcessorHost::check_bridge_module`), then stored as the processor's next version.
+    fn deploy_bridge_processor(
+        &self,
+        name: String,
+        topic: String,
+        params: Vec<(String, String)>,
+        wasm: Bytes,
+    ) -> PendingReply {
+        let (processors, store) = (self.processors.clone(), self.store.clone());
+        Box::pin(async move {
+            if let Err(e) = crate::processors::check_name(&name) {
+                return host_reply(Err(e));
+            }
+            let (sha256, bytes) = (silt_wire::signature::module_hash(&wasm), wasm.len() as u64);
+            let signed_by = match processors.check_bridge_module(wasm, &params).await {
+                Ok(key) => key,
+                Err(e) => return host_reply(Err(e)),
+            };
+            let deployed =
+                bridge_processors::deploy(&store, &name, &topic, params, sha256, bytes, signed_by, now_ms());
+            registry_reply(deployed.map(Response::BridgeProcessor))
+        })
+    }
+
     /// The answer to a device change that made a key: the key goes only to a principal that
     /// may read device keys.
     fn keyed_device(
@@ -416,6 +445,9 @@ impl Broker {
         let request = match request {
             Request::DeployDeviceModule { device, input, params } => {
                 return self.deploy_device_module(device, input, params, frame.into_payload());
+            }
+            Request::DeployBridgeProcessor { name, topic, params } => {
+                return self.deploy_bridge_processor(name, topic, params, frame.into_payload());
             }
             other => other,
         };
@@ -677,6 +709,18 @@ impl Broker {
             Request::ReportDeviceModule { device, running, error } => registry_reply(
                 device_modules::report(&self.store, &device, running, error).map(|()| Response::Done),
             ),
+            Request::ListBridgeProcessors => {
+                registry_reply(bridge_processors::list(&self.store).map(Response::BridgeProcessors))
+            }
+            Request::UndeployBridgeProcessor { name } => {
+                registry_reply(bridge_processors::undeploy(&self.store, &name).map(|()| Response::Done))
+            }
+            Request::FetchBridgeProcessor { name, version } => {
+                match bridge_processors::fetch(&self.store, &name, version) {
+                    Ok((info, module)) => (Response::BridgeProcessor(info), Bytes::from(module)),
+                    Err(e) => error(e.code, e.message),
+                }
+            }
             Request::FetchDeviceModule { device, have } => {
                 match device_modules::fetch(&self.store, &device, have) {
                     Ok((info, module)) => {

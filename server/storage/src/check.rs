@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::ledger::{self, Reading};
 use crate::records::devices::{StoredDevice, StoredDeviceModules};
+use crate::records::processors::StoredBridgeProcessor;
 use crate::records::processors::{Checkpoint, StoredDefinition};
 use crate::records::{open, StoredProducer, StoredToken, StoredUser};
 use crate::{AuthTree, Loss, Store, StoreConfig};
@@ -201,6 +202,9 @@ fn check_records(store: &Store) -> Vec<String> {
     each("checkpoint", store.checkpoints(), &|_, b| Checkpoint::decode(b).map(drop));
     each("device", store.devices(), &|id, b| StoredDevice::decode(id, b).map(drop));
     each("device module", store.device_modules_all(), &|id, b| StoredDeviceModules::decode(id, b).map(drop));
+    each("bridge processor", store.bridge_processors(), &|name, b| {
+        StoredBridgeProcessor::decode(name, b).map(drop)
+    });
     each("module", store.modules(), &|name, b| {
         let hash = silt_wire::signature::hex(&silt_wire::signature::module_hash(b));
         if hash == name {

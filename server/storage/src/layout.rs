@@ -37,6 +37,9 @@ pub(crate) const DEVICES_TREE: &[u8] = b"silt/devices";
 /// Device id -> the broker's encoded device module versions (`records::devices`; opaque
 /// here): the device tier's deployments.
 pub(crate) const DEVICE_MODULES_TREE: &[u8] = b"silt/device-modules";
+/// Processor name -> the broker's encoded bridge-tier processor (`records::processors`; opaque
+/// here): processors the bridges run on device traffic.
+pub(crate) const BRIDGE_PROCESSORS_TREE: &[u8] = b"silt/bridge-processors";
 /// Principals and rights: `silt/auth/users`, `silt/auth/tokens`, `silt/auth/acls` (entries
 /// opaque here; the broker encodes and checks them).
 pub(crate) const AUTH_TREE_PREFIX: &str = "silt/auth/";

@@ -20,9 +20,9 @@ use sled::transaction::{TransactionError, Transactional};
 
 use crate::layout::{
     check_group_name, decode_group_offset_key, decode_topic_group_key, decode_u64_le, group_offset_key,
-    group_prefix, topic_group_prefix, StoredTopic, ARTEFACTS_TREE, CHECKPOINTS_TREE, DEVICES_TREE,
-    DEVICE_MODULES_TREE, GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE, PARTITIONS_PER_TOPIC_MAX,
-    PROCESSORS_TREE, TOPICS_TREE,
+    group_prefix, topic_group_prefix, StoredTopic, ARTEFACTS_TREE, BRIDGE_PROCESSORS_TREE, CHECKPOINTS_TREE,
+    DEVICES_TREE, DEVICE_MODULES_TREE, GROUP_OFFSETS_TREE, LEDGER_KEY, MODULES_TREE,
+    PARTITIONS_PER_TOPIC_MAX, PROCESSORS_TREE, TOPICS_TREE,
 };
 use crate::ledger::PartitionKey;
 use crate::{Partition, StorageError, StoreConfig, TopicMeta};
@@ -71,6 +71,7 @@ pub struct Store {
     pub(crate) artefacts: sled::Tree,
     pub(crate) devices: sled::Tree,
     pub(crate) device_modules: sled::Tree,
+    pub(crate) bridge_processors: sled::Tree,
     /// Every topic with its open partitions, so `partition()` is a map lookup and an `Arc`
     /// clone. Written only by `create_topic` and `delete_topic`; `commit_offset` holds it for
     /// reading so that no offset is committed for a topic while it is being deleted.
@@ -179,6 +180,7 @@ impl Store {
             artefacts: db.open_tree(ARTEFACTS_TREE)?,
             devices: db.open_tree(DEVICES_TREE)?,
             device_modules: db.open_tree(DEVICE_MODULES_TREE)?,
+            bridge_processors: db.open_tree(BRIDGE_PROCESSORS_TREE)?,
             db,
             root: dir.to_owned(),
             cache_bytes,

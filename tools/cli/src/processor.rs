@@ -13,9 +13,17 @@ pub enum ProcessorCommand {
     /// Deploy a WebAssembly module (.wasm, or .wat text) as a new processor, or as a new
     /// version of an existing one. The output topic is created with the input's partition
     /// count when it does not exist.
+    ///
+    /// With `--tier bridge` the bridges run it instead, on the device readings of the input
+    /// topic before they are appended, and what it returns is appended there in their place
+    /// (no `--output`); its state is checkpointed with the bridges' journaled rounds.
     Deploy(DeployArgs),
-    /// List processors with their state, lag and module counters.
-    List,
+    /// List processors with their state, lag and module counters (`--tier bridge`: those the
+    /// bridges run).
+    List {
+        #[arg(long, value_enum, default_value = "broker")]
+        tier: Tier,
+    },
     /// Show a processor's state, version, lag, events in / out, its module's counters and
     /// last error.
     Status { name: String },
@@ -28,8 +36,13 @@ pub enum ProcessorCommand {
     Pause { name: String },
     /// Start a paused or failed processor again from its last commit.
     Resume { name: String },
-    /// Stop and remove a processor and its checkpoints (its output topic stays).
-    Undeploy { name: String },
+    /// Stop and remove a processor and its checkpoints (its output topic stays); with `--tier
+    /// bridge`, one the bridges run (they stop at their next look, within seconds).
+    Undeploy {
+        name: String,
+        #[arg(long, value_enum, default_value = "broker")]
+        tier: Tier,
+    },
     /// Sign a module with an Ed25519 key (adds a `silt.signature` custom section; see
     /// docs/processor-abi.md). Works offline.
     Sign(SignArgs),
@@ -52,9 +65,13 @@ pub struct DeployArgs {
     /// Input topic.
     #[arg(long)]
     input: String,
-    /// Output topic.
-    #[arg(long)]
-    output: String,
+    /// Output topic (not for `--tier bridge`, whose output replaces its input).
+    #[arg(long, required_unless_present = "tier")]
+    output: Option<String>,
+    /// Where it runs: in the broker, or in the bridges, on device readings before they are
+    /// appended.
+    #[arg(long, value_enum)]
+    tier: Option<Tier>,
     /// A parameter for the module's silt_init, as key=value; repeat for more.
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
@@ -75,6 +92,13 @@ pub struct DeployArgs {
     /// `output_bytes_max`, just under 8 MiB).
     #[arg(long, value_name = "BYTES")]
     output_max: Option<u64>,
+}
+
+/// Where a processor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tier {
+    Broker,
+    Bridge,
 }
 
 #[derive(Debug, Args)]
@@ -172,15 +196,51 @@ fn keygen(out: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bridge_json(p: &silt_wire::BridgeProcessorInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": p.name,
+        "tier": "bridge",
+        "topic": p.topic,
+        "version": p.version,
+        "versions": p.versions,
+        "module_sha256": p.module_sha256,
+        "module_bytes": p.module_bytes,
+        "params": p.params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "deployed_ms": p.deployed_ms,
+        "signed_by": p.signed_by,
+    })
+}
+
 pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
+        ProcessorCommand::Deploy(args) if args.tier == Some(Tier::Bridge) => {
+            let wasm = read_module(&args.file)?;
+            let unused = [
+                (args.output.as_ref().is_some_and(|o| *o != args.input), "--output"),
+                (args.from.is_some(), "--from"),
+                (
+                    args.memory_max.is_some() || args.time_limit_ms.is_some() || args.output_max.is_some(),
+                    "limits",
+                ),
+            ];
+            if let Some((_, what)) = unused.iter().find(|(given, _)| *given) {
+                anyhow::bail!("{what}: not for --tier bridge (its output replaces its input; the bridges run it under the default limits)");
+            }
+            let info = client.deploy_bridge_processor(&args.name, &args.input, args.params, wasm).await?;
+            if json {
+                println!("{}", bridge_json(&info));
+            } else {
+                println!("deployed {} version {} to the bridges: on {}", info.name, info.version, info.topic);
+            }
+        }
         ProcessorCommand::Deploy(args) => {
+            let output = args.output.context("--output is required")?;
             let wasm = read_module(&args.file)?;
             let from = args.from.as_deref().map(crate::parse_from).transpose()?;
             let d = Deployment {
                 name: args.name,
                 input: args.input,
-                output: args.output,
+                output,
                 params: args.params,
                 from,
                 limits: ProcessorLimits {
@@ -203,7 +263,20 @@ pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::
                 );
             }
         }
-        ProcessorCommand::List => {
+        ProcessorCommand::List { tier: Tier::Bridge } => {
+            let list = client.list_bridge_processors().await?;
+            if json {
+                println!("{}", serde_json::Value::Array(list.iter().map(bridge_json).collect()));
+            } else if list.is_empty() {
+                println!("no bridge-tier processors");
+            } else {
+                for p in &list {
+                    let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{}\tversion {}\ton {}\t{}", p.name, p.version, p.topic, params.join(" "));
+                }
+            }
+        }
+        ProcessorCommand::List { tier: Tier::Broker } => {
             let list = client.list_processors().await?;
             if json {
                 println!("{}", serde_json::Value::Array(list.iter().map(info_json).collect()));
@@ -275,8 +348,11 @@ pub async fn run(client: &Client, cmd: ProcessorCommand, json: bool) -> anyhow::
                 println!("{} resumed at version {}", info.name, info.version);
             }
         }
-        ProcessorCommand::Undeploy { name } => {
-            client.undeploy_processor(&name).await?;
+        ProcessorCommand::Undeploy { name, tier } => {
+            match tier {
+                Tier::Broker => client.undeploy_processor(&name).await?,
+                Tier::Bridge => client.undeploy_bridge_processor(&name).await?,
+            }
             if json {
                 println!("{}", serde_json::json!({ "undeployed": name }));
             } else {

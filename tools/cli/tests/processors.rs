@@ -297,3 +297,59 @@ fn status_and_list_show_module_counters() {
     let listed = json(broker.silt(&["--json", "processor", "list"]).run().ok());
     assert_eq!(listed[0]["counters"]["skipped"], 5);
 }
+
+/// `--tier bridge`: the broker checks the module and keeps its versions for the bridges;
+/// list and undeploy work on that tier, and what belongs to the broker's tier is refused.
+#[test]
+fn bridge_tier_deploy_list_and_undeploy() {
+    let broker = Broker::start();
+    let wat =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processors/examples/wat-threshold/threshold.wat");
+    let wat = wat.to_str().unwrap();
+    let deploy = |extra: &[&str]| {
+        broker
+            .silt(&[
+                "--json",
+                "processor",
+                "deploy",
+                wat,
+                "--name",
+                "edge",
+                "--input",
+                "sensors.raw",
+                "--tier",
+                "bridge",
+            ])
+            .args(extra)
+            .run()
+    };
+    let first = json(deploy(&["--param", "min_len=4"]).ok());
+    assert_eq!(
+        (first["version"].as_u64(), first["topic"].as_str(), first["tier"].as_str()),
+        (Some(1), Some("sensors.raw"), Some("bridge"))
+    );
+    assert_eq!(json(deploy(&["--param", "min_len=8"]).ok())["version"], 2);
+    let refused = deploy(&["--param", "min_len=lots"]);
+    assert!(refused.fails(1).contains("min_len"), "silt_init's refusal: {refused:?}");
+    let second = broker
+        .silt(&["processor", "deploy", wat, "--name", "edge2", "--input", "sensors.raw", "--tier", "bridge"])
+        .args(&["--param", "min_len=1"])
+        .run();
+    assert!(second.fails(1).contains("runs on \"sensors.raw\" already"), "{second:?}");
+    let limits = deploy(&["--memory-max", "1000000"]);
+    assert!(limits.fails(1).contains("not for --tier bridge"), "{limits:?}");
+
+    let list = json(broker.silt(&["--json", "processor", "list", "--tier", "bridge"]).run().ok());
+    assert_eq!(list[0]["name"], "edge");
+    assert_eq!(list[0]["version"], 2);
+    assert_eq!(list[0]["versions"], serde_json::json!([1, 2]));
+    assert_eq!(list[0]["params"]["min_len"], "8");
+    let broker_tier = json(broker.silt(&["--json", "processor", "list"]).run().ok());
+    assert_eq!(broker_tier, serde_json::json!([]), "the broker runs none of them");
+
+    broker.silt(&["processor", "undeploy", "edge", "--tier", "bridge"]).run().ok();
+    let list = broker.silt(&["processor", "list", "--tier", "bridge"]).run();
+    assert_eq!(list.ok(), "no bridge-tier processors\n");
+    let again = broker.silt(&["processor", "undeploy", "edge", "--tier", "bridge"]).run();
+    assert!(again.fails(1).contains("no bridge-tier processor"), "{again:?}");
+}

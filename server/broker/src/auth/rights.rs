@@ -81,9 +81,18 @@ pub fn needs(request: &Request, principal: &str) -> Need {
                 (Op::Produce, topic(output)),
             ])
         }
-        Request::ProcessorStatus { name } | Request::ProcessorVersions { name } => {
-            one(Op::Describe, format!("processor:{name}"))
+        Request::ProcessorStatus { name }
+        | Request::ProcessorVersions { name }
+        | Request::FetchBridgeProcessor { name, .. } => one(Op::Describe, format!("processor:{name}")),
+        Request::ListBridgeProcessors => one(Op::Describe, "processor:*".into()),
+        Request::DeployBridgeProcessor { name, topic: t, .. } => {
+            if is_internal(t) {
+                return internal(t);
+            }
+            // Its output goes where the readings it takes would have gone.
+            Need::Rights(vec![(Op::Deploy, format!("processor:{name}")), (Op::Produce, topic(t))])
         }
+        Request::UndeployBridgeProcessor { name } => one(Op::ManageProcessors, format!("processor:{name}")),
         Request::RollbackProcessor { name }
         | Request::PauseProcessor { name }
         | Request::ResumeProcessor { name }
@@ -161,6 +170,10 @@ pub fn name(request: &Request) -> &'static str {
         Request::Produce { .. } => "produce",
         Request::Fetch { .. } => "fetch",
         Request::DeployProcessor { .. } => "deploy",
+        Request::DeployBridgeProcessor { .. } => "deploy-bridge-processor",
+        Request::ListBridgeProcessors => "list-bridge-processors",
+        Request::UndeployBridgeProcessor { .. } => "undeploy-bridge-processor",
+        Request::FetchBridgeProcessor { .. } => "fetch-bridge-processor",
         Request::ListProcessors => "list-processors",
         Request::ProcessorStatus { .. } => "processor-status",
         Request::ProcessorVersions { .. } => "processor-versions",
@@ -238,6 +251,8 @@ pub fn is_change(request: &Request) -> bool {
             | Request::RotateDevice { .. }
             | Request::DeployDeviceModule { .. }
             | Request::RollbackDeviceModule { .. }
+            | Request::DeployBridgeProcessor { .. }
+            | Request::UndeployBridgeProcessor { .. }
             | Request::AddUser { .. }
             | Request::RemoveUser { .. }
             | Request::SetPassword { .. }
@@ -266,7 +281,10 @@ pub fn resource(request: &Request) -> String {
         | Request::RollbackProcessor { name }
         | Request::PauseProcessor { name }
         | Request::ResumeProcessor { name }
-        | Request::UndeployProcessor { name } => format!("processor:{name}"),
+        | Request::UndeployProcessor { name }
+        | Request::DeployBridgeProcessor { name, .. }
+        | Request::UndeployBridgeProcessor { name }
+        | Request::FetchBridgeProcessor { name, .. } => format!("processor:{name}"),
         Request::JoinGroup { group, .. }
         | Request::Heartbeat { group, .. }
         | Request::LeaveGroup { group, .. }
@@ -294,6 +312,7 @@ pub fn resource(request: &Request) -> String {
         | Request::WhoAmI
         | Request::ListTopics
         | Request::ListProcessors
+        | Request::ListBridgeProcessors
         | Request::ListDevices
         | Request::ListUsers
         | Request::ListTokens { .. }

@@ -122,7 +122,7 @@ fn decode_definition(bytes: &[u8]) -> Result<StoredDefinition, HostError> {
     StoredDefinition::decode(bytes).map_err(|m| HostError::new(ErrorCode::Storage, m))
 }
 
-fn check_name(name: &str) -> Result<(), HostError> {
+pub(crate) fn check_name(name: &str) -> Result<(), HostError> {
     silt_wire::message::check_topic_name(name)
         .map_err(|e| HostError::new(ErrorCode::InvalidRequest, e.replace("topic name", "processor name")))?;
     Ok(())
@@ -545,6 +545,35 @@ impl ProcessorHost {
     /// modules deployed to devices, which the same rules hold to.
     pub fn check_signature(&self, wasm: &[u8]) -> Result<Option<[u8; 32]>, HostError> {
         self.modules.check_signature(wasm)
+    }
+
+    /// Checks a module for the bridge tier as a deploy checks one here: size, signature, a
+    /// compile and a trial instantiation (`silt_init` with `params`) under the default limits
+    /// the bridges run it with; then stores it. Returns who signed it.
+    pub async fn check_bridge_module(
+        self: &Arc<Self>,
+        wasm: bytes::Bytes,
+        params: &[(String, String)],
+    ) -> Result<Option<[u8; 32]>, HostError> {
+        if wasm.len() > MODULE_BYTES_MAX {
+            return Err(HostError::new(
+                ErrorCode::TooLarge,
+                format!("module of {} bytes exceeds the limit of {MODULE_BYTES_MAX} bytes", wasm.len()),
+            ));
+        }
+        let signed_by = self.modules.check_signature(&wasm)?;
+        let this = self.clone();
+        let params = merge_params(&[], params);
+        tokio::task::spawn_blocking(move || -> Result<(), HostError> {
+            let hash = module_hash(&wasm);
+            let starting = this.modules.starting(&hash, &wasm)?;
+            starting.module.instantiate(&params, &silt_runtime::Limits::default()).map_err(module_error)?;
+            this.store.put_module(&hash, &wasm)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| HostError::new(ErrorCode::Storage, format!("check task failed: {e}")))??;
+        Ok(signed_by)
     }
 
     pub fn status(&self, name: &str) -> Result<ProcessorInfo, HostError> {

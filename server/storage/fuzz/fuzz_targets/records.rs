@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use silt_storage::ledger;
 use silt_storage::records::devices::StoredDevice;
-use silt_storage::records::processors::{Checkpoint, StoredDefinition};
+use silt_storage::records::processors::{Checkpoint, StoredBridgeProcessor, StoredDefinition};
 use silt_storage::records::{
     decode_metadata_copy, open, open_at_most, seal, Locator, StoredGaps, StoredProducer, StoredToken,
     StoredUser, GAPS_BYTES_MAX,
@@ -41,6 +41,9 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(def) = StoredDefinition::decode(bytes) {
             assert_eq!(StoredDefinition::decode(&def.encode()), Ok(def));
+        }
+        if let Ok(p) = StoredBridgeProcessor::decode("fuzz", bytes) {
+            assert_eq!(StoredBridgeProcessor::decode("fuzz", &seal(&p)), Ok(p));
         }
     }
     if let Ok(d) = StoredDevice::decode("fuzz", data) {

@@ -238,6 +238,36 @@ where
     rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("in-memory serialization cannot fail").to_vec()
 }
 
+/// A processor the bridges run on device traffic (the bridge tier), as the bridge-processors
+/// tree holds it: the topic whose readings it takes (its output replaces them there), and its
+/// versions, the module bytes in the modules tree under their hash.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredBridgeProcessor {
+    pub topic: String,
+    /// Oldest first.
+    pub versions: Vec<StoredBridgeVersion>,
+    /// The version the bridges run.
+    pub active: u32,
+}
+
+/// One version of a bridge-tier processor.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoredBridgeVersion {
+    pub version: u32,
+    pub sha256: [u8; 32],
+    pub bytes: u64,
+    pub params: Vec<(String, String)>,
+    pub deployed_ms: i64,
+    pub signed_by: Option<[u8; 32]>,
+}
+
+impl StoredBridgeProcessor {
+    /// Decodes bridge-tier processor `name`'s entry (the name names it in the error).
+    pub fn decode(name: &str, bytes: &[u8]) -> Result<StoredBridgeProcessor, String> {
+        open_at_most(&format!("bridge-tier processor {name:?}"), bytes, DEFINITION_BYTES_MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +369,29 @@ mod tests {
             assert!(StoredDefinition::decode(&b).is_err(), "bit {i}");
         }
         assert!(Checkpoint::decode(&[0xff; 7]).is_err());
+    }
+
+    #[test]
+    fn bridge_processors_round_trip_and_damage_is_refused() {
+        let p = StoredBridgeProcessor {
+            topic: "sensors.temperature".into(),
+            versions: vec![StoredBridgeVersion {
+                version: 2,
+                sha256: [4; 32],
+                bytes: 99,
+                params: vec![("min".into(), "22".into())],
+                deployed_ms: 7,
+                signed_by: Some([5; 32]),
+            }],
+            active: 2,
+        };
+        let sealed = seal(&p);
+        assert_eq!(StoredBridgeProcessor::decode("p", &sealed), Ok(p));
+        for i in 0..sealed.len() * 8 {
+            let mut b = sealed.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(StoredBridgeProcessor::decode("p", &b).is_err(), "bit {i}");
+        }
     }
 
     const PINNED_DEFINITION: &str = "197a395673656e736f72732e74656d7073656e736f72732e74656d702e736d6f6f746800616c706861ffffff302e32ffffffffff757365723a616c6963650000000000000300000007070707070707070707070707070707070707070707070707070707070707070000000032ef000000000000b0ffffff0100000001000000000000000300000000000000fbffffffffffffff01000000000000000000000100000000000000000000000000000000000000000100000000000000090000000000000000e897b69a010000010909090909090909090909090909090909090909090909090909090909090909000000010000008a00000040ffffff04000000010101010101010101010101010101010101010101010101010101010101010100000000050000000000000014ffffff00000000010000000000000000000000000000004d000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000200000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000747261702061742035000000736d6f6f7468ffff8c0000003cfeffff9300000040feffff6cfeffff0200000003000000010000000100000089000000c8ffffff";
