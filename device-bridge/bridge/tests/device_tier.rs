@@ -426,3 +426,32 @@ async fn a_module_in_the_bridge_gives_what_it_gives_in_the_broker_across_a_bridg
     assert_same("ema-smooth in the bridge", &got, &expected, &out);
     broker.stop().await;
 }
+
+/// How long a module takes to reach a device, over TCP (QEMU's UART on a socket) and over a
+/// serial line (QEMU's UART on a pseudo-terminal the bridge opens at 115200 baud): from the
+/// first chunk the device kept to its switch, as the firmware prints it. A measurement, not a
+/// check: `cargo test -p silt-bridge --test device_tier deploy_time -- --ignored --nocapture`
+/// prints the lines in BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn deploy_time_over_tcp_and_serial() {
+    let Some(elf) = qemu_firmware() else { return };
+    for line in [Line::Tcp, Line::Pty] {
+        for (name, params) in [FILTER, SMOOTH] {
+            let broker = Broker::start().await;
+            let key = broker.add_device("tier-1").await;
+            let wasm = examples::example_wasm(examples::built_small_examples(), name);
+            let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            broker.client.deploy_device_module("tier-1", "temperature", params, wasm).await.unwrap();
+            let device =
+                QemuDevice::start_on(line, &broker, &elf, "period=20 tier-1", &key, 1_000_000, &[]).await;
+            wait_running(&broker, &device, "tier-1", 1).await;
+            let out = device.output();
+            let switched =
+                out.lines().find_map(|l| l.strip_prefix("silt-fw: switched to module ")).unwrap_or("?");
+            eprintln!("{line:?} {name}: {switched}");
+            drop(device);
+            broker.stop().await;
+        }
+    }
+}

@@ -539,10 +539,19 @@ pub struct QemuDevice {
     _dir: tempfile::TempDir,
 }
 
+/// How the firmware's UART reaches its bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A TCP socket QEMU listens on, which the bridge connects to (`--connect-tcp`).
+    Tcp,
+    /// A pseudo-terminal QEMU opens, which the bridge opens as a serial line at 115200 baud.
+    Pty,
+}
+
 impl QemuDevice {
     /// Boots the firmware in QEMU (with `qemu_args` added) as device `device` with `words`
-    /// before its last three command-line words, and serves it with a bridge of `broker`;
-    /// returns once the bridge is up. The device must be added already.
+    /// before its last three command-line words, and serves it with a bridge of `broker` over
+    /// TCP; returns once the bridge is up. The device must be added already.
     pub async fn start(
         broker: &Broker,
         elf: &std::path::Path,
@@ -552,28 +561,64 @@ impl QemuDevice {
         samples: u32,
         qemu_args: &[&str],
     ) -> QemuDevice {
+        let qemu_args: Vec<&str> = qemu_args.to_vec();
+        QemuDevice::start_on(Line::Tcp, broker, elf, &format!("{words} {device}"), key, samples, &qemu_args)
+            .await
+    }
+
+    /// [`QemuDevice::start`] over `line`; `words` end with the device id.
+    pub async fn start_on(
+        line: Line,
+        broker: &Broker,
+        elf: &std::path::Path,
+        words: &str,
+        key: &Key,
+        samples: u32,
+        qemu_args: &[&str],
+    ) -> QemuDevice {
         let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let serial = free_tcp_port();
+        let serial_arg = match line {
+            Line::Tcp => format!("tcp:127.0.0.1:{serial},server=on,wait=on"),
+            Line::Pty => "pty".to_string(),
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("qemu.log");
         let log_file = std::fs::File::create(&log_path).unwrap();
         let qemu = tokio::process::Command::new("qemu-system-arm")
             .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
             .args(["-semihosting-config", "enable=on,target=native"])
-            .args(["-serial", &format!("tcp:127.0.0.1:{serial},server=on,wait=on")])
+            .args(["-serial", &serial_arg])
             .args(qemu_args)
             .arg("-kernel")
             .arg(elf)
-            .args(["-append", &format!("{words} {device} {key_hex} {samples}")])
+            .args(["-append", &format!("{words} {key_hex} {samples}")])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
             .expect("starting qemu-system-arm");
-        // The bridge must be QEMU's first client on the serial port (see tests/qemu.rs).
-        let connect = format!("127.0.0.1:{serial}");
-        let bridge = BridgeProcess::start(broker, "", &["--connect-tcp", &connect]).await;
+        let bridge = match line {
+            // The bridge must be QEMU's first client on the serial port (see tests/qemu.rs).
+            Line::Tcp => {
+                BridgeProcess::start(broker, "", &["--connect-tcp", &format!("127.0.0.1:{serial}")]).await
+            }
+            Line::Pty => {
+                // QEMU says where: "char device redirected to /dev/pts/N (label serial0)".
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let path = loop {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if let Some(rest) = log.split("redirected to ").nth(1) {
+                        break rest.split_whitespace().next().unwrap_or_default().to_string();
+                    }
+                    assert!(Instant::now() < deadline, "QEMU named no pty:\n{log}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                let config = format!("serial = [{{ path = \"{path}\", baud = 115200 }}]\n");
+                BridgeProcess::start(broker, &config, &[]).await
+            }
+        };
         QemuDevice { qemu, bridge, log_path, _dir: dir }
     }
 
