@@ -236,6 +236,14 @@ impl Appender {
         let started = Instant::now();
         // Readings of a topic with a bridge-tier processor are replaced by its outputs.
         let processed = self.processors.process(subs.iter().flat_map(|s| s.records.iter()));
+        for (name, records_in, records_out) in &processed.counts {
+            let m = &self.metrics.processor_records;
+            m.with_label_values(&[name.as_str(), "in"]).inc_by(*records_in);
+            m.with_label_values(&[name.as_str(), "out"]).inc_by(*records_out);
+        }
+        for name in &processed.failed {
+            self.metrics.processor_failures.with_label_values(&[name.as_str()]).inc();
+        }
         let unprocessed = subs
             .iter()
             .flat_map(|s| s.records.iter())

@@ -35,6 +35,10 @@ pub struct Processed {
     pub topics: Vec<String>,
     /// Each processor that ran, with its version and state to journal with the round.
     pub states: Vec<(String, u32, Vec<u8>)>,
+    /// Each processor that ran: records in and out.
+    pub counts: Vec<(String, u64, u64)>,
+    /// Processors that failed (and were stopped) in this round.
+    pub failed: Vec<String>,
 }
 
 /// Without the `tier` feature (the fuzz build, which must not compile a WebAssembly engine):
@@ -267,6 +271,7 @@ mod tier {
                 }
                 match run(r, topic, &inputs) {
                     Ok((outputs, state)) => {
+                        out.counts.push((r.name.clone(), inputs.len() as u64, outputs.len() as u64));
                         out.outputs.extend(outputs);
                         out.topics.push(topic.clone());
                         if let Some(state) = state {
@@ -276,6 +281,7 @@ mod tier {
                     Err(e) => {
                         tracing::error!(processor = %r.name, version = r.version, error = %e, "bridge-tier processor failed; stopped in this bridge, its readings go unprocessed");
                         failed.push(topic.clone());
+                        out.failed.push(r.name.clone());
                     }
                 }
             }

@@ -39,6 +39,17 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// Fresh producer ids taken after the broker refused a batch as out of order.
     pub producer_renewals: IntCounter,
+    /// Records from device frames by who made them: `sensor` (a reading as it came) or
+    /// `device_processor` (a processor on the device, the device tier).
+    pub device_records: IntCounterVec,
+    /// Records through bridge-tier processors, by processor and `direction` (`in`, `out`).
+    pub processor_records: IntCounterVec,
+    /// Bridge-tier processors stopped in this bridge after a failure, by processor.
+    pub processor_failures: IntCounterVec,
+    /// Module chunks sent to devices (module delivery).
+    pub module_chunks: IntCounter,
+    /// Module deliveries that ended, by `outcome` (`running`, `refused`).
+    pub module_deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -97,6 +108,27 @@ impl Metrics {
             producer_renewals: c(
                 "silt_bridge_producer_renewals_total",
                 "Fresh producer ids taken after the broker refused a batch as out of order.",
+            ),
+            device_records: cv(
+                "silt_bridge_device_records_total",
+                "Records from device frames, by who made them (sensor, device_processor).",
+                "made_by",
+            ),
+            processor_records: r.counter_vec(
+                "silt_bridge_processor_records_total",
+                "Records through bridge-tier processors, by processor and direction.",
+                &["processor", "direction"],
+            ),
+            processor_failures: cv(
+                "silt_bridge_processor_failures_total",
+                "Bridge-tier processors stopped in this bridge after a failure.",
+                "processor",
+            ),
+            module_chunks: c("silt_bridge_module_chunks_sent_total", "Module chunks sent to devices."),
+            module_deliveries: cv(
+                "silt_bridge_module_deliveries_total",
+                "Module deliveries to devices that ended, by outcome (running, refused).",
+                "outcome",
             ),
             registry: r,
         }

@@ -51,7 +51,8 @@ pub enum Step {
     /// Send this reply, tagged with `key`.
     Reply { reply: Reply, key: Key },
     /// Append these readings; once durable, ack the device's cumulative sequence.
-    Submit { device: Arc<str>, seq: u32, records: Vec<OutRecord> },
+    /// `made_on_device` of the records a processor on the device made (`Output` readings).
+    Submit { device: Arc<str>, seq: u32, records: Vec<OutRecord>, made_on_device: usize },
     /// The device's module state (module delivery): for the connection's sender and the
     /// broker.
     Module(DeviceState),
@@ -182,7 +183,12 @@ impl Session {
                 match sequences.decide(&b.device, seq) {
                     Decision::Next => {
                         let records = records_of(b, seq, &data);
-                        (Step::Submit { device: b.device.clone(), seq, records }, Outcome::Accepted)
+                        let made_on_device =
+                            data.readings.iter().filter(|r| matches!(r, Reading::Output { .. })).count();
+                        (
+                            Step::Submit { device: b.device.clone(), seq, records, made_on_device },
+                            Outcome::Accepted,
+                        )
                     }
                     Decision::Duplicate { durable } => (
                         Step::Reply { reply: Reply { ack: durable, body: ReplyBody::Ack }, key },

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::delivery::{DeviceState, Finish, Package, Sender};
+use crate::metrics::Metrics;
 use crate::registry::Lookup;
 use crate::session::{Outcome, Reply, ReplyBody, Session, Step};
 use crate::Ingest;
@@ -206,7 +207,15 @@ impl Delivery {
     }
 
     /// Starts or replaces the sender for the requested package, and writes the chunks due.
-    fn write_chunks(&mut self, out: &mut Vec<u8>, ack: u32, key: &Key, now_ms: i64, peer: &str) {
+    fn write_chunks(
+        &mut self,
+        out: &mut Vec<u8>,
+        ack: u32,
+        key: &Key,
+        now_ms: i64,
+        peer: &str,
+        metrics: &Metrics,
+    ) {
         let (Some(state), Some(package)) = (&self.state, &self.package) else {
             self.sender = None;
             return;
@@ -218,6 +227,11 @@ impl Delivery {
         let Some(sender) = &mut self.sender else { return };
         while let Some(chunk) = sender.poll_chunk(now_ms) {
             encode_into(out, &Frame { seq: 0, ack, body: Body::ModuleChunk(chunk) }, key);
+            metrics.module_chunks.inc();
+        }
+        if let Some(finish) = sender.finished() {
+            let outcome = if finish == Finish::Running { "running" } else { "refused" };
+            metrics.module_deliveries.with_label_values(&[outcome]).inc();
         }
         match sender.finished() {
             None => {}
@@ -316,7 +330,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                             }
                             delivery.handle_state(state, clock());
                         }
-                        Step::Submit { device, seq, mut records } => {
+                        Step::Submit { device, seq, mut records, made_on_device } => {
+                            let m = &ingest.metrics.device_records;
+                            m.with_label_values(&["device_processor"]).inc_by(made_on_device as u64);
+                            m.with_label_values(&["sensor"]).inc_by((records.len() - made_on_device) as u64);
                             // With tracing on, a span per frame until it is durable; its
                             // context rides along in every record.
                             let span = silt_telemetry::enabled().then(|| {
@@ -369,7 +386,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
         }
         if let Some(device) = session.device() {
             let ack = ingest.sequences.durable(device);
-            delivery.write_chunks(&mut out, ack, &session.reply_key(), clock(), peer);
+            delivery.write_chunks(&mut out, ack, &session.reply_key(), clock(), peer, &ingest.metrics);
         }
         if !out.is_empty() {
             if wr.write_all(&out).await.is_err() {

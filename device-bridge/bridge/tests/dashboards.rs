@@ -470,7 +470,16 @@ impl Load {
         let refused = anonymous.list_topics().await.expect_err("a request without a credential");
         assert!(refused.is_refusal(), "{refused:?}");
 
-        // Frames: one rejected (data before hello), one duplicate, then a steady stream.
+        // A bridge-tier processor on the frames' humidity readings (the tiers panels), running
+        // before the first frame: the bridge waits for its first look at the list.
+        let passthrough = abi_module_with(COUNTERS, &format!("{COUNT_BATCH} {PASSTHROUGH}"));
+        client
+            .deploy_bridge_processor("edge-copy", "sensors.humidity", vec![], passthrough)
+            .await
+            .expect("deploying a bridge-tier processor");
+
+        // Frames: one rejected (data before hello), one duplicate, then a steady stream, in
+        // which every tenth frame carries a record a processor on the device made.
         let key = broker.add_device("dev-1").await;
         let mut early = TestDevice::connect(bridge.tcp, "dev-1", key).await;
         early.data(1).await;
@@ -486,7 +495,22 @@ impl Load {
             "device frames",
             tokio::spawn(async move {
                 for seq in 2.. {
-                    dev.data(seq).await;
+                    if seq % 10 == 0 {
+                        let mut readings = heapless::Vec::new();
+                        let of = silt_frame::ReadingKind::Temperature;
+                        let output =
+                            silt_frame::Reading::Output { of, time_ms: 1_000, value: b"{}", marked: false };
+                        readings.push(output).unwrap();
+                        let data = silt_frame::Data {
+                            device: "dev-1",
+                            time: silt_frame::Time::TickMs(1_000),
+                            readings,
+                        };
+                        dev.send(&silt_frame::Frame { seq, ack: 0, body: silt_frame::Body::Data(data) })
+                            .await;
+                    } else {
+                        dev.data(seq).await;
+                    }
                     dev.wait_ack(seq).await;
                     tokio::time::sleep(LOAD_PERIOD).await;
                 }
