@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, and every unit, property and integration test.
 # Installs what it needs first (rustup components and targets, Debian's prometheus package for
-# promtool, mosquitto-clients, nats-server and mosquitto, and qemu-system-arm from backports), so it works on a fresh
+# promtool, mosquitto-clients, nats-server, mosquitto, clang and lld, and qemu-system-arm from backports), so it works on a fresh
 # machine with only cargo, rustup and apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+# clang and wasm-ld build the C example processor (device-runtime's tests/identity.rs).
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -181,6 +181,33 @@ fn examples_give_the_brokers_bytes() {
     }
 }
 
+/// The same filter written in C (`processors/examples/c-threshold`, Debian's clang): on the
+/// sensor batches, tricky numbers included, it keeps exactly the records the Rust example
+/// keeps, byte for byte, on both hosts; printed beside the Rust build: module size and fuel
+/// per event on the device (BENCHMARKS.md).
+#[test]
+fn the_filter_in_c_keeps_what_the_rust_one_keeps() {
+    let Some(c) = examples::built_c_threshold() else { return };
+    let batches = sensor_batches();
+    let params: &[(&str, &str)] = &[("min", "20"), ("max", "30")];
+    let in_c = assert_identical("c-threshold", &c, params, &batches, &Limits::default());
+    let rust = example_wasm(built_small_examples(), "threshold-filter");
+    let in_rust = assert_identical("threshold-filter", &rust, params, &batches, &Limits::default());
+    assert_eq!(in_c, in_rust, "the C filter keeps other records than the Rust one");
+    assert!(!in_c.concat().is_empty());
+    let events = batches.len() as u64 * 60;
+    for (name, wasm) in [("C", &c), ("Rust (small stack)", &rust)] {
+        let module = Module::new(wasm).unwrap();
+        let mut instance = module.instantiate(params, &Limits::default()).unwrap();
+        let mut fuel = 0;
+        for b in &batches {
+            instance.process(b).unwrap();
+            fuel += instance.fuel_used();
+        }
+        eprintln!("threshold filter in {name}: {} bytes, {} fuel per event", wasm.len(), fuel / events);
+    }
+}
+
 /// What each example costs per input record on the device tier, in fuel (about one unit per
 /// WebAssembly instruction, so the same on every run and machine): the small-stack builds under
 /// the device's default limits, over the same batches. Prints the figures BENCHMARKS.md holds.

@@ -73,3 +73,37 @@ pub fn example_wasm(dir: &Path, name: &str) -> Vec<u8> {
     let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// `processors/examples/c-threshold/threshold.c` built with Debian's clang and lld for wasm32
+/// (the command its header gives), once per test run; `None` when clang is missing outside
+/// CI (under `CI`, where `scripts/test-all.sh` installs it, a missing clang fails).
+pub fn built_c_threshold() -> Option<Vec<u8>> {
+    static WASM: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let root = workspace_root();
+        let outer =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        let dir = outer.join("wasm-examples-c");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(format!("threshold-{}.wasm", std::process::id()));
+        let built = Command::new("clang")
+            .args(["--target=wasm32", "-O2", "-nostdlib", "-fno-builtin", "-Wl,--no-entry", "-o"])
+            .arg(&out)
+            .arg(root.join("processors/examples/c-threshold/threshold.c"))
+            .status();
+        match built {
+            Ok(status) => {
+                assert!(status.success(), "clang failed to build the C example");
+                let wasm = std::fs::read(&out).unwrap();
+                let _ = std::fs::remove_file(&out);
+                Some(wasm)
+            }
+            Err(e) => {
+                assert!(std::env::var_os("CI").is_none(), "clang (Debian's clang and lld) is needed: {e}");
+                eprintln!("skipped: no clang ({e})");
+                None
+            }
+        }
+    })
+    .clone()
+}
