@@ -39,9 +39,11 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// Fresh producer ids taken after the broker refused a batch as out of order.
     pub producer_renewals: IntCounter,
-    /// Records from device frames by who made them: `sensor` (a reading as it came) or
-    /// `device_processor` (a processor on the device, the device tier).
-    pub device_records: IntCounterVec,
+    /// Records from device frames by who made them (`made_by`): `sensor` (a reading as it
+    /// came) and `device_processor` (a processor on the device, the device tier); the two
+    /// series resolved once, since every frame counts.
+    pub records_from_sensors: IntCounter,
+    pub records_from_device_processors: IntCounter,
     /// Records through bridge-tier processors, by processor and `direction` (`in`, `out`).
     pub processor_records: IntCounterVec,
     /// Bridge-tier processors stopped in this bridge after a failure, by processor.
@@ -58,6 +60,11 @@ impl Metrics {
         let c = |name: &str, help: &str| r.counter(name, help);
         let cv = |name: &str, help: &str, label: &str| r.counter_vec(name, help, &[label]);
         let histogram = |name: &str, help: &str| r.histogram(name, help, &LATENCY_BUCKETS);
+        let device_records = cv(
+            "silt_bridge_device_records_total",
+            "Records from device frames, by who made them (sensor, device_processor).",
+            "made_by",
+        );
         Metrics {
             devices_connected: r
                 .gauge("silt_bridge_devices_connected", "Frame connections bound to a device."),
@@ -109,11 +116,8 @@ impl Metrics {
                 "silt_bridge_producer_renewals_total",
                 "Fresh producer ids taken after the broker refused a batch as out of order.",
             ),
-            device_records: cv(
-                "silt_bridge_device_records_total",
-                "Records from device frames, by who made them (sensor, device_processor).",
-                "made_by",
-            ),
+            records_from_sensors: device_records.with_label_values(&["sensor"]),
+            records_from_device_processors: device_records.with_label_values(&["device_processor"]),
             processor_records: r.counter_vec(
                 "silt_bridge_processor_records_total",
                 "Records through bridge-tier processors, by processor and direction.",

@@ -206,11 +206,13 @@ impl Delivery {
         }
     }
 
-    /// Starts or replaces the sender for the requested package, and writes the chunks due.
+    /// Starts or replaces the sender for the requested package, and writes the chunks due,
+    /// carrying the device's cumulative ack (`ack`, asked only when a chunk is written: this
+    /// runs after every frame of every connection).
     fn write_chunks(
         &mut self,
         out: &mut Vec<u8>,
-        ack: u32,
+        ack: impl FnOnce() -> u32,
         key: &Key,
         now_ms: i64,
         peer: &str,
@@ -225,29 +227,31 @@ impl Delivery {
             self.sender = Some(Sender::new(package.clone(), state, now_ms));
         }
         let Some(sender) = &mut self.sender else { return };
+        let mut ack = Some(ack);
+        let mut acked = 0;
         while let Some(chunk) = sender.poll_chunk(now_ms) {
-            encode_into(out, &Frame { seq: 0, ack, body: Body::ModuleChunk(chunk) }, key);
+            if let Some(ack) = ack.take() {
+                acked = ack();
+            }
+            encode_into(out, &Frame { seq: 0, ack: acked, body: Body::ModuleChunk(chunk) }, key);
             metrics.module_chunks.inc();
         }
-        if let Some(finish) = sender.finished() {
-            let outcome = if finish == Finish::Running { "running" } else { "refused" };
-            metrics.module_deliveries.with_label_values(&[outcome]).inc();
-        }
-        match sender.finished() {
-            None => {}
+        let outcome = match sender.finished() {
+            None => return,
             Some(Finish::Running) => {
                 tracing::info!(%peer, version = sender.version(), chunks = sender.stats().chunks, "the device runs its new module");
-                self.package = None;
-                self.sender = None;
+                "running"
             }
             Some(Finish::Refused) => {
                 let error = self.state.as_ref().map_or("", |s| &s.error);
                 tracing::warn!(%peer, version = sender.version(), %error, "the device refused its module package");
                 self.refused = Some(sender.version());
-                self.package = None;
-                self.sender = None;
+                "refused"
             }
-        }
+        };
+        metrics.module_deliveries.with_label_values(&[outcome]).inc();
+        self.package = None;
+        self.sender = None;
     }
 }
 
@@ -331,9 +335,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
                             delivery.handle_state(state, clock());
                         }
                         Step::Submit { device, seq, mut records, made_on_device } => {
-                            let m = &ingest.metrics.device_records;
-                            m.with_label_values(&["device_processor"]).inc_by(made_on_device as u64);
-                            m.with_label_values(&["sensor"]).inc_by((records.len() - made_on_device) as u64);
+                            let m = &ingest.metrics;
+                            m.records_from_device_processors.inc_by(made_on_device as u64);
+                            m.records_from_sensors.inc_by((records.len() - made_on_device) as u64);
                             // With tracing on, a span per frame until it is durable; its
                             // context rides along in every record.
                             let span = silt_telemetry::enabled().then(|| {
@@ -385,7 +389,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: &str, ing
             }
         }
         if let Some(device) = session.device() {
-            let ack = ingest.sequences.durable(device);
+            let ack = || ingest.sequences.durable(device);
             delivery.write_chunks(&mut out, ack, &session.reply_key(), clock(), peer, &ingest.metrics);
         }
         if !out.is_empty() {
