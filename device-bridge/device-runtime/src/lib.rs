@@ -60,6 +60,8 @@ mod instance;
 mod limits;
 mod module;
 mod params;
+#[cfg(feature = "readings")]
+pub mod readings;
 
 pub use error::Error;
 pub use instance::{Instance, Output, ABI_VERSION, GUEST_MESSAGE_BYTES_MAX, TABLE_ELEMENTS_MAX};

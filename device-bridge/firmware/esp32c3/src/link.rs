@@ -57,7 +57,42 @@ pub const CONFIG: Config = Config {
 };
 
 /// The device's session with the bridge and its backlog of unacked samples.
-pub type Link<'a> = Backlog<'a, Sample, BACKLOG_MAX>;
+pub type Link<'a> = Backlog<'a, Queued<'a>, BACKLOG_MAX>;
+
+/// A sample in the backlog. With the device tier (feature `wasm`) it also holds what the
+/// processor made of it: a sample is processed once, when its frame is first sent (so with its
+/// sequence number), and its output kept for retransmissions.
+pub struct Queued<'a> {
+    pub sample: Sample,
+    #[cfg(feature = "wasm")]
+    processor: Option<&'a crate::tier::Shared<'a>>,
+    #[cfg(feature = "wasm")]
+    processed: core::cell::OnceCell<crate::tier::Processed>,
+    #[cfg(not(feature = "wasm"))]
+    _processor: core::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> Queued<'a> {
+    /// A sample that goes out as it was taken.
+    pub fn raw(sample: Sample) -> Queued<'a> {
+        Queued {
+            sample,
+            #[cfg(feature = "wasm")]
+            processor: None,
+            #[cfg(feature = "wasm")]
+            processed: core::cell::OnceCell::new(),
+            #[cfg(not(feature = "wasm"))]
+            _processor: core::marker::PhantomData,
+        }
+    }
+
+    /// A sample that goes out as `processor`'s module (if one runs when it is first sent)
+    /// leaves it.
+    #[cfg(feature = "wasm")]
+    pub fn processed_by(sample: Sample, processor: &'a crate::tier::Shared<'a>) -> Queued<'a> {
+        Queued { processor: Some(processor), ..Queued::raw(sample) }
+    }
+}
 
 /// One measurement, taken once a second.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -71,8 +106,9 @@ pub struct Sample {
     pub free_heap_bytes: u32,
 }
 
-impl Payload for Sample {
-    fn data(&self, _seq: u32) -> (Time, Readings<'_>) {
+impl Sample {
+    /// The sample's event time and readings as taken.
+    pub fn readings(&self) -> (Time, Readings<'static>) {
         let mut readings = Readings::new();
         let pushed = readings.push(Reading::Temperature(self.temperature_c)).is_ok()
             && readings
@@ -80,6 +116,18 @@ impl Payload for Sample {
                 .is_ok();
         assert!(pushed, "two readings fit a frame's {READINGS_MAX}");
         (Time::TickMs(self.tick_ms), readings)
+    }
+}
+
+impl Payload for Queued<'_> {
+    #[cfg_attr(not(feature = "wasm"), allow(unused_variables))]
+    fn data(&self, seq: u32) -> (Time, Readings<'_>) {
+        let (time, raw) = self.sample.readings();
+        #[cfg(feature = "wasm")]
+        if let Some(processor) = self.processor {
+            return (time, crate::tier::to_send(processor, &self.processed, seq, time, raw));
+        }
+        (time, raw)
     }
 }
 
@@ -95,12 +143,12 @@ mod tests {
 
     const KEY: Key = [0x5a; KEY_BYTES];
 
-    fn link() -> Link<'static> {
+    fn link<'a>() -> Link<'a> {
         Link::new(Identity { device: "dev-1", key: KEY, firmware: "test", module: 0 }, CONFIG)
     }
 
-    fn sample(i: u64) -> Sample {
-        Sample { tick_ms: 1_000 * i, temperature_c: 20.5 + i as f32, free_heap_bytes: 50_000 }
+    fn sample(i: u64) -> Queued<'static> {
+        Queued::raw(Sample { tick_ms: 1_000 * i, temperature_c: 20.5 + i as f32, free_heap_bytes: 50_000 })
     }
 
     fn ack(n: u32) -> StdVec<u8> {

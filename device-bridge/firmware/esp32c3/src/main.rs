@@ -8,9 +8,18 @@
 //! retransmission, what a nack means) live in `silt-link`, set up by the library's `link`
 //! module, and are tested on the host; this file is glue and deliberately holds no protocol
 //! decisions.
+//!
+//! With feature `wasm` (built by scripts/firmware-esp32c3.sh beside the plain firmware) it
+//! also runs the device tier: a processor module delivered over the link (`silt device
+//! deploy`) runs on the temperature readings before they are sent (`Device`, and the library's
+//! `tier` module for this chip's limits; `atomics` supplies the read-modify-write the
+//! interpreter needs on a chip without atomic instructions).
 
 #![no_std]
 #![no_main]
+
+#[cfg(feature = "wasm")]
+mod atomics;
 
 use core::future::Future;
 use core::net::Ipv4Addr;
@@ -32,8 +41,12 @@ use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{AuthenticationMethodConfig, Config as WifiConfig, ControllerConfig, Interface};
 use log::{error, info, warn};
 use silt_frame::Deframer;
-use silt_fw_esp32c3::link::{self, Identity, Link, Sample, TRANSMIT_BYTES_MAX, Verdict};
+use silt_fw_esp32c3::link::{self, Identity, Link, Queued, Sample, TRANSMIT_BYTES_MAX, Verdict};
 use silt_fw_esp32c3::settings;
+#[cfg(feature = "wasm")]
+use silt_fw_esp32c3::tier;
+#[cfg(feature = "wasm")]
+use silt_link::Receiver;
 use static_cell::StaticCell;
 
 esp_bootloader_esp_idf::esp_app_desc!();
@@ -86,6 +99,9 @@ async fn main(spawner: Spawner) -> ! {
     // the second-stage bootloader used, reclaimed, plus a regular region.
     esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: 64 * 1024);
     esp_alloc::heap_allocator!(size: 36 * 1024);
+    // The device tier's region: the module, its compiled code and its linear memory.
+    #[cfg(feature = "wasm")]
+    esp_alloc::heap_allocator!(size: tier::HEAP_BYTES);
 
     // The scheduler must run before the radio starts; it also drives embassy-time.
     let timg0 = TimerGroup::new(peripherals.TIMG0);
@@ -111,6 +127,12 @@ async fn main(spawner: Spawner) -> ! {
              with the key `silt device add {}` printed.",
             settings::DEVICE
         );
+    }
+
+    #[cfg(feature = "wasm")]
+    match settings::TRUSTED {
+        [] => warn!("SILT_MODULE_TRUST was not set at build time: modules are taken unsigned"),
+        _ => info!("modules must be signed with {}", settings::MODULE_TRUST.value),
     }
 
     let sensor = match TemperatureSensor::new(peripherals.TSENS, tsens::Config::default()) {
@@ -143,7 +165,116 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(wifi_task(controller).expect("wifi_task is spawned once"));
     spawner.spawn(sample_task(sensor).expect("sample_task is spawned once"));
 
-    run_link(stack).await
+    run_link(stack, Device::new()).await
+}
+
+/// Core clock cycles since boot, for the processor's statistics: microseconds at the 160 MHz
+/// the CPU runs at (`CpuClock::max()`).
+#[cfg(feature = "wasm")]
+fn now_cycles() -> u64 {
+    Instant::now().duration_since_epoch().as_micros() * 160
+}
+
+/// The device tier, when built in: the processor the samples go through, and the receiver of
+/// module packages with the slot they are written to. Without feature `wasm`, samples go out as
+/// taken and module chunks are not taken (the bridge stops sending them once the device's
+/// hello says it runs no module and no module state comes).
+struct Device {
+    #[cfg(feature = "wasm")]
+    processor: &'static tier::Shared<'static>,
+    #[cfg(feature = "wasm")]
+    receiver: Receiver,
+    #[cfg(feature = "wasm")]
+    slot: &'static mut [u8],
+}
+
+impl Device {
+    fn new() -> Device {
+        #[cfg(feature = "wasm")]
+        {
+            static PROCESSOR: StaticCell<tier::Shared<'static>> = StaticCell::new();
+            static SLOT: StaticCell<[u8; tier::SLOT_BYTES]> = StaticCell::new();
+            let processor = tier::Processor::new(now_cycles, settings::DEVICE, tier::limits());
+            Device {
+                processor: PROCESSOR.init(core::cell::RefCell::new(processor)),
+                receiver: Receiver::new(0),
+                slot: SLOT.init([0; tier::SLOT_BYTES]),
+            }
+        }
+        #[cfg(not(feature = "wasm"))]
+        Device {}
+    }
+
+    /// What `sample` becomes in the backlog.
+    fn queued(&self, sample: Sample) -> Queued<'static> {
+        #[cfg(feature = "wasm")]
+        return Queued::processed_by(sample, self.processor);
+        #[cfg(not(feature = "wasm"))]
+        Queued::raw(sample)
+    }
+
+    /// Received bytes into the link (and module chunks into the slot).
+    fn handle_stream(&mut self, link: &mut Link<'_>, deframer: &mut Deframer, bytes: &[u8]) -> Verdict {
+        #[cfg(feature = "wasm")]
+        return link.handle_stream_delivering(deframer, bytes, now_ms(), &mut self.receiver, self.slot);
+        #[cfg(not(feature = "wasm"))]
+        link.handle_stream(deframer, bytes, now_ms())
+    }
+
+    /// Installs a whole package that arrived, and takes note of a module that stopped; the next
+    /// hello names what runs.
+    #[cfg_attr(not(feature = "wasm"), allow(unused_variables))]
+    fn handle_module(&mut self, link: &mut Link<'_>) {
+        #[cfg(feature = "wasm")]
+        {
+            if let Some((version, len)) = self.receiver.pending() {
+                let mut processor = self.processor.borrow_mut();
+                match processor.install(&self.slot[..len], version, settings::TRUSTED) {
+                    Ok(installed) => {
+                        info!(
+                            "switched to module v{version} ({} bytes) on {} readings; heap {} bytes free",
+                            installed.module_bytes,
+                            installed.input.name(),
+                            esp_alloc::HEAP.free()
+                        );
+                        self.receiver.switched(version);
+                    }
+                    Err(why) => {
+                        warn!("{why}");
+                        self.receiver.refused(format_args!("{why}"));
+                    }
+                }
+                link.set_module(self.receiver.running());
+            }
+            if let Some(why) = self.processor.borrow_mut().take_stop() {
+                warn!("processor stopped: {why}; sending raw readings");
+                self.receiver.stopped(format_args!("{why}"));
+                link.set_module(0);
+            }
+        }
+    }
+
+    /// When the module state is next due again (ms since boot), if it waits on a deadline.
+    fn poll_timeout(&self) -> Option<u64> {
+        #[cfg(feature = "wasm")]
+        return self.receiver.poll_timeout();
+        #[cfg(not(feature = "wasm"))]
+        None
+    }
+
+    /// The module state frame, when one is due: after a hello's ack, after a kept chunk, and
+    /// again with backoff until the bridge answers it.
+    #[cfg_attr(not(feature = "wasm"), allow(unused_variables))]
+    fn poll_module_state(&mut self, link: &Link<'_>, out: &mut [u8]) -> Option<usize> {
+        #[cfg(feature = "wasm")]
+        {
+            self.receiver.handle_timeout(now_ms());
+            if link.is_streaming() && self.receiver.take_state_due() {
+                return Some(link.encode_module_state(&self.receiver, out));
+            }
+        }
+        None
+    }
 }
 
 /// esp-backtrace calls this once it has printed a panic's backtrace (feature `custom-halt`).
@@ -226,10 +357,10 @@ async fn sample_task(sensor: TemperatureSensor<'static>) -> ! {
 
 /// Queues samples into the link while `fut` runs (waiting for WiFi, connecting, backing off),
 /// so that sampling never stops.
-async fn while_sampling<F: Future>(link: &mut Link<'_>, fut: F) -> F::Output {
+async fn while_sampling<F: Future>(link: &mut Link<'static>, device: &Device, fut: F) -> F::Output {
     let take_samples = async {
         loop {
-            push_sample(link, SAMPLES.receive().await);
+            push_sample(link, device.queued(SAMPLES.receive().await));
         }
     };
     match select(fut, take_samples).await {
@@ -238,7 +369,7 @@ async fn while_sampling<F: Future>(link: &mut Link<'_>, fut: F) -> F::Output {
     }
 }
 
-fn push_sample(link: &mut Link<'_>, sample: Sample) {
+fn push_sample(link: &mut Link<'static>, sample: Queued<'static>) {
     if !link.push(sample) {
         let dropped = link.dropped();
         // Once a minute while it lasts: the backlog holds five minutes of samples.
@@ -257,7 +388,7 @@ enum Ended {
 }
 
 /// Connects to the bridge and runs the link over the connection, forever.
-async fn run_link(stack: Stack<'static>) -> ! {
+async fn run_link(stack: Stack<'static>, mut device: Device) -> ! {
     let identity = Identity { device: settings::DEVICE, key: settings::KEY, firmware: FIRMWARE, module: 0 };
     let mut link = Link::new(identity, link::CONFIG);
     let endpoint = (Ipv4Addr::from(settings::BRIDGE.ip), settings::BRIDGE.port);
@@ -267,7 +398,7 @@ async fn run_link(stack: Stack<'static>) -> ! {
     loop {
         if !stack.is_config_up() {
             info!("waiting for WiFi and an IP address");
-            while_sampling(&mut link, stack.wait_config_up()).await;
+            while_sampling(&mut link, &device, stack.wait_config_up()).await;
             if let Some(config) = stack.config_v4() {
                 info!("IP address {}", config.address);
             }
@@ -280,10 +411,10 @@ async fn run_link(stack: Stack<'static>) -> ! {
         socket.set_nagle_enabled(false);
         info!("connecting to the bridge at {}", settings::BRIDGE_ADDR.value);
         let connect = with_timeout(Duration::from_millis(TCP_CONNECT_TIMEOUT_MS), socket.connect(endpoint));
-        let ended = match while_sampling(&mut link, connect).await {
+        let ended = match while_sampling(&mut link, &device, connect).await {
             Ok(Ok(())) => {
                 info!("connected; {} sample(s) waiting", link.len());
-                let ended = run_connection(&mut socket, &mut link).await;
+                let ended = run_connection(&mut socket, &mut link, &mut device).await;
                 if link.is_streaming() {
                     backoff_ms = RECONNECT_BACKOFF_MIN_MS;
                 }
@@ -295,7 +426,8 @@ async fn run_link(stack: Stack<'static>) -> ! {
         };
         socket.abort();
         // Let the RST go out before the socket is dropped; bounded, the peer may be gone.
-        let _ = while_sampling(&mut link, with_timeout(Duration::from_secs(1), socket.flush())).await;
+        let _ =
+            while_sampling(&mut link, &device, with_timeout(Duration::from_secs(1), socket.flush())).await;
         drop(socket);
 
         let wait_ms = match ended {
@@ -307,7 +439,7 @@ async fn run_link(stack: Stack<'static>) -> ! {
             }
             Ended::Refused => REFUSED_BACKOFF_MS,
         };
-        while_sampling(&mut link, Timer::after_millis(wait_ms)).await;
+        while_sampling(&mut link, &device, Timer::after_millis(wait_ms)).await;
     }
 }
 
@@ -321,7 +453,7 @@ fn connect_error(e: embassy_net::tcp::ConnectError) -> &'static str {
 }
 
 /// Moves bytes between the link and the socket until the connection ends.
-async fn run_connection(socket: &mut TcpSocket<'_>, link: &mut Link<'_>) -> Ended {
+async fn run_connection(socket: &mut TcpSocket<'_>, link: &mut Link<'static>, device: &mut Device) -> Ended {
     let mut deframer = Deframer::new();
     let mut out = [0u8; TRANSMIT_BYTES_MAX];
     let mut rx = [0u8; 256];
@@ -344,18 +476,28 @@ async fn run_connection(socket: &mut TcpSocket<'_>, link: &mut Link<'_>) -> Ende
                 return Ended::Lost(why);
             }
         }
+        device.handle_module(link);
+        if let Some(n) = device.poll_module_state(link, &mut out) {
+            if let Err(why) = write_all(socket, &out[..n]).await {
+                return Ended::Lost(why);
+            }
+        }
 
-        let wait_ms = link.poll_timeout().map_or(IDLE_WAIT_MS, |t| t.saturating_sub(now_ms()));
+        let deadline = match (link.poll_timeout(), device.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait_ms = deadline.map_or(IDLE_WAIT_MS, |t| t.saturating_sub(now_ms()));
         match select3(socket.read(&mut rx), SAMPLES.receive(), Timer::after_millis(wait_ms)).await {
             Either3::First(Ok(0)) => return Ended::Lost("the bridge closed the connection"),
             Either3::First(Err(_)) => return Ended::Lost("connection reset"),
             Either3::First(Ok(n)) => {
-                let verdict = link.handle_stream(&mut deframer, &rx[..n], now_ms());
+                let verdict = device.handle_stream(link, &mut deframer, &rx[..n]);
                 if let Some(ended) = act(link, verdict) {
                     return ended;
                 }
             }
-            Either3::Second(sample) => push_sample(link, sample),
+            Either3::Second(sample) => push_sample(link, device.queued(sample)),
             Either3::Third(()) => {}
         }
     }

@@ -1,4 +1,5 @@
-//! Build-time settings: WiFi credentials, the bridge's address, the device's id and key.
+//! Build-time settings: WiFi credentials, the bridge's address, the device's id and key, and
+//! the key its processor modules must be signed with.
 //!
 //! Each comes from an environment variable read when the firmware is compiled, and has a default
 //! so that a build without them still succeeds (CI builds that way). The firmware logs at boot
@@ -42,7 +43,13 @@ pub const DEVICE_KEY: Setting = setting(
     "0000000000000000000000000000000000000000000000000000000000000000",
 );
 
-/// Every setting, for the boot log.
+/// With the device tier (feature `wasm`): the Ed25519 public key (64 hex digits, as `silt
+/// processor keygen` prints it) a module delivered over the link must be signed with; empty takes
+/// any module whose SHA-256 matches its package's manifest. Set it when the broker requires
+/// signed modules (`docs/device-frames.md`, "Module delivery").
+pub const MODULE_TRUST: Setting = setting("SILT_MODULE_TRUST", option_env!("SILT_MODULE_TRUST"), "");
+
+/// Every setting but the device tier's, for the boot log.
 pub const ALL: [Setting; 5] = [WIFI_SSID, WIFI_PASSWORD, BRIDGE_ADDR, DEVICE_ID, DEVICE_KEY];
 
 /// Longest SSID the 802.11 standard allows, in bytes.
@@ -61,6 +68,18 @@ pub const BRIDGE: Endpoint = match parse_endpoint(BRIDGE_ADDR.value) {
 pub const KEY: Key = match parse_key(DEVICE_KEY.value) {
     Some(key) => key,
     None => panic!("SILT_DEVICE_KEY must be 64 hex digits, as `silt device add` prints them"),
+};
+
+/// The key modules must be signed with (none: unsigned modules are taken), checked at compile
+/// time.
+pub const TRUSTED: &[Key] = match MODULE_TRUST.value.is_empty() {
+    true => &[],
+    false => match parse_key(MODULE_TRUST.value) {
+        Some(key) => &[key],
+        None => {
+            panic!("SILT_MODULE_TRUST must be empty or 64 hex digits, a module signing key's public half")
+        }
+    },
 };
 
 /// The device id, checked at compile time.

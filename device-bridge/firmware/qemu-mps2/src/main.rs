@@ -14,7 +14,8 @@
 //! module, checked whole, started, and only then run.
 //!
 //! Code map: the protocol is `silt-link`'s (sans-IO, shared with the ESP32-C3 firmware and the
-//! simulator), `sensor` makes up the readings, `processor` runs a module on them, `uart` is the
+//! simulator), `sensor` makes up the readings, `processor` (`silt_device_runtime::readings`,
+//! shared with the ESP32-C3 firmware) runs a module on them, `uart` is the
 //! CMSDK UART driver, and this file the glue: heap, clock, interrupts, main loop, exit.
 #![no_std]
 #![no_main]
@@ -22,8 +23,6 @@
 #[cfg(feature = "wasm")]
 extern crate alloc;
 
-#[cfg(feature = "wasm")]
-mod processor;
 mod provision;
 mod sensor;
 mod uart;
@@ -41,6 +40,8 @@ use silt_link::Receiver;
 use silt_link::{Backlog, Config, Identity, Verdict, TRANSMIT_BYTES_MAX};
 
 use sensor::Queued;
+#[cfg(feature = "wasm")]
+use silt_device_runtime::readings as processor;
 
 /// Name and version sent in the hello, for the bridge's logs.
 const FIRMWARE: &str = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
@@ -142,7 +143,11 @@ fn main() -> ! {
         unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEMORY) as usize, HEAP_BYTES) }
     }
     #[cfg(feature = "wasm")]
-    let processor = core::cell::RefCell::new(processor::Processor::new(now_cycles, config.device));
+    let processor = core::cell::RefCell::new(processor::Processor::new(
+        now_cycles,
+        config.device,
+        silt_device_runtime::Limits::default(),
+    ));
     #[cfg(feature = "wasm")]
     if let Err(e) = start_processor(&config, &mut processor.borrow_mut()) {
         heprintln!("silt-fw: {}", e);
@@ -417,10 +422,9 @@ fn heap_used() -> usize {
     HEAP_BYTES - HEAP.free()
 }
 
-/// Opens the whole package of `version` in the slot, checks it (its hash, and its signature by
-/// one of the `trusted` keys when there are any), starts its module and switches to it; a
-/// package that fails any of these leaves the running module as it is, and the receiver
-/// reports why.
+/// Installs the whole package of `version` in the slot (`processor::Processor::install`: its
+/// hash, its signature by one of the `trusted` keys when there are any, and a start) and
+/// switches to it, or leaves the running module as it is; the receiver reports which.
 #[cfg(feature = "wasm")]
 fn install(
     p: &mut processor::Processor<'_>,
@@ -430,43 +434,22 @@ fn install(
     trusted: &[[u8; 32]],
     took_ms: u64,
 ) {
-    let (manifest, module) = match silt_frame::open_package(package) {
-        Ok(opened) => opened,
-        Err(e) => {
-            let why = match e {
-                silt_frame::PackageError::Malformed => "is malformed",
-                silt_frame::PackageError::Hash => "holds a module whose SHA-256 is not its manifest's",
-            };
-            heprintln!("silt-fw: module package v{} {}", version, why);
-            return receiver.refused(format_args!("module package v{version} {why}"));
-        }
-    };
-    if manifest.version != version {
-        heprintln!("silt-fw: module package v{} names v{}", version, manifest.version);
-        return receiver.refused(format_args!("module package v{version} names v{}", manifest.version));
-    }
-    if !trusted.is_empty() {
-        if let Err(e) = silt_wire::signature::verify(module, trusted) {
-            heprintln!("silt-fw: module v{} refused: {}", version, e);
-            return receiver.refused(format_args!("module v{version} refused: {e}"));
-        }
-    }
-    match p.start(version, manifest.input, module, &manifest.params) {
-        Ok(()) => {
+    match p.install(package, version, trusted) {
+        Ok(installed) => {
             hprintln!(
                 "silt-fw: switched to module v{} ({} bytes, package of {} in {} ms) on {} readings, heap {} bytes used",
                 version,
-                module.len(),
+                installed.module_bytes,
                 package.len(),
                 took_ms,
-                manifest.input.name(),
+                installed.input.name(),
                 heap_used()
             );
             receiver.switched(version);
         }
-        Err(e) => {
-            heprintln!("silt-fw: module v{} did not start: {}", version, e);
-            receiver.refused(format_args!("module v{version} did not start: {e}"));
+        Err(why) => {
+            heprintln!("silt-fw: {}", why);
+            receiver.refused(format_args!("{why}"));
         }
     }
 }

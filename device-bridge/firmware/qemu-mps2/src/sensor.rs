@@ -92,15 +92,7 @@ impl Payload for Queued<'_> {
         let raw = readings(seq, self.only);
         #[cfg(feature = "wasm")]
         if let Some(processor) = self.processor {
-            use crate::processor::{with_outputs, Processed};
-            let processed = self.processed.get_or_init(|| processor.borrow_mut().process(seq, time, &raw));
-            if let Processed::Outputs { kind, outputs } = processed {
-                let mut sent = Readings::new();
-                // The processor checked that they fit a frame before keeping them.
-                if with_outputs(&mut sent, &raw, *kind, outputs).is_ok() {
-                    return (time, sent);
-                }
-            }
+            return (time, crate::processor::to_send(processor, &self.processed, seq, time, raw));
         }
         (time, raw)
     }

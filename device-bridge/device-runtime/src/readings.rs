@@ -1,5 +1,6 @@
-//! The device tier: a processor module (`docs/processor-abi.md`) run on one kind of reading
-//! before it is sent, on `silt-device-runtime` (the wasmi interpreter, `no_std`).
+//! A processor module run on a device's readings before they are sent (feature `readings`):
+//! the part of the device tier every firmware shares (the QEMU firmware and the ESP32-C3's),
+//! chip-independent and tested on the host.
 //!
 //! Each sample's reading of the module's kind becomes the record the bridge would have made of
 //! it (`silt_frame::record_value`, key and `silt-device` header the device id, time the frame's
@@ -11,19 +12,20 @@
 //! A sample is processed once, when its frame is first sent (so with its sequence), and its
 //! output kept for retransmissions.
 //!
-//! The module comes from the command line (`module=`) or over the frame link (module delivery,
-//! `docs/device-frames.md`): [`Processor::start`] replaces the running module only once the new
-//! one has started, from fresh state; samples already processed keep what the old one made.
+//! The module comes with the firmware or over the frame link (module delivery,
+//! `docs/device-frames.md`): [`Processor::install`] checks a whole package and
+//! [`Processor::start`] replaces the running module only once the new one has started, from
+//! fresh state; samples already processed keep what the old one made.
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{OnceCell, RefCell};
 use core::fmt::Write as _;
 
-use silt_device_runtime::{Instance, Limits, Module};
+use crate::{Error, Instance, Limits, Module};
 use silt_frame::{
-    encode, record_value, Body, Data, Frame, Reading, ReadingKind, Readings, RecordValue, Time,
-    FRAME_BYTES_MAX, ZERO_KEY,
+    encode, open_package, record_value, Body, Data, Frame, PackageError, Reading, ReadingKind, Readings,
+    RecordValue, Time, FRAME_BYTES_MAX, ZERO_KEY,
 };
 use silt_wire::batch::{self, record::RecordIter, BatchBuilder};
 
@@ -49,15 +51,24 @@ pub struct Record {
     pub unchanged: bool,
 }
 
+/// What [`Processor::install`] switched to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// Bytes of the module (the package less its manifest).
+    pub module_bytes: usize,
+    /// The kind of reading it runs on.
+    pub input: ReadingKind,
+}
+
 /// Totals for the summary line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub records_in: u64,
     pub records_out: u64,
     pub fuel: u64,
-    /// Core clock cycles (SysTick) spent from a reading to its output records: building the
-    /// record and batch, the call, reading the output. Under QEMU with `-icount shift=0` the
-    /// clock follows executed instructions (one 25 MHz cycle per 40 instructions).
+    /// Core clock cycles spent from a reading to its output records: building the record and
+    /// batch, the call, reading the output (the firmware's clock; on the QEMU firmware SysTick,
+    /// which under `-icount shift=0` follows executed instructions).
     pub cycles: u64,
 }
 
@@ -65,6 +76,8 @@ pub struct Stats {
 pub struct Processor<'a> {
     /// Core clock cycles since boot.
     clock: fn() -> u64,
+    /// What a module may take of the device; the same for every module it runs.
+    limits: Limits,
     device: &'a str,
     kind: ReadingKind,
     instance: Option<Instance>,
@@ -77,10 +90,12 @@ pub struct Processor<'a> {
 }
 
 impl<'a> Processor<'a> {
-    /// A processor with no module: samples go out raw.
-    pub fn new(clock: fn() -> u64, device: &'a str) -> Processor<'a> {
+    /// A processor with no module: samples go out raw. `clock` counts the core's cycles (for
+    /// [`Stats::cycles`]); modules run under `limits`.
+    pub fn new(clock: fn() -> u64, device: &'a str, limits: Limits) -> Processor<'a> {
         Processor {
             clock,
+            limits,
             device,
             kind: ReadingKind::Temperature,
             instance: None,
@@ -91,22 +106,51 @@ impl<'a> Processor<'a> {
         }
     }
 
-    /// Loads `wasm` and starts it with `params` under the device's default limits, on readings
-    /// of `kind`, as module `version`; it replaces the running module only once it started.
+    /// Loads `wasm` and starts it with `params` under the processor's limits, on readings of
+    /// `kind`, as module `version`; it replaces the running module only once it started.
     pub fn start(
         &mut self,
         version: u32,
         kind: ReadingKind,
         wasm: &[u8],
         params: &[(&str, &str)],
-    ) -> Result<(), silt_device_runtime::Error> {
-        let instance = Module::new(wasm)?.instantiate(params, &Limits::default())?;
+    ) -> Result<(), Error> {
+        let instance = Module::new(wasm)?.instantiate(params, &self.limits)?;
         self.instance = Some(instance);
         self.kind = kind;
         self.version = version;
         self.stopped = None;
         self.stop_news = false;
         Ok(())
+    }
+
+    /// Opens the whole module package of `version` (`docs/device-frames.md`, "Module
+    /// delivery"), checks it (the module's SHA-256 against its manifest, the manifest's
+    /// version, and the module's signature by one of `trusted` when there are any), starts its
+    /// module and switches to it. A package that fails any of these leaves the running module
+    /// as it is; the error says why, in words for the device's module state.
+    pub fn install(
+        &mut self,
+        package: &[u8],
+        version: u32,
+        trusted: &[[u8; 32]],
+    ) -> Result<Installed, String> {
+        let (manifest, module) = open_package(package).map_err(|e| match e {
+            PackageError::Malformed => alloc::format!("module package v{version} is malformed"),
+            PackageError::Hash => {
+                alloc::format!("module package v{version} holds a module whose SHA-256 is not its manifest's")
+            }
+        })?;
+        if manifest.version != version {
+            return Err(alloc::format!("module package v{version} names v{}", manifest.version));
+        }
+        if !trusted.is_empty() {
+            silt_wire::signature::verify(module, trusted)
+                .map_err(|e| alloc::format!("module v{version} refused: {e}"))?;
+        }
+        self.start(version, manifest.input, module, &manifest.params)
+            .map_err(|e| alloc::format!("module v{version} did not start: {e}"))?;
+        Ok(Installed { module_bytes: module.len(), input: manifest.input })
     }
 
     pub fn kind(&self) -> ReadingKind {
@@ -237,10 +281,10 @@ pub fn with_outputs<'r>(
     readings: &Readings<'r>,
     kind: ReadingKind,
     outputs: &'r [Record],
-) -> Result<(), ()> {
+) -> Result<(), TooManyReadings> {
     for reading in readings {
         if reading.kind() != kind {
-            out.push(*reading).map_err(|_| ())?;
+            out.push(*reading).map_err(|_| TooManyReadings)?;
             continue;
         }
         for r in outputs {
@@ -248,10 +292,35 @@ pub fn with_outputs<'r>(
                 true => *reading,
                 false => Reading::Output { of: kind, time_ms: r.time_ms, value: &r.value, marked: r.marked },
             };
-            out.push(output).map_err(|_| ())?;
+            out.push(output).map_err(|_| TooManyReadings)?;
         }
     }
     Ok(())
+}
+
+/// More readings than a frame carries (`silt_frame::READINGS_MAX`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyReadings;
+
+/// What a sample sends as frame `seq` at `time`: its `raw` readings as `processor` leaves
+/// them. The sample is processed once, the first time it is asked for; what the module made is
+/// kept in `processed` and sent again at every retransmission. Raw when no module runs, it
+/// stopped, or its output does not fit.
+pub fn to_send<'r>(
+    processor: &Shared<'_>,
+    processed: &'r OnceCell<Processed>,
+    seq: u32,
+    time: Time,
+    raw: Readings<'r>,
+) -> Readings<'r> {
+    let processed = processed.get_or_init(|| processor.borrow_mut().process(seq, time, &raw));
+    if let Processed::Outputs { kind, outputs } = processed {
+        let mut sent = Readings::new();
+        if with_outputs(&mut sent, &raw, *kind, outputs).is_ok() {
+            return sent;
+        }
+    }
+    raw
 }
 
 /// The processor as the sample queue shares it: one per device, used from the main loop only.
