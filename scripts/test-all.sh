@@ -53,7 +53,7 @@ cargo clippy --workspace --all-targets --locked --features silt-device-runtime/r
 
 step "example processors for wasm32"
 # Into the directory the integration tests load modules from, so they find them built.
-EXAMPLES=(threshold-filter unit-convert ema-smooth anomaly-zscore window-aggregate)
+EXAMPLES=(threshold-filter unit-convert ema-smooth anomaly-zscore window-aggregate send-on-change)
 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/wasm-examples" cargo build --release --locked \
     --target wasm32-unknown-unknown "${EXAMPLES[@]/#/-p}"
 

@@ -3,7 +3,7 @@
 //! wasmtime (`silt-runtime`), batch by batch, also when the device moves its state into a
 //! fresh instance midway (docs/design.md, decision 12).
 //!
-//! The five Rust examples are built for wasm32-unknown-unknown by a nested `cargo build
+//! The six Rust examples are built for wasm32-unknown-unknown by a nested `cargo build
 //! --release` into `wasm-examples` beside this test's target directory, as
 //! `sdk/processor/tests/wasm_modules.rs` builds them (the same directory, so one build serves
 //! both), and once more linked with a 16 KiB shadow stack instead of Rust's 1 MiB, into
@@ -153,13 +153,14 @@ fn assert_identical(
 /// buffers, 5 million fuel); the two builds give the same bytes too, and the runs produce
 /// output (anomaly-zscore flags the spikes).
 /// Every example with parameters that make it work on `sensor_batches`.
-const CASES: [(&str, &[(&str, &str)]); 6] = [
+const CASES: [(&str, &[(&str, &str)]); 7] = [
     ("threshold-filter", &[("min", "20"), ("max", "30")]),
     ("unit-convert", &[("from", "c"), ("to", "f"), ("decimals", "3")]),
     ("unit-convert", &[("from", "kpa"), ("to", "psi"), ("decimals", "15")]),
     ("ema-smooth", &[("alpha", "0.2")]),
     ("anomaly-zscore", &[("field", "temp"), ("window", "2s"), ("warmup", "1s"), ("cooldown", "200ms")]),
     ("window-aggregate", &[("window_ms", "1000"), ("lateness_ms", "200")]),
+    ("send-on-change", &[("field", "temp"), ("delta", "0.5"), ("max_silence_ms", "2000")]),
 ];
 
 #[test]

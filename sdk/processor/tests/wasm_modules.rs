@@ -1,4 +1,4 @@
-//! The built modules, checked from outside as the host sees them: the five example crates
+//! The built modules, checked from outside as the host sees them: the six example crates
 //! compiled for wasm32-unknown-unknown and the hand-written `wat-threshold` module.
 //!
 //! Each module must validate with only the proposals `docs/processor-abi.md` lists (for the
@@ -251,13 +251,14 @@ fn kept_bytes(batch: &[u8], keep: &[usize]) -> Vec<u8> {
 
 /// Every example builds for wasm32, validates with the ABI's proposals (and the one encoding
 /// detail `rust_features` explains), imports nothing
-/// and exports exactly the ABI (with snapshot/restore for the stateful three). Prints sizes.
+/// and exports exactly the ABI (with snapshot/restore for the stateful four). Prints sizes.
 #[test]
 fn examples_are_abi_modules() {
     for example in EXAMPLES {
         let wasm = example_wasm(example);
         let stateful = check_module(example, &wasm, rust_features());
-        let want_stateful = matches!(example, "ema-smooth" | "anomaly-zscore" | "window-aggregate");
+        let want_stateful =
+            matches!(example, "ema-smooth" | "anomaly-zscore" | "window-aggregate" | "send-on-change");
         assert_eq!(stateful, want_stateful, "{example}");
         println!("{example}: {} bytes", wasm.len());
     }
@@ -309,8 +310,9 @@ fn unit_convert_runs() {
 /// to a fresh instance between batches via silt_snapshot/silt_restore.
 #[test]
 fn stateful_examples_survive_restarts() {
-    let cases: [(&str, &[(&str, &str)]); 3] = [
+    let cases: [(&str, &[(&str, &str)]); 4] = [
         ("ema-smooth", &[("alpha", "0.2")]),
+        ("send-on-change", &[("field", "temp"), ("delta", "0.5"), ("max_silence_ms", "2000")]),
         ("anomaly-zscore", &[("field", "temp"), ("window", "2s"), ("warmup", "1s"), ("cooldown", "200ms")]),
         ("window-aggregate", &[("window_ms", "1000"), ("lateness_ms", "200")]),
     ];

@@ -5,17 +5,19 @@
 //! what a deploy costs (compiling each example).
 //!
 //! The wasm modules are built from the bench with a nested
-//! `cargo build --release --target wasm32-unknown-unknown` into `target/wasm-bench`, so the
-//! cargo running the bench is not waited on.
+//! `cargo build --release --target wasm32-unknown-unknown` into `wasm-bench` beside the
+//! target directory, so the cargo running the bench is not waited on.
 //!
 //! Run: `cargo bench -p silt-runtime --bench examples`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+// The examples' list and build, shared with the device tier's, the broker's and the SDK's tests.
+#[path = "../../../device-bridge/device-runtime/tests/common/examples.rs"]
+mod examples;
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::sensor_batch;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -24,9 +26,6 @@ use silt_runtime::{Limits, Runtime, RuntimeConfig};
 use silt_wire::batch::{self, BatchBuilder, Compression};
 
 const RECORDS: u64 = 1000;
-/// The Rust examples, as cargo packages.
-const EXAMPLES: [&str; 5] =
-    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
 /// The filter keeps readings above 20 degrees: about half of `sensor_batch`'s [10, 30).
 const FILTER_PARAMS: [(&str, &str); 1] = [("min", "20")];
 const EMA_PARAMS: [(&str, &str); 1] = [("field", "temp")];
@@ -34,22 +33,7 @@ const EMA_PARAMS: [(&str, &str); 1] = [("field", "temp")];
 /// Builds the examples for wasm32 (release, as deployed) and returns the directory holding
 /// the `.wasm` files.
 fn build_examples() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = root.join("target").join("wasm-bench");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(&root).env("CARGO_TARGET_DIR", &target).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--target",
-        "wasm32-unknown-unknown",
-    ]);
-    for p in EXAMPLES {
-        cmd.args(["-p", p]);
-    }
-    let status = cmd.status().expect("running cargo to build the examples for wasm32");
-    assert!(status.success(), "building the examples for wasm32 failed (is the target installed?)");
-    target.join("wasm32-unknown-unknown").join("release")
+    examples::build_examples("wasm-bench", None)
 }
 
 fn wasm(dir: &Path, package: &str) -> Vec<u8> {
@@ -208,7 +192,7 @@ fn compile(c: &mut Criterion) {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let mut g = c.benchmark_group("compile");
     g.sample_size(10);
-    for p in EXAMPLES {
+    for p in examples::EXAMPLES {
         let bytes = wasm(&dir, p);
         eprintln!("compile: {p}.wasm is {} bytes", bytes.len());
         g.bench_with_input(BenchmarkId::from_parameter(p), &bytes, |b, bytes| {

@@ -9,8 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-pub const EXAMPLES: [&str; 5] =
-    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
+pub const EXAMPLES: [&str; 6] = [
+    "threshold-filter",
+    "unit-convert",
+    "ema-smooth",
+    "anomaly-zscore",
+    "window-aggregate",
+    "send-on-change",
+];
 
 pub fn workspace_root() -> PathBuf {
     // Every crate that includes this file sits two levels below the root.

@@ -533,31 +533,16 @@ pub fn example_wasm(package: &str) -> Vec<u8> {
 }
 
 /// Builds the example processors to wasm32 once per test process (see [`example_wasm`]) and
-/// returns the directory holding the `.wasm` files.
+/// returns the directory holding the `.wasm` files: the same directory as silt-processor's
+/// module tests and scripts/test-all.sh, which builds it before the tests run, so this is
+/// usually a no-op.
 pub fn examples_dir() -> &'static Path {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        // The same directory as silt-processor's module tests and scripts/test-all.sh, which
-        // builds it before the tests run, so this is usually a no-op.
-        let outer = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-        let target = outer.join("wasm-examples");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--quiet", "--release", "--locked", "--target", "wasm32-unknown-unknown"]);
-        for p in EXAMPLES {
-            cmd.args(["-p", p]);
-        }
-        let status = cmd.status().expect("running cargo to build the example processors");
-        assert!(status.success(), "building the example processors for wasm32 failed (is the wasm32-unknown-unknown target installed?)");
-        target.join("wasm32-unknown-unknown").join("release")
-    })
+    examples::built_examples()
 }
 
-/// The example processor crates under `processors/examples/`.
-pub const EXAMPLES: [&str; 5] =
-    ["threshold-filter", "unit-convert", "ema-smooth", "anomaly-zscore", "window-aggregate"];
+// The example processors' list and build, shared with the device tier's and the SDK's tests.
+#[path = "../../../../device-bridge/device-runtime/tests/common/examples.rs"]
+mod examples;
 
 // Finding (or building) the server binary, shared with the `silt` client's demo tests
 // (tools/cli/tests/demo.rs includes the same file).
