@@ -77,6 +77,12 @@ step "power cuts in a virtual machine"
 # qemu-system-x86 and a Debian kernel package itself; about 2 minutes under emulation.
 POWERCUT_PROFILE=debug scripts/powercut.sh 3
 
+step "the fog tier end to end"
+# scripts/demo-edge.sh, short, on the debug binaries cargo test built: a QEMU device gets the
+# send-on-change edge filter over its link while it runs and sends fewer frames than a raw one,
+# every sample it sent arriving as measured and none it left out farther than delta.
+SILT_BIN_DIR="$CARGO_TARGET_DIR/debug" SAMPLES=300 PERIOD_MS=50 scripts/demo-edge.sh 1
+
 step "fuzz the decoders of untrusted bytes"
 # 20 s of libFuzzer on each decoder of untrusted bytes: device frames, the network frames,
 # control messages and record batches of the protocol, the control-plane records on disk and

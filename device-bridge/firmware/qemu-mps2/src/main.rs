@@ -192,6 +192,10 @@ fn main() -> ! {
     let mut queued = 0;
     let mut reported = None;
     let mut bytes_sent = 0u64;
+    // Of which module state frames (module delivery's answers), so that a summary can tell the
+    // readings' traffic from a deploy's.
+    #[cfg_attr(not(feature = "wasm"), allow(unused_mut))]
+    let mut state_bytes_sent = 0u64;
     let mut last_queued_ms = 0;
     // Samples numbered apart from frames (`only=` with the device tier): a sample the module
     // leaves nothing of is not sent at all.
@@ -267,11 +271,12 @@ fn main() -> ! {
                 );
             }
             hprintln!(
-                "silt-fw: done {} frames, {} retransmits, {} sent, {} bytes, {} hellos, {} nacks, {} dropped, {} ms",
+                "silt-fw: done {} frames, {} retransmits, {} sent, {} bytes ({} in module states), {} hellos, {} nacks, {} dropped, {} ms",
                 s.acked,
                 s.retransmits,
                 s.data_sent,
                 bytes_sent,
+                state_bytes_sent,
                 s.hellos,
                 s.nacks_total(),
                 s.bad_replies + u64::from(uart.dropped()),
@@ -335,6 +340,7 @@ fn main() -> ! {
                 let n = link.encode_module_state(&receiver, &mut tx);
                 uart.write_all(&tx[..n]);
                 bytes_sent += n as u64;
+                state_bytes_sent += n as u64;
             }
         }
         if received == 0 {
