@@ -208,24 +208,8 @@ async fn a_module_that_traps_on_the_device_is_stopped_and_readings_go_raw() {
 #[ignore]
 async fn cost_per_record_on_the_device() {
     let Some(elf) = qemu_firmware() else { return };
-    let examples: [(&str, &[(&str, &str)]); 5] = [
-        ("threshold-filter", &[("field", "value"), ("min", "22")]),
-        ("unit-convert", &[("field", "value"), ("from", "c"), ("to", "f"), ("decimals", "3")]),
-        ("ema-smooth", &[("field", "value"), ("alpha", "0.25")]),
-        (
-            "anomaly-zscore",
-            &[
-                ("field", "value"),
-                ("window", "30s"),
-                ("warmup", "10s"),
-                ("max_readings", "64"),
-                ("keys_max", "4"),
-            ],
-        ),
-        ("window-aggregate", &[("field", "value"), ("window_ms", "10000")]),
-    ];
     eprintln!("| module | instructions per record (QEMU icount) | fuel per record |");
-    for (name, params) in examples {
+    for (name, params) in examples::COST_CASES {
         let (broker, out) = run_with(&elf, &module_words(name, params), &[], &["-icount", "shift=0"]).await;
         let summary =
             out.lines().find_map(|l| l.strip_prefix("silt-fw: processor on temperature: ")).unwrap();
@@ -434,6 +418,52 @@ async fn a_module_in_the_bridge_gives_what_it_gives_in_the_broker_across_a_bridg
     assert!(status.success(), "{out}");
     let got = stored(&read_to_end(&broker.client, "sensors.temperature").await);
     assert_same("ema-smooth in the bridge", &got, &expected, &out);
+    broker.stop().await;
+}
+
+/// The broker tier across a broker crash: ema-smooth deployed in the broker runs on a device's
+/// raw readings while the broker is SIGKILLed mid-run and restarted on its data; its output is
+/// byte for byte what the same module makes on the device (the device tier, in a run of its
+/// own). The pipeline's output, checkpoint and state commit together, and the bridge re-sends
+/// what the dead broker did not acknowledge under the device's sequence numbers, so no reading
+/// is processed twice or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_in_the_broker_gives_what_it_gives_on_the_device_across_a_broker_crash() {
+    let Some(elf) = qemu_firmware() else { return };
+    let (name, params) = SMOOTH;
+    let (device_tier, _) = run(&elf, &module_words(name, params), &[]).await;
+    let on_device = stored(&read_to_end(&device_tier.client, "sensors.temperature").await);
+    device_tier.stop().await;
+
+    let mut broker = Broker::start_process().await;
+    broker.client.create_topic("sensors.temperature", 1, None, None).await.unwrap();
+    let deployment = Deployment {
+        name: name.to_string(),
+        input: "sensors.temperature".into(),
+        output: "tier.smoothed".into(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        from: None,
+        limits: ProcessorLimits::default(),
+    };
+    let wasm = examples::example_wasm(examples::built_examples(), name);
+    broker.client.deploy_processor(deployment, wasm).await.unwrap();
+    let key = broker.add_device("tier-1").await;
+    let words = format!("{CLOCK} period=50");
+    let device = QemuDevice::start(&broker, &elf, "tier-1", &key, &words, SAMPLES, &[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read_to_end(&broker.client, "tier.smoothed").await.len() < 15 {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", device.output(), device.bridge.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    broker.kill();
+    assert!(!device.output().contains("silt-fw: done"), "the device finished before the crash");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    broker.respawn().await;
+    let (status, out) = device.wait(std::time::Duration::from_secs(120)).await;
+    assert!(status.success(), "{out}");
+    read_records(&broker.client, "tier.smoothed", on_device.len()).await;
+    let in_broker = stored(&read_to_end(&broker.client, "tier.smoothed").await);
+    assert_same("ema-smooth in the broker across its crash", &on_device, &in_broker, &out);
     broker.stop().await;
 }
 

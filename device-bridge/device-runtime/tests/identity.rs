@@ -147,11 +147,6 @@ fn assert_identical(
     outputs
 }
 
-/// Every example gives the broker's bytes on the device: as built by default under the
-/// broker's limits (the same `silt_alloc` calls, so the same memory layout), and linked with a
-/// small stack under the device's default limits (a quarter MiB of memory, 4 KiB input
-/// buffers, 5 million fuel); the two builds give the same bytes too, and the runs produce
-/// output (anomaly-zscore flags the spikes).
 /// Every example with parameters that make it work on `sensor_batches`.
 const CASES: [(&str, &[(&str, &str)]); 7] = [
     ("threshold-filter", &[("min", "20"), ("max", "30")]),
@@ -163,6 +158,11 @@ const CASES: [(&str, &[(&str, &str)]); 7] = [
     ("send-on-change", &[("field", "temp"), ("delta", "0.5"), ("max_silence_ms", "2000")]),
 ];
 
+/// Every example gives the broker's bytes on the device: as built by default under the
+/// broker's limits (the same `silt_alloc` calls, so the same memory layout), and linked with a
+/// small stack under the device's default limits (a quarter MiB of memory, 4 KiB input
+/// buffers, 5 million fuel); the two builds give the same bytes too, and the runs produce
+/// output (anomaly-zscore flags the spikes).
 #[test]
 fn examples_give_the_brokers_bytes() {
     let batches = sensor_batches();

@@ -1,6 +1,7 @@
 //! What the bridge's integration tests share: a real broker in this process (QUIC on an
-//! ephemeral loopback port, sled in a temp dir), the real `silt-bridge` binary as a child
-//! process, and a test device speaking frames over TCP.
+//! ephemeral loopback port, sled in a temp dir) or as a `silt-broker` child process a test can
+//! SIGKILL, the real `silt-bridge` binary as a child process, and a test device speaking frames
+//! over TCP.
 //!
 //! Each test crate uses a different part of this module, so items unused by one are expected.
 #![allow(dead_code)]
@@ -29,10 +30,12 @@ pub fn free_tcp_port() -> u16 {
     s.local_addr().expect("local address").port()
 }
 
-/// The real broker, in this process.
+/// The real broker, in this process, or as a child process ([`Broker::start_process`]).
 pub struct Broker {
     pub dir: TempDir,
     running: Option<silt_broker::Running>,
+    /// The `silt-broker` process, when the broker runs as one.
+    child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub ca_cert: PathBuf,
@@ -62,10 +65,52 @@ impl Broker {
             ca_cert: running.ca_cert.clone(),
             token,
             running: Some(running),
+            child: None,
             data_dir: dir.path().join("data"),
             dir,
             client,
         }
+    }
+
+    /// The broker as a `silt-broker` child process (the binary `SILT_BROKER_BIN` names, else
+    /// one built here) on loopback ports, with its data in a temp dir; [`Broker::kill`] and
+    /// [`Broker::respawn`] crash and restart it on the same ports and data.
+    pub async fn start_process() -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let listen: SocketAddr = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
+            s.local_addr().unwrap()
+        };
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let child = spawn_broker(&data_dir, listen, admin);
+        let (token, client) = connect_when_ready(&data_dir, listen).await;
+        Broker {
+            listen,
+            admin,
+            ca_cert: data_dir.join("tls/cert.pem"),
+            token,
+            running: None,
+            child: Some(child),
+            data_dir,
+            dir,
+            client,
+        }
+    }
+
+    /// SIGKILLs the broker process ([`Broker::start_process`]) and waits for it to end.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("a broker process");
+        child.kill().expect("SIGKILL to the broker");
+        child.wait().expect("waiting for the killed broker");
+    }
+
+    /// Starts the broker process again, on the same ports and data, once killed.
+    pub async fn respawn(&mut self) {
+        assert!(self.child.is_none(), "the broker process still runs");
+        self.child = Some(spawn_broker(&self.data_dir, self.listen, self.admin));
+        let (_, client) = connect_when_ready(&self.data_dir, self.listen).await;
+        self.client = client;
     }
 
     /// Registers a device and returns its key.
@@ -114,6 +159,55 @@ impl Broker {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("broker shutdown");
         }
+        if self.child.is_some() {
+            self.kill();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `silt-broker` on `data_dir`, QUIC on `listen`, admin HTTP on `admin`; its log goes to
+/// `broker.log` beside the data dir.
+fn spawn_broker(data_dir: &std::path::Path, listen: SocketAddr, admin: SocketAddr) -> Child {
+    let log_path = data_dir.with_file_name("broker.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("broker log");
+    Command::new(server_bin::broker_bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting silt-broker")
+}
+
+/// The admin token of the broker starting on `data_dir`, and a client connected to it, once it
+/// accepts connections (within [`READY_TIMEOUT`]).
+async fn connect_when_ready(data_dir: &std::path::Path, listen: SocketAddr) -> (String, Client) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let token = std::fs::read_to_string(data_dir.join("admin.token")).ok();
+        let ca = data_dir.join("tls/cert.pem");
+        if let (Some(token), true) = (token, ca.exists()) {
+            let token = token.trim().to_string();
+            if let Ok(config) = ClientConfig::new(listen.to_string(), &ca) {
+                if let Ok(client) = Client::connect(config.with_token(&token)).await {
+                    return (token, client);
+                }
+            }
+        }
+        let log = std::fs::read_to_string(data_dir.with_file_name("broker.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the broker process did not start:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -476,6 +570,9 @@ pub fn count_readings(records: &[ConsumedRecord]) -> std::collections::HashMap<(
 // Processor ABI test modules: the broker tests' own.
 #[path = "../../../../server/broker/tests/support/abi.rs"]
 mod abi;
+// Finding (or building) the `silt-broker` binary, shared with the broker's and the CLI's tests.
+#[path = "../../../../server/broker/tests/support/server_bin.rs"]
+mod server_bin;
 #[allow(unused_imports)]
 pub use abi::{abi_module, abi_module_with, COUNTERS, COUNT_BATCH, PASSTHROUGH};
 

@@ -18,6 +18,27 @@ pub const EXAMPLES: [&str; 6] = [
     "send-on-change",
 ];
 
+/// The examples with the parameters each tier's per-record cost is measured with, on device
+/// temperature readings (`{"device":...,"seq":...,"value":...}`): on the device under QEMU
+/// (device-bridge/bridge/tests/device_tier.rs) and on the broker's host (tests/cost.rs).
+pub const COST_CASES: [(&str, &[(&str, &str)]); 6] = [
+    ("threshold-filter", &[("field", "value"), ("min", "22")]),
+    ("unit-convert", &[("field", "value"), ("from", "c"), ("to", "f"), ("decimals", "3")]),
+    ("ema-smooth", &[("field", "value"), ("alpha", "0.25")]),
+    (
+        "anomaly-zscore",
+        &[
+            ("field", "value"),
+            ("window", "30s"),
+            ("warmup", "10s"),
+            ("max_readings", "64"),
+            ("keys_max", "4"),
+        ],
+    ),
+    ("window-aggregate", &[("field", "value"), ("window_ms", "10000")]),
+    ("send-on-change", &[("delta", "0.5")]),
+];
+
 pub fn workspace_root() -> PathBuf {
     // Every crate that includes this file sits two levels below the root.
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
