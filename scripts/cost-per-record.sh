@@ -7,19 +7,23 @@
 #
 # For each module and call size (1 record a call, as a device calls; 60, as a bridge round or
 # a broker batch carries them) it runs the workload in device-bridge/device-runtime/tests/cost.rs
-# twice under callgrind, over 60 and over 240 records, and prints (difference in instructions)
-# / 180: compiling and instantiating the module, the same in both runs, drop out. x86-64
-# instructions, so not the same instruction set as the device's Cortex-M4: the unit is the
-# same, the machine is not. Takes a few minutes (cranelift compiles each module under
+# under callgrind over 600 records, counting only inside its `cost_measured_calls` (making each
+# batch, the call, the output; not compiling or instantiating the module), and prints the count
+# per record. x86-64 instructions, so not the device's Cortex-M4 instruction set: the unit is
+# the same, the machine is not. Takes a few minutes (cranelift compiles each module under
 # valgrind).
 #
-# Usage: scripts/cost-per-record.sh [MODULE...]   (default: every case in tests/cost.rs)
+# The `batches-only` row makes the batches and calls no module: what every other row includes
+# for the records' JSON and the batch around them.
+#
+# Usage: scripts/cost-per-record.sh [MODULE...]   (default: batches-only and every case in
+# tests/cost.rs)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(threshold-filter unit-convert ema-smooth anomaly-zscore window-aggregate send-on-change)
+[ ${#modules[@]} -gt 0 ] || modules=(batches-only threshold-filter c-threshold unit-convert ema-smooth anomaly-zscore window-aggregate send-on-change)
 
 if ! command -v valgrind >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -34,12 +38,15 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cost":
         print(m["executable"])
 ')"
-# Once outside valgrind: builds the example modules (for wasm32) if they are not built yet.
+# Once outside valgrind: builds the example modules (for wasm32, and the C one with clang) if
+# they are not built yet.
 SILT_COST=threshold-filter:1:1 "$bin" --ignored --exact workload >/dev/null 2>&1
+SILT_COST=c-threshold:1:1 "$bin" --ignored --exact workload >/dev/null 2>&1
 
+records=600
 count() {
     SILT_COST="$1" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        "$bin" --ignored --exact workload --test-threads=1 2>&1 \
+        --toggle-collect='*cost_measured_calls*' "$bin" --ignored --exact workload --test-threads=1 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 
@@ -48,13 +55,12 @@ echo "| --- | --- | --- |"
 for m in "${modules[@]}"; do
     row="| $m |"
     for per_call in 1 60; do
-        small="$(count "$m:60:$per_call")"
-        large="$(count "$m:240:$per_call")"
-        if [ -z "$small" ] || [ -z "$large" ]; then
+        n="$(count "$m:$records:$per_call")"
+        if [ -z "$n" ] || [ "$n" = 0 ]; then
             echo "error: callgrind gave no count for $m" >&2
             exit 1
         fi
-        row="$row $(( (large - small) / 180 )) |"
+        row="$row $(( n / records )) |"
     done
     echo "$row"
 done

@@ -209,8 +209,23 @@ async fn a_module_that_traps_on_the_device_is_stopped_and_readings_go_raw() {
 async fn cost_per_record_on_the_device() {
     let Some(elf) = qemu_firmware() else { return };
     eprintln!("| module | instructions per record (QEMU icount) | fuel per record |");
-    for (name, params) in examples::COST_CASES {
-        let (broker, out) = run_with(&elf, &module_words(name, params), &[], &["-icount", "shift=0"]).await;
+    // The threshold filter in C too, with the Rust one's parameters.
+    let c_module = examples::built_c_threshold().map(|wasm| {
+        let path = std::env::temp_dir().join(format!("silt-c-threshold-{}.wasm", std::process::id()));
+        std::fs::write(&path, wasm).unwrap();
+        path
+    });
+    let c_case = c_module.as_ref().map(|path| {
+        let (_, params) = examples::COST_CASES[0];
+        let mut words = format!("module={} input=temperature version=7", path.display());
+        for (k, v) in params {
+            words.push_str(&format!(" param={k}={v}"));
+        }
+        ("c-threshold", words)
+    });
+    let cases = examples::COST_CASES.iter().map(|(name, params)| (*name, module_words(name, params)));
+    for (name, words) in cases.chain(c_case) {
+        let (broker, out) = run_with(&elf, &words, &[], &["-icount", "shift=0"]).await;
         let summary =
             out.lines().find_map(|l| l.strip_prefix("silt-fw: processor on temperature: ")).unwrap();
         let number = |unit: &str| -> u64 {
@@ -220,6 +235,9 @@ async fn cost_per_record_on_the_device() {
         let records = number("records in");
         eprintln!("| {name} | {} | {} |", number("cycles") * 40 / records, number("fuel") / records);
         broker.stop().await;
+    }
+    if let Some(path) = c_module {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -1,8 +1,9 @@
 //! A workload for counting what a record costs on the broker's host (`silt-runtime`, wasmtime:
 //! the broker tier, and the bridge tier, which runs the same host), in the same units as the
 //! device tier's figures: instructions. `scripts/cost-per-record.sh` runs this test under
-//! valgrind's callgrind twice per module, with two record counts, and divides the difference in
-//! instructions by the difference in records, so compiling and instantiating drop out.
+//! valgrind's callgrind, counting only inside [`cost_measured_calls`] (building each batch and
+//! the calls), so compiling and instantiating, whose count varies with thread scheduling, stay
+//! out.
 //!
 //! The records are the device tier's: one temperature reading as the bridge stores it
 //! (`{"device":...,"seq":...,"value":...}` with the `silt-device` header), one record per call
@@ -37,7 +38,9 @@ fn readings(first: u64, count: u64) -> Vec<u8> {
 }
 
 /// `SILT_COST=MODULE:RECORDS:PER_CALL` runs case MODULE over RECORDS readings, PER_CALL a
-/// call, on the broker's host; without it, nothing (so that `--ignored` runs stay quick).
+/// call, on the broker's host (MODULE `batches-only` makes the batches and calls nothing;
+/// `c-threshold` is the threshold filter in C);
+/// without it, nothing (so that `--ignored` runs stay quick).
 #[test]
 #[ignore]
 fn workload() {
@@ -48,18 +51,44 @@ fn workload() {
         parts.next().and_then(|n| n.parse::<u64>().ok()).expect("RECORDS"),
         parts.next().and_then(|n| n.parse::<u64>().ok()).expect("PER_CALL"),
     );
-    let (_, params) = COST_CASES.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no case {name}"));
+    if name == "batches-only" {
+        // What making the batches costs alone, for reading the others.
+        let out = cost_measured_calls(None, records, per_call);
+        eprintln!("{records} records in batches of {per_call}: {out} bytes");
+        return;
+    }
+    // `c-threshold`: the threshold filter written in C, with threshold-filter's parameters.
+    let case = if name == "c-threshold" { "threshold-filter" } else { name };
+    let (_, params) = COST_CASES.iter().find(|(n, _)| *n == case).unwrap_or_else(|| panic!("no case {name}"));
     let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     // Built before the count starts: the script builds them first, so this only reads files.
-    let wasm = example_wasm(built_examples(), name);
+    let wasm = match name {
+        "c-threshold" => examples::built_c_threshold().expect("clang, to build the C module"),
+        _ => example_wasm(built_examples(), name),
+    };
     let runtime = Runtime::new(RuntimeConfig { pooling: false, ..RuntimeConfig::default() }).unwrap();
     let module = runtime.compile_module(&wasm).unwrap();
     let mut instance = module.instantiate(&params, &silt_runtime::Limits::default()).unwrap();
-    let batches: Vec<Vec<u8>> =
-        (0..records.div_ceil(per_call)).map(|i| readings(1 + i * per_call, per_call)).collect();
-    let mut out = 0usize;
-    for batch in &batches {
-        out += instance.process(batch).unwrap().map_or(0, |b| b.len());
-    }
+    let out = cost_measured_calls(Some(&mut instance), records, per_call);
     eprintln!("{name}: {records} records in calls of {per_call}, {out} output bytes");
+}
+
+/// Makes each call's batch and runs it: what the count covers, as the device's covers making
+/// the record and the batch, the call, and the output. Returns the output bytes (without an
+/// instance, the batches' bytes).
+#[inline(never)]
+fn cost_measured_calls(
+    mut instance: Option<&mut silt_runtime::Instance>,
+    records: u64,
+    per_call: u64,
+) -> usize {
+    let mut out = 0usize;
+    for i in 0..records.div_ceil(per_call) {
+        let batch = readings(1 + i * per_call, per_call);
+        out += match instance.as_deref_mut() {
+            Some(instance) => instance.process(&batch).unwrap().map_or(0, |b| b.len()),
+            None => batch.len(),
+        };
+    }
+    out
 }
