@@ -59,6 +59,17 @@ async fn run_with(
     deploy: &[Deploy<'_>],
     qemu_args: &[&str],
 ) -> (Broker, String) {
+    run_samples(elf, words, deploy, qemu_args, SAMPLES).await
+}
+
+/// [`run_with`] for `samples` samples.
+async fn run_samples(
+    elf: &std::path::Path,
+    words: &str,
+    deploy: &[Deploy<'_>],
+    qemu_args: &[&str],
+    samples: u32,
+) -> (Broker, String) {
     let broker = Broker::start().await;
     for (name, params, output) in deploy {
         let wasm = examples::example_wasm(examples::built_examples(), name);
@@ -75,13 +86,13 @@ async fn run_with(
     }
     let key = broker.add_device("tier-1").await;
     let words = format!("{CLOCK} {words}");
-    let device = QemuDevice::start(&broker, elf, "tier-1", &key, &words, SAMPLES, qemu_args).await;
+    let device = QemuDevice::start(&broker, elf, "tier-1", &key, &words, samples, qemu_args).await;
     let (status, out) = device.wait(std::time::Duration::from_secs(120)).await;
     assert!(status.success(), "firmware exited with {status}; its output:\n{out}");
     // Every sample delivered: in a frame each, or (numbered apart from frames) taken and sent
     // or left out by the module.
-    let numbered = out.contains(&format!("silt-fw: {SAMPLES} samples: "));
-    assert!(numbered || out.contains(&format!("done {SAMPLES} frames")), "{out}");
+    let numbered = out.contains(&format!("silt-fw: {samples} samples: "));
+    assert!(numbered || out.contains(&format!("done {samples} frames")), "{out}");
     (broker, out)
 }
 
@@ -436,6 +447,42 @@ async fn a_module_in_the_bridge_gives_what_it_gives_in_the_broker_across_a_bridg
     assert!(status.success(), "{out}");
     let got = stored(&read_to_end(&broker.client, "sensors.temperature").await);
     assert_same("ema-smooth in the bridge", &got, &expected, &out);
+    broker.stop().await;
+}
+
+/// The device tier across a device crash: ema-smooth on the device keeps its state after every
+/// sample in the device's flash (host files, `flash=`); the device's power is cut mid-run
+/// (SIGKILL to QEMU) and it boots again, takes the state after the last sample the bridge
+/// acknowledged, and goes on with the samples after it. What it stores is byte for byte what
+/// ema-smooth in the broker makes of the raw readings: nothing processed twice or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_on_the_device_gives_what_it_gives_in_the_broker_across_a_device_crash() {
+    let Some(elf) = qemu_firmware() else { return };
+    let (name, params) = SMOOTH;
+    // A device delivers its sample count after each boot: twice over covers both boots.
+    let (raw, _) = run_samples(&elf, "", &[(name, params, "tier.smoothed")], &[], 2 * SAMPLES).await;
+    let expected = stored(&read_records(&raw.client, "tier.smoothed", 2 * SAMPLES as usize).await);
+    raw.stop().await;
+
+    let broker = Broker::start().await;
+    broker.client.create_topic("sensors.temperature", 1, None, None).await.unwrap();
+    let key = broker.add_device("tier-1").await;
+    let flash = tempfile::tempdir().unwrap();
+    let flash_words = format!("period=50 flash={}", flash.path().join("fw").display());
+    let words = format!("{CLOCK} {flash_words} {}", module_words(name, params));
+    let mut device = QemuDevice::start(&broker, &elf, "tier-1", &key, &words, SAMPLES, &[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while read_to_end(&broker.client, "sensors.temperature").await.len() < 15 {
+        assert!(std::time::Instant::now() < deadline, "{}\n{}", device.output(), device.bridge.log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    device.reboot().await;
+    let (status, out) = device.wait(std::time::Duration::from_secs(120)).await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("silt-fw: restored module v7's state after sample "), "{out}");
+    let got = stored(&read_to_end(&broker.client, "sensors.temperature").await);
+    assert!(got.len() > SAMPLES as usize && got.len() < 2 * SAMPLES as usize, "{} records\n{out}", got.len());
+    assert_same("ema-smooth on the device across its crash", &got, &expected[..got.len()], &out);
     broker.stop().await;
 }
 

@@ -78,6 +78,8 @@ pub struct Processor<'a> {
     clock: fn() -> u64,
     /// What a module may take of the device; the same for every module it runs.
     limits: Limits,
+    /// Where a stateful module's state goes after each sample ([`Processor::set_journal`]).
+    journal: Option<fn(u32, u32, &[u8])>,
     device: &'a str,
     kind: ReadingKind,
     instance: Option<Instance>,
@@ -96,6 +98,7 @@ impl<'a> Processor<'a> {
         Processor {
             clock,
             limits,
+            journal: None,
             device,
             kind: ReadingKind::Temperature,
             instance: None,
@@ -195,18 +198,46 @@ impl<'a> Processor<'a> {
         let started = (self.clock)();
         let result = run(instance, self.device, seq, time, reading);
         self.stats.cycles += (self.clock)().saturating_sub(started);
-        match result {
-            Ok(outputs) => {
-                self.stats.records_in += 1;
-                self.stats.records_out += outputs.len() as u64;
-                self.stats.fuel += instance.fuel_used();
-                match fits_a_frame(self.device, time, readings, self.kind, &outputs) {
-                    true => Processed::Outputs { kind: self.kind, outputs },
-                    false => self.stop(String::from("its output for one sample does not fit a frame")),
-                }
+        let outputs = match result {
+            Ok(outputs) => outputs,
+            Err(e) => return self.stop(e),
+        };
+        self.stats.records_in += 1;
+        self.stats.records_out += outputs.len() as u64;
+        self.stats.fuel += instance.fuel_used();
+        if let Some(journal) = self.journal {
+            match instance.snapshot() {
+                Ok(Some(state)) => journal(self.version, seq, state),
+                Ok(None) => {}
+                Err(e) => return self.stop(alloc::format!("{e}")),
             }
-            Err(e) => self.stop(e),
         }
+        match fits_a_frame(self.device, time, readings, self.kind, &outputs) {
+            true => Processed::Outputs { kind: self.kind, outputs },
+            false => self.stop(String::from("its output for one sample does not fit a frame")),
+        }
+    }
+
+    /// Hands `journal` the state of a stateful module after each sample it processed: the
+    /// running version, the sample's sequence and the snapshot, for firmware that keeps state
+    /// across reboots ([`encode_state_record`]).
+    pub fn set_journal(&mut self, journal: fn(version: u32, sample: u32, state: &[u8])) {
+        self.journal = Some(journal);
+    }
+
+    /// Puts a journaled state into the running module (after a reboot, the state after the
+    /// last sample the bridge acknowledged); on failure the module is stopped, as for any
+    /// other failure, and the error returned.
+    pub fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(String::from("no module runs"));
+        };
+        if let Err(e) = instance.restore(state) {
+            let why = alloc::format!("restoring its journaled state: {e}");
+            self.stop(why.clone());
+            return Err(why);
+        }
+        Ok(())
     }
 
     fn stop(&mut self, why: String) -> Processed {
@@ -301,6 +332,55 @@ pub fn with_outputs<'r>(
 /// More readings than a frame carries (`silt_frame::READINGS_MAX`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TooManyReadings;
+
+/// Most bytes of module state a device journals; a larger snapshot is not kept (and so not
+/// restored after a reboot). The device tier's default state limit.
+pub const JOURNALED_STATE_BYTES_MAX: usize = 64 * 1024;
+/// Bytes around the state in a journal record: version, sample, length, checksum.
+pub const STATE_RECORD_OVERHEAD: usize = 12 + 8;
+
+/// A module's state after one sample, as a device journals it across reboots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateRecord<'a> {
+    /// The module version whose state it is.
+    pub version: u32,
+    /// The sample (frame sequence) it is the state after.
+    pub sample: u32,
+    pub state: &'a [u8],
+}
+
+/// `u32 version | u32 sample | u32 length | state | the first 8 bytes of the SHA-256 of all
+/// before`, little-endian, into `out` (cleared first); `false` (and nothing written) for a
+/// state over [`JOURNALED_STATE_BYTES_MAX`].
+pub fn encode_state_record(record: &StateRecord<'_>, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if record.state.len() > JOURNALED_STATE_BYTES_MAX {
+        return false;
+    }
+    out.extend_from_slice(&record.version.to_le_bytes());
+    out.extend_from_slice(&record.sample.to_le_bytes());
+    out.extend_from_slice(&(record.state.len() as u32).to_le_bytes());
+    out.extend_from_slice(record.state);
+    let sum = silt_wire::signature::module_hash(out);
+    out.extend_from_slice(&sum[..8]);
+    true
+}
+
+/// The record in `bytes`, if they are exactly one whole record whose checksum holds: a torn or
+/// damaged record (a reboot in the middle of writing it, a flipped bit) is `None`.
+pub fn decode_state_record(bytes: &[u8]) -> Option<StateRecord<'_>> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
+    let word =
+        |at: usize| -> Option<u32> { Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?)) };
+    let (version, sample, len) = (word(0)?, word(4)?, word(8)? as usize);
+    if len > JOURNALED_STATE_BYTES_MAX || body.len() != 12 + len {
+        return None;
+    }
+    if silt_wire::signature::module_hash(body)[..8] != *sum {
+        return None;
+    }
+    Some(StateRecord { version, sample, state: &body[12..] })
+}
 
 /// What a sample sends as frame `seq` at `time`: its `raw` readings as `processor` leaves
 /// them. The sample is processed once, the first time it is asked for; what the module made is

@@ -631,9 +631,24 @@ pub fn qemu_firmware() -> Option<PathBuf> {
 /// The QEMU firmware as a device, served by a bridge of its own; both stop when it drops.
 pub struct QemuDevice {
     qemu: tokio::process::Child,
+    /// QEMU's arguments, to boot it again ([`QemuDevice::reboot`]).
+    qemu_args: Vec<String>,
     pub bridge: BridgeProcess,
     log_path: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// `qemu-system-arm` with `args`, its output appended to `log_path`.
+fn spawn_qemu(args: &[String], log_path: &std::path::Path) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).expect("QEMU's log");
+    tokio::process::Command::new("qemu-system-arm")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting qemu-system-arm")
 }
 
 /// How the firmware's UART reaches its bridge.
@@ -681,21 +696,15 @@ impl QemuDevice {
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("qemu.log");
-        let log_file = std::fs::File::create(&log_path).unwrap();
-        let qemu = tokio::process::Command::new("qemu-system-arm")
-            .args(["-machine", "mps2-an386", "-nographic", "-monitor", "none"])
-            .args(["-semihosting-config", "enable=on,target=native"])
-            .args(["-serial", &serial_arg])
-            .args(qemu_args)
-            .arg("-kernel")
-            .arg(elf)
-            .args(["-append", &format!("{words} {key_hex} {samples}")])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting qemu-system-arm");
+        let mut args: Vec<String> = ["-machine", "mps2-an386", "-nographic", "-monitor", "none"]
+            .into_iter()
+            .chain(["-semihosting-config", "enable=on,target=native", "-serial", &serial_arg])
+            .chain(qemu_args.iter().copied())
+            .map(String::from)
+            .collect();
+        args.extend(["-kernel".into(), elf.display().to_string()]);
+        args.extend(["-append".into(), format!("{words} {key_hex} {samples}")]);
+        let qemu = spawn_qemu(&args, &log_path);
         let bridge = match line {
             // The bridge must be QEMU's first client on the serial port (see tests/qemu.rs).
             Line::Tcp => {
@@ -716,7 +725,15 @@ impl QemuDevice {
                 BridgeProcess::start(broker, &config, &[]).await
             }
         };
-        QemuDevice { qemu, bridge, log_path, _dir: dir }
+        QemuDevice { qemu, qemu_args: args, bridge, log_path, _dir: dir }
+    }
+
+    /// Cuts the device's power (SIGKILL to QEMU) and boots it again with the same command
+    /// line, on the same serial port, which its bridge connects to again; its output goes on
+    /// in the same log.
+    pub async fn reboot(&mut self) {
+        self.qemu.kill().await.expect("SIGKILL to QEMU");
+        self.qemu = spawn_qemu(&self.qemu_args, &self.log_path);
     }
 
     /// What the firmware printed so far.

@@ -23,6 +23,8 @@
 #[cfg(feature = "wasm")]
 extern crate alloc;
 
+#[cfg(feature = "wasm")]
+mod flash;
 mod provision;
 mod sensor;
 mod uart;
@@ -153,6 +155,23 @@ fn main() -> ! {
         heprintln!("silt-fw: {}", e);
         exit(false)
     }
+    // The emulated flash: journaled module state, and the module a delivery installed.
+    #[cfg(feature = "wasm")]
+    let flash = match (config.flash, config.only) {
+        (Some(_), Some(_)) => {
+            heprintln!("silt-fw: flash= is not kept with only=: its samples are numbered apart from frames");
+            false
+        }
+        (Some(prefix), None) => {
+            flash::init(prefix);
+            processor.borrow_mut().set_journal(flash::journal);
+            if config.module.is_none() {
+                start_saved_module(&mut processor.borrow_mut(), &config.trusted[..config.trusted_count]);
+            }
+            true
+        }
+        (None, _) => false,
+    };
     #[cfg(feature = "wasm")]
     let running_module = processor.borrow().version();
     #[cfg(feature = "wasm")]
@@ -211,6 +230,10 @@ fn main() -> ! {
     // The version whose package is arriving, and since when (for the deploy time).
     #[cfg(feature = "wasm")]
     let mut receiving_since: Option<(u32, u64)> = None;
+    // The module's state comes back from the flash once the first hello's ack says which
+    // sample the bridge has last, before any sample is processed.
+    #[cfg(feature = "wasm")]
+    let mut restore_due = flash;
     loop {
         let received = uart.read_available(&mut rx);
         #[cfg(feature = "wasm")]
@@ -240,7 +263,17 @@ fn main() -> ! {
                     trusted,
                     now_ms() - since,
                 );
+                if flash && receiver.running() == version {
+                    flash::save_module(package);
+                }
                 link.set_module(receiver.running());
+            }
+        }
+        #[cfg(feature = "wasm")]
+        if restore_due {
+            if let Some(first) = link.link().first_unacked_seq() {
+                restore_due = false;
+                restore_state(&mut processor.borrow_mut(), first - 1);
             }
         }
         match verdict {
@@ -457,6 +490,49 @@ fn install(
             heprintln!("silt-fw: {}", why);
             receiver.refused(format_args!("{why}"));
         }
+    }
+}
+
+/// Starts the module package the flash keeps, if any, as at the end of its delivery.
+#[cfg(feature = "wasm")]
+fn start_saved_module(p: &mut processor::Processor<'_>, trusted: &[[u8; 32]]) {
+    let Some(package) = flash::saved_module() else { return };
+    let Ok((manifest, _)) = silt_frame::open_package(&package) else {
+        heprintln!("silt-fw: flash: the module package kept is damaged; running none");
+        return;
+    };
+    let version = manifest.version;
+    match p.install(&package, version, trusted) {
+        Ok(installed) => hprintln!(
+            "silt-fw: started module v{} from flash ({} bytes) on {} readings",
+            version,
+            installed.module_bytes,
+            installed.input.name()
+        ),
+        Err(why) => heprintln!("silt-fw: flash: {}", why),
+    }
+}
+
+/// Puts back the running module's state after sample `acked` (the last the bridge has) from
+/// the flash; without it, the module goes on from where it started.
+#[cfg(feature = "wasm")]
+fn restore_state(p: &mut processor::Processor<'_>, acked: u32) {
+    let version = p.version();
+    if version == 0 || acked == 0 {
+        return;
+    }
+    match flash::state_after(version, acked) {
+        Some((sample, state)) => match p.restore(&state) {
+            Ok(()) => {
+                hprintln!("silt-fw: restored module v{}'s state after sample {} from flash", version, sample)
+            }
+            Err(why) => heprintln!("silt-fw: processor stopped: {}; sending raw readings", why),
+        },
+        None => hprintln!(
+            "silt-fw: no state of module v{} in flash up to sample {}: it starts fresh",
+            version,
+            acked
+        ),
     }
 }
 

@@ -18,7 +18,12 @@
 //!   feature its samples are then numbered apart from its frames, so that a sample a module
 //!   leaves nothing of (an edge filter's) is not sent at all: fewer frames, the same records;
 //! - `period=<ms>`: a new sample at most every this many milliseconds (default 0: as fast as
-//!   the window lets), so that a run lasts long enough to take a module over the link.
+//!   the window lets), so that a run lasts long enough to take a module over the link;
+//! - `flash=<host path prefix>`: the device's flash, emulated by host files through
+//!   semihosting: a module delivered over the link is kept in `<prefix>.module` and started
+//!   again at boot, and a stateful module's state after each sample in `<prefix>.state.<0-7>`,
+//!   so that after a reboot the module goes on from the state after the last sample the bridge
+//!   acknowledged (not with `only=`, whose samples are numbered apart from frames).
 
 use core::fmt;
 
@@ -57,6 +62,8 @@ pub struct Config<'a> {
     /// Processor parameters: the first `param_count` pairs.
     pub params: [(&'a str, &'a str); PARAMS_MAX],
     pub param_count: usize,
+    /// Host path prefix of the emulated flash, if any.
+    pub flash: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -88,7 +95,7 @@ impl fmt::Display for ProvisionError {
         };
         write!(
             f,
-            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [only=KIND] [trust=KEY]... [module=PATH [input=KIND] [version=N] [param=K=V]...] \
+            "{what}; usage: -append \"[clock=START:STEP] [period=MS] [only=KIND] [flash=PATH] [trust=KEY]... [module=PATH [input=KIND] [version=N] [param=K=V]...] \
              <device id> <64 hex digit key> <sample count>\""
         )
     }
@@ -134,6 +141,7 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
         trusted_count: 0,
         params: [("", ""); PARAMS_MAX],
         param_count: 0,
+        flash: None,
     };
     for word in words {
         let Some((name, value)) = word.split_once('=') else {
@@ -146,6 +154,7 @@ fn parse(line: &str) -> Result<Config<'_>, ProvisionError> {
                     value.parse().map_err(|_| ProvisionError::Option("period must be milliseconds"))?
             }
             "module" => config.module = Some(value),
+            "flash" => config.flash = Some(value),
             "only" => {
                 config.only = Some(match value {
                     "temperature" => ReadingKind::Temperature,
@@ -224,31 +233,24 @@ fn nibble(c: u8) -> Result<u8, ProvisionError> {
     }
 }
 
-/// Largest module read from the host: well above the examples (20 to 110 KB), well below the
-/// heap.
+/// Largest file read from the host: a module package (manifest and module), well above the
+/// examples (20 to 200 KB), well below the heap.
 #[cfg(feature = "wasm")]
-pub const MODULE_BYTES_MAX: usize = 512 * 1024;
+pub const MODULE_BYTES_MAX: usize = silt_frame::MODULE_PACKAGE_BYTES_MAX as usize;
 
 /// Reads a whole file from the host through semihosting (SYS_OPEN, SYS_FLEN, SYS_READ,
-/// SYS_CLOSE): how this board is given a module until modules arrive over the frame link.
+/// SYS_CLOSE): a module given on the command line, and the emulated flash.
 #[cfg(feature = "wasm")]
 pub fn read_host_file(path: &str) -> Result<alloc::vec::Vec<u8>, &'static str> {
     use cortex_m_semihosting::syscall;
-    let mut name = alloc::vec::Vec::with_capacity(path.len() + 1);
-    name.extend_from_slice(path.as_bytes());
-    name.push(0);
     // Mode 1 is "rb".
-    // SAFETY: the name is NUL-terminated and lives across the call.
-    let handle = unsafe { syscall!(OPEN, name.as_ptr(), 1, path.len()) };
-    if handle == usize::MAX {
-        return Err("cannot open the module file on the host");
-    }
+    let handle = open_host_file(path, 1).ok_or("cannot open the file on the host")?;
     // SAFETY: `handle` is an open semihosting handle.
     let len = unsafe { syscall!(FLEN, handle) };
     let result = if len == usize::MAX {
-        Err("cannot read the module file's length")
+        Err("cannot read the file's length")
     } else if len > MODULE_BYTES_MAX {
-        Err("module file larger than 512 KiB")
+        Err("file larger than a module package may be")
     } else {
         let mut bytes = alloc::vec![0u8; len];
         // SAFETY: the buffer is valid for `len` bytes of writes; SYS_READ returns the bytes
@@ -257,10 +259,40 @@ pub fn read_host_file(path: &str) -> Result<alloc::vec::Vec<u8>, &'static str> {
         if unread == 0 {
             Ok(bytes)
         } else {
-            Err("short read of the module file")
+            Err("short read of the file")
         }
     };
     // SAFETY: `handle` is open and closed once.
     unsafe { syscall!(CLOSE, handle) };
     result
+}
+
+/// Writes `bytes` to a host file through semihosting (SYS_OPEN "wb", SYS_WRITE): the
+/// emulated flash. A reboot in the middle leaves a short file, which its reader finds torn.
+#[cfg(feature = "wasm")]
+pub fn write_host_file(path: &str, bytes: &[u8]) -> Result<(), &'static str> {
+    use cortex_m_semihosting::syscall;
+    // Mode 5 is "wb".
+    let handle = open_host_file(path, 5).ok_or("cannot open a flash file on the host")?;
+    // SAFETY: `handle` is open; the buffer is valid for `len` bytes of reads; SYS_WRITE
+    // returns the bytes it did not write.
+    let unwritten = unsafe { syscall!(WRITE, handle, bytes.as_ptr(), bytes.len()) };
+    // SAFETY: `handle` is open and closed once.
+    unsafe { syscall!(CLOSE, handle) };
+    match unwritten {
+        0 => Ok(()),
+        _ => Err("short write of a flash file"),
+    }
+}
+
+/// A semihosting handle of host file `path` opened in `mode` (SYS_OPEN's: 1 "rb", 5 "wb").
+#[cfg(feature = "wasm")]
+fn open_host_file(path: &str, mode: usize) -> Option<usize> {
+    use cortex_m_semihosting::syscall;
+    let mut name = alloc::vec::Vec::with_capacity(path.len() + 1);
+    name.extend_from_slice(path.as_bytes());
+    name.push(0);
+    // SAFETY: the name is NUL-terminated and lives across the call.
+    let handle = unsafe { syscall!(OPEN, name.as_ptr(), mode, path.len()) };
+    (handle != usize::MAX).then_some(handle)
 }
