@@ -18,12 +18,12 @@ use silt_storage::{Appended, StorageError, Store, TopicMeta};
 use silt_wire::batch;
 use silt_wire::frame::Frame;
 use silt_wire::message;
-use silt_wire::{
-    Deployment, ErrorCode, Operation, PartitionInfo, PartitionOffset, Request, Response, TopicInfo, WireError,
-};
+use silt_wire::{Deployment, ErrorCode, Operation, PartitionOffset, Request, Response, WireError};
 
 mod fetch;
 mod produce;
+mod tiers;
+mod topics;
 
 use crate::auth::audit::Outcome;
 use crate::auth::{rights, Auth, Method, Principal, Session};
@@ -328,76 +328,6 @@ impl Broker {
             }
             reply
         })
-    }
-
-    /// `silt device deploy`: the signature as for processors, then the device tier's checks
-    /// and the store, on a blocking thread (instantiating the module runs it).
-    fn deploy_device_module(
-        &self,
-        device: String,
-        input: String,
-        params: Vec<(String, String)>,
-        wasm: Bytes,
-    ) -> PendingReply {
-        let signed_by = match self.processors.check_signature(&wasm) {
-            Ok(key) => key,
-            Err(e) => return ready(host_reply(Err(e))),
-        };
-        let store = self.store.clone();
-        Box::pin(async move {
-            let done = tokio::task::spawn_blocking(move || {
-                device_modules::check(&wasm, &input, &params)?;
-                device_modules::deploy(&store, &device, input, params, &wasm, signed_by, now_ms())
-            })
-            .await;
-            match done {
-                Ok(result) => registry_reply(result.map(Response::DeviceModule)),
-                Err(e) => error(ErrorCode::Storage, format!("device deploy task failed: {e}")),
-            }
-        })
-    }
-
-    /// `silt processor deploy --tier bridge`: the module checked as a broker processor's
-    /// (`ProcessorHost::check_bridge_module`), then stored as the processor's next version.
-    fn deploy_bridge_processor(
-        &self,
-        name: String,
-        topic: String,
-        params: Vec<(String, String)>,
-        wasm: Bytes,
-    ) -> PendingReply {
-        let (processors, store) = (self.processors.clone(), self.store.clone());
-        Box::pin(async move {
-            if let Err(e) = crate::processors::check_name(&name) {
-                return host_reply(Err(e));
-            }
-            let (sha256, bytes) = (silt_wire::signature::module_hash(&wasm), wasm.len() as u64);
-            let signed_by = match processors.check_bridge_module(wasm, &params).await {
-                Ok(key) => key,
-                Err(e) => return host_reply(Err(e)),
-            };
-            let deployed =
-                bridge_processors::deploy(&store, &name, &topic, params, sha256, bytes, signed_by, now_ms());
-            registry_reply(deployed.map(Response::BridgeProcessor))
-        })
-    }
-
-    /// The answer to a device change that made a key: the key goes only to a principal that
-    /// may read device keys.
-    fn keyed_device(
-        &self,
-        principal: &Principal,
-        id: &str,
-        made: Result<silt_wire::DeviceInfo, devices::RegistryError>,
-    ) -> Reply {
-        let keys = self.auth.allowed(principal, Operation::DeviceKeys, &format!("device:{id}"));
-        registry_reply(made.map(|mut d| {
-            if !keys {
-                d.key = None;
-                d.previous_key = None;
-            }
-            Response::Device(d)
-        }))
     }
 
     fn throttled(&self, rate: Rate) {
@@ -746,47 +676,6 @@ impl Broker {
                 unreachable!("{} is handled before", rights::name(&other))
             }
         }
-    }
-
-    fn describe(&self, name: &str) -> Result<TopicInfo, StorageError> {
-        let meta = self.store.topic(name).ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
-        let mut partitions = Vec::with_capacity(meta.partitions as usize);
-        for p in 0..meta.partitions {
-            let h = match self.partition(name, p) {
-                Ok(h) => h,
-                // A partition that cannot be opened at all still describes: it serves nothing
-                // and lost everything the ledger says it acknowledged.
-                Err(e) => {
-                    let lost = self.partitions.lost(name, p).ok_or(e)?;
-                    partitions.push(PartitionInfo {
-                        partition: p,
-                        log_start: 0,
-                        high_watermark: lost.from,
-                        size_bytes: 0,
-                        batches: 0,
-                        lost: Some((lost.from, lost.to)),
-                        accepted_losses: Vec::new(),
-                    });
-                    continue;
-                }
-            };
-            partitions.push(PartitionInfo {
-                partition: p,
-                log_start: h.log.log_start(),
-                high_watermark: h.visible(),
-                size_bytes: h.log.size_bytes(),
-                batches: h.log.batch_count(),
-                lost: h.lost.as_ref().map(|l| (l.from, l.to)),
-                accepted_losses: h.log.accepted_losses(),
-            });
-        }
-        Ok(TopicInfo {
-            name: meta.name,
-            retention_ms: meta.retention_ms,
-            retention_bytes: meta.retention_bytes,
-            created_ms: meta.created_ms,
-            partitions,
-        })
     }
 
     /// The Prometheus text of every metric, with the state gauges (partition sizes and
