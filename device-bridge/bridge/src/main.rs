@@ -24,7 +24,7 @@ use silt_bridge::config::{Config, LogFormat, SerialConfig};
 #[derive(Debug, Parser)]
 #[command(name = "silt-bridge", version)]
 struct Args {
-    /// Broker QUIC address.
+    /// Broker QUIC address; several, comma-separated, are tried in order until one answers.
     #[arg(long, env = "SILT_BROKER", value_name = "HOST:PORT")]
     broker: Option<String>,
     /// PEM certificate to trust (the broker's DATA_DIR/tls/cert.pem).

@@ -22,7 +22,9 @@ pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024 + 64 * 1024;
 /// How to reach a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `HOST:PORT` of the broker's QUIC listener.
+    /// `HOST:PORT` of the broker's QUIC listener, or several, comma-separated: a new
+    /// connection tries them in order, starting with the one that answered last, until one
+    /// answers and takes the credential.
     pub broker: String,
     /// PEM certificates to trust (the broker's `DATA_DIR/tls/cert.pem`).
     pub ca_certs: Vec<CertificateDer<'static>>,
@@ -109,6 +111,8 @@ struct Inner {
     conn: Mutex<Option<quinn::Connection>>,
     /// Producer ids the broker gave this client, claimed again on every new connection.
     producers: std::sync::Mutex<Vec<u64>>,
+    /// Which of the listed brokers answered last (an index into the `broker` list).
+    answered: std::sync::Mutex<usize>,
 }
 
 /// Sends one request on a new stream of `conn` and reads its answer.
@@ -165,7 +169,8 @@ impl Client {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| tls(&e))?;
         let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
         qc.transport_config(Arc::new(transport()));
-        let addr = resolve(&config.broker).await?;
+        let first = brokers(&config.broker).next().unwrap_or_default();
+        let addr = resolve(first).await?;
         let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
         let mut endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| ClientError::Unreachable { addr: config.broker.clone(), reason: e.to_string() })?;
@@ -176,6 +181,7 @@ impl Client {
                 endpoint,
                 conn: Mutex::new(None),
                 producers: Default::default(),
+                answered: Default::default(),
             }),
         };
         client.connection().await?;
@@ -202,9 +208,40 @@ impl Client {
             }
         }
         let cfg = &self.inner.config;
-        let unreachable = |reason: String| ClientError::Unreachable { addr: cfg.broker.clone(), reason };
-        let addr = resolve(&cfg.broker).await?;
-        let host = server_name(&cfg.broker);
+        let listed: Vec<&str> = brokers(&cfg.broker).collect();
+        if listed.len() <= 1 {
+            return self.open(listed.first().copied().unwrap_or_default(), guard).await;
+        }
+        let start = *self.inner.answered.lock().expect("answered lock") % listed.len();
+        let mut last = None;
+        for i in 0..listed.len() {
+            let at = (start + i) % listed.len();
+            match self.open(listed[at], guard).await {
+                Ok(conn) => {
+                    *self.inner.answered.lock().expect("answered lock") = at;
+                    return Ok(conn);
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(broker = listed[at], error = %e, "broker did not answer; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least two brokers were tried"))
+    }
+
+    /// A new connection to `broker` (one `HOST:PORT`), authenticated, with this client's
+    /// producer ids claimed again, put in `guard`.
+    async fn open(
+        &self,
+        broker: &str,
+        guard: &mut Option<quinn::Connection>,
+    ) -> Result<quinn::Connection, ClientError> {
+        let cfg = &self.inner.config;
+        let unreachable = |reason: String| ClientError::Unreachable { addr: broker.to_string(), reason };
+        let addr = resolve(broker).await?;
+        let host = server_name(broker);
         let connecting = self.inner.endpoint.connect(addr, &host).map_err(|e| unreachable(e.to_string()))?;
         let conn = match tokio::time::timeout(cfg.connect_timeout, connecting).await {
             Ok(Ok(c)) => c,
@@ -352,6 +389,11 @@ impl Client {
 
 pub(crate) fn unexpected(r: &Response) -> ClientError {
     ClientError::Protocol(format!("unexpected response {r:?}"))
+}
+
+/// The `HOST:PORT`s of a `--broker` list, in order.
+fn brokers(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|b| !b.is_empty())
 }
 
 async fn resolve(broker: &str) -> Result<SocketAddr, ClientError> {

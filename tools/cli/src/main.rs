@@ -40,7 +40,7 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Connection {
-    /// Broker QUIC address.
+    /// Broker QUIC address; several, comma-separated, are tried in order until one answers.
     #[arg(
         long,
         global = true,
