@@ -35,7 +35,7 @@ pub struct Broker {
     pub dir: TempDir,
     running: Option<silt_broker::Running>,
     /// The `silt-broker` process, when the broker runs as one.
-    child: Option<Child>,
+    process: Option<process::BrokerProcess>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub ca_cert: PathBuf,
@@ -65,7 +65,7 @@ impl Broker {
             ca_cert: running.ca_cert.clone(),
             token,
             running: Some(running),
-            child: None,
+            process: None,
             data_dir: dir.path().join("data"),
             dir,
             client,
@@ -76,41 +76,32 @@ impl Broker {
     /// one built here) on loopback ports, with its data in a temp dir; [`Broker::kill`] and
     /// [`Broker::respawn`] crash and restart it on the same ports and data.
     pub async fn start_process() -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir = dir.path().join("data");
-        let listen: SocketAddr = {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
-            s.local_addr().unwrap()
-        };
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let child = spawn_broker(&data_dir, listen, admin);
-        let (token, client) = connect_when_ready(&data_dir, listen).await;
+        let process = process::BrokerProcess::start(&[]).await;
+        let token = process.admin_token();
+        let client = connect(process.listen, &process.ca_cert(), &token).await;
         Broker {
-            listen,
-            admin,
-            ca_cert: data_dir.join("tls/cert.pem"),
+            listen: process.listen,
+            admin: process.admin,
+            ca_cert: process.ca_cert(),
             token,
             running: None,
-            child: Some(child),
-            data_dir,
-            dir,
+            data_dir: process.data_dir(),
+            // The process keeps its data in a temp dir of its own.
+            dir: tempfile::tempdir().expect("temp dir"),
+            process: Some(process),
             client,
         }
     }
 
-    /// SIGKILLs the broker process ([`Broker::start_process`]) and waits for it to end.
+    /// SIGKILLs the broker process ([`Broker::start_process`]).
     pub fn kill(&mut self) {
-        let mut child = self.child.take().expect("a broker process");
-        child.kill().expect("SIGKILL to the broker");
-        child.wait().expect("waiting for the killed broker");
+        self.process.as_mut().expect("a broker process").kill();
     }
 
     /// Starts the broker process again, on the same ports and data, once killed.
     pub async fn respawn(&mut self) {
-        assert!(self.child.is_none(), "the broker process still runs");
-        self.child = Some(spawn_broker(&self.data_dir, self.listen, self.admin));
-        let (_, client) = connect_when_ready(&self.data_dir, self.listen).await;
-        self.client = client;
+        self.process.as_mut().expect("a broker process").restart().await;
+        self.client = connect(self.listen, &self.ca_cert, &self.token).await;
     }
 
     /// Registers a device and returns its key.
@@ -159,56 +150,16 @@ impl Broker {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("broker shutdown");
         }
-        if self.child.is_some() {
-            self.kill();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `silt-broker` on `data_dir`, QUIC on `listen`, admin HTTP on `admin`; its log goes to
-/// `broker.log` beside the data dir.
-fn spawn_broker(data_dir: &std::path::Path, listen: SocketAddr, admin: SocketAddr) -> Child {
-    let log_path = data_dir.with_file_name("broker.log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("broker log");
-    Command::new(server_bin::broker_bin())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting silt-broker")
-}
-
-/// The admin token of the broker starting on `data_dir`, and a client connected to it, once it
-/// accepts connections (within [`READY_TIMEOUT`]).
-async fn connect_when_ready(data_dir: &std::path::Path, listen: SocketAddr) -> (String, Client) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let token = std::fs::read_to_string(data_dir.join("admin.token")).ok();
-        let ca = data_dir.join("tls/cert.pem");
-        if let (Some(token), true) = (token, ca.exists()) {
-            let token = token.trim().to_string();
-            if let Ok(config) = ClientConfig::new(listen.to_string(), &ca) {
-                if let Ok(client) = Client::connect(config.with_token(&token)).await {
-                    return (token, client);
-                }
-            }
-        }
-        let log = std::fs::read_to_string(data_dir.with_file_name("broker.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "the broker process did not start:\n{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A client of the broker on `listen`, authenticated with `token`.
+async fn connect(listen: SocketAddr, ca_cert: &std::path::Path, token: &str) -> Client {
+    let config = ClientConfig::new(listen.to_string(), ca_cert).expect("client config");
+    Client::connect(config.with_token(token)).await.expect("connecting to the broker")
 }
 
 /// A `silt-bridge` child process on loopback ports, killed when dropped; its log is printed
@@ -570,7 +521,10 @@ pub fn count_readings(records: &[ConsumedRecord]) -> std::collections::HashMap<(
 // Processor ABI test modules: the broker tests' own.
 #[path = "../../../../server/broker/tests/support/abi.rs"]
 mod abi;
-// Finding (or building) the `silt-broker` binary, shared with the broker's and the CLI's tests.
+// Finding (or building) the `silt-broker` binary, and running it as a child process, shared
+// with the broker's tests.
+#[path = "../../../../server/broker/tests/support/process.rs"]
+mod process;
 #[path = "../../../../server/broker/tests/support/server_bin.rs"]
 mod server_bin;
 #[allow(unused_imports)]
