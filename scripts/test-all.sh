@@ -83,6 +83,12 @@ step "the fog tier end to end"
 # every sample it sent arriving as measured and none it left out farther than delta.
 SILT_BIN_DIR="$CARGO_TARGET_DIR/debug" SAMPLES=300 PERIOD_MS=50 scripts/demo-edge.sh 1
 
+step "a cluster of three brokers, one killed"
+# scripts/demo-cluster.sh, shorter, on the debug binaries: three brokers from
+# scripts/cluster-local.sh, the partition's leader killed between two runs of produce, every
+# acknowledged record read back once and in order.
+SILT_BIN_DIR="$CARGO_TARGET_DIR/debug" RECORDS=20000 scripts/demo-cluster.sh
+
 step "fuzz the decoders of untrusted bytes"
 # 20 s of libFuzzer on each decoder of untrusted bytes: device frames, the network frames,
 # control messages and record batches of the protocol, the control-plane records on disk and

@@ -146,7 +146,7 @@ pub const NAME_BYTES_MAX: usize = 256;
 /// The kinds of principal.
 pub const PRINCIPAL_KINDS: [&str; 2] = ["user", "device"];
 /// The kinds of resource.
-pub const RESOURCE_KINDS: [&str; 5] = ["topic", "group", "processor", "device", "user"];
+pub const RESOURCE_KINDS: [&str; 6] = ["topic", "group", "processor", "device", "user", "cluster"];
 
 /// Checks `KIND:NAME` (or a pattern of it) against the allowed kinds and characters.
 fn check_kind_name(what: &str, s: &str, kinds: &[&str], any_allowed: bool) -> Result<(), String> {

@@ -47,8 +47,8 @@ pub use batch::{BatchView, Record};
 pub use error::WireError;
 #[cfg(feature = "std")]
 pub use message::{
-    check_device_id, partition_for_key, BridgeProcessorInfo, DamagedRange, Deployment, DeviceInfo,
-    DeviceModuleInfo, DeviceModuleVersion, DeviceRefusal, ErrorCode, FetchFrom, PartitionInfo,
-    PartitionOffset, ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef, ProcessorState,
-    ProcessorVersion, RepairInfo, Request, Response, TopicInfo, TopicPartition,
+    check_device_id, partition_for_key, BridgeProcessorInfo, ClusterInfo, DamagedRange, Deployment,
+    DeviceInfo, DeviceModuleInfo, DeviceModuleVersion, DeviceRefusal, ErrorCode, FetchFrom, NodeInfo,
+    PartitionInfo, PartitionOffset, ProcessorInfo, ProcessorLimits, ProcessorPartition, ProcessorRef,
+    ProcessorState, ProcessorVersion, RepairInfo, ReplicaInfo, Request, Response, TopicInfo, TopicPartition,
 };

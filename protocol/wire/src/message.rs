@@ -34,6 +34,9 @@ pub enum Request {
         partitions: u32,
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
+        /// Brokers that keep each partition (a cluster's); `None`: 3, or as many brokers as
+        /// the cluster has when fewer (1 on a broker running alone).
+        replication_factor: Option<u32>,
     },
     DeleteTopic {
         name: String,
@@ -184,6 +187,8 @@ pub enum Request {
     InitProducer {
         id: Option<u64>,
     },
+    /// The cluster's brokers and partitions (`Response::Cluster`).
+    ClusterStatus,
     /// Gives a device a new key; the old one stays valid for `overlap_ms` more, so devices
     /// can be moved to the new key without a gap. Answers `Device` with the new key.
     RotateDevice {
@@ -571,6 +576,10 @@ pub enum ErrorCode {
     /// The broker is at a limit of work running at once (read-time processing instances):
     /// nothing was done. Retriable.
     Busy,
+    /// The cluster could not settle the request in time: no leader of the group, or no
+    /// quorum of its brokers up. Nothing was acknowledged (a produce may still be stored;
+    /// sent again with the same producer id and sequence it is not stored twice). Retriable.
+    Unavailable,
 }
 
 /// A response, one per request, in request order on a stream.
@@ -632,6 +641,42 @@ pub enum Response {
     Repaired(RepairInfo),
     BridgeProcessor(BridgeProcessorInfo),
     BridgeProcessors(Vec<BridgeProcessorInfo>),
+    Cluster(ClusterInfo),
+}
+
+/// A cluster as one broker sees it: its brokers and every partition's leader and replicas.
+/// A broker running alone is a cluster of one node (id 0) without replication.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The broker that answered.
+    pub node_id: u64,
+    pub nodes: Vec<NodeInfo>,
+    pub partitions: Vec<ReplicaInfo>,
+}
+
+/// One broker of a cluster.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// `up` (it answered the broker asking), `down` (it did not, in time).
+    pub state: String,
+    /// The address clients reach it at, when it answered.
+    pub client_address: Option<String>,
+    pub cluster_address: String,
+    /// Whether it leads the metadata group, as the broker asking sees it.
+    pub metadata_leader: bool,
+}
+
+/// One partition's replicas and their leader.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub topic: String,
+    pub partition: u32,
+    /// The node leading its group, when one is known.
+    pub leader: Option<u64>,
+    pub replicas: Vec<u64>,
+    /// The last committed entry of its group, as its leader reports it.
+    pub committed: Option<u64>,
 }
 
 /// A processor the bridges run (the bridge tier), at the version they run.
@@ -719,7 +764,13 @@ mod tests {
                 Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Offset(off), max_bytes: w, max_wait_ms: w, processor: None },
                 Request::Fetch { topic: name.clone(), partition: p, from: FetchFrom::Latest, max_bytes: w, max_wait_ms: w, processor: Some(ProcessorRef { name: name.clone(), version: Some(p), params: Some(vec![(name.clone(), name.clone())]) }) },
                 Request::DeployProcessor { name: name.clone(), input: name.clone(), output: name.clone(), params: vec![], from: Some(FetchFrom::Timestamp(off as i64)), limits: ProcessorLimits { memory_bytes_max: Some(off), call_time_ms_max: None, output_bytes_max: Some(u64::from(w)) } },
-                Request::CreateTopic { name: name.clone(), partitions: p, retention_ms: Some(off), retention_bytes: None },
+                Request::CreateTopic {
+                    name: name.clone(),
+                    partitions: p,
+                    retention_ms: Some(off),
+                    retention_bytes: None,
+                    replication_factor: None,
+                },
                 Request::JoinGroup { group: name.clone(), member_id: None, topics: vec![name.clone()], session_timeout_ms: w },
             ];
             for r in reqs {

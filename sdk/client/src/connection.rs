@@ -324,7 +324,7 @@ impl Client {
         ch.receive().await
     }
 
-    /// Creates a topic.
+    /// Creates a topic (its replication factor the cluster's default).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -332,9 +332,35 @@ impl Client {
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
     ) -> Result<TopicInfo, ClientError> {
-        let req = Request::CreateTopic { name: name.into(), partitions, retention_ms, retention_bytes };
+        self.create_topic_replicated(name, partitions, retention_ms, retention_bytes, None).await
+    }
+
+    /// Creates a topic whose partitions `replication_factor` brokers of the cluster keep.
+    pub async fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        replication_factor: Option<u32>,
+    ) -> Result<TopicInfo, ClientError> {
+        let req = Request::CreateTopic {
+            name: name.into(),
+            partitions,
+            retention_ms,
+            retention_bytes,
+            replication_factor,
+        };
         match self.request(&req, Bytes::new()).await?.0 {
             Response::Topic(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The cluster's brokers and every partition's leader and replicas.
+    pub async fn cluster_status(&self) -> Result<silt_wire::ClusterInfo, ClientError> {
+        match self.request(&Request::ClusterStatus, Bytes::new()).await?.0 {
+            Response::Cluster(c) => Ok(c),
             other => Err(unexpected(&other)),
         }
     }

@@ -39,7 +39,13 @@ impl ClientError {
             ClientError::Unreachable { .. } | ClientError::ConnectionLost(_) | ClientError::Timeout(_)
         ) || matches!(
             self,
-            ClientError::Broker { code: ErrorCode::ShuttingDown | ErrorCode::DiskFull | ErrorCode::Busy, .. }
+            ClientError::Broker {
+                code: ErrorCode::ShuttingDown
+                    | ErrorCode::DiskFull
+                    | ErrorCode::Busy
+                    | ErrorCode::Unavailable,
+                ..
+            }
         )
     }
 

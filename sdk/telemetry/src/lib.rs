@@ -1,7 +1,7 @@
 //! `silt-telemetry`: how Silt's programs log and trace, and how a trace follows a record.
 //!
 //! [`init`] installs the process's `tracing` subscriber: human-readable or JSON log lines on
-//! stderr (filtered by `RUST_LOG`, default `info`), and, when an OTLP endpoint is given,
+//! stderr (filtered by `RUST_LOG`, default `info`, openraft's `error`), and, when an OTLP endpoint is given,
 //! OpenTelemetry spans exported over OTLP/HTTP (protobuf) in batches.
 //!
 //! The trace context travels in a record header named [`TRACEPARENT`] in the W3C Trace
@@ -68,7 +68,8 @@ pub fn init(service: &'static str, json: bool, otlp_endpoint: Option<&str>) -> a
     // RUST_LOG (e.g. `silt_broker=debug`) refines the default of `info`.
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            // openraft reports every vote at info and every heartbeat a dead peer misses at warn: only its errors by default.
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"))
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);

@@ -66,3 +66,52 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.sync_all()?;
     Ok(())
 }
+
+/// The files of one node of a cluster made by [`make_cluster`].
+#[derive(Debug, Clone)]
+pub struct NodeFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Makes a cluster's certificate authority in `dir` (`ca.pem`; its key is used here and never
+/// written) and one certificate per node, signed by it (`node-N.pem`, `node-N.key`, mode
+/// 0600): names `localhost`, `127.0.0.1`, `::1` and `silt-node-N`, for both ends of a TLS
+/// connection, so each node serves clients and other nodes with it and presents it to the
+/// nodes it calls (mTLS). Clients trust `ca.pem`. Files already there are replaced.
+pub fn make_cluster(dir: &Path, nodes: &[u64]) -> anyhow::Result<Vec<NodeFiles>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Silt cluster CA");
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_key = rcgen::KeyPair::generate().context("generating the CA key")?;
+    let ca_cert = ca_params.self_signed(&ca_key).context("signing the CA certificate")?;
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).with_context(|| format!("writing {}", ca_path.display()))?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut files = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let names = vec![
+            format!("silt-node-{node}"),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        let mut params = rcgen::CertificateParams::new(names)?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("silt-node-{node}"));
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().context("generating a node key")?;
+        let cert = params.signed_by(&key, &issuer).context("signing a node certificate")?;
+        let node_files = NodeFiles {
+            cert: dir.join(format!("node-{node}.pem")),
+            key: dir.join(format!("node-{node}.key")),
+        };
+        write_private(&node_files.key, key.serialize_pem().as_bytes())?;
+        std::fs::write(&node_files.cert, cert.pem())
+            .with_context(|| format!("writing {}", node_files.cert.display()))?;
+        files.push(node_files);
+    }
+    Ok(files)
+}

@@ -84,6 +84,9 @@ pub struct Config {
     /// a certificate's first DNS name (else its common name) is principal `user:NAME`.
     /// `None`: clients authenticate with tokens or passwords only.
     pub client_ca: Option<PathBuf>,
+    /// Cluster membership (`[cluster]`, `--node-id`, `--cluster-listen`, `--peers`); none set:
+    /// the broker runs alone.
+    pub cluster: crate::cluster::FileCluster,
 }
 
 /// Settings of the WebAssembly processor host.
@@ -198,6 +201,7 @@ impl Default for Config {
             auth_off_exposed: false,
             metrics_require_token: false,
             client_ca: None,
+            cluster: Default::default(),
         }
     }
 }
@@ -249,6 +253,7 @@ pub struct FileConfig {
     pub metrics_require_token: Option<bool>,
     /// CA certificates (PEM) of client certificates.
     pub client_ca: Option<PathBuf>,
+    pub cluster: Option<crate::cluster::FileCluster>,
 }
 
 impl Config {
@@ -386,6 +391,9 @@ impl Config {
         }
         if let Some(v) = file.metrics_require_token {
             c.metrics_require_token = v;
+        }
+        if let Some(v) = file.cluster {
+            c.cluster = v;
         }
         if let Some(v) = file.client_ca {
             c.client_ca = Some(v);

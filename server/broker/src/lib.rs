@@ -14,6 +14,7 @@ pub mod admin;
 pub mod auth;
 pub mod bridge_processors;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod device_modules;
 pub mod devices;
@@ -125,8 +126,21 @@ fn open_ledger(
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let (certs, key) =
-        silt_tls::load_or_create(&config.data_dir.join("tls"), config.listen, &config.tls_names)?;
+    let cluster_config = match config.cluster.is_set() {
+        true => Some(config.cluster.resolve(&config.data_dir)?),
+        false => None,
+    };
+    // A cluster's brokers serve clients with the certificate its CA signed, so that clients
+    // trust one CA for all of them.
+    let (certs, key) = match &cluster_config {
+        Some(c) => silt_tls::load(&c.cert, &c.key).with_context(|| {
+            format!(
+                "the cluster certificate (make one with `silt-broker cluster-init`): {}",
+                c.cert.display()
+            )
+        })?,
+        None => silt_tls::load_or_create(&config.data_dir.join("tls"), config.listen, &config.tls_names)?,
+    };
     let store_dir = config.data_dir.join("log");
     let cache_bytes = config.cache_bytes;
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, StoreConfig { cache_bytes }))
@@ -151,6 +165,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         None
     };
+    let client_ca = config.client_ca.as_deref().map(quic::client_roots).transpose()?;
+    let endpoint = quic::endpoint(config.listen, certs, key, client_ca, &config.limits)?;
+    let listen = endpoint.local_addr()?;
+    let ca_cert = match &cluster_config {
+        Some(c) => c.ca.clone(),
+        None => config.data_dir.join("tls").join("cert.pem"),
+    };
+    let cluster = match cluster_config {
+        Some(c) => {
+            auth.producers.forget_local();
+            let flush = config.fsync == config::FsyncPolicy::Always;
+            Some(
+                cluster::Cluster::start(c, &config.data_dir, listen, partitions.clone(), auth.clone(), flush)
+                    .await?,
+            )
+        }
+        None => None,
+    };
     let broker = Broker::new(
         partitions,
         durability.clone(),
@@ -160,11 +192,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
         auth.clone(),
     )?;
+    if let Some(cluster) = &cluster {
+        broker.join_cluster(cluster.clone());
+    }
 
     let admin_listener = admin::bind(config.admin_listen).await?;
-    let client_ca = config.client_ca.as_deref().map(quic::client_roots).transpose()?;
-    let endpoint = quic::endpoint(config.listen, certs, key, client_ca, &config.limits)?;
-    let listen = endpoint.local_addr()?;
     let admin_listen = admin_listener.local_addr()?;
     tracing::info!(%listen, admin = %admin_listen, data_dir = %config.data_dir.display(), fsync = ?config.fsync, "silt-broker started");
 
@@ -213,6 +245,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         space_guard.abort();
         scrub.abort();
         flusher.abort();
+        if let Some(cluster) = &cluster {
+            cluster.shutdown().await;
+        }
         // After a failed write sled returns the same error to every call, and a flush may
         // never return: the broker stops without one, and says so in its exit code.
         let final_flush = match durability_at_stop.healthy() {
@@ -229,15 +264,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!("silt-broker stopped");
         Ok(())
     });
-    Ok(Running {
-        listen,
-        admin_listen,
-        ca_cert: config.data_dir.join("tls").join("cert.pem"),
-        admin_token,
-        auth,
-        stop,
-        task,
-    })
+    Ok(Running { listen, admin_listen, ca_cert, admin_token, auth, stop, task })
 }
 
 /// Authentication off is said out loud, and refused outright where others can reach the

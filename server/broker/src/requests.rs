@@ -20,6 +20,7 @@ use silt_wire::frame::Frame;
 use silt_wire::message;
 use silt_wire::{Deployment, ErrorCode, Operation, PartitionOffset, Request, Response, WireError};
 
+mod cluster;
 mod fetch;
 mod produce;
 mod tiers;
@@ -56,6 +57,8 @@ pub struct Broker {
     /// before they are read until their bytes are dropped.
     responses: Arc<Semaphore>,
     pub(crate) quotas: Arc<Quotas>,
+    /// This broker's part in its cluster; unset when it runs alone.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -158,7 +161,13 @@ impl Broker {
             auth,
             responses,
             quotas: Quotas::new(quotas),
+            cluster: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Makes this broker one of a cluster (before it serves).
+    pub fn join_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// A session for a new connection from `remote`.
@@ -285,6 +294,9 @@ impl Broker {
                 return self.refused(session, &request, kind, r);
             }
         }
+        if let (Request::InitProducer { id }, Some(cluster)) = (&request, self.cluster.get()) {
+            return self.init_producer_replicated(cluster, session, &principal, *id).await;
+        }
         if let Request::InitProducer { id } = request {
             // Durable before the answer (a flush): off the async threads.
             let (this, session) = (self.clone(), session.clone());
@@ -398,7 +410,33 @@ impl Broker {
                     }
                 })
             }
-            Request::Produce { topic, partition } => self.produce(&topic, partition, frame).await,
+            Request::Produce { topic, partition } => match self.cluster.get() {
+                Some(cluster) if cluster.replicated(&topic) => {
+                    self.produce_replicated(cluster, &topic, partition, frame).await
+                }
+                _ => self.produce(&topic, partition, frame).await,
+            },
+            Request::CreateTopic { name, partitions, retention_ms, retention_bytes, replication_factor }
+                if self.cluster.get().is_some() =>
+            {
+                let cluster = self.cluster.get().cloned().expect("checked");
+                self.create_topic_replicated(
+                    &cluster,
+                    name,
+                    partitions,
+                    retention_ms,
+                    retention_bytes,
+                    replication_factor,
+                )
+                .await
+            }
+            Request::DeleteTopic { name } if self.cluster.get().is_some_and(|c| c.replicated(&name)) => {
+                ready(error(ErrorCode::InvalidRequest, "deleting a topic of a cluster is not supported yet"))
+            }
+            Request::ClusterStatus => {
+                let this = self.clone();
+                Box::pin(async move { this.cluster_status().await })
+            }
             Request::Fetch { topic, partition, from, max_bytes, max_wait_ms, processor } => {
                 let this = self.clone();
                 Box::pin(async move {
@@ -494,7 +532,13 @@ impl Broker {
     fn admin(&self, request: Request, principal: &Principal) -> Reply {
         let may = |op: Operation, resource: String| self.auth.allowed(principal, op, &resource);
         match request {
-            Request::CreateTopic { name, partitions, retention_ms, retention_bytes } => {
+            Request::CreateTopic { name, partitions, retention_ms, retention_bytes, replication_factor } => {
+                if replication_factor.is_some_and(|r| r != 1) {
+                    return error(
+                        ErrorCode::InvalidRequest,
+                        "this broker runs alone: a topic's replication factor can only be 1",
+                    );
+                }
                 // The store checks name and partition count; its refusals map to InvalidRequest.
                 let meta = TopicMeta {
                     name: name.clone(),

@@ -130,6 +130,7 @@ async fn authorization_matrix() {
                 partitions: 1,
                 retention_ms: None,
                 retention_bytes: None,
+                replication_factor: None,
             },
             &[(Op::CreateTopic, "topic:mx.new")],
         ),
@@ -218,6 +219,7 @@ async fn authorization_matrix() {
             &[(Op::ManageAuth, "user:u2")],
         ),
         case(Request::ListUsers, &[(Op::ManageAuth, "user:*")]),
+        case(Request::ClusterStatus, &[(Op::Describe, "cluster:status")]),
         case(Request::RemoveUser { name: "u2".into() }, &[(Op::ManageAuth, "user:u*")]),
         case(
             Request::CreateToken { user: "victim".into(), name: "x".into(), expires_ms: None },

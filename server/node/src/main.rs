@@ -8,6 +8,7 @@
 //! the demo's view. The `silt` client links none of this: its `silt demo` runs this binary.
 
 mod check;
+mod cluster_init;
 mod config;
 mod demo;
 mod serve;
@@ -37,6 +38,11 @@ use crate::config::ServerConfig;
 /// `silt-broker demo` runs the whole system on loopback with simulated sensors instead (see
 /// `silt-broker demo --help`; `silt demo` runs it). `silt-broker check` verifies a stopped
 /// broker's data directory.
+///
+/// Several brokers make a cluster that replicates each partition on a Raft group (openraft):
+/// `silt-broker cluster-init DIR --nodes 3` prepares their data directories, then each starts
+/// with --node-id, --cluster-listen and the same --peers (scripts/cluster-local.sh does it all
+/// on loopback).
 ///
 /// Exit codes: 0 after a clean shutdown on SIGINT or SIGTERM; 1 when startup or the final
 /// flush fails (the message says why); 2 for bad command-line arguments.
@@ -71,6 +77,19 @@ struct Args {
     /// context that records carry in their `traceparent` header.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// This broker's id in its cluster (1 or more). With --peers it joins the cluster instead
+    /// of running alone; its certificates are in DATA_DIR/cluster/ (`silt-broker cluster-init`
+    /// makes them) unless the [cluster] table names others.
+    #[arg(long, env = "SILT_NODE_ID", value_name = "N")]
+    node_id: Option<u64>,
+    /// Where other brokers reach this one (QUIC with mutual TLS); default: this broker's
+    /// address in --peers.
+    #[arg(long, env = "SILT_CLUSTER_LISTEN", value_name = "HOST:PORT")]
+    cluster_listen: Option<SocketAddr>,
+    /// The cluster's initial members, ID@HOST:PORT (cluster addresses) separated by commas:
+    /// the same list on every broker; the cluster forms once most of them are up.
+    #[arg(long, env = "SILT_PEERS", value_name = "ID@HOST:PORT,...")]
+    peers: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +99,7 @@ enum Command {
     // Their help is the args' doc comment (a variant's would replace the long help).
     Demo(demo::DemoArgs),
     Check(check::CheckArgs),
+    ClusterInit(cluster_init::ClusterInitArgs),
 }
 
 /// glibc's malloc raises its mmap threshold to the largest block freed (up to 32 MiB); from
@@ -117,6 +137,7 @@ fn main() -> ExitCode {
     match args.command.take() {
         Some(Command::Demo(demo)) => return demo::main(demo),
         Some(Command::Check(check)) => return check::main(check),
+        Some(Command::ClusterInit(init)) => return cluster_init::main(init),
         None => {}
     }
     match run(args) {
@@ -157,6 +178,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = args.otlp_endpoint {
         broker.otlp_endpoint = Some(v);
+    }
+    if let Some(v) = args.node_id {
+        broker.cluster.node_id = Some(v);
+    }
+    if let Some(v) = args.cluster_listen {
+        broker.cluster.listen = Some(v);
+    }
+    if let Some(v) = args.peers {
+        broker.cluster.peers = Some(v);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // The OTLP exporter's batch processor needs no runtime, but its guard flushes on drop,

@@ -47,6 +47,9 @@ pub(crate) const AUTH_TREE_PREFIX: &str = "silt/auth/";
 pub(crate) const STATS_KEY: &[u8] = b"stats";
 /// The key of a partition's accepted losses in its stats tree (`records::StoredGaps`).
 pub(crate) const GAPS_KEY: &[u8] = b"gaps";
+/// In a replicated partition's stats tree: the last entry of its group applied to the log
+/// (the broker's encoding), written in the transaction of the entry's batches.
+pub(crate) const APPLIED_KEY: &[u8] = b"applied";
 
 /// Longest topic name accepted: the protocol's limit (`silt_wire::message`), so the two cannot
 /// drift apart.

@@ -90,6 +90,7 @@ mod layout;
 pub mod ledger;
 mod partition;
 mod processors;
+pub mod raft_log;
 pub mod records;
 pub mod space;
 mod store;

@@ -1,5 +1,6 @@
 //! One topic-partition log: appends, reads, the timestamp index, producer dedup, retention.
 
+mod appends;
 mod files;
 mod repair;
 mod retention;
@@ -18,11 +19,12 @@ use sled::transaction::{TransactionError, Transactional};
 use sled::IVec;
 
 use crate::layout::{
-    checkpoint_key, decode_offset_key, decode_time_key, offset_key, partition_tree_name, time_key,
-    PartitionTree, ProducerEntry, Stats, CHECKPOINTS_TREE, GAPS_KEY, STATS_KEY,
+    decode_offset_key, decode_time_key, offset_key, partition_tree_name, time_key, PartitionTree,
+    ProducerEntry, Stats, APPLIED_KEY, CHECKPOINTS_TREE, GAPS_KEY, STATS_KEY,
 };
 use crate::records::{StoredGaps, GAPS_BYTES_MAX};
 use crate::{Appended, ReadOutcome, Retained, StorageError};
+use appends::{Extra, Times};
 
 pub use files::Locator;
 pub use repair::{Damage, Repair};
@@ -234,41 +236,17 @@ impl Partition {
         self.append_inner(batches, append_time_ms, None)
     }
 
-    /// Appends a pipeline processor's output batches (none is fine) and, in the same sled
-    /// transaction, stores its checkpoint for one input partition: after a crash either both
-    /// are there or neither (docs/design.md, decision 4). The checkpoint bytes are the caller's.
-    ///
-    /// All or nothing: if any batch would be refused or is a duplicate, nothing is written
-    /// and the first such result is returned as an error.
-    pub fn append_checkpointed(
-        &self,
-        batches: &mut [&mut [u8]],
-        append_time_ms: i64,
-        processor: &str,
-        input_partition: u32,
-        checkpoint: &[u8],
-    ) -> Result<Vec<u64>, StorageError> {
-        let key = checkpoint_key(processor, input_partition);
-        let results = self.append_inner(batches, append_time_ms, Some((&key, checkpoint)));
-        let mut offsets = Vec::with_capacity(results.len());
-        for result in results {
-            match result? {
-                Appended::New { base_offset } => offsets.push(base_offset),
-                Appended::Duplicate { .. } => {
-                    unreachable!("append_inner refuses duplicates when a checkpoint is given")
-                }
-            }
-        }
-        Ok(offsets)
-    }
-
-    fn append_inner(
+    pub(super) fn append_inner(
         &self,
         batches: &mut [&mut [u8]],
         append_time_ms: i64,
         checkpoint: Option<(&[u8], &[u8])>,
     ) -> Vec<Result<Appended, StorageError>> {
-        let results = self.append_locked(batches, append_time_ms, checkpoint);
+        let extra = match checkpoint {
+            Some((key, value)) => Extra::Checkpoint(key, value),
+            None => Extra::None,
+        };
+        let results = self.append_locked(batches, Times::One(append_time_ms), extra);
         crate::release_deferred();
         results
     }
@@ -276,9 +254,17 @@ impl Partition {
     fn append_locked(
         &self,
         batches: &mut [&mut [u8]],
-        append_time_ms: i64,
-        checkpoint: Option<(&[u8], &[u8])>,
+        times: Times<'_>,
+        extra: Extra<'_>,
     ) -> Vec<Result<Appended, StorageError>> {
+        let checkpoint = match extra {
+            Extra::Checkpoint(key, value) => Some((key, value)),
+            _ => None,
+        };
+        let applied = match extra {
+            Extra::Applied(value) => Some(value),
+            _ => None,
+        };
         let mut writer = match self.lock_writer() {
             Ok(w) => w,
             Err(e) => return batches.iter().map(|_| Err(clone_live_error(&e))).collect(),
@@ -340,6 +326,10 @@ impl Partition {
                         })
                     };
                     undo.push((producer_id, previous));
+                    let append_time_ms = match times {
+                        Times::One(t) => t,
+                        Times::Each(each) => each[index],
+                    };
                     stamp(batches[index], base_offset, append_time_ms);
                     staged.push((index, offset_key(base_offset), index_time.map(time_key)));
                     Ok(Appended::New { base_offset })
@@ -362,7 +352,7 @@ impl Partition {
         if checkpoint.is_some() && staged.len() != results.len() {
             return self.refuse_checkpointed(results);
         }
-        if staged.is_empty() && checkpoint.is_none() {
+        if staged.is_empty() && checkpoint.is_none() && applied.is_none() {
             return results;
         }
         let stats = Stats { size_bytes: plan.after.size_bytes, batch_count: plan.after.batch_count };
@@ -413,6 +403,9 @@ impl Partition {
                 if let Some((key, value)) = checkpoint {
                     checkpoints.insert(key, value)?;
                 }
+                if let Some(value) = applied {
+                    stats_tree.insert(APPLIED_KEY, value)?;
+                }
                 Ok::<_, sled::transaction::ConflictableTransactionError<Infallible>>(())
             })
             .map_err(sled_error);
@@ -429,34 +422,6 @@ impl Partition {
         self.batch_count.store(after.batch_count, Ordering::Relaxed);
         self.next_offset.store(after.next_offset, Ordering::Release);
         results
-    }
-
-    /// A checkpointed append is all or nothing: hands back the first refusal, and nothing is
-    /// written.
-    fn refuse_checkpointed(
-        &self,
-        results: Vec<Result<Appended, StorageError>>,
-    ) -> Vec<Result<Appended, StorageError>> {
-        let count = results.len();
-        let first = results.into_iter().find(|r| !matches!(r, Ok(Appended::New { .. })));
-        let refused = match first {
-            Some(Err(e)) => e,
-            _ => StorageError::InvalidBatch {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                reason: "a processor output batch repeated a producer sequence",
-            },
-        };
-        let mut all = Vec::with_capacity(count);
-        all.push(Err(refused));
-        all.extend((1..count).map(|_| {
-            Err(StorageError::InvalidBatch {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                reason: "another batch of the same checkpointed append was refused",
-            })
-        }));
-        all
     }
 
     /// Appends to `out` whole stored batches, starting with the one that holds `from`, until

@@ -3,6 +3,7 @@
 //! server code: `silt demo` runs the server binary's demo (`demo`).
 
 mod auth;
+mod cluster;
 mod demo;
 mod device;
 mod output;
@@ -103,6 +104,9 @@ enum Command {
     /// Grant, revoke and list access-control entries.
     #[command(subcommand)]
     Acl(auth::AclCommand),
+    /// Show the cluster: its brokers and every partition's leader and replicas.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Show who the broker takes this client for, and its entries.
     Whoami,
     /// Read the audit trail: logins, changes and refused requests.
@@ -132,6 +136,10 @@ enum TopicCommand {
         /// Drop the oldest batches while a partition holds more bytes than this.
         #[arg(long, value_name = "BYTES")]
         retention_bytes: Option<u64>,
+        /// Brokers that keep each partition, in a cluster (default: 3, or all brokers when
+        /// fewer); a produce is acknowledged once most of them have it.
+        #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..=7))]
+        replication_factor: Option<u32>,
     },
     /// List topics.
     List,
@@ -331,6 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => auth::user(&client, cmd, json).await,
         Command::Token(cmd) => auth::token(&client, cmd, json).await,
         Command::Acl(cmd) => auth::acl(&client, cmd, json).await,
+        Command::Cluster(cmd) => cluster::run(&client, cmd, json).await,
         Command::Whoami => auth::whoami(&client, json).await,
         Command::Audit { since, principal } => auth::audit(&client, since, principal, json).await,
         Command::Demo(_) => unreachable!("handled before the runtime starts"),
@@ -341,9 +350,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn topic(client: &Client, cmd: TopicCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        TopicCommand::Create { name, partitions, retention, retention_bytes } => {
+        TopicCommand::Create { name, partitions, retention, retention_bytes, replication_factor } => {
             let retention_ms = retention.map(|d| d.as_millis() as u64);
-            let info = client.create_topic(&name, partitions, retention_ms, retention_bytes).await?;
+            let info = client
+                .create_topic_replicated(&name, partitions, retention_ms, retention_bytes, replication_factor)
+                .await?;
             if json {
                 print_topic(&info, true);
             } else {

@@ -110,6 +110,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The connection holds producer id `id` at `epoch` (a claim the cluster decided).
+    pub fn hold_producer(&self, id: u64, epoch: u32) {
+        self.producers.hold(id, epoch);
+    }
+
     /// The principal, if the connection authenticated.
     pub fn principal(&self) -> Option<Arc<Principal>> {
         self.principal.read().expect("session lock").clone()
@@ -144,6 +149,35 @@ fn random_hex(bytes: usize) -> Result<String, Refusal> {
     let mut b = vec![0u8; bytes];
     SystemRandom::new().fill(&mut b).map_err(|_| storage("the system random generator failed"))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The token a data directory's admin token file holds before the first start, as (id, secret).
+fn given_token(path: &Path) -> anyhow::Result<Option<(String, String)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    };
+    let token = text.trim();
+    let parsed =
+        token.strip_prefix(TOKEN_PREFIX).and_then(|rest| rest.split_once('_')).filter(|(id, secret)| {
+            let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+            hex(id, 12) && hex(secret, 64)
+        });
+    match parsed {
+        Some((id, secret)) => Ok(Some((id.to_string(), secret.to_string()))),
+        None => anyhow::bail!(
+            "{} holds no Silt token (silt_ID_SECRET, 12 and 64 hex digits); remove it to have one made",
+            path.display()
+        ),
+    }
+}
+
+/// A new random admin token, `silt_ID_SECRET`, for a cluster's brokers to share.
+pub fn new_token() -> anyhow::Result<String> {
+    let id = random_hex(6).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let secret = random_hex(32).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(format!("{TOKEN_PREFIX}{id}_{secret}"))
 }
 
 fn sha256(s: &str) -> [u8; 32] {
@@ -277,8 +311,15 @@ impl Auth {
                 allow: true,
             })?;
         }
-        let (_, secret) = self.create_token(ADMIN_USER, "admin", None, now)?;
         let path = data_dir.join(ADMIN_TOKEN_FILE);
+        // The brokers of a cluster share one admin token: `silt-broker cluster-init` writes it
+        // into each data directory before their first start, and each adopts it.
+        if let Some(given) = given_token(&path)? {
+            self.store_token(ADMIN_USER, "admin", None, now, given)?;
+            tracing::info!(path = %path.display(), "first start: made user admin with every right; its token is the one this file held");
+            return Ok(());
+        }
+        let (_, secret) = self.create_token(ADMIN_USER, "admin", None, now)?;
         write_secret(&path, &secret)?;
         tracing::info!(path = %path.display(), "first start: made user admin with every right; its token is in this file (mode 0600)");
         Ok(())
@@ -571,6 +612,18 @@ impl Auth {
         expires_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<(TokenInfo, String), Refusal> {
+        self.store_token(user, name, expires_ms, now_ms, (random_hex(6)?, random_hex(32)?))
+    }
+
+    /// Stores the token `silt_ID_SECRET` given as `(id, secret)` for `user`.
+    fn store_token(
+        &self,
+        user: &str,
+        name: &str,
+        expires_ms: Option<i64>,
+        now_ms: i64,
+        (id, secret): (String, String),
+    ) -> Result<(TokenInfo, String), Refusal> {
         if name.is_empty() || name.len() > 64 {
             return Err(refuse(ErrorCode::InvalidRequest, "a token name must be 1 to 64 bytes long"));
         }
@@ -578,8 +631,6 @@ impl Auth {
         if !state.users.contains_key(user) {
             return Err(refuse(ErrorCode::UnknownUser, format!("no user {user:?}")));
         }
-        let id = random_hex(6)?;
-        let secret = random_hex(32)?;
         let token = StoredToken {
             id: id.clone(),
             name: name.into(),
@@ -763,7 +814,7 @@ impl Auth {
 }
 
 /// Writes `secret` to a new file readable by its owner only (0600), replacing an old one.
-fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;

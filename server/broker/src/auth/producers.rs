@@ -18,6 +18,13 @@ use super::{refuse, storage, Principal, Refusal, Session};
 #[derive(Debug, Default)]
 pub struct Held(Mutex<HashMap<u64, u32>>);
 
+impl Held {
+    /// The connection holds `id` at `epoch` from now on (a claim the cluster decided).
+    pub fn hold(&self, id: u64, epoch: u32) {
+        self.0.lock().expect("held producers lock").insert(id, epoch);
+    }
+}
+
 /// Every assigned producer id.
 pub struct Producers {
     store: Arc<Store>,
@@ -60,24 +67,7 @@ impl Producers {
                 };
                 StoredProducer { id, principal: principal.name.clone(), epoch: 0, claimed_ms: now_ms }
             }
-            Some(id) => {
-                let Some(known) = ids.get(&id) else {
-                    return Err(refuse(
-                        ErrorCode::UnknownProducer,
-                        format!("producer id {id} was never assigned here"),
-                    ));
-                };
-                if known.principal != principal.name {
-                    return Err(refuse(
-                        ErrorCode::PermissionDenied,
-                        format!("producer id {id} belongs to another principal"),
-                    ));
-                }
-                let epoch = known.epoch.checked_add(1).ok_or_else(|| {
-                    refuse(ErrorCode::ProducerFenced, format!("producer id {id} has used up its epochs"))
-                })?;
-                StoredProducer { epoch, claimed_ms: now_ms, ..known.clone() }
-            }
+            Some(id) => next_epoch(&ids, &principal.name, id, now_ms)?,
         };
         drop(ids);
         self.store.auth_put(AuthTree::Producers, &entry.id.to_be_bytes(), &seal(&entry)).map_err(storage)?;
@@ -85,6 +75,37 @@ impl Producers {
         let claimed = (entry.id, entry.epoch);
         self.ids.write().expect("producers lock").insert(entry.id, entry);
         session.producers.0.lock().expect("held producers lock").insert(claimed.0, claimed.1);
+        Ok(claimed)
+    }
+
+    /// In a cluster the metadata group decides producer ids: the ids this broker kept alone are
+    /// dropped, and the group's claims fill the table as they are applied.
+    pub fn forget_local(&self) {
+        self.ids.write().expect("producers lock").clear();
+    }
+
+    /// Applies a producer claim of the cluster's metadata group: a fresh `id` for `principal`,
+    /// or `id` again at the next epoch. Every broker applies the same claims in the same order
+    /// to the same table, so they decide alike; the table is in memory, made again from the
+    /// group's log at start.
+    pub fn apply_claim(
+        &self,
+        principal: &str,
+        id: u64,
+        fresh: bool,
+        now_ms: i64,
+    ) -> Result<(u64, u32), Refusal> {
+        let mut ids = self.ids.write().expect("producers lock");
+        let entry = if fresh {
+            if ids.contains_key(&id) || id == ANONYMOUS_PRODUCER {
+                return Err(refuse(ErrorCode::Storage, "producer id collision; try again"));
+            }
+            StoredProducer { id, principal: principal.to_string(), epoch: 0, claimed_ms: now_ms }
+        } else {
+            next_epoch(&ids, principal, id, now_ms)?
+        };
+        let claimed = (entry.id, entry.epoch);
+        ids.insert(entry.id, entry);
         Ok(claimed)
     }
 
@@ -112,9 +133,31 @@ impl Producers {
     }
 }
 
+/// `id`, known and `principal`'s, claimed again at the next epoch.
+fn next_epoch(
+    ids: &HashMap<u64, StoredProducer>,
+    principal: &str,
+    id: u64,
+    now_ms: i64,
+) -> Result<StoredProducer, Refusal> {
+    let Some(known) = ids.get(&id) else {
+        return Err(refuse(ErrorCode::UnknownProducer, format!("producer id {id} was never assigned here")));
+    };
+    if known.principal != principal {
+        return Err(refuse(
+            ErrorCode::PermissionDenied,
+            format!("producer id {id} belongs to another principal"),
+        ));
+    }
+    let epoch = known.epoch.checked_add(1).ok_or_else(|| {
+        refuse(ErrorCode::ProducerFenced, format!("producer id {id} has used up its epochs"))
+    })?;
+    Ok(StoredProducer { epoch, claimed_ms: now_ms, ..known.clone() })
+}
+
 /// A random id, never 0. std's randomly keyed hasher is the randomness: ids need to be
 /// unpredictable enough not to collide, not secret (ownership is what protects them).
-fn fresh_id() -> u64 {
+pub fn fresh_id() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now()).max(1)
 }

@@ -51,6 +51,7 @@ pub fn needs(request: &Request, principal: &str) -> Need {
         Request::DeleteTopic { name } if is_internal(name) => internal(name),
         Request::DeleteTopic { name } => one(Op::DeleteTopic, topic(name)),
         Request::DescribeTopic { name } => one(Op::Describe, topic(name)),
+        Request::ClusterStatus => one(Op::Describe, "cluster:status".into()),
         Request::RepairPartition { topic: t, .. } => one(Op::AlterTopic, topic(t)),
         Request::Produce { topic: t, .. } if is_internal(t) => internal(t),
         Request::Produce { topic: t, .. } => one(Op::Produce, topic(t)),
@@ -166,6 +167,7 @@ pub fn name(request: &Request) -> &'static str {
         Request::CreateTopic { .. } => "create-topic",
         Request::DeleteTopic { .. } => "delete-topic",
         Request::ListTopics => "list-topics",
+        Request::ClusterStatus => "cluster-status",
         Request::DescribeTopic { .. } => "describe-topic",
         Request::Produce { .. } => "produce",
         Request::Fetch { .. } => "fetch",
@@ -307,6 +309,7 @@ pub fn resource(request: &Request) -> String {
         Request::GrantAcl { entry } | Request::RevokeAcl { entry } => entry.to_string(),
         Request::InitProducer { id: Some(id) } => format!("producer:{id}"),
         Request::AuditDevices { .. } => "device:*".into(),
+        Request::ClusterStatus => "cluster:status".into(),
         Request::InitProducer { id: None }
         | Request::Authenticate { .. }
         | Request::WhoAmI

@@ -328,6 +328,11 @@ mod process;
 #[allow(unused_imports)]
 pub use process::{free_udp_port, health, BrokerProcess};
 
+// Several brokers as one cluster (replication tests).
+mod cluster;
+#[allow(unused_imports)]
+pub use cluster::LocalCluster;
+
 // Processor ABI test modules, shared with the device bridge's tests (device-bridge/bridge/tests/
 // support includes the same file).
 mod abi;

@@ -1,0 +1,236 @@
+//! Replication across brokers, tested in the way of Jepsen but short (for `.ci/run`): three
+//! `silt-broker` processes on loopback, a producer and a consumer running while a nemesis
+//! kills (SIGKILL) or pauses (SIGSTOP) the leader of the partition, and a checker over the
+//! history: every acknowledged record is in the log exactly once and in order, nothing
+//! appears that was never sent, no consumer saw a record at an offset that later held another,
+//! and every replica ends with the same log.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use silt_client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, FetchFrom, Producer, ProducerConfig, ProducerRecord,
+};
+use support::LocalCluster;
+
+const TOPIC: &str = "jepsen";
+
+/// What the producer was told.
+#[derive(Debug, Default, Clone, Copy)]
+struct Produced {
+    /// Records 1..=acked are acknowledged.
+    acked: u64,
+    /// Records 1..=sent were handed to the producer.
+    sent: u64,
+}
+
+/// Sends 1..=total in order, flushing every `chunk`; stops at the first failed flush.
+async fn produce(client: Client, total: u64, chunk: u64, progress: Arc<Mutex<Produced>>) {
+    let config = ProducerConfig {
+        batch_records_max: 50,
+        linger: Duration::from_millis(2),
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let producer = Producer::new(&client, TOPIC, config).await.expect("a producer");
+    for i in 1..=total {
+        let value = i.to_string();
+        let record = ProducerRecord {
+            key: None,
+            value: value.as_bytes(),
+            timestamp_ms: None,
+            headers: &[],
+            partition: Some(0),
+        };
+        producer.send(record).await.expect("send");
+        progress.lock().unwrap().sent = i;
+        if i % chunk == 0 {
+            match producer.flush().await {
+                Ok(()) => progress.lock().unwrap().acked = i,
+                Err(e) => {
+                    eprintln!("flush after {i} failed: {e}");
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    let _ = producer.close().await;
+}
+
+/// Every record of the partition, as (offset, value), read from the brokers `config` lists.
+async fn read_log(config: ClientConfig) -> Vec<(u64, u64)> {
+    let client = Client::connect(config).await.expect("a reader");
+    let consumer_config = ConsumerConfig { from: FetchFrom::Earliest, follow: false, ..Default::default() };
+    let mut consumer = Consumer::new(&client, TOPIC, consumer_config).await.expect("a consumer");
+    let mut out = Vec::new();
+    while let Some(r) = consumer.next_record().await {
+        let r = r.expect("a record");
+        out.push((r.offset, std::str::from_utf8(&r.value).unwrap().parse().unwrap()));
+    }
+    consumer.close().await;
+    client.close().await;
+    out
+}
+
+/// The checker: the log holds exactly 1..=m for some m between what was acknowledged and what
+/// was sent, at offsets 0.., and every record a consumer saw is where it saw it.
+fn check(log: &[(u64, u64)], produced: Produced, seen: &[(u64, u64)]) -> Result<(), String> {
+    for (i, (offset, value)) in log.iter().enumerate() {
+        if *offset != i as u64 || *value != i as u64 + 1 {
+            return Err(format!(
+                "log entry {i} is {value} at offset {offset}: a record lost, doubled or out of order"
+            ));
+        }
+    }
+    let m = log.len() as u64;
+    if m < produced.acked {
+        return Err(format!("{} acknowledged records, only {m} in the log", produced.acked));
+    }
+    if m > produced.sent {
+        return Err(format!("{m} records in the log, only {} were sent", produced.sent));
+    }
+    for (offset, value) in seen {
+        if log.get(*offset as usize).map(|e| e.1) != Some(*value) {
+            return Err(format!("a consumer saw {value} at offset {offset}, which the log does not hold"));
+        }
+    }
+    Ok(())
+}
+
+/// Follows the partition from the start, recording what it sees, until `stop`.
+async fn watch(config: ClientConfig, seen: Arc<Mutex<Vec<(u64, u64)>>>, stop: Arc<tokio::sync::Notify>) {
+    let Ok(client) = Client::connect(config).await else { return };
+    let consumer_config = ConsumerConfig {
+        from: FetchFrom::Earliest,
+        follow: true,
+        max_wait: Duration::from_millis(200),
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let Ok(mut consumer) = Consumer::new(&client, TOPIC, consumer_config).await else { return };
+    loop {
+        tokio::select! {
+            _ = stop.notified() => break,
+            r = consumer.next_record() => match r {
+                Some(Ok(r)) => seen.lock().unwrap().push((r.offset, std::str::from_utf8(&r.value).unwrap().parse().unwrap())),
+                _ => break,
+            },
+        }
+    }
+    consumer.close().await;
+}
+
+/// How a nemesis treats the leader it picked.
+enum Nemesis {
+    Kill,
+    Pause(Duration),
+}
+
+/// Runs a producer and a watcher against three brokers, applies `nemesis` to the partition's
+/// leader a moment in, brings it back, and checks the history on every replica.
+async fn run(nemesis: Nemesis) {
+    let mut cluster = LocalCluster::start(3).await;
+    let admin = cluster.client().await;
+    admin.create_topic_replicated(TOPIC, 1, None, None, Some(3)).await.expect("topic");
+    let progress = Arc::new(Mutex::new(Produced::default()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let producer = tokio::spawn(produce(cluster.client().await, 6000, 100, progress.clone()));
+    let watcher = tokio::spawn(watch(cluster.config_for(&[1, 2, 3]), seen.clone(), stop.clone()));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leader = cluster.leader_of(TOPIC, 0, None).await;
+    let acked_before = progress.lock().unwrap().acked;
+    let hit = Instant::now();
+    match nemesis {
+        Nemesis::Kill => cluster.node_mut(leader).kill(),
+        Nemesis::Pause(_) => signal(cluster.node(leader).pid(), "STOP"),
+    }
+    let next = cluster.leader_of(TOPIC, 0, Some(leader)).await;
+    eprintln!(
+        "nemesis on leader {leader} (after {acked_before} acknowledged): node {next} leads after {:?}",
+        hit.elapsed()
+    );
+    match nemesis {
+        Nemesis::Kill => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.node_mut(leader).restart().await;
+        }
+        Nemesis::Pause(pause) => {
+            tokio::time::sleep(pause.saturating_sub(hit.elapsed())).await;
+            signal(cluster.node(leader).pid(), "CONT");
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(120), producer)
+        .await
+        .expect("the producer finished in time")
+        .unwrap();
+    let produced = *progress.lock().unwrap();
+    assert!(produced.acked > acked_before, "records were acknowledged after the nemesis: {produced:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.notify_one();
+    let _ = tokio::time::timeout(Duration::from_secs(30), watcher).await;
+
+    let log = read_log(cluster.config_for(&[next])).await;
+    let seen = seen.lock().unwrap().clone();
+    if let Err(e) = check(&log, produced, &seen) {
+        panic!("history check on node {next}: {e} ({produced:?}, {} in the log)", log.len());
+    }
+    // Every replica, the one the nemesis hit included, catches up to the same log.
+    let caught_up = Instant::now();
+    for id in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let replica = read_log(cluster.config_for(&[id])).await;
+            if replica == log {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} holds {} records, not the {} of node {next}",
+                replica.len(),
+                log.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!(
+        "{} acknowledged, {} in every replica's log (caught up within {:?}), {} seen by the watcher; no loss, no duplicate",
+        produced.acked,
+        log.len(),
+        caught_up.elapsed(),
+        seen.len()
+    );
+    admin.close().await;
+}
+
+fn signal(pid: u32, name: &str) {
+    let status =
+        std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
+    run(Nemesis::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_record_is_lost_when_the_leader_is_paused() {
+    run(Nemesis::Pause(Duration::from_secs(3))).await;
+}
+
+#[test]
+fn the_checker_catches_loss_duplicates_and_phantoms() {
+    let log: Vec<(u64, u64)> = (0..5).map(|i| (i, i + 1)).collect();
+    let ok = Produced { acked: 4, sent: 6 };
+    assert!(check(&log, ok, &[(2, 3)]).is_ok());
+    assert!(check(&log, Produced { acked: 6, sent: 6 }, &[]).is_err(), "an acknowledged record lost");
+    assert!(check(&log, Produced { acked: 4, sent: 4 }, &[]).is_err(), "a record never sent");
+    let doubled = vec![(0, 1), (1, 2), (2, 2)];
+    assert!(check(&doubled, Produced { acked: 2, sent: 3 }, &[]).is_err(), "a duplicate");
+    assert!(check(&log, ok, &[(2, 9)]).is_err(), "a consumer saw what the log lost");
+}
