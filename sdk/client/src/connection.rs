@@ -199,6 +199,19 @@ impl Client {
         self.live(&mut guard).await
     }
 
+    /// Leaves the broker this client is connected to for the next one listed (a broker that
+    /// answers but cannot settle requests: cut off from its cluster, say). With one broker
+    /// listed it only drops the connection; every user of this client reconnects.
+    pub async fn move_on(&self) {
+        let mut guard = self.inner.conn.lock().await;
+        if let Some(c) = guard.take() {
+            c.close(VarInt::from_u32(0), b"moving to another broker");
+        }
+        let listed = brokers(&self.inner.config.broker).count().max(1);
+        let mut answered = self.inner.answered.lock().expect("answered lock");
+        *answered = (*answered + 1) % listed;
+    }
+
     /// The connection in `guard`, replaced by a new one (authenticated, with this client's
     /// producer ids claimed again) when it was closed.
     async fn live(&self, guard: &mut Option<quinn::Connection>) -> Result<quinn::Connection, ClientError> {

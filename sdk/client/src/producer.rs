@@ -535,6 +535,10 @@ impl PartitionSender {
                 }
                 Event::Response(Err(e)) if e.is_retriable() => {
                     tracing::debug!(error = %e, partition = self.partition, "produce stream lost; resending");
+                    if matches!(e, ClientError::Broker { code: ErrorCode::Unavailable, .. }) {
+                        // This broker could not reach its cluster's leader: resend elsewhere.
+                        self.client.move_on().await;
+                    }
                     link = None;
                 }
                 Event::Response(Err(e)) => {

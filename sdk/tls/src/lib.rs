@@ -76,10 +76,11 @@ pub struct NodeFiles {
 
 /// Makes a cluster's certificate authority in `dir` (`ca.pem`; its key is used here and never
 /// written) and one certificate per node, signed by it (`node-N.pem`, `node-N.key`, mode
-/// 0600): names `localhost`, `127.0.0.1`, `::1` and `silt-node-N`, for both ends of a TLS
-/// connection, so each node serves clients and other nodes with it and presents it to the
-/// nodes it calls (mTLS). Clients trust `ca.pem`. Files already there are replaced.
-pub fn make_cluster(dir: &Path, nodes: &[u64]) -> anyhow::Result<Vec<NodeFiles>> {
+/// 0600): names `silt-node-N`, `localhost`, `127.0.0.1`, `::1` and `extra_names` (the
+/// addresses clients use), for both ends of a TLS connection, so each node serves clients and
+/// other nodes with it and presents it to the nodes it calls (mTLS). Clients trust `ca.pem`.
+/// Files already there are replaced.
+pub fn make_cluster(dir: &Path, nodes: &[u64], extra_names: &[String]) -> anyhow::Result<Vec<NodeFiles>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -92,12 +93,13 @@ pub fn make_cluster(dir: &Path, nodes: &[u64]) -> anyhow::Result<Vec<NodeFiles>>
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let mut files = Vec::with_capacity(nodes.len());
     for node in nodes {
-        let names = vec![
+        let mut names = vec![
             format!("silt-node-{node}"),
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
         ];
+        names.extend(extra_names.iter().filter(|n| !names.contains(n)).cloned().collect::<Vec<_>>());
         let mut params = rcgen::CertificateParams::new(names)?;
         params.distinguished_name.push(rcgen::DnType::CommonName, format!("silt-node-{node}"));
         params.extended_key_usages =

@@ -1,9 +1,10 @@
 //! Replication across brokers, tested in the way of Jepsen but short (for `.ci/run`): three
-//! `silt-broker` processes on loopback, a producer and a consumer running while a nemesis
-//! kills (SIGKILL) or pauses (SIGSTOP) the leader of the partition, and a checker over the
-//! history: every acknowledged record is in the log exactly once and in order, nothing
-//! appears that was never sent, no consumer saw a record at an offset that later held another,
-//! and every replica ends with the same log.
+//! `silt-broker` processes, a producer and a consumer running while a nemesis kills (SIGKILL)
+//! or pauses (SIGSTOP) the leader of the partition, or cuts it off from the other brokers (each
+//! broker in a network namespace of its own: both ways, or only what it sends), and a checker
+//! over the history: every acknowledged record is in the log exactly once and in order,
+//! nothing appears that was never sent, no consumer saw a record at an offset that later held
+//! another, and every replica ends with the same log.
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use silt_client::{
     Client, ClientConfig, Consumer, ConsumerConfig, FetchFrom, Producer, ProducerConfig, ProducerRecord,
 };
-use support::LocalCluster;
+use support::{Cut, LocalCluster};
 
 const TOPIC: &str = "jepsen";
 
@@ -127,19 +128,39 @@ async fn watch(config: ClientConfig, seen: Arc<Mutex<Vec<(u64, u64)>>>, stop: Ar
 enum Nemesis {
     Kill,
     Pause(Duration),
+    /// Cut off from the other brokers for a while (clients still reach it); the clients start
+    /// with the other brokers, or (`true`) with the leader.
+    Partition(Cut, Duration, bool),
 }
 
 /// Runs a producer and a watcher against three brokers, applies `nemesis` to the partition's
 /// leader a moment in, brings it back, and checks the history on every replica.
 async fn run(nemesis: Nemesis) {
-    let mut cluster = LocalCluster::start(3).await;
+    let mut cluster = match nemesis {
+        Nemesis::Partition(..) => LocalCluster::start_isolated(3).await,
+        _ => LocalCluster::start(3).await,
+    };
     let admin = cluster.client().await;
     admin.create_topic_replicated(TOPIC, 1, None, None, Some(3)).await.expect("topic");
+    // Clients list every broker; when the leader is cut off from the others (and not from
+    // clients) they start with the others, as a client that had followed the leader elsewhere.
+    let order: Vec<u64> = match nemesis {
+        Nemesis::Partition(_, _, leader_first) => {
+            let leader = cluster.leader_of(TOPIC, 0, None).await;
+            let others = (1..=3).filter(|i| *i != leader);
+            match leader_first {
+                true => [leader].into_iter().chain(others).collect(),
+                false => others.chain([leader]).collect(),
+            }
+        }
+        _ => vec![1, 2, 3],
+    };
     let progress = Arc::new(Mutex::new(Produced::default()));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(tokio::sync::Notify::new());
-    let producer = tokio::spawn(produce(cluster.client().await, 6000, 100, progress.clone()));
-    let watcher = tokio::spawn(watch(cluster.config_for(&[1, 2, 3]), seen.clone(), stop.clone()));
+    let client = Client::connect(cluster.config_for(&order)).await.expect("a producer's client");
+    let producer = tokio::spawn(produce(client, 6000, 100, progress.clone()));
+    let watcher = tokio::spawn(watch(cluster.config_for(&order), seen.clone(), stop.clone()));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let leader = cluster.leader_of(TOPIC, 0, None).await;
@@ -148,6 +169,7 @@ async fn run(nemesis: Nemesis) {
     match nemesis {
         Nemesis::Kill => cluster.node_mut(leader).kill(),
         Nemesis::Pause(_) => signal(cluster.node(leader).pid(), "STOP"),
+        Nemesis::Partition(cut, ..) => cluster.net.as_ref().expect("namespaces").cut(leader, cut),
     }
     let next = cluster.leader_of(TOPIC, 0, Some(leader)).await;
     eprintln!(
@@ -162,6 +184,10 @@ async fn run(nemesis: Nemesis) {
         Nemesis::Pause(pause) => {
             tokio::time::sleep(pause.saturating_sub(hit.elapsed())).await;
             signal(cluster.node(leader).pid(), "CONT");
+        }
+        Nemesis::Partition(_, cut_for, _) => {
+            tokio::time::sleep(cut_for.saturating_sub(hit.elapsed())).await;
+            cluster.net.as_ref().expect("namespaces").heal(leader);
         }
     }
     tokio::time::timeout(Duration::from_secs(120), producer)
@@ -221,6 +247,23 @@ async fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_record_is_lost_when_the_leader_is_paused() {
     run(Nemesis::Pause(Duration::from_secs(3))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_record_is_lost_when_the_leader_is_cut_off() {
+    run(Nemesis::Partition(Cut::Both, Duration::from_secs(3), false)).await;
+}
+
+/// The clients are on the leader when it is cut off: their produces wait, then go on through
+/// another broker (the one they had cannot settle them), with no record lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_cut_off_leader_carry_on_elsewhere() {
+    run(Nemesis::Partition(Cut::Both, Duration::from_secs(3), true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_acknowledged_record_is_lost_when_the_leader_cannot_be_heard() {
+    run(Nemesis::Partition(Cut::Outgoing, Duration::from_secs(3), false)).await;
 }
 
 #[test]

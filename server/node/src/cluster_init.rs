@@ -30,6 +30,10 @@ pub struct ClusterInitArgs {
     /// How many brokers: their node ids are 1 to N.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     nodes: u64,
+    /// Another name or address clients reach the brokers by, for their certificates (besides
+    /// localhost and the loopback addresses); repeat it for several.
+    #[arg(long, value_name = "NAME")]
+    san: Vec<String>,
 }
 
 pub fn main(args: ClusterInitArgs) -> ExitCode {
@@ -53,7 +57,7 @@ fn run(args: &ClusterInitArgs) -> anyhow::Result<()> {
         );
     }
     let certs = args.dir.join("certs");
-    let files = silt_tls::make_cluster(&certs, &ids)?;
+    let files = silt_tls::make_cluster(&certs, &ids, &args.san)?;
     let token = silt_broker::auth::new_token()?;
     silt_broker::auth::write_secret(&args.dir.join("admin.token"), &token)?;
     std::fs::copy(certs.join("ca.pem"), args.dir.join("ca.pem")).context("copying ca.pem")?;

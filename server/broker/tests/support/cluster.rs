@@ -11,6 +11,7 @@ use silt_client::{Client, ClientConfig};
 use silt_wire::ClusterInfo;
 use tempfile::TempDir;
 
+use super::netns::Namespaces;
 use super::process::{free_udp_port, BrokerProcess};
 use super::server_bin::broker_bin;
 use super::{free_tcp_port, READY_TIMEOUT};
@@ -24,31 +25,60 @@ pub struct LocalCluster {
     /// By node id - 1.
     pub nodes: Vec<BrokerProcess>,
     pub token: String,
+    /// The brokers' network namespaces, when they have their own (dropped after the brokers).
+    pub net: Option<Namespaces>,
 }
 
 impl LocalCluster {
-    /// Starts `n` brokers and waits until every one is up and one leads the metadata group.
+    /// Starts `n` brokers on loopback and waits until every one is up and one leads the
+    /// metadata group.
     pub async fn start(n: u64) -> LocalCluster {
+        Self::start_with(n, None).await
+    }
+
+    /// Starts `n` brokers, each in a network namespace of its own ([`Namespaces`]), at
+    /// 10.213.S.I ports 7400 (clients), 7401 (admin) and 7402 (brokers).
+    pub async fn start_isolated(n: u64) -> LocalCluster {
+        Self::start_with(n, Some(Namespaces::create(n))).await
+    }
+
+    async fn start_with(n: u64, net: Option<Namespaces>) -> LocalCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let sans: Vec<String> = match &net {
+            Some(ns) => (1..=n).flat_map(|i| ["--san".to_string(), ns.addr(i).to_string()]).collect(),
+            None => Vec::new(),
+        };
         let status = std::process::Command::new(broker_bin())
             .arg("cluster-init")
             .arg(dir.path())
             .args(["--nodes", &n.to_string()])
+            .args(&sans)
             .stdout(std::process::Stdio::null())
             .status()
             .expect("running silt-broker cluster-init");
         assert!(status.success(), "silt-broker cluster-init failed");
-        let cluster_ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+        // Per node: where clients, the admin port and other brokers reach it.
+        let addresses: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (1..=n)
+            .map(|i| match &net {
+                Some(ns) => {
+                    let at = |port: u16| SocketAddr::new(ns.addr(i).into(), port);
+                    (at(7400), at(7401), at(7402))
+                }
+                None => {
+                    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+                    (at(free_udp_port()), at(free_tcp_port()), at(free_udp_port()))
+                }
+            })
+            .collect();
         let peers: Vec<String> =
-            cluster_ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
+            addresses.iter().enumerate().map(|(i, a)| format!("{}@{}", i + 1, a.2)).collect();
         let peers = peers.join(",");
         let mut nodes = Vec::new();
         for id in 1..=n {
             let own = tempfile::tempdir().expect("temp dir");
             std::fs::rename(dir.path().join(format!("node-{id}")), own.path().join("data"))
                 .expect("moving a prepared data directory");
-            let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-            let admin: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+            let (listen, admin, cluster) = addresses[(id - 1) as usize];
             let args: Vec<OsString> = [
                 "--data-dir".into(),
                 own.path().join("data").into_os_string(),
@@ -59,12 +89,15 @@ impl LocalCluster {
                 "--node-id".into(),
                 id.to_string().into(),
                 "--cluster-listen".into(),
-                format!("127.0.0.1:{}", cluster_ports[(id - 1) as usize]).into(),
+                cluster.to_string().into(),
                 "--peers".into(),
                 peers.clone().into(),
             ]
             .into();
             let mut node = BrokerProcess::with_args(own, listen, admin, args);
+            if let Some(ns) = &net {
+                node = node.in_namespace(&ns.name(id));
+            }
             node.spawn();
             nodes.push(node);
         }
@@ -73,7 +106,7 @@ impl LocalCluster {
         }
         let token =
             std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token").trim().to_string();
-        let cluster = LocalCluster { dir, nodes, token };
+        let cluster = LocalCluster { dir, nodes, token, net };
         let deadline = Instant::now() + FORM_TIMEOUT;
         loop {
             if let Ok(status) = cluster.status().await {

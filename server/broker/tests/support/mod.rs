@@ -328,10 +328,14 @@ mod process;
 #[allow(unused_imports)]
 pub use process::{free_udp_port, health, BrokerProcess};
 
-// Several brokers as one cluster (replication tests).
+// Several brokers as one cluster (replication tests), on loopback or each in a network
+// namespace of its own.
 mod cluster;
+mod netns;
 #[allow(unused_imports)]
 pub use cluster::LocalCluster;
+#[allow(unused_imports)]
+pub use netns::Cut;
 
 // Processor ABI test modules, shared with the device bridge's tests (device-bridge/bridge/tests/
 // support includes the same file).

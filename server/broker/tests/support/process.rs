@@ -41,6 +41,8 @@ pub struct BrokerProcess {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     args: Vec<OsString>,
+    /// A command the broker runs under (`ip netns exec NAME`), if any.
+    prefix: Vec<OsString>,
     child: Option<Child>,
 }
 
@@ -64,7 +66,7 @@ impl BrokerProcess {
             admin.to_string().into(),
         ];
         args.extend(extra.iter().map(OsString::from));
-        let mut b = BrokerProcess { dir, listen, admin, args, child: None };
+        let mut b = BrokerProcess { dir, listen, admin, args, prefix: Vec::new(), child: None };
         b.spawn();
         b.wait_ready().await;
         b
@@ -78,7 +80,14 @@ impl BrokerProcess {
         admin: SocketAddr,
         args: Vec<OsString>,
     ) -> BrokerProcess {
-        BrokerProcess { dir, listen, admin, args, child: None }
+        BrokerProcess { dir, listen, admin, args, prefix: Vec::new(), child: None }
+    }
+
+    /// Runs the broker in the network namespace `name` (`ip netns exec`, which execs the
+    /// broker, so the child is the broker itself).
+    pub fn in_namespace(mut self, name: &str) -> BrokerProcess {
+        self.prefix = ["ip", "netns", "exec", name].map(OsString::from).to_vec();
+        self
     }
 
     /// Changes the arguments and addresses for the next [`Self::spawn`] (the broker must be
@@ -113,7 +122,14 @@ impl BrokerProcess {
         assert!(self.child.is_none(), "the previous broker process is still running");
         let log =
             OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening broker.log");
-        let mut cmd = Command::new(broker_bin());
+        let mut cmd = match self.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(broker_bin());
+                cmd
+            }
+            None => Command::new(broker_bin()),
+        };
         cmd.args(&self.args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
