@@ -398,6 +398,9 @@ impl Broker {
                 if !frame.payload().is_empty() {
                     return ready(error(ErrorCode::InvalidRequest, "this request takes no payload"));
                 }
+                if let Some(cluster) = self.cluster.get() {
+                    return self.auth_replicated(cluster, &principal, request);
+                }
                 // Setting a password hashes it: off the async threads.
                 let auth = self.auth.clone();
                 Box::pin(async move {

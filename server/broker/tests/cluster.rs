@@ -277,3 +277,63 @@ fn the_checker_catches_loss_duplicates_and_phantoms() {
     assert!(check(&doubled, Produced { acked: 2, sent: 3 }, &[]).is_err(), "a duplicate");
     assert!(check(&log, ok, &[(2, 9)]).is_err(), "a consumer saw what the log lost");
 }
+
+/// Users, tokens and grants are the cluster's, not one broker's: made through one broker,
+/// they hold on every other, and a token revoked through another broker is refused everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_tokens_and_grants_hold_on_every_broker() {
+    use silt_client::{AclEntry, ClientError, Credential, Operation};
+    use silt_wire::ErrorCode;
+    let cluster = LocalCluster::start(3).await;
+    let on = |id: u64| Client::connect(cluster.config_for(&[id]));
+    let one = on(1).await.expect("broker 1");
+    one.add_user("alice", "correct-horse-battery").await.expect("a user");
+    let entry = AclEntry {
+        principal: "user:alice".into(),
+        operation: Operation::Describe,
+        resource: "topic:a.*".into(),
+        allow: true,
+    };
+    one.grant_acl(entry).await.expect("a grant");
+    let (info, secret) = one.create_token("alice", "t", None).await.expect("a token");
+    let as_alice = |id: u64| {
+        let config = cluster.config_for(&[id]).with_credential(Some(Credential::Token(secret.clone())));
+        Client::connect(config)
+    };
+    // Every broker knows alice and her grant (each applies the change; allow it a moment).
+    for id in [2, 3] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let who = match as_alice(id).await {
+                Ok(c) => c.whoami().await,
+                Err(e) => Err(e),
+            };
+            match who {
+                Ok(who) => {
+                    assert_eq!(who.principal, "user:alice");
+                    assert!(who.entries.iter().any(|e| e.resource == "topic:a.*"), "{who:?}");
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "broker {id} does not know alice's token: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let alice = as_alice(3).await.unwrap();
+    let refused = alice.create_topic("b.t", 1, None, None).await.unwrap_err();
+    assert!(matches!(refused, ClientError::Broker { code: ErrorCode::PermissionDenied, .. }), "{refused:?}");
+    // Revoked through broker 2: refused by broker 3 too.
+    on(2).await.unwrap().revoke_token(&info.id).await.expect("revoked");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let still = match as_alice(3).await {
+            Ok(c) => c.whoami().await.is_ok(),
+            Err(_) => false,
+        };
+        if !still {
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 3 still takes a token revoked through broker 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

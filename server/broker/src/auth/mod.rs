@@ -8,6 +8,7 @@
 //! for it to `DATA_DIR/admin.token` (mode 0600).
 
 pub mod audit;
+pub mod changes;
 mod decisions;
 mod delegated;
 pub mod lockout;
@@ -25,12 +26,12 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use ring::rand::{SecureRandom, SystemRandom};
 use silt_storage::{AuthTree, Store};
-use silt_wire::auth::{check_entry, decide, TokenInfo, UserInfo, WhoAmI};
+use silt_wire::auth::{decide, TokenInfo, UserInfo, WhoAmI};
 use silt_wire::{AclEntry, Credential, ErrorCode, Operation, Request, Response};
 
 use self::audit::{Audit, Event, Outcome};
 use self::lockout::Lockout;
-use silt_storage::records::{acl_key, open, seal, StoredToken, StoredUser};
+use silt_storage::records::{open, seal, StoredToken, StoredUser};
 
 /// Settings of authentication.
 #[derive(Debug, Clone, Copy)]
@@ -315,11 +316,11 @@ impl Auth {
         // The brokers of a cluster share one admin token: `silt-broker cluster-init` writes it
         // into each data directory before their first start, and each adopts it.
         if let Some(given) = given_token(&path)? {
-            self.store_token(ADMIN_USER, "admin", None, now, given)?;
+            self.apply_token(self.token_change(ADMIN_USER, "admin", None, now, Some(given))?)?;
             tracing::info!(path = %path.display(), "first start: made user admin with every right; its token is the one this file held");
             return Ok(());
         }
-        let (_, secret) = self.create_token(ADMIN_USER, "admin", None, now)?;
+        let secret = self.apply_token(self.token_change(ADMIN_USER, "admin", None, now, None)?)?;
         write_secret(&path, &secret)?;
         tracing::info!(path = %path.display(), "first start: made user admin with every right; its token is in this file (mode 0600)");
         Ok(())
@@ -591,71 +592,25 @@ impl Auth {
         WhoAmI { principal: principal.name.clone(), method: method.into(), entries }
     }
 
-    fn add_user(&self, name: &str, password: &str, now_ms: i64) -> Result<UserInfo, Refusal> {
+    fn add_user(&self, name: &str, password: &str, now_ms: i64) -> Result<(), Refusal> {
         check_user_name(name)?;
         check_password(password)?;
         let user =
             StoredUser { name: name.into(), password_hash: hash_password(password)?, created_ms: now_ms };
-        let mut state = self.write_state();
-        if !self.store.auth_insert_new(AuthTree::Users, name.as_bytes(), &seal(&user)).map_err(storage)? {
-            return Err(refuse(ErrorCode::UserExists, format!("user {name:?} exists")));
-        }
-        self.store.flush().map_err(storage)?;
-        state.users.insert(name.into(), user);
-        Ok(UserInfo { name: name.into(), created_ms: now_ms })
+        self.apply_change(&changes::AuthChange::AddUser(seal(&user)))
     }
 
-    fn create_token(
+    /// Applies a new token's change and returns the whole token.
+    fn apply_token(
         &self,
-        user: &str,
-        name: &str,
-        expires_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<(TokenInfo, String), Refusal> {
-        self.store_token(user, name, expires_ms, now_ms, (random_hex(6)?, random_hex(32)?))
-    }
-
-    /// Stores the token `silt_ID_SECRET` given as `(id, secret)` for `user`.
-    fn store_token(
-        &self,
-        user: &str,
-        name: &str,
-        expires_ms: Option<i64>,
-        now_ms: i64,
-        (id, secret): (String, String),
-    ) -> Result<(TokenInfo, String), Refusal> {
-        if name.is_empty() || name.len() > 64 {
-            return Err(refuse(ErrorCode::InvalidRequest, "a token name must be 1 to 64 bytes long"));
-        }
-        let mut state = self.write_state();
-        if !state.users.contains_key(user) {
-            return Err(refuse(ErrorCode::UnknownUser, format!("no user {user:?}")));
-        }
-        let token = StoredToken {
-            id: id.clone(),
-            name: name.into(),
-            user: user.into(),
-            secret_sha256: sha256(&secret),
-            created_ms: now_ms,
-            expires_ms,
-            revoked_ms: None,
-        };
-        if !self.store.auth_insert_new(AuthTree::Tokens, id.as_bytes(), &seal(&token)).map_err(storage)? {
-            return Err(storage("token id collision; try again"));
-        }
-        self.store.flush().map_err(storage)?;
-        let info = token_info(&token);
-        state.tokens.insert(id.clone(), token);
-        Ok((info, format!("{TOKEN_PREFIX}{id}_{secret}")))
+        (change, _, token): (changes::AuthChange, TokenInfo, String),
+    ) -> Result<String, Refusal> {
+        self.apply_change(&change)?;
+        Ok(token)
     }
 
     fn grant(&self, entry: AclEntry) -> Result<(), Refusal> {
-        check_entry(&entry).map_err(|e| refuse(ErrorCode::InvalidRequest, e))?;
-        let mut state = self.write_state();
-        self.store.auth_put(AuthTree::Acls, &acl_key(&entry), &seal(&entry)).map_err(storage)?;
-        self.store.flush().map_err(storage)?;
-        state.entries.insert(entry);
-        Ok(())
+        self.apply_change(&changes::AuthChange::Grant(seal(&entry)))
     }
 
     /// A fresh token for `user`, named `name`, revoking earlier tokens of that user with the
@@ -683,32 +638,18 @@ impl Auth {
         for id in old {
             self.revoke_token(&id, now)?;
         }
-        Ok(self.create_token(user, name, None, now)?.1)
+        Ok(self.apply_token(self.token_change(user, name, None, now, None)?)?)
     }
 
-    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<TokenInfo, Refusal> {
-        let mut state = self.write_state();
-        let token = state
-            .tokens
-            .get_mut(id)
-            .ok_or_else(|| refuse(ErrorCode::UnknownToken, format!("no token {id:?}")))?;
-        if token.revoked_ms.is_none() {
-            let mut revoked = token.clone();
-            revoked.revoked_ms = Some(now_ms);
-            self.store.auth_put(AuthTree::Tokens, id.as_bytes(), &seal(&revoked)).map_err(storage)?;
-            self.store.flush().map_err(storage)?;
-            *token = revoked;
-        }
-        Ok(token_info(token))
+    fn revoke_token(&self, id: &str, now_ms: i64) -> Result<(), Refusal> {
+        self.apply_change(&changes::AuthChange::RevokeToken { id: id.to_string(), revoked_ms: now_ms })
     }
 
-    /// Answers the requests about principals and rights (after [`Auth::authorize`]).
-    pub fn handle(&self, principal: &Principal, request: Request, now_ms: i64) -> Result<Response, Refusal> {
+    /// Answers the reads about principals and rights (after [`Auth::authorize`]); changes are
+    /// decided and applied in `changes.rs`.
+    fn read(&self, principal: &Principal, request: Request) -> Result<Response, Refusal> {
         match request {
             Request::WhoAmI => Ok(Response::Authenticated(self.whoami(principal))),
-            Request::AddUser { name, password } => {
-                self.add_user(&name, &password, now_ms).map(Response::User)
-            }
             Request::ListUsers => {
                 let state = self.state.read().expect("auth lock");
                 Ok(Response::Users(
@@ -719,54 +660,6 @@ impl Auth {
                         .collect(),
                 ))
             }
-            Request::RemoveUser { name } => {
-                let mut state = self.write_state();
-                if !state.users.contains_key(&name) {
-                    return Err(refuse(ErrorCode::UnknownUser, format!("no user {name:?}")));
-                }
-                let principal_name = format!("user:{name}");
-                let gone_entries: Vec<AclEntry> =
-                    state.entries.iter().filter(|e| e.principal == principal_name).cloned().collect();
-                let gone_tokens: Vec<String> =
-                    state.tokens.values().filter(|t| t.user == name).map(|t| t.id.clone()).collect();
-                for e in &gone_entries {
-                    self.store.auth_remove(AuthTree::Acls, &acl_key(e)).map_err(storage)?;
-                }
-                for id in &gone_tokens {
-                    self.store.auth_remove(AuthTree::Tokens, id.as_bytes()).map_err(storage)?;
-                }
-                self.store.auth_remove(AuthTree::Users, name.as_bytes()).map_err(storage)?;
-                self.store.flush().map_err(storage)?;
-                for e in &gone_entries {
-                    state.entries.remove(e);
-                }
-                for id in &gone_tokens {
-                    state.tokens.remove(id);
-                }
-                state.users.remove(&name);
-                Ok(Response::Done)
-            }
-            Request::SetPassword { name, password } => {
-                check_password(&password)?;
-                let hash = hash_password(&password)?;
-                let mut state = self.write_state();
-                let user = state
-                    .users
-                    .get_mut(&name)
-                    .ok_or_else(|| refuse(ErrorCode::UnknownUser, format!("no user {name:?}")))?;
-                let mut changed = user.clone();
-                changed.password_hash = hash;
-                self.store.auth_put(AuthTree::Users, name.as_bytes(), &seal(&changed)).map_err(storage)?;
-                self.store.flush().map_err(storage)?;
-                *user = changed;
-                Ok(Response::Done)
-            }
-            Request::CreateToken { user, name, expires_ms } => {
-                let expires =
-                    expires_ms.map(|ms| now_ms.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)));
-                let (info, secret) = self.create_token(&user, &name, expires, now_ms)?;
-                Ok(Response::Token { info, secret: Some(secret) })
-            }
             Request::ListTokens { user } => {
                 let state = self.state.read().expect("auth lock");
                 let list = state
@@ -776,20 +669,6 @@ impl Auth {
                     .map(token_info)
                     .collect();
                 Ok(Response::Tokens(list))
-            }
-            Request::RevokeToken { id } => {
-                self.revoke_token(&id, now_ms).map(|info| Response::Token { info, secret: None })
-            }
-            Request::GrantAcl { entry } => self.grant(entry).map(|()| Response::Done),
-            Request::RevokeAcl { entry } => {
-                let mut state = self.write_state();
-                if !state.entries.contains(&entry) {
-                    return Err(refuse(ErrorCode::InvalidRequest, "no such entry"));
-                }
-                self.store.auth_remove(AuthTree::Acls, &acl_key(&entry)).map_err(storage)?;
-                self.store.flush().map_err(storage)?;
-                state.entries.remove(&entry);
-                Ok(Response::Done)
             }
             Request::ListAcls { principal: filter } => {
                 let state = self.state.read().expect("auth lock");
@@ -805,10 +684,7 @@ impl Auth {
                     .collect();
                 Ok(Response::Acls(list))
             }
-            other => Err(refuse(
-                ErrorCode::InvalidRequest,
-                format!("{} is not an auth request", rights::name(&other)),
-            )),
+            other => Err(Self::not_auth(&other)),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The metadata group's state machine: the cluster's topics with the brokers keeping each
-//! partition, and its producer ids. It keeps its state in memory and rebuilds it at start by
+//! partition, its producer ids, and its users, tokens and access-control entries. It keeps its state in memory and rebuilds it at start by
 //! applying the group's whole log again (the group's log is never purged), so every change it
 //! makes elsewhere on apply (a topic in the local store, a partition group started) is made so
 //! that doing it twice is doing it once.
@@ -42,6 +42,8 @@ pub trait MetaEffects: Send + Sync + 'static {
     fn topic(&self, name: &str, placement: &Placement);
     /// A producer id claim, decided against the ids applied before it.
     fn claim(&self, principal: &str, id: u64, fresh: bool, now_ms: i64) -> Reply;
+    /// A change to users, tokens or entries.
+    fn auth(&self, change: &crate::auth::changes::AuthChange) -> Reply;
 }
 
 pub struct MetaMachine {
@@ -81,6 +83,7 @@ impl MetaMachine {
             MetaCommand::ClaimProducer { id, fresh, principal, now_ms } => {
                 self.effects.claim(&principal, id, fresh, now_ms)
             }
+            MetaCommand::Auth(change) => self.effects.auth(&change),
         }
     }
 }

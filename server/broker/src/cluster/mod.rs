@@ -143,6 +143,14 @@ impl MetaEffects for Effects {
         }
     }
 
+    fn auth(&self, change: &crate::auth::changes::AuthChange) -> Reply {
+        let Some(cluster) = self.cluster.upgrade() else { return Reply::None };
+        match cluster.auth.apply_change(change) {
+            Ok(()) => Reply::None,
+            Err(r) => Reply::Failed { failure: types::failure_of(r.code), message: r.message },
+        }
+    }
+
     fn claim(&self, principal: &str, id: u64, fresh: bool, now_ms: i64) -> Reply {
         let Some(cluster) = self.cluster.upgrade() else { return Reply::None };
         match cluster.auth.producers.apply_claim(principal, id, fresh, now_ms) {

@@ -100,12 +100,11 @@ impl Cluster {
                         }
                     }
                 }
+                // A leader that answered is preferred to one that did not (the views of a
+                // leader that just died lag behind); one that did not is still the best answer
+                // a broker cut off from it has.
                 let leader = leader.or_else(|| {
-                    votes
-                        .into_iter()
-                        .max_by_key(|(_, n)| *n)
-                        .map(|(l, _)| l)
-                        .filter(|l| views.contains_key(l))
+                    votes.into_iter().max_by_key(|(l, n)| (views.contains_key(l), *n)).map(|(l, _)| l)
                 });
                 partitions.push(ReplicaInfo {
                     topic: topic.clone(),

@@ -59,6 +59,9 @@ pub enum MetaCommand {
     /// A producer id for `principal`: a new one (`id` fresh, `fresh`), or one it held before,
     /// at the next epoch.
     ClaimProducer { id: u64, fresh: bool, principal: String, now_ms: i64 },
+    /// A change to users, tokens or access-control entries, decided by the broker that took
+    /// the request.
+    Auth(crate::auth::changes::AuthChange),
 }
 
 /// What applying an entry came to, for the broker that proposed it.
@@ -91,6 +94,9 @@ pub enum Failure {
     UnknownProducer,
     PermissionDenied,
     ProducerFenced,
+    UserExists,
+    UnknownUser,
+    UnknownToken,
 }
 
 openraft::declare_raft_types!(
@@ -146,7 +152,7 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> std::io::Result<T> {
     postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// The failure a broker's refusal of a producer claim comes to.
+/// The failure a broker's refusal of a metadata change comes to.
 pub fn failure_of(code: silt_wire::ErrorCode) -> Failure {
     use silt_wire::ErrorCode;
     match code {
@@ -154,6 +160,9 @@ pub fn failure_of(code: silt_wire::ErrorCode) -> Failure {
         ErrorCode::PermissionDenied => Failure::PermissionDenied,
         ErrorCode::ProducerFenced => Failure::ProducerFenced,
         ErrorCode::InvalidRequest => Failure::InvalidRequest,
+        ErrorCode::UserExists => Failure::UserExists,
+        ErrorCode::UnknownUser => Failure::UnknownUser,
+        ErrorCode::UnknownToken => Failure::UnknownToken,
         _ => Failure::Storage,
     }
 }
@@ -170,5 +179,8 @@ pub fn code_of(failure: Failure) -> silt_wire::ErrorCode {
         Failure::UnknownProducer => ErrorCode::UnknownProducer,
         Failure::PermissionDenied => ErrorCode::PermissionDenied,
         Failure::ProducerFenced => ErrorCode::ProducerFenced,
+        Failure::UserExists => ErrorCode::UserExists,
+        Failure::UnknownUser => ErrorCode::UnknownUser,
+        Failure::UnknownToken => ErrorCode::UnknownToken,
     }
 }

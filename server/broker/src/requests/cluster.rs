@@ -174,6 +174,37 @@ impl Broker {
         })
     }
 
+    /// A request about principals and rights in a cluster: decided here (off the async
+    /// threads: a password is hashed), then, for a change, applied by every broker through the
+    /// metadata group; answered once this broker applied it.
+    pub(super) fn auth_replicated(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        principal: &Arc<Principal>,
+        request: Request,
+    ) -> PendingReply {
+        let (auth, cluster, principal) = (self.auth.clone(), cluster.clone(), principal.clone());
+        Box::pin(async move {
+            let decided =
+                tokio::task::spawn_blocking(move || auth.decide(&principal, request, now_ms())).await;
+            let (change, answer) = match decided {
+                Ok(Ok(crate::auth::changes::Decided::Answer(answer))) => return (answer, Bytes::new()),
+                Ok(Ok(crate::auth::changes::Decided::Change(change, answer))) => (change, answer),
+                Ok(Err(r)) => return error(r.code, r.message),
+                Err(e) => return error(ErrorCode::Storage, format!("auth task failed: {e}")),
+            };
+            match cluster.propose(GroupId::Meta, Command::Meta(MetaCommand::Auth(change))).await.await {
+                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
+                Ok(Ok((_, index))) => {
+                    cluster.applied_meta(index).await;
+                    (answer, Bytes::new())
+                }
+                Ok(Err(e)) => unavailable(e),
+                Err(_) => unavailable("the proposal was dropped"),
+            }
+        })
+    }
+
     /// The cluster's brokers and partitions; a broker running alone is a cluster of one node
     /// (id 0) that leads every partition.
     pub(super) async fn cluster_status(&self) -> Reply {

@@ -151,17 +151,25 @@ impl LocalCluster {
 
     /// The cluster's status from the first broker that answers.
     pub async fn status(&self) -> Result<ClusterInfo, silt_client::ClientError> {
-        let client = self.client().await;
+        let ids: Vec<u64> = (1..=self.nodes.len() as u64).collect();
+        self.status_from(&ids).await
+    }
+
+    /// The cluster's status from the first of `ids` that answers.
+    pub async fn status_from(&self, ids: &[u64]) -> Result<ClusterInfo, silt_client::ClientError> {
+        let client = Client::connect(self.config_for(ids)).await?;
         let status = tokio::time::timeout(READY_TIMEOUT, client.cluster_status()).await;
         client.close().await;
         status.unwrap_or_else(|_| Err(silt_client::ClientError::Timeout(READY_TIMEOUT.as_millis() as u64)))
     }
 
-    /// The leader of `topic`/`partition` other than `not`, once one is known (bounded).
+    /// The leader of `topic`/`partition` other than `not`, once one is known (bounded), as
+    /// the brokers other than `not` see it.
     pub async fn leader_of(&self, topic: &str, partition: u32, not: Option<u64>) -> u64 {
         let deadline = Instant::now() + FORM_TIMEOUT;
+        let ids: Vec<u64> = (1..=self.nodes.len() as u64).filter(|id| Some(*id) != not).collect();
         loop {
-            if let Ok(status) = self.status().await {
+            if let Ok(status) = self.status_from(&ids).await {
                 let leader = status
                     .partitions
                     .iter()
