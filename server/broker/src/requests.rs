@@ -436,6 +436,10 @@ impl Broker {
             Request::DeleteTopic { name } if self.cluster.get().is_some_and(|c| c.replicated(&name)) => {
                 ready(error(ErrorCode::InvalidRequest, "deleting a topic of a cluster is not supported yet"))
             }
+            Request::CommitOffsets { group, member_id, offsets } if self.cluster.get().is_some() => {
+                let cluster = self.cluster.get().cloned().expect("checked");
+                self.commit_offsets_replicated(&cluster, group, member_id, offsets).await
+            }
             Request::ClusterStatus => {
                 let this = self.clone();
                 Box::pin(async move { this.cluster_status().await })

@@ -337,3 +337,35 @@ async fn users_tokens_and_grants_hold_on_every_broker() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A consumer group's offsets committed through one broker are there on every other, so a
+/// member that moves to another broker goes on where the group left off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_offsets_committed_through_one_broker_are_on_every_broker() {
+    use silt_wire::{PartitionOffset, Request, Response};
+    let cluster = LocalCluster::start(3).await;
+    let one = Client::connect(cluster.config_for(&[1])).await.expect("broker 1");
+    one.create_topic_replicated("offsets.t", 2, None, None, Some(3)).await.expect("topic");
+    let offsets = (0..2)
+        .map(|p| PartitionOffset { topic: "offsets.t".into(), partition: p, offset: 40 + u64::from(p) })
+        .collect();
+    let commit = Request::CommitOffsets { group: "g".into(), member_id: None, offsets };
+    let (done, _) = one.request(&commit, bytes::Bytes::new()).await.expect("committed");
+    assert_eq!(done, Response::Done);
+    for id in [2, 3] {
+        let client = Client::connect(cluster.config_for(&[id])).await.expect("a broker");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let fetch = Request::FetchOffsets { group: "g".into(), topic: "offsets.t".into() };
+            let (answer, _) = client.request(&fetch, bytes::Bytes::new()).await.expect("offsets");
+            let Response::Offsets(list) = answer else { panic!("{answer:?}") };
+            let mut got: Vec<(u32, u64)> = list.iter().map(|o| (o.partition, o.offset)).collect();
+            got.sort_unstable();
+            if got == [(0, 40), (1, 41)] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "broker {id} has offsets {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

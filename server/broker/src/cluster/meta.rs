@@ -1,5 +1,6 @@
 //! The metadata group's state machine: the cluster's topics with the brokers keeping each
-//! partition, its producer ids, and its users, tokens and access-control entries. It keeps its state in memory and rebuilds it at start by
+//! partition, its producer ids, its users, tokens and access-control entries, and its
+//! consumer groups' committed offsets. It keeps its state in memory and rebuilds it at start by
 //! applying the group's whole log again (the group's log is never purged), so every change it
 //! makes elsewhere on apply (a topic in the local store, a partition group started) is made so
 //! that doing it twice is doing it once.
@@ -44,6 +45,8 @@ pub trait MetaEffects: Send + Sync + 'static {
     fn claim(&self, principal: &str, id: u64, fresh: bool, now_ms: i64) -> Reply;
     /// A change to users, tokens or entries.
     fn auth(&self, change: &crate::auth::changes::AuthChange) -> Reply;
+    /// A consumer group's offsets, committed.
+    fn commit_offsets(&self, group: &str, offsets: &[(String, u32, u64)]) -> Reply;
 }
 
 pub struct MetaMachine {
@@ -84,6 +87,7 @@ impl MetaMachine {
                 self.effects.claim(&principal, id, fresh, now_ms)
             }
             MetaCommand::Auth(change) => self.effects.auth(&change),
+            MetaCommand::CommitOffsets { group, offsets } => self.effects.commit_offsets(&group, &offsets),
         }
     }
 }

@@ -151,6 +151,16 @@ impl MetaEffects for Effects {
         }
     }
 
+    fn commit_offsets(&self, group: &str, offsets: &[(String, u32, u64)]) -> Reply {
+        let Some(cluster) = self.cluster.upgrade() else { return Reply::None };
+        for (topic, partition, offset) in offsets {
+            if let Err(e) = cluster.store.commit_offset(group, topic, *partition, *offset) {
+                return Reply::Failed { failure: Failure::Storage, message: e.to_string() };
+            }
+        }
+        Reply::None
+    }
+
     fn claim(&self, principal: &str, id: u64, fresh: bool, now_ms: i64) -> Reply {
         let Some(cluster) = self.cluster.upgrade() else { return Reply::None };
         match cluster.auth.producers.apply_claim(principal, id, fresh, now_ms) {

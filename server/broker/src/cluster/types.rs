@@ -62,6 +62,8 @@ pub enum MetaCommand {
     /// A change to users, tokens or access-control entries, decided by the broker that took
     /// the request.
     Auth(crate::auth::changes::AuthChange),
+    /// A consumer group's committed offsets: (topic, partition, offset).
+    CommitOffsets { group: String, offsets: Vec<(String, u32, u64)> },
 }
 
 /// What applying an entry came to, for the broker that proposed it.

@@ -174,6 +174,44 @@ impl Broker {
         })
     }
 
+    /// A consumer group's offsets, committed through the metadata group so that every broker
+    /// keeps them (a member that moves to another broker finds its group's offsets there).
+    /// Answered once committed and applied here; the group's log keeps them durable.
+    pub(super) async fn commit_offsets_replicated(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        group: String,
+        member_id: Option<String>,
+        offsets: Vec<silt_wire::PartitionOffset>,
+    ) -> PendingReply {
+        if let Some(m) = &member_id {
+            if !self.groups.lock().expect("group lock").is_member(&group, m) {
+                return ready(group_error(GroupError::UnknownMember, &group));
+            }
+        }
+        for o in &offsets {
+            if let Err(e) = self.store.partition(&o.topic, o.partition) {
+                return ready(storage_error(e));
+            }
+        }
+        let offsets = offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
+        let outcome = cluster
+            .propose(GroupId::Meta, Command::Meta(MetaCommand::CommitOffsets { group, offsets }))
+            .await;
+        let cluster = cluster.clone();
+        Box::pin(async move {
+            match outcome.await {
+                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
+                Ok(Ok((_, index))) => {
+                    cluster.applied_meta(index).await;
+                    (Response::Done, Bytes::new())
+                }
+                Ok(Err(e)) => unavailable(e),
+                Err(_) => unavailable("the proposal was dropped"),
+            }
+        })
+    }
+
     /// A request about principals and rights in a cluster: decided here (off the async
     /// threads: a password is hashed), then, for a change, applied by every broker through the
     /// metadata group; answered once this broker applied it.
