@@ -9,6 +9,7 @@
 //! Each entry is a checksummed record (`silt_storage::records::devices`).
 
 use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
 use silt_storage::records::devices::StoredDevice;
 pub use silt_storage::records::devices::DEVICE_KEY_BYTES;
 use silt_storage::records::seal;
@@ -40,11 +41,13 @@ fn unknown(id: &str) -> RegistryError {
     RegistryError { code: ErrorCode::UnknownDevice, message: format!("no device {id:?} is registered") }
 }
 
-fn decode(id: &str, bytes: &[u8]) -> Result<StoredDevice, RegistryError> {
+/// A device entry as stored (sealed), read back.
+pub fn decode(id: &str, bytes: &[u8]) -> Result<StoredDevice, RegistryError> {
     StoredDevice::decode(id, bytes).map_err(|message| RegistryError { code: ErrorCode::Storage, message })
 }
 
-fn info(d: &StoredDevice, id: &str, with_key: bool) -> DeviceInfo {
+/// What a client is told of a device entry; its keys only `with_key`.
+pub fn info(d: &StoredDevice, id: &str, with_key: bool) -> DeviceInfo {
     DeviceInfo {
         id: id.to_string(),
         key: with_key.then(|| d.key.to_vec()),
@@ -92,34 +95,73 @@ fn update(
     })
 }
 
-/// Registers `id` with a fresh random key, or enrols a revoked `id` again with a new one.
-pub fn add(store: &Store, id: &str, now_ms: i64) -> Result<DeviceInfo, RegistryError> {
-    let key = new_key()?;
-    let entry = update(store, id, |current| match current {
-        Some(d) if d.revoked_ms.is_none() => Err(RegistryError {
-            code: ErrorCode::DeviceExists,
-            message: format!("device {id:?} is already registered (rotate its key, or revoke it first)"),
-        }),
-        _ => Ok(StoredDevice { key, created_ms: now_ms, revoked_ms: None, previous: None }),
-    })?;
-    Ok(info(&entry, id, true))
+/// A change to one device's entry, decided before it is applied (a new key is drawn then), so
+/// that every broker of a cluster applies the same change to its registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DeviceChange {
+    /// Register with `key`, or enrol a revoked device again with it.
+    Add {
+        key: [u8; DEVICE_KEY_BYTES],
+        now_ms: i64,
+    },
+    /// `key` from now on; the current key stays valid until `until_ms` (none when 0 overlap).
+    Rotate {
+        key: [u8; DEVICE_KEY_BYTES],
+        until_ms: Option<i64>,
+    },
+    Revoke {
+        now_ms: i64,
+    },
 }
 
-/// Gives `id` a new key; the current one stays valid for `overlap_ms`.
-pub fn rotate(store: &Store, id: &str, overlap_ms: u64, now_ms: i64) -> Result<DeviceInfo, RegistryError> {
+/// The change that registers `id` (or enrols it again) with a fresh random key.
+pub fn decide_add(now_ms: i64) -> Result<DeviceChange, RegistryError> {
+    Ok(DeviceChange::Add { key: new_key()?, now_ms })
+}
+
+/// The change that gives a device a new key, the current one valid for `overlap_ms` more.
+pub fn decide_rotate(overlap_ms: u64, now_ms: i64) -> Result<DeviceChange, RegistryError> {
     if overlap_ms > ROTATION_OVERLAP_MS_MAX {
         return Err(invalid(format!(
             "overlap of {overlap_ms} ms is over the {ROTATION_OVERLAP_MS_MAX} ms allowed"
         )));
     }
-    let key = new_key()?;
     let until = now_ms.saturating_add(i64::try_from(overlap_ms).unwrap_or(i64::MAX));
-    let entry = update(store, id, |current| match current {
-        None => Err(unknown(id)),
-        Some(d) if d.revoked_ms.is_some() => Err(invalid(format!("device {id:?} is revoked; add it again"))),
-        Some(d) => Ok(StoredDevice { key, previous: (overlap_ms > 0).then_some((d.key, until)), ..d }),
-    })?;
-    Ok(info(&entry, id, true))
+    Ok(DeviceChange::Rotate { key: new_key()?, until_ms: (overlap_ms > 0).then_some(until) })
+}
+
+/// Applies a decided change to `id`'s entry; durable when it returns. Revoking is idempotent
+/// (a second revoke keeps the first time).
+pub fn apply(store: &Store, id: &str, change: &DeviceChange) -> Result<StoredDevice, RegistryError> {
+    update(store, id, |current| match (change, current) {
+        (DeviceChange::Add { .. }, Some(d)) if d.revoked_ms.is_none() => Err(RegistryError {
+            code: ErrorCode::DeviceExists,
+            message: format!("device {id:?} is already registered (rotate its key, or revoke it first)"),
+        }),
+        (DeviceChange::Add { key, now_ms }, _) => {
+            Ok(StoredDevice { key: *key, created_ms: *now_ms, revoked_ms: None, previous: None })
+        }
+        (_, None) => Err(unknown(id)),
+        (DeviceChange::Rotate { .. }, Some(d)) if d.revoked_ms.is_some() => {
+            Err(invalid(format!("device {id:?} is revoked; add it again")))
+        }
+        (DeviceChange::Rotate { key, until_ms }, Some(d)) => {
+            Ok(StoredDevice { key: *key, previous: until_ms.map(|until| (d.key, until)), ..d })
+        }
+        (DeviceChange::Revoke { now_ms }, Some(d)) => {
+            Ok(StoredDevice { revoked_ms: Some(d.revoked_ms.unwrap_or(*now_ms)), previous: None, ..d })
+        }
+    })
+}
+
+/// Registers `id` with a fresh random key, or enrols a revoked `id` again with a new one.
+pub fn add(store: &Store, id: &str, now_ms: i64) -> Result<DeviceInfo, RegistryError> {
+    Ok(info(&apply(store, id, &decide_add(now_ms)?)?, id, true))
+}
+
+/// Gives `id` a new key; the current one stays valid for `overlap_ms`.
+pub fn rotate(store: &Store, id: &str, overlap_ms: u64, now_ms: i64) -> Result<DeviceInfo, RegistryError> {
+    Ok(info(&apply(store, id, &decide_rotate(overlap_ms, now_ms)?)?, id, true))
 }
 
 /// Every device, without keys.
@@ -136,11 +178,7 @@ pub fn get(store: &Store, id: &str) -> Result<DeviceInfo, RegistryError> {
 
 /// Revokes `id` (idempotent: a second revoke keeps the first time); durable when it returns.
 pub fn revoke(store: &Store, id: &str, now_ms: i64) -> Result<DeviceInfo, RegistryError> {
-    let entry = update(store, id, |current| match current {
-        None => Err(unknown(id)),
-        Some(d) => Ok(StoredDevice { revoked_ms: Some(d.revoked_ms.unwrap_or(now_ms)), previous: None, ..d }),
-    })?;
-    Ok(info(&entry, id, false))
+    Ok(info(&apply(store, id, &DeviceChange::Revoke { now_ms })?, id, false))
 }
 
 #[cfg(test)]

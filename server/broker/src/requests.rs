@@ -440,6 +440,14 @@ impl Broker {
                 let cluster = self.cluster.get().cloned().expect("checked");
                 self.commit_offsets_replicated(&cluster, group, member_id, offsets).await
             }
+            request @ (Request::AddDevice { .. }
+            | Request::RotateDevice { .. }
+            | Request::RevokeDevice { .. })
+                if self.cluster.get().is_some() =>
+            {
+                let cluster = self.cluster.get().cloned().expect("checked");
+                self.device_replicated(&cluster, principal, request).await
+            }
             Request::ClusterStatus => {
                 let this = self.clone();
                 Box::pin(async move { this.cluster_status().await })

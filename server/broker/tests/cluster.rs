@@ -369,3 +369,36 @@ async fn group_offsets_committed_through_one_broker_are_on_every_broker() {
         }
     }
 }
+
+/// The device registry is the cluster's: a device added through one broker has the same key on
+/// every broker (a bridge may ask any), and one revoked through another is revoked everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_the_same_on_every_broker() {
+    let cluster = LocalCluster::start(3).await;
+    let on = |id: u64| Client::connect(cluster.config_for(&[id]));
+    let added = on(1).await.unwrap().add_device("d-1").await.expect("a device");
+    assert!(added.key.is_some());
+    let until = |id: u64, check: Box<dyn Fn(&silt_wire::DeviceInfo) -> bool>, what: &'static str| {
+        let client = on(id);
+        async move {
+            let client = client.await.expect("a broker");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(d) = client.get_device("d-1").await {
+                    if check(&d) {
+                        return;
+                    }
+                }
+                assert!(Instant::now() < deadline, "broker {id}: {what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for id in [2, 3] {
+        let key = added.key.clone();
+        until(id, Box::new(move |d| d.key == key && d.revoked_ms.is_none()), "not the key broker 1 made")
+            .await;
+    }
+    on(2).await.unwrap().revoke_device("d-1").await.expect("revoked");
+    until(3, Box::new(|d| d.revoked_ms.is_some()), "still not revoked").await;
+}

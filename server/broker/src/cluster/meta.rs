@@ -1,6 +1,6 @@
 //! The metadata group's state machine: the cluster's topics with the brokers keeping each
-//! partition, its producer ids, its users, tokens and access-control entries, and its
-//! consumer groups' committed offsets. It keeps its state in memory and rebuilds it at start by
+//! partition, its producer ids, its users, tokens and access-control entries, its devices
+//! and its consumer groups' committed offsets. It keeps its state in memory and rebuilds it at start by
 //! applying the group's whole log again (the group's log is never purged), so every change it
 //! makes elsewhere on apply (a topic in the local store, a partition group started) is made so
 //! that doing it twice is doing it once.
@@ -47,6 +47,8 @@ pub trait MetaEffects: Send + Sync + 'static {
     fn auth(&self, change: &crate::auth::changes::AuthChange) -> Reply;
     /// A consumer group's offsets, committed.
     fn commit_offsets(&self, group: &str, offsets: &[(String, u32, u64)]) -> Reply;
+    /// A change to a device's entry.
+    fn device(&self, id: &str, change: &crate::devices::DeviceChange) -> Reply;
 }
 
 pub struct MetaMachine {
@@ -88,6 +90,7 @@ impl MetaMachine {
             }
             MetaCommand::Auth(change) => self.effects.auth(&change),
             MetaCommand::CommitOffsets { group, offsets } => self.effects.commit_offsets(&group, &offsets),
+            MetaCommand::Device { id, change } => self.effects.device(&id, &change),
         }
     }
 }

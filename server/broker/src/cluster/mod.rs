@@ -161,6 +161,14 @@ impl MetaEffects for Effects {
         Reply::None
     }
 
+    fn device(&self, id: &str, change: &crate::devices::DeviceChange) -> Reply {
+        let Some(cluster) = self.cluster.upgrade() else { return Reply::None };
+        match crate::devices::apply(&cluster.store, id, change) {
+            Ok(entry) => Reply::Device(silt_storage::records::seal(&entry)),
+            Err(e) => Reply::Failed { failure: types::failure_of(e.code), message: e.message },
+        }
+    }
+
     fn claim(&self, principal: &str, id: u64, fresh: bool, now_ms: i64) -> Reply {
         let Some(cluster) = self.cluster.upgrade() else { return Reply::None };
         match cluster.auth.producers.apply_claim(principal, id, fresh, now_ms) {

@@ -64,6 +64,8 @@ pub enum MetaCommand {
     Auth(crate::auth::changes::AuthChange),
     /// A consumer group's committed offsets: (topic, partition, offset).
     CommitOffsets { group: String, offsets: Vec<(String, u32, u64)> },
+    /// A change to a device's entry in the registry (its new key drawn by the proposer).
+    Device { id: String, change: crate::devices::DeviceChange },
 }
 
 /// What applying an entry came to, for the broker that proposed it.
@@ -79,6 +81,8 @@ pub enum Reply {
         id: u64,
         epoch: u32,
     },
+    /// A device's entry after a change, sealed as the registry stores it.
+    Device(Vec<u8>),
     Failed {
         failure: Failure,
         message: String,
@@ -99,6 +103,8 @@ pub enum Failure {
     UserExists,
     UnknownUser,
     UnknownToken,
+    DeviceExists,
+    UnknownDevice,
 }
 
 openraft::declare_raft_types!(
@@ -165,6 +171,8 @@ pub fn failure_of(code: silt_wire::ErrorCode) -> Failure {
         ErrorCode::UserExists => Failure::UserExists,
         ErrorCode::UnknownUser => Failure::UnknownUser,
         ErrorCode::UnknownToken => Failure::UnknownToken,
+        ErrorCode::DeviceExists => Failure::DeviceExists,
+        ErrorCode::UnknownDevice => Failure::UnknownDevice,
         _ => Failure::Storage,
     }
 }
@@ -184,5 +192,7 @@ pub fn code_of(failure: Failure) -> silt_wire::ErrorCode {
         Failure::UserExists => ErrorCode::UserExists,
         Failure::UnknownUser => ErrorCode::UnknownUser,
         Failure::UnknownToken => ErrorCode::UnknownToken,
+        Failure::DeviceExists => ErrorCode::DeviceExists,
+        Failure::UnknownDevice => ErrorCode::UnknownDevice,
     }
 }

@@ -212,6 +212,57 @@ impl Broker {
         })
     }
 
+    /// A change to the device registry in a cluster: decided here (a new key drawn), applied by
+    /// every broker through the metadata group, answered once applied here.
+    pub(super) async fn device_replicated(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        principal: Arc<Principal>,
+        request: Request,
+    ) -> PendingReply {
+        let now = now_ms();
+        let (id, change, keyed) = match request {
+            Request::AddDevice { id } => (id, devices::decide_add(now), true),
+            Request::RotateDevice { id, overlap_ms } => (id, devices::decide_rotate(overlap_ms, now), true),
+            Request::RevokeDevice { id } => (id, Ok(devices::DeviceChange::Revoke { now_ms: now }), false),
+            other => {
+                return ready(error(
+                    ErrorCode::InvalidRequest,
+                    format!("{} is not a device change", rights::name(&other)),
+                ))
+            }
+        };
+        if let Err(reason) = silt_wire::check_device_id(&id) {
+            return ready(error(ErrorCode::InvalidRequest, reason));
+        }
+        let change = match change {
+            Ok(change) => change,
+            Err(e) => return ready(error(e.code, e.message)),
+        };
+        let outcome = cluster
+            .propose(GroupId::Meta, Command::Meta(MetaCommand::Device { id: id.clone(), change }))
+            .await;
+        let (this, cluster) = (self.clone(), cluster.clone());
+        Box::pin(async move {
+            match outcome.await {
+                Ok(Ok((Applied::Device(sealed), index))) => {
+                    cluster.applied_meta(index).await;
+                    let made = devices::decode(&id, &sealed).map(|entry| devices::info(&entry, &id, keyed));
+                    match keyed {
+                        true => this.keyed_device(&principal, &id, made),
+                        false => registry_reply(made.map(Response::Device)),
+                    }
+                }
+                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
+                Ok(Ok((other, _))) => {
+                    error(ErrorCode::Storage, format!("unexpected outcome of a device change: {other:?}"))
+                }
+                Ok(Err(e)) => unavailable(e),
+                Err(_) => unavailable("the proposal was dropped"),
+            }
+        })
+    }
+
     /// A request about principals and rights in a cluster: decided here (off the async
     /// threads: a password is hashed), then, for a change, applied by every broker through the
     /// metadata group; answered once this broker applied it.
