@@ -126,10 +126,8 @@ fn open_ledger(
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let cluster_config = match config.cluster.is_set() {
-        true => Some(config.cluster.resolve(&config.data_dir)?),
-        false => None,
-    };
+    let cluster_config =
+        config.cluster.is_set().then(|| config.cluster.resolve(&config.data_dir)).transpose()?;
     // A cluster's brokers serve clients with the certificate its CA signed, so that clients
     // trust one CA for all of them.
     let (certs, key) = match &cluster_config {

@@ -111,7 +111,7 @@ pub use error::StorageError;
 pub use layout::{GROUP_NAME_BYTES_MAX, PARTITIONS_PER_TOPIC_MAX, TOPIC_NAME_BYTES_MAX};
 pub use partition::{Damage, Partition, Repair, Scan, ScrubCursor, ScrubStep};
 pub use processors::MODULE_BYTES_MAX;
-pub use store::{flush_durably, Loss, MetadataRestore, Store};
+pub use store::{check_topic, flush_durably, Loss, MetadataRestore, Store};
 
 /// Topic metadata as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

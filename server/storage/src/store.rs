@@ -204,18 +204,7 @@ impl Store {
     /// Durable when it returns (it flushes): topics are created rarely, and a producer told
     /// that its topic exists should not find it gone after a crash.
     pub fn create_topic(&self, meta: TopicMeta) -> Result<(), StorageError> {
-        silt_wire::message::check_topic_name(&meta.name).map_err(|reason| StorageError::InvalidName {
-            what: "topic",
-            name: meta.name.clone(),
-            reason,
-        })?;
-        if meta.partitions == 0 || meta.partitions > PARTITIONS_PER_TOPIC_MAX {
-            return Err(StorageError::InvalidPartitionCount {
-                topic: meta.name,
-                partitions: meta.partitions,
-                max: PARTITIONS_PER_TOPIC_MAX,
-            });
-        }
+        check_topic(&meta.name, meta.partitions)?;
         let mut topics = self.write_topics();
         if topics.contains_key(&meta.name) {
             return Err(StorageError::TopicExists(meta.name));
@@ -683,6 +672,24 @@ fn check_group(group: &str) -> Result<(), StorageError> {
 /// one `syncfs` of the filesystem of `dir` (the database's directory, kept open by the caller).
 /// See [`Store::flush`] for why sled's flush alone is not enough. Other sled users of the
 /// project (the device bridge's journal) flush through this too.
+/// Whether a topic named `name` with `partitions` partitions may be made: its name and
+/// partition count (not whether it exists).
+pub fn check_topic(name: &str, partitions: u32) -> Result<(), StorageError> {
+    silt_wire::message::check_topic_name(name).map_err(|reason| StorageError::InvalidName {
+        what: "topic",
+        name: name.to_string(),
+        reason,
+    })?;
+    if partitions == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
+        return Err(StorageError::InvalidPartitionCount {
+            topic: name.to_string(),
+            partitions,
+            max: PARTITIONS_PER_TOPIC_MAX,
+        });
+    }
+    Ok(())
+}
+
 pub fn flush_durably(db: &sled::Db, dir: &std::fs::File) -> Result<usize, StorageError> {
     let bytes = db.flush()?;
     use std::os::fd::AsRawFd;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dashmap::DashMap;
+use openraft::async_runtime::WatchReceiver;
 use openraft::BasicNode;
 use silt_storage::raft_log::RaftLogs;
 use silt_storage::{StorageError, Store, TopicMeta};
@@ -260,9 +261,9 @@ impl Cluster {
         self.meta_state.read().expect("metadata lock").topics.contains_key(topic)
     }
 
-    /// The placement of a replicated topic.
-    pub fn placement(&self, topic: &str) -> Option<Placement> {
-        self.meta_state.read().expect("metadata lock").topics.get(topic).cloned()
+    /// How many partitions a replicated topic has.
+    pub fn partitions(&self, topic: &str) -> Option<u32> {
+        self.meta_state.read().expect("metadata lock").topics.get(topic).map(|p| p.partitions)
     }
 
     /// The brokers in the metadata group's membership (the initial peers until it is known).
@@ -340,33 +341,56 @@ impl Cluster {
     /// Answers another broker's call.
     async fn handle_rpc(self: Arc<Self>, rpc: Rpc) -> RpcReply {
         let refused = |e: &dyn std::fmt::Display| RpcReply::Refused(e.to_string());
-        match rpc {
-            Rpc::Append(group, req) => match self.raft_of(&group) {
-                Some(Raft::Meta(r)) => {
-                    r.append_entries(req).await.map_or_else(|e| refused(&e), RpcReply::Append)
-                }
-                Some(Raft::Partition(r)) => {
-                    r.append_entries(req).await.map_or_else(|e| refused(&e), RpcReply::Append)
-                }
-                None => refused(&format!("no group {group} here")),
-            },
-            Rpc::Vote(group, req) => match self.raft_of(&group) {
-                Some(Raft::Meta(r)) => r.vote(req).await.map_or_else(|e| refused(&e), RpcReply::Vote),
-                Some(Raft::Partition(r)) => r.vote(req).await.map_or_else(|e| refused(&e), RpcReply::Vote),
-                None => refused(&format!("no group {group} here")),
-            },
-            Rpc::PreVote(group, req) => match self.raft_of(&group) {
-                Some(Raft::Meta(r)) => r.pre_vote(req).await.map_or_else(|e| refused(&e), RpcReply::Vote),
-                Some(Raft::Partition(r)) => {
-                    r.pre_vote(req).await.map_or_else(|e| refused(&e), RpcReply::Vote)
-                }
-                None => refused(&format!("no group {group} here")),
-            },
-            Rpc::Propose(group, commands) => {
-                RpcReply::Proposed(proposer::propose_here(&self, &group, commands).await)
+        let (group, raft) = match &rpc {
+            Rpc::Append(group, _) | Rpc::Vote(group, _) | Rpc::PreVote(group, _) => {
+                (group, self.raft_of(group))
             }
-            Rpc::Status => RpcReply::Status(self.local_status().await),
+            Rpc::Propose(..) | Rpc::Status => (&GroupId::Meta, None),
+        };
+        let Some(raft) = raft else {
+            return match rpc {
+                Rpc::Propose(group, commands) => {
+                    RpcReply::Proposed(proposer::propose_here(&self, &group, commands).await)
+                }
+                Rpc::Status => RpcReply::Status(self.local_status().await),
+                _ => refused(&format!("no group {group} here")),
+            };
+        };
+        match rpc {
+            Rpc::Append(_, req) => {
+                on_raft!(raft, r => r.append_entries(req).await.map_or_else(|e| refused(&e), RpcReply::Append))
+            }
+            Rpc::Vote(_, req) => {
+                on_raft!(raft, r => r.vote(req).await.map_or_else(|e| refused(&e), RpcReply::Vote))
+            }
+            Rpc::PreVote(_, req) => {
+                on_raft!(raft, r => r.pre_vote(req).await.map_or_else(|e| refused(&e), RpcReply::Vote))
+            }
+            Rpc::Propose(..) | Rpc::Status => unreachable!("answered above"),
         }
+    }
+
+    /// The leader of `group` as this broker sees it: `None` when it does not run the group,
+    /// `Some(None)` while it knows of no leader.
+    fn leader_seen(&self, group: &GroupId) -> Option<Option<u64>> {
+        let raft = self.raft_of(group)?;
+        Some(on_raft!(raft, r => r.metrics().borrow_watched().current_leader))
+    }
+
+    /// A replica of the group to ask who leads it, turning through them with `turn`.
+    fn some_replica(&self, group: &GroupId, turn: u32) -> Option<u64> {
+        let GroupId::Partition { topic, partition } = group else { return None };
+        let state = self.meta_state.read().expect("metadata lock");
+        let replicas: Vec<u64> = state
+            .topics
+            .get(topic)?
+            .replicas
+            .get(*partition as usize)?
+            .iter()
+            .copied()
+            .filter(|r| *r != self.node_id())
+            .collect();
+        (!replicas.is_empty()).then(|| replicas[turn as usize % replicas.len()])
     }
 
     fn raft_of(&self, group: &GroupId) -> Option<Raft> {
@@ -397,3 +421,15 @@ enum Raft {
     Meta(MetaRaft),
     Partition(PartitionRaft),
 }
+
+/// `$body` with `$r` bound to the handle inside a [`Raft`], whichever kind it is (the two
+/// differ only in their state machine's type).
+macro_rules! on_raft {
+    ($raft:expr, $r:ident => $body:expr) => {
+        match $raft {
+            Raft::Meta($r) => $body,
+            Raft::Partition($r) => $body,
+        }
+    };
+}
+use on_raft;

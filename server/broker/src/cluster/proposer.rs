@@ -81,29 +81,32 @@ async fn run(cluster: Weak<Cluster>, group: GroupId, mut queue: mpsc::Receiver<J
             continue;
         }
         let round: Vec<Job> = jobs.drain(..jobs.len().min(ROUND_MAX)).collect();
+        // The jobs keep their commands for a retry; these copies go to the leader, here or
+        // on another broker, chosen first so that they are made once.
         let commands: Vec<Command> = round.iter().map(|j| j.command.clone()).collect();
-        let mut outcomes = propose_here(&cluster, &group, commands.clone()).await;
         let me = cluster.node_id();
-        let forward_to = match outcomes.first() {
-            Some(Proposed::NotLeader(Some(leader))) if *leader != me => Some(*leader),
-            Some(Proposed::NotLeader(None)) if !cluster.runs(&group) => leader_hint
-                .filter(|l| *l != me)
-                .or_else(|| cluster.some_replica(&group, tries_without_leader)),
-            _ => None,
+        let (here, forward_to) = match cluster.leader_seen(&group) {
+            Some(leader) => (leader == Some(me), leader.filter(|l| *l != me)),
+            None => {
+                let ask = leader_hint.filter(|l| *l != me);
+                (false, ask.or_else(|| cluster.some_replica(&group, tries_without_leader)))
+            }
         };
-        if let Some(target) = forward_to {
-            outcomes = match cluster
-                .net
-                .call(target, &Rpc::Propose(group.clone(), commands), PROPOSAL_TIMEOUT)
-                .await
-            {
-                Ok(RpcReply::Proposed(outcomes)) if outcomes.len() == round.len() => outcomes,
-                Ok(_) | Err(_) => {
-                    leader_hint = None;
-                    vec![Proposed::NotLeader(None); round.len()]
+        let outcomes = match forward_to {
+            Some(target) => {
+                match cluster.net.call(target, &Rpc::Propose(group.clone(), commands), PROPOSAL_TIMEOUT).await
+                {
+                    Ok(RpcReply::Proposed(outcomes)) if outcomes.len() == round.len() => outcomes,
+                    Ok(_) | Err(_) => {
+                        leader_hint = None;
+                        vec![Proposed::NotLeader(None); round.len()]
+                    }
                 }
-            };
-        }
+            }
+            None if here => propose_here(&cluster, &group, commands).await,
+            // No leader known yet: wait for an election.
+            None => vec![Proposed::NotLeader(None); round.len()],
+        };
         let mut retry: Vec<Job> = Vec::new();
         for (job, outcome) in round.into_iter().zip(outcomes) {
             if !retry.is_empty() {
@@ -139,11 +142,9 @@ async fn run(cluster: Weak<Cluster>, group: GroupId, mut queue: mpsc::Receiver<J
 /// Submits `commands` to the group on this broker, in order, and waits for each: applied
 /// (`Done`), refused because another broker leads (`NotLeader`), or failed.
 pub async fn propose_here(cluster: &Arc<Cluster>, group: &GroupId, commands: Vec<Command>) -> Vec<Proposed> {
-    let not_here = || vec![Proposed::NotLeader(None); commands.len()];
     match cluster.raft_of(group) {
-        Some(Raft::Meta(raft)) => submit(&raft, commands).await,
-        Some(Raft::Partition(raft)) => submit(&raft, commands).await,
-        None => not_here(),
+        Some(raft) => super::on_raft!(raft, r => submit(&r, commands).await),
+        None => vec![Proposed::NotLeader(None); commands.len()],
     }
 }
 

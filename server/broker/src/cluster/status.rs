@@ -9,31 +9,12 @@ use openraft::ServerState;
 use silt_wire::{ClusterInfo, NodeInfo, ReplicaInfo};
 
 use super::net::{NodeStatus, Rpc, RpcReply};
-use super::{Cluster, GroupId};
+use super::Cluster;
 
 /// How long the broker answering waits for each other broker's view.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl Cluster {
-    /// Whether this broker runs the group.
-    pub(super) fn runs(&self, group: &GroupId) -> bool {
-        self.raft_of(group).is_some()
-    }
-
-    /// A replica of the group to ask who leads it, turning through them with `turn`.
-    pub(super) fn some_replica(&self, group: &GroupId, turn: u32) -> Option<u64> {
-        let GroupId::Partition { topic, partition } = group else { return None };
-        let placement = self.placement(topic)?;
-        let replicas: Vec<u64> = placement
-            .replicas
-            .get(*partition as usize)?
-            .iter()
-            .copied()
-            .filter(|r| *r != self.node_id())
-            .collect();
-        (!replicas.is_empty()).then(|| replicas[turn as usize % replicas.len()])
-    }
-
     /// This broker's view: the leader of each group it runs.
     pub(super) async fn local_status(&self) -> NodeStatus {
         let metadata_leader = self.meta.get().and_then(|m| m.metrics().borrow_watched().current_leader);

@@ -19,6 +19,19 @@ fn failed(failure: crate::cluster::Failure, message: String) -> Reply {
     error(code_of(failure), message)
 }
 
+type Proposal = tokio::sync::oneshot::Receiver<Result<(Applied, u64), crate::cluster::ProposeError>>;
+
+/// What a proposal came to: its outcome and index once applied, or the reply that tells the
+/// client why there is none (refused when applied, or not settled).
+async fn settled(outcome: Proposal) -> Result<(Applied, u64), Reply> {
+    match outcome.await {
+        Ok(Ok((Applied::Failed { failure, message }, _))) => Err(failed(failure, message)),
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable("the proposal was dropped")),
+    }
+}
+
 /// The brokers keeping each of `partitions` partitions: `factor` of `members`, turning
 /// through them from a start that depends on the topic's name, so topics spread out.
 pub fn place(name: &str, partitions: u32, factor: u32, members: &[u64]) -> Vec<Vec<u64>> {
@@ -40,14 +53,8 @@ impl Broker {
         retention_bytes: Option<u64>,
         replication_factor: Option<u32>,
     ) -> PendingReply {
-        if let Err(reason) = silt_wire::message::check_topic_name(&name) {
-            return ready(error(ErrorCode::InvalidRequest, format!("topic name {name:?}: {reason}")));
-        }
-        if partitions == 0 || partitions > silt_storage::PARTITIONS_PER_TOPIC_MAX {
-            return ready(error(
-                ErrorCode::InvalidRequest,
-                format!("a topic has 1 to {} partitions", silt_storage::PARTITIONS_PER_TOPIC_MAX),
-            ));
+        if let Err(e) = silt_storage::check_topic(&name, partitions) {
+            return ready(storage_error(e));
         }
         let mut members = cluster.members();
         members.sort_unstable();
@@ -69,17 +76,14 @@ impl Broker {
         let outcome = cluster.propose(GroupId::Meta, command).await;
         let (this, cluster) = (self.clone(), cluster.clone());
         Box::pin(async move {
-            match outcome.await {
-                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
-                Ok(Ok((_, index))) => {
-                    cluster.applied_meta(index).await;
-                    match this.describe(&name) {
-                        Ok(info) => (Response::Topic(info), Bytes::new()),
-                        Err(e) => storage_error(e),
-                    }
-                }
-                Ok(Err(e)) => unavailable(e),
-                Err(_) => unavailable("the proposal was dropped"),
+            let (_, index) = match settled(outcome).await {
+                Ok(done) => done,
+                Err(reply) => return reply,
+            };
+            cluster.applied_meta(index).await;
+            match this.describe(&name) {
+                Ok(info) => (Response::Topic(info), Bytes::new()),
+                Err(e) => storage_error(e),
             }
         })
     }
@@ -96,14 +100,11 @@ impl Broker {
         if let Err(e) = batch::validate(frame.payload()) {
             return ready(wire_error(&e));
         }
-        match cluster.placement(topic) {
-            Some(p) if partition < p.partitions => {}
-            _ => {
-                return ready(error(
-                    ErrorCode::UnknownPartition,
-                    format!("{topic} has no partition {partition}"),
-                ))
-            }
+        if cluster.partitions(topic).is_none_or(|n| partition >= n) {
+            return ready(error(
+                ErrorCode::UnknownPartition,
+                format!("{topic} has no partition {partition}"),
+            ));
         }
         if let Err(refused) = self.durability.admit(frame.payload().len() as u64) {
             return ready(refusal(refused));
@@ -119,8 +120,8 @@ impl Broker {
         // Queued in call order, so a stream's batches are proposed in the order they came.
         let outcome = cluster.propose(group, command).await;
         Box::pin(async move {
-            match outcome.await {
-                Ok(Ok((Applied::Appended { base_offset, duplicate }, _))) => {
+            match settled(outcome).await {
+                Ok((Applied::Appended { base_offset, duplicate }, _)) => {
                     if !duplicate {
                         records_in.inc_by(records);
                         bytes_in.inc_by(bytes);
@@ -128,12 +129,10 @@ impl Broker {
                     }
                     (Response::Produced { base_offset, duplicate }, Bytes::new())
                 }
-                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
-                Ok(Ok((other, _))) => {
+                Ok((other, _)) => {
                     error(ErrorCode::Storage, format!("unexpected outcome of an append: {other:?}"))
                 }
-                Ok(Err(e)) => unavailable(e),
-                Err(_) => unavailable("the proposal was dropped"),
+                Err(reply) => reply,
             }
         })
     }
@@ -158,18 +157,16 @@ impl Broker {
         let outcome = cluster.propose(GroupId::Meta, command).await;
         let (cluster, session) = (cluster.clone(), session.clone());
         Box::pin(async move {
-            match outcome.await {
-                Ok(Ok((Applied::Producer { id, epoch }, index))) => {
+            match settled(outcome).await {
+                Ok((Applied::Producer { id, epoch }, index)) => {
                     cluster.applied_meta(index).await;
                     session.hold_producer(id, epoch);
                     (Response::Producer { id, epoch }, Bytes::new())
                 }
-                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
-                Ok(Ok((other, _))) => {
+                Ok((other, _)) => {
                     error(ErrorCode::Storage, format!("unexpected outcome of a claim: {other:?}"))
                 }
-                Ok(Err(e)) => unavailable(e),
-                Err(_) => unavailable("the proposal was dropped"),
+                Err(reply) => reply,
             }
         })
     }
@@ -200,14 +197,12 @@ impl Broker {
             .await;
         let cluster = cluster.clone();
         Box::pin(async move {
-            match outcome.await {
-                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
-                Ok(Ok((_, index))) => {
+            match settled(outcome).await {
+                Ok((_, index)) => {
                     cluster.applied_meta(index).await;
                     (Response::Done, Bytes::new())
                 }
-                Ok(Err(e)) => unavailable(e),
-                Err(_) => unavailable("the proposal was dropped"),
+                Err(reply) => reply,
             }
         })
     }
@@ -244,8 +239,8 @@ impl Broker {
             .await;
         let (this, cluster) = (self.clone(), cluster.clone());
         Box::pin(async move {
-            match outcome.await {
-                Ok(Ok((Applied::Device(sealed), index))) => {
+            match settled(outcome).await {
+                Ok((Applied::Device(sealed), index)) => {
                     cluster.applied_meta(index).await;
                     let made = devices::decode(&id, &sealed).map(|entry| devices::info(&entry, &id, keyed));
                     match keyed {
@@ -253,12 +248,10 @@ impl Broker {
                         false => registry_reply(made.map(Response::Device)),
                     }
                 }
-                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
-                Ok(Ok((other, _))) => {
+                Ok((other, _)) => {
                     error(ErrorCode::Storage, format!("unexpected outcome of a device change: {other:?}"))
                 }
-                Ok(Err(e)) => unavailable(e),
-                Err(_) => unavailable("the proposal was dropped"),
+                Err(reply) => reply,
             }
         })
     }
@@ -282,14 +275,13 @@ impl Broker {
                 Ok(Err(r)) => return error(r.code, r.message),
                 Err(e) => return error(ErrorCode::Storage, format!("auth task failed: {e}")),
             };
-            match cluster.propose(GroupId::Meta, Command::Meta(MetaCommand::Auth(change))).await.await {
-                Ok(Ok((Applied::Failed { failure, message }, _))) => failed(failure, message),
-                Ok(Ok((_, index))) => {
+            let proposal = cluster.propose(GroupId::Meta, Command::Meta(MetaCommand::Auth(change))).await;
+            match settled(proposal).await {
+                Ok((_, index)) => {
                     cluster.applied_meta(index).await;
                     (answer, Bytes::new())
                 }
-                Ok(Err(e)) => unavailable(e),
-                Err(_) => unavailable("the proposal was dropped"),
+                Err(reply) => reply,
             }
         })
     }
